@@ -1,0 +1,82 @@
+import { z } from 'zod';
+
+/**
+ * What a run fixes about the network. Pure data: the coordinator validates it and
+ * derives parameter names and shapes from it without loading TensorFlow.
+ */
+export const modelConfigSchema = z
+  .object({
+    /** Encoder family. `tiny` is a small ResNet for CPU demos and tests. */
+    arch: z.enum(['tiny', 'resnet18', 'resnet50']),
+    /** Side of the square training views, in pixels (global views). */
+    inputSize: z.number().int().min(16).max(512),
+    /** Channels of the stem and each stage; default depends on `arch`. */
+    widths: z.array(z.number().int().min(1).max(2048)).min(1).max(5).optional(),
+    /** Normalization inside the encoder. */
+    norm: z.enum(['batch', 'group']).default('batch'),
+    /** Hidden width of projector and predictor MLPs. */
+    projectorHidden: z.number().int().min(4).max(8192).default(256),
+    /** Output width of projector and predictor (the BYOL embedding). */
+    projectionDim: z.number().int().min(4).max(4096).default(64),
+    /** Hidden width of the site-local metadata head. */
+    metadataHidden: z.number().int().min(4).max(8192).default(128),
+  })
+  .strict();
+export type ModelConfig = z.infer<typeof modelConfigSchema>;
+
+/** The study's augmentation recipe for grayscale medical images; blur and jitter off by default. */
+export const augmentationConfigSchema = z
+  .object({
+    randomResizedCrop: z
+      .object({ enabled: z.boolean().default(true), scaleMin: z.number().gt(0).max(1).default(0.3), scaleMax: z.number().gt(0).max(1).default(1) })
+      .strict()
+      .default({ enabled: true, scaleMin: 0.3, scaleMax: 1 }),
+    horizontalFlip: z
+      .object({ enabled: z.boolean().default(true), probability: z.number().min(0).max(1).default(0.5) })
+      .strict()
+      .default({ enabled: true, probability: 0.5 }),
+    /** Extra small local views fed to the online branch (multi-crop). */
+    multiCrop: z
+      .object({
+        localViews: z.number().int().min(0).max(8).default(2),
+        /** Side of local views as a fraction of `inputSize`. */
+        sizeFraction: z.number().gt(0).max(1).default(0.5),
+        scaleMin: z.number().gt(0).max(1).default(0.05),
+        scaleMax: z.number().gt(0).max(1).default(0.3),
+      })
+      .strict()
+      .default({ localViews: 2, sizeFraction: 0.5, scaleMin: 0.05, scaleMax: 0.3 }),
+    gaussianBlur: z
+      .object({ enabled: z.boolean().default(false), probability: z.number().min(0).max(1).default(0.5), sigmaMax: z.number().gt(0).default(2) })
+      .strict()
+      .default({ enabled: false, probability: 0.5, sigmaMax: 2 }),
+    colorJitter: z
+      .object({
+        enabled: z.boolean().default(false),
+        probability: z.number().min(0).max(1).default(0.8),
+        brightness: z.number().min(0).max(1).default(0.4),
+        contrast: z.number().min(0).max(1).default(0.4),
+      })
+      .strict()
+      .default({ enabled: false, probability: 0.8, brightness: 0.4, contrast: 0.4 }),
+  })
+  .strict();
+export type AugmentationConfig = z.infer<typeof augmentationConfigSchema>;
+
+/** Local training hyperparameters carried in every task. */
+export const trainingConfigSchema = z
+  .object({
+    localEpochs: z.number().int().min(1).max(1000).default(1),
+    /** Upper bound on optimizer steps per round (0 = no bound); keeps demos and tests short. */
+    maxStepsPerRound: z.number().int().min(0).default(0),
+    batchSize: z.number().int().min(2).max(4096).default(32),
+    learningRate: z.number().gt(0).max(10).default(1e-3),
+    weightDecay: z.number().min(0).max(1).default(0),
+    /** Base EMA momentum τ of the target network; raised to 1 along a cosine schedule. */
+    emaMomentum: z.number().min(0).max(1).default(0.99),
+    /** λ: weight of the metadata cross-entropy added to the BYOL loss (0 disables the head). */
+    metadataWeight: z.number().min(0).max(100).default(0.5),
+    augmentation: augmentationConfigSchema.default(augmentationConfigSchema.parse({})),
+  })
+  .strict();
+export type TrainingConfig = z.infer<typeof trainingConfigSchema>;

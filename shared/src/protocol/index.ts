@@ -1,0 +1,2 @@
+export * from './messages';
+export type * from './events';
