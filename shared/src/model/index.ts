@@ -1,1 +1,5 @@
 export * from './config';
+export * from './architecture';
+export * from './spec';
+export * from './init';
+export * from './presets';

@@ -1,0 +1,115 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { encoderPlan, groupNormGroups, type BlockPlan } from '../architecture';
+import type { ModelConfig } from '../config';
+import { param, type ParamMap } from './params';
+
+const EPS = 1e-5;
+/** PyTorch's default batch-norm momentum (weight of the new batch statistic). */
+export const DEFAULT_BN_MOMENTUM = 0.1;
+
+/** Options of the forward functions. */
+export interface ForwardOptions {
+  /** Training mode: normalize with batch moments (and report new running stats). */
+  training: boolean;
+  /**
+   * Training mode only: receives the updated running mean/var of every encoder batch
+   * norm, keyed by parameter name. They are `tf.keep`-ed so they survive the gradient
+   * tape's tidy; the caller assigns them to the running-stat variables after the
+   * optimizer step and disposes them. Nothing is mutated inside the forward pass.
+   */
+  statsOut?: Map<string, tf.Tensor>;
+  /** Running-stat momentum (PyTorch convention), default 0.1. */
+  momentum?: number;
+}
+
+/**
+ * Batch norm from batch moments as one scale/shift (x·s + t). Cheaper than
+ * tf.batchNorm on wasm, whose gradient tiles the moments to the full input shape.
+ */
+function batchNorm(x: tf.Tensor, params: ParamMap, name: string, opts: ForwardOptions, hasRunning: boolean): tf.Tensor {
+  const gamma = param(params, `${name}.weight`);
+  const beta = param(params, `${name}.bias`);
+  const axes = x.shape.slice(0, -1).map((_, i) => i);
+  if (!opts.training && hasRunning) {
+    const scale = tf.mul(gamma, tf.rsqrt(tf.add(param(params, `${name}.running_var`), EPS)));
+    const shift = tf.sub(beta, tf.mul(param(params, `${name}.running_mean`), scale));
+    return tf.add(tf.mul(x, scale), shift);
+  }
+  const { mean, variance } = tf.moments(x, axes);
+  const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, EPS)));
+  const shift = tf.sub(beta, tf.mul(mean, scale));
+  if (opts.training && hasRunning && opts.statsOut) {
+    const m = opts.momentum ?? DEFAULT_BN_MOMENTUM;
+    const n = x.size / (x.shape[x.shape.length - 1] ?? 1);
+    const unbiased = n > 1 ? n / (n - 1) : 1;
+    const rm = param(params, `${name}.running_mean`);
+    const rv = param(params, `${name}.running_var`);
+    opts.statsOut.set(`${name}.running_mean`, tf.keep(tf.add(tf.mul(rm, 1 - m), tf.mul(mean, m))));
+    opts.statsOut.set(`${name}.running_var`, tf.keep(tf.add(tf.mul(rv, 1 - m), tf.mul(variance, m * unbiased))));
+  }
+  return tf.add(tf.mul(x, scale), shift);
+}
+
+/** Group norm over NHWC (no running state; identical in training and inference). */
+function groupNorm(x: tf.Tensor4D, params: ParamMap, name: string): tf.Tensor {
+  const [n, h, w, c] = x.shape;
+  const g = groupNormGroups(c);
+  const grouped = tf.reshape(x, [n, h, w, g, c / g]);
+  const { mean, variance } = tf.moments(grouped, [1, 2, 4], true);
+  const normed = tf.reshape(tf.mul(tf.sub(grouped, mean), tf.rsqrt(tf.add(variance, EPS))), [n, h, w, c]);
+  return tf.add(tf.mul(normed, param(params, `${name}.weight`)), param(params, `${name}.bias`));
+}
+
+function norm2d(x: tf.Tensor4D, params: ParamMap, name: string, kind: ModelConfig['norm'], opts: ForwardOptions): tf.Tensor4D {
+  return (kind === 'group' ? groupNorm(x, params, name) : batchNorm(x, params, name, opts, true)) as tf.Tensor4D;
+}
+
+/** Convolution with PyTorch-style symmetric padding floor(k/2), so weights map 1:1 onto torchvision. */
+function conv(x: tf.Tensor4D, params: ParamMap, name: string, stride: number): tf.Tensor4D {
+  const w = param(params, `${name}.weight`) as tf.Tensor4D;
+  const k = w.shape[0];
+  return tf.conv2d(x, w, stride, Math.floor(k / 2));
+}
+
+function block(x: tf.Tensor4D, params: ParamMap, b: BlockPlan, kind: ModelConfig['norm'], opts: ForwardOptions): tf.Tensor4D {
+  const p = b.prefix;
+  let out: tf.Tensor4D;
+  if (b.kind === 'basic') {
+    out = tf.relu(norm2d(conv(x, params, `${p}.conv1`, b.stride), params, `${p}.bn1`, kind, opts));
+    out = norm2d(conv(out, params, `${p}.conv2`, 1), params, `${p}.bn2`, kind, opts);
+  } else {
+    out = tf.relu(norm2d(conv(x, params, `${p}.conv1`, 1), params, `${p}.bn1`, kind, opts));
+    out = tf.relu(norm2d(conv(out, params, `${p}.conv2`, b.stride), params, `${p}.bn2`, kind, opts));
+    out = norm2d(conv(out, params, `${p}.conv3`, 1), params, `${p}.bn3`, kind, opts);
+  }
+  const shortcut = b.downsample
+    ? norm2d(conv(x, params, `${p}.downsample.0`, b.stride), params, `${p}.downsample.1`, kind, opts)
+    : x;
+  return tf.relu(tf.add(out, shortcut)) as tf.Tensor4D;
+}
+
+/**
+ * The ResNet encoder: `x` is `[N, H, W, 1]` in [0, 1]-ish range; returns the globally
+ * average-pooled features `[N, featureDim]`. Works on any square-ish size (local
+ * multi-crop views are smaller than `inputSize`).
+ *
+ * The ImageNet stem's 3×3/2 max-pool is kept (wasm has MaxPoolGrad); PyTorch padding 1.
+ */
+export function encoderForward(config: ModelConfig, params: ParamMap, x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor2D {
+  const plan = encoderPlan(config);
+  let h = tf.relu(norm2d(conv(x, params, 'encoder.conv1', plan.stem.stride), params, 'encoder.bn1', plan.norm, opts));
+  if (plan.stem.pool) h = tf.maxPool(h, 3, 2, 1);
+  for (const b of plan.blocks) h = block(h, params, b, plan.norm, opts);
+  return tf.mean(h, [1, 2]) as tf.Tensor2D;
+}
+
+/**
+ * A 2-layer MLP head named like `nn.Sequential(Linear, BatchNorm1d, ReLU, Linear)`:
+ * `prefix` is `projector`, `predictor` or `metadata_head`. Its norm always uses batch
+ * statistics (these heads only run in training; see describeModel).
+ */
+export function mlpForward(prefix: string, params: ParamMap, x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
+  const h0 = tf.add(tf.matMul(x, param(params, `${prefix}.0.weight`) as tf.Tensor2D), param(params, `${prefix}.0.bias`));
+  const h1 = tf.relu(batchNorm(h0, params, `${prefix}.1`, { ...opts, training: true }, false));
+  return tf.add(tf.matMul(h1 as tf.Tensor2D, param(params, `${prefix}.3.weight`) as tf.Tensor2D), param(params, `${prefix}.3.bias`)) as tf.Tensor2D;
+}
