@@ -1,0 +1,69 @@
+import { describe, it, expect } from 'vitest';
+import { resolve, join } from 'node:path';
+import { FedsslError } from '@fedssl/shared/errors';
+import { loadConfig, sqliteFile } from './config';
+
+function errorOf(fn: () => unknown): FedsslError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof FedsslError) return e;
+    throw e;
+  }
+  throw new Error('expected a FedsslError');
+}
+
+describe('loadConfig', () => {
+  it('applies defaults', () => {
+    const c = loadConfig({});
+    expect(c).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      dataDir: resolve('./fedssl-data'),
+      databaseUrl: null,
+      logLevel: 'info',
+    });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('reads every variable', () => {
+    const c = loadConfig({
+      FEDSSL_HOST: '0.0.0.0',
+      FEDSSL_PORT: '0',
+      FEDSSL_DATA_DIR: '/var/lib/fedssl',
+      FEDSSL_DATABASE_URL: 'sqlite:db.sqlite',
+      FEDSSL_LOG_LEVEL: 'debug',
+    });
+    expect(c).toEqual({ host: '0.0.0.0', port: 0, dataDir: '/var/lib/fedssl', databaseUrl: 'sqlite:db.sqlite', logLevel: 'debug' });
+    expect(sqliteFile(c)).toBe('/var/lib/fedssl/db.sqlite');
+    expect(sqliteFile({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
+  });
+
+  it('lists all invalid variables in one error', () => {
+    const e = errorOf(() =>
+      loadConfig({ FEDSSL_PORT: 'abc', FEDSSL_LOG_LEVEL: 'loud', FEDSSL_DATABASE_URL: 'mysql://x', FEDSSL_HOST: 'a b' }),
+    );
+    expect(e.code).toBe('COORDINATOR_CONFIG_INVALID');
+    expect(e.message).toBe(
+      'invalid configuration: FEDSSL_HOST: expected a host name or address, got "a b"; ' +
+        'FEDSSL_PORT: expected integer 0–65535, got "abc"; ' +
+        'FEDSSL_DATABASE_URL: expected sqlite:<file> or postgres://…, got "mysql://x"; ' +
+        'FEDSSL_LOG_LEVEL: expected one of fatal|error|warn|info|debug|trace|silent, got "loud"',
+    );
+    expect(e.details?.['problems']).toHaveLength(4);
+  });
+
+  it('rejects out-of-range and non-integer ports', () => {
+    expect(errorOf(() => loadConfig({ FEDSSL_PORT: '65536' })).message).toBe(
+      'invalid configuration: FEDSSL_PORT: expected integer 0–65535, got "65536"',
+    );
+    expect(errorOf(() => loadConfig({ FEDSSL_PORT: '-1' })).message).toContain('got "-1"');
+    expect(errorOf(() => loadConfig({ FEDSSL_PORT: '80.5' })).message).toContain('got "80.5"');
+  });
+
+  it('refuses PostgreSQL URLs at open time with a clear message', () => {
+    const c = loadConfig({ FEDSSL_DATABASE_URL: 'postgres://u@h/db' });
+    expect(c.databaseUrl).toBe('postgres://u@h/db');
+    expect(() => sqliteFile(c)).toThrow(/PostgreSQL is not supported/);
+  });
+});

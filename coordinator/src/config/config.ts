@@ -1,0 +1,93 @@
+import { resolve, join } from 'node:path';
+import { z } from 'zod';
+import { FedsslError } from '@fedssl/shared/errors';
+
+/** Validated, immutable coordinator configuration (built once at boot by {@link loadConfig}). */
+export interface CoordinatorConfig {
+  host: string;
+  /** TCP port; 0 = any free port (tests). */
+  port: number;
+  /** Root of everything the coordinator writes: database, keys, models, uploads. */
+  dataDir: string;
+  /** null = SQLite file `<dataDir>/fedssl.sqlite`. */
+  databaseUrl: string | null;
+  logLevel: string;
+}
+
+/** Nest injection token for the {@link CoordinatorConfig}. */
+export const CONFIG = Symbol('CONFIG');
+/** Nest injection token for the root pino `Logger`. */
+export const LOGGER = Symbol('LOGGER');
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Wraps a raw value in quotes for error messages without echoing anything huge. */
+const shown = (v: unknown): string => JSON.stringify(String(v).slice(0, 100));
+
+const envSchema = z.object({
+  FEDSSL_HOST: z
+    .string()
+    .default('127.0.0.1')
+    .refine((s) => s.trim().length > 0 && !/\s/.test(s), { error: (i) => `expected a host name or address, got ${shown(i.input)}` }),
+  FEDSSL_PORT: z
+    .string()
+    .default('8080')
+    .refine((s) => /^\d{1,5}$/.test(s) && Number(s) <= 65535, { error: (i) => `expected integer 0–65535, got ${shown(i.input)}` })
+    .transform(Number),
+  FEDSSL_DATA_DIR: z
+    .string()
+    .default('./fedssl-data')
+    .refine((s) => s.trim().length > 0, { error: () => 'expected a directory path, got ""' }),
+  FEDSSL_DATABASE_URL: z
+    .string()
+    .optional()
+    .refine((s) => s === undefined || s === '' || /^(sqlite:|postgres(ql)?:\/\/)/.test(s), {
+      error: (i) => `expected sqlite:<file> or postgres://…, got ${shown(i.input)}`,
+    }),
+  FEDSSL_LOG_LEVEL: z
+    .string()
+    .default('info')
+    .refine((s) => (LOG_LEVELS as readonly string[]).includes(s), {
+      error: (i) => `expected one of ${LOG_LEVELS.join('|')}, got ${shown(i.input)}`,
+    }),
+});
+
+/**
+ * Reads and validates every `FEDSSL_*` variable once. All problems are reported together
+ * in one {@link FedsslError} (`RUN_CONFIG_INVALID` is for runs; config uses
+ * `COORDINATOR_CONFIG_INVALID`) so an operator fixes them in one go.
+ *
+ * @example
+ * const config = loadConfig(process.env);
+ */
+export function loadConfig(env: NodeJS.ProcessEnv): CoordinatorConfig {
+  const result = envSchema.safeParse(env);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new FedsslError('COORDINATOR_CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`, {
+      problems,
+    });
+  }
+  const e = result.data;
+  const dataDir = resolve(e.FEDSSL_DATA_DIR);
+  return Object.freeze({
+    host: e.FEDSSL_HOST,
+    port: e.FEDSSL_PORT,
+    dataDir,
+    databaseUrl: e.FEDSSL_DATABASE_URL ? e.FEDSSL_DATABASE_URL : null,
+    logLevel: e.FEDSSL_LOG_LEVEL,
+  });
+}
+
+/** Resolves the SQLite file to open: `sqlite:<file>` or the default inside the data dir. */
+export function sqliteFile(config: CoordinatorConfig): string {
+  if (config.databaseUrl === null) return join(config.dataDir, 'fedssl.sqlite');
+  if (config.databaseUrl.startsWith('sqlite:')) {
+    const file = config.databaseUrl.slice('sqlite:'.length);
+    return file === ':memory:' ? file : resolve(config.dataDir, file);
+  }
+  throw new FedsslError(
+    'COORDINATOR_CONFIG_INVALID',
+    'invalid configuration: FEDSSL_DATABASE_URL: PostgreSQL is not supported by this build yet; unset it to use SQLite',
+  );
+}
