@@ -1,0 +1,3 @@
+export * from './consortium';
+export * from './processes';
+export { generateSyntheticScans } from './synthetic-scans';

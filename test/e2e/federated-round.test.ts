@@ -1,0 +1,144 @@
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256Hex, verifySignedModelManifest, fromBase64 } from '@fedssl/shared/crypto';
+import type { CoordinatorKeys, SignedModelManifest } from '@fedssl/shared/protocol';
+import {
+  BINS,
+  enrollAgent,
+  generateSyntheticScans,
+  runNode,
+  startAgent,
+  startCoordinator,
+  startNode,
+  waitForRun,
+  type AgentHandle,
+  type CoordinatorHandle,
+  type ManagedProcess,
+  type RunView,
+} from '@fedssl/demo';
+import { startTamperProxy, type TamperProxy } from '../support/tamper-proxy';
+
+/**
+ * The spine, end to end, with every party a real process on 127.0.0.1: a coordinator, two
+ * honest site agents, a third agent whose upload is altered in flight by a proxy, and a fourth
+ * process holding a key the coordinator never enrolled.
+ */
+describe('federated BYOL round, end to end', () => {
+  let root: string;
+  let coordinator: CoordinatorHandle;
+  let proxy: TamperProxy;
+  const agents: AgentHandle[] = [];
+  const processes: ManagedProcess[] = [];
+  let run: RunView;
+
+  beforeAll(async () => {
+    root = await mkdtemp(path.join(tmpdir(), 'fedssl-e2e-'));
+    coordinator = await startCoordinator({ dataDir: path.join(root, 'coordinator') });
+    processes.push(coordinator.process);
+    const target = new URL(coordinator.url);
+    proxy = await startTamperProxy({ host: target.hostname, port: Number(target.port) });
+
+    for (const [i, name] of ['alpha', 'beta', 'tampered'].entries()) {
+      const dataPath = path.join(root, 'data', name);
+      await generateSyntheticScans({ outDir: dataPath, patients: 6, imagesPerPatient: 3, size: 48, seed: 50 + i, modality: 'ultrasound' });
+      const agent = await enrollAgent({ coordinator, name, home: path.join(root, 'agents', name), dataPath });
+      agents.push(agent);
+    }
+    // The third site talks to the coordinator through the tampering proxy from now on.
+    const tamperedConfig = path.join(agents[2]!.home, 'config.json');
+    const cfg = JSON.parse(await readFile(tamperedConfig, 'utf8')) as { coordinatorUrl: string };
+    cfg.coordinatorUrl = proxy.url;
+    await writeFile(tamperedConfig, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+
+    for (const agent of agents) processes.push(await startAgent(agent));
+
+    const created = await coordinator.api.createRun({
+      name: 'e2e',
+      rounds: 2,
+      minSites: 2,
+      roundDeadlineSeconds: 300,
+      strategy: 'fedavg',
+      seed: 3,
+      model: { arch: 'tiny', inputSize: 32, widths: [8, 16, 32], projectorHidden: 32, projectionDim: 16, metadataHidden: 16 },
+      training: { localEpochs: 1, maxStepsPerRound: 2, batchSize: 8, learningRate: 0.01, metadataWeight: 0.5 },
+    });
+    await coordinator.api.startRun(created.id);
+    run = await waitForRun(coordinator.api, created.id, { timeoutMs: 240_000 });
+  }, 400_000);
+
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+    await proxy?.close();
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  it('completes two rounds and publishes a new global model each round', () => {
+    expect(run.state).toBe('completed');
+    const published = run.rounds.filter((r) => r.state === 'published');
+    expect(published.map((r) => r.round)).toEqual([1, 2]);
+    const hashes = published.map((r) => r.modelSha256);
+    expect(new Set(hashes).size).toBe(2);
+  });
+
+  it('records both honest sites with their example counts in every round', () => {
+    for (const round of run.rounds.filter((r) => r.state === 'published')) {
+      for (const agent of agents.slice(0, 2)) {
+        const p = round.participants.find((x) => x.siteId === agent.siteId);
+        expect(p, `${agent.name} in round ${round.round}`).toBeDefined();
+        expect(p!.state).toBe('accepted');
+        expect(p!.exampleCount).toBe(18);
+      }
+    }
+  });
+
+  it('rejects the update altered in flight, and the round completes from the others', () => {
+    expect(proxy.tampered).toBe(1);
+    const round1 = run.rounds.find((r) => r.round === 1 && r.state === 'published')!;
+    const victim = round1.participants.find((p) => p.siteId === agents[2]!.siteId)!;
+    expect(victim.state).toBe('rejected');
+    expect(victim.reason).toMatch(/^ENVELOPE_/);
+    // Only the proxy's first alteration: in round 2 the same site's honest upload is accepted.
+    const round2 = run.rounds.find((r) => r.round === 2 && r.state === 'published')!;
+    expect(round2.participants.find((p) => p.siteId === agents[2]!.siteId)!.state).toBe('accepted');
+  });
+
+  it('publishes models whose signature and hash verify against the coordinator key', async () => {
+    const keys = (await (await fetch(`${coordinator.url}/api/v1/coordinator/keys`)).json()) as CoordinatorKeys;
+    for (const round of run.rounds.filter((r) => r.state === 'published')) {
+      const signed = await coordinator.api.request<SignedModelManifest>('GET', `/models/${round.modelVersion}`);
+      const manifest = verifySignedModelManifest(signed, fromBase64(keys.signingPublicKey, 32));
+      const res = await fetch(`${coordinator.url}/api/v1/models/${round.modelVersion}/weights`, {
+        headers: { authorization: `Bearer ${coordinator.adminToken}` },
+      });
+      const weights = new Uint8Array(await res.arrayBuffer());
+      expect(sha256Hex(weights)).toBe(manifest.weightsSha256);
+      expect(manifest.round).toBe(round.round);
+    }
+  });
+
+  it('pulls the final model with fedssl-admin, verified against the pinned fingerprint', async () => {
+    const keys = (await (await fetch(`${coordinator.url}/api/v1/coordinator/keys`)).json()) as CoordinatorKeys;
+    const out = path.join(root, 'pulled');
+    await runNode(BINS.admin, ['models', 'pull', '--version', run.latestModelVersion!, '--out', out, '--fingerprint', keys.fingerprint], {
+      FEDSSL_URL: coordinator.url,
+      FEDSSL_ADMIN_TOKEN: coordinator.adminToken,
+    });
+    const manifest = JSON.parse(await readFile(path.join(out, 'manifest.json'), 'utf8')) as SignedModelManifest;
+    expect(sha256Hex(new Uint8Array(await readFile(path.join(out, 'weights.fsw'))))).toBe(manifest.manifest.weightsSha256);
+  });
+
+  it('refuses a process that presents a site id with a key the coordinator never enrolled', async () => {
+    const home = path.join(root, 'agents', 'impostor');
+    await runNode(BINS.agent, ['init', '--home', home, '--data', path.join(root, 'data', 'alpha')]);
+    // Claim to be site alpha: same config (site id, pinned coordinator keys), but a fresh key pair.
+    await cp(path.join(agents[0]!.home, 'config.json'), path.join(home, 'config.json'));
+    const impostor = startNode('impostor', BINS.agent, ['run', '--home', home], { FEDSSL_LOG_LEVEL: 'info' });
+    processes.push(impostor);
+    const exit = await impostor.onExit();
+    expect(exit.code).not.toBe(0);
+    expect(impostor.tail(50)).toMatch(/SITE_AUTH_FAILED/);
+    await coordinator.process.waitForLine((l) => String(l.code ?? '') === 'SITE_AUTH_FAILED', 'the refusal log line', 10_000);
+  });
+});
