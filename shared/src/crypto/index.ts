@@ -1,0 +1,36 @@
+/**
+ * `@fedssl/shared/crypto`: keys, signatures, signed coordinator documents and the update
+ * envelope. Loads tweetnacl and node:crypto only (never TensorFlow).
+ */
+export { assertBytes, concatBytes, equalBytes, fromBase64, toBase64, toHex, utf8 } from './bytes';
+export { createSha256, createSha512, sha256Hex, sha512Hex, type IncrementalHash } from './hash';
+export { canonicalJson } from './canonical-json';
+export {
+  BOX_PUBLIC_KEY_BYTES,
+  BOX_SECRET_KEY_BYTES,
+  SIGNATURE_BYTES,
+  SIGNING_PUBLIC_KEY_BYTES,
+  SIGNING_SECRET_KEY_BYTES,
+  boxKeyPairFromSecretKey,
+  fingerprint,
+  generatePartyKeys,
+  keyId,
+  signingKeyPairFromSecretKey,
+  type KeyPair,
+  type PartyKeys,
+} from './keys';
+export { SIGNING_DOMAINS, signBytes, signJson, verifyBytes, verifyJson, type SigningDomain } from './sign';
+export { signModelManifest, signTask, verifySignedModelManifest, verifySignedTask } from './documents';
+export {
+  UpdateOpener,
+  expectedChunkCount,
+  openUpdate,
+  parseUpdateHeader,
+  sealUpdate,
+  verifyUpdateHeader,
+  type OpenUpdateArgs,
+  type SealUpdateArgs,
+  type SealedUpdate,
+  type UpdateEnvelopeField,
+  type UpdateHeaderFields,
+} from './envelope';
