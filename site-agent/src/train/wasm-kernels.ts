@@ -1,0 +1,172 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { Conv2DBackpropFilterAttrs, Conv2DBackpropInputAttrs, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+
+/**
+ * Training kernels missing from (or too slow in) tfjs-backend-wasm 4.22, expressed as
+ * the wasm backend's own forward kernels (XNNPACK convolution and matmul), so a conv
+ * net trains on wasm instead of throwing on the first backward pass.
+ *
+ * Every intermediate produced here is released with `backend.disposeData` as soon as
+ * it is consumed: these run inside the engine's kernel dispatch, outside any tidy.
+ */
+
+const BACKEND = 'wasm';
+
+/** Minimal view of the wasm backend used by the kernels (it is not exported as a type we can import cheaply). */
+interface WasmBackendLike {
+  disposeData(dataId: object, force?: boolean): boolean;
+}
+
+type Run = (name: string, inputs: Record<string, TensorInfo>, attrs?: NamedAttrMap) => TensorInfo;
+
+function runner(backend: WasmBackendLike, scratch: TensorInfo[]): Run {
+  return (name, inputs, attrs = {}) => {
+    const kernel = tf.getKernel(name, BACKEND);
+    if (!kernel) throw new Error(`wasm backend has no kernel ${name}`);
+    const out = kernel.kernelFunc({ inputs, backend: backend as unknown as tf.KernelBackend, attrs }) as TensorInfo;
+    scratch.push(out);
+    return out;
+  };
+}
+
+/** Run `body` with a scratch list; dispose every scratch tensor except the result. */
+function withScratch(backend: WasmBackendLike, body: (run: Run) => TensorInfo): TensorInfo {
+  const scratch: TensorInfo[] = [];
+  const result = body(runner(backend, scratch));
+  for (const t of scratch) if (t !== result) backend.disposeData(t.dataId);
+  return result;
+}
+
+function convInfo(xShape: number[], filterShape: number[], attrs: Conv2DBackpropFilterAttrs | Conv2DBackpropInputAttrs) {
+  if (attrs.dataFormat !== 'NHWC') throw new Error(`wasm training kernels support NHWC only, got ${attrs.dataFormat}`);
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides,
+    1,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    false,
+    'channelsLast',
+  );
+}
+
+/**
+ * dW = im2col(x)ᵀ · dy: the kh·kw strided windows of the padded input are concatenated
+ * along channels (HWIO order), then one BatchMatMul over all N·OH·OW positions.
+ */
+const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
+  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
+  const a = attrs as unknown as Conv2DBackpropFilterAttrs;
+  const info = convInfo(x.shape, a.filterShape as number[], a);
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
+  const { top, bottom, left, right } = info.padInfo;
+  const [n, , , cin] = x.shape as [number, number, number, number];
+  const cout = info.outChannels;
+  const b = backend as unknown as WasmBackendLike;
+  return withScratch(b, (run) => {
+    const padded =
+      top || bottom || left || right
+        ? run('PadV2', { x }, { paddings: [[0, 0], [top, bottom], [left, right], [0, 0]], constantValue: 0 })
+        : x;
+    const windows: TensorInfo[] = [];
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        windows.push(
+          run('StridedSlice', { x: padded }, {
+            begin: [0, i, j, 0],
+            end: [n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin],
+            strides: [1, sh, sw, 1],
+            beginMask: 0,
+            endMask: 0,
+            ellipsisMask: 0,
+            newAxisMask: 0,
+            shrinkAxisMask: 0,
+          }),
+        );
+      }
+    }
+    // Concat takes its inputs as an array (as the engine passes them).
+    const cols = windows.length === 1 ? windows[0]! : run('Concat', windows as unknown as Record<string, TensorInfo>, { axis: 3 });
+    const cols2d = run('Reshape', { x: cols }, { shape: [1, n * oh * ow, kh * kw * cin] });
+    const dy2d = run('Reshape', { x: dy }, { shape: [1, n * oh * ow, cout] });
+    const prod = run('BatchMatMul', { a: cols2d, b: dy2d }, { transposeA: true, transposeB: false });
+    return run('Reshape', { x: prod }, { shape: [kh, kw, cin, cout] });
+  });
+};
+
+/**
+ * dx = correlation of the zero-upsampled, padded dy with the spatially flipped,
+ * in/out-swapped filter: one stride-1 forward Conv2D.
+ */
+const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
+  const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
+  const a = attrs as unknown as Conv2DBackpropInputAttrs;
+  const inputShape = a.inputShape as [number, number, number, number];
+  const info = convInfo(inputShape, filter.shape, a);
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
+  const [n, h, w, cin] = inputShape;
+  const cout = info.outChannels;
+  const b = backend as unknown as WasmBackendLike;
+  return withScratch(b, (run) => {
+    // Insert s−1 zeros after every row/column of dy (reshape + pad on a unit axis).
+    let up = dy;
+    let uh = oh;
+    let uw = ow;
+    if (sh > 1) {
+      const r = run('Reshape', { x: up }, { shape: [n * oh, 1, ow * cout] });
+      const p = run('PadV2', { x: r }, { paddings: [[0, 0], [0, sh - 1], [0, 0]], constantValue: 0 });
+      uh = oh * sh;
+      up = run('Reshape', { x: p }, { shape: [n, uh, uw, cout] });
+    }
+    if (sw > 1) {
+      const r = run('Reshape', { x: up }, { shape: [n * uh * uw, 1, cout] });
+      const p = run('PadV2', { x: r }, { paddings: [[0, 0], [0, sw - 1], [0, 0]], constantValue: 0 });
+      uw = ow * sw;
+      up = run('Reshape', { x: p }, { shape: [n, uh, uw, cout] });
+    }
+    const padTop = kh - 1 - info.padInfo.top;
+    const padLeft = kw - 1 - info.padInfo.left;
+    if (padTop < 0 || padLeft < 0) throw new Error('wasm Conv2DBackpropInput: padding larger than the filter is not supported');
+    // Rows/columns needed: h + kh − 1 in total; trailing upsampling zeros beyond that are cut.
+    let padBottom = h + kh - 1 - padTop - uh;
+    let padRight = w + kw - 1 - padLeft - uw;
+    if (padBottom < 0 || padRight < 0) {
+      const keepH = uh + Math.min(0, padBottom);
+      const keepW = uw + Math.min(0, padRight);
+      up = run('Slice', { x: up }, { begin: [0, 0, 0, 0], size: [n, keepH, keepW, cout] });
+      padBottom = Math.max(0, padBottom);
+      padRight = Math.max(0, padRight);
+    }
+    const flipped = run('Reverse', { x: filter }, { dims: [0, 1] });
+    const swapped = run('Transpose', { x: flipped }, { perm: [0, 1, 3, 2] });
+    const dx = run('Conv2D', { x: up, filter: swapped }, {
+      strides: [1, 1],
+      pad: [[0, 0], [padTop, padBottom], [padLeft, padRight], [0, 0]],
+      dilations: [1, 1],
+      dataFormat: 'NHWC',
+      dimRoundingMode: undefined as unknown as string,
+    } as unknown as NamedAttrMap);
+    if (dx.shape[3] !== cin) throw new Error('wasm Conv2DBackpropInput: channel mismatch');
+    return dx;
+  });
+};
+
+let registered = false;
+
+/**
+ * Register the project's wasm training kernels (Conv2DBackpropFilter, a faster
+ * Conv2DBackpropInput). Idempotent; safe to call before or after the wasm backend
+ * initialises. Replaces the backend's own Conv2DBackpropInput.
+ */
+export function registerWasmTrainingKernels(): void {
+  if (registered) return;
+  for (const [kernelName, kernelFunc] of [
+    ['Conv2DBackpropFilter', conv2DBackpropFilter],
+    ['Conv2DBackpropInput', conv2DBackpropInput],
+  ] as const) {
+    if (tf.getKernel(kernelName, BACKEND)) tf.unregisterKernel(kernelName, BACKEND);
+    tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc });
+  }
+  registered = true;
+}
