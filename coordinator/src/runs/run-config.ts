@@ -1,0 +1,38 @@
+import { z } from 'zod';
+import { FedsslError } from '@fedssl/shared/errors';
+import { modelConfigSchema, trainingConfigSchema } from '@fedssl/shared/model';
+
+/** Largest update L2 norm accepted when a run does not set `maxUpdateNorm`. */
+export const DEFAULT_MAX_UPDATE_NORM = 1e6;
+
+/** What an operator fixes when creating a run (`POST /api/v1/runs`). */
+export const runConfigSchema = z
+  .object({
+    name: z.string().min(1).max(128),
+    rounds: z.number().int().min(1).max(100_000),
+    minSites: z.number().int().min(1).max(10_000),
+    roundDeadlineSeconds: z.number().int().min(1).max(30 * 24 * 3600),
+    strategy: z.enum(['fedavg']),
+    model: modelConfigSchema,
+    training: trainingConfigSchema,
+    seed: z.number().int().min(0).max(0xffffffff),
+    maxUpdateNorm: z.number().positive().max(1e12).default(DEFAULT_MAX_UPDATE_NORM),
+  })
+  .strict();
+export type RunConfig = z.infer<typeof runConfigSchema>;
+export type RunConfigInput = z.input<typeof runConfigSchema>;
+
+/** `a.b.0: message; c: message` — the exact form the API returns for invalid bodies. */
+export function formatIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string {
+  return issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
+}
+
+/**
+ * Validates a run configuration, filling in defaults.
+ * @throws FedsslError RUN_CONFIG_INVALID listing every problem as `<path>: <issue>; …`.
+ */
+export function parseRunConfig(input: unknown): RunConfig {
+  const parsed = runConfigSchema.safeParse(input);
+  if (!parsed.success) throw new FedsslError('RUN_CONFIG_INVALID', formatIssues(parsed.error.issues));
+  return parsed.data;
+}
