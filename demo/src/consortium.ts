@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { BINS, ManagedProcess, runNode, startNode, type LogLine } from './processes';
+import type { ManagedProcess} from './processes';
+import { BINS, runNode, startNode, type LogLine } from './processes';
 
 /**
  * A consortium on one machine, every party a real process on 127.0.0.1: the coordinator, and
