@@ -93,6 +93,7 @@ export const ERROR_CODES = {
   MODEL_HASH_MISMATCH: 8003,
   BACKEND_UNAVAILABLE: 8004,
   TRAINING_FAILED: 8005,
+  TRAINING_ABORTED: 8006,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
