@@ -1,0 +1,123 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { fromBase64, toBase64 } from '@fedssl/shared/crypto';
+import { FedsslError } from '@fedssl/shared/errors';
+import {
+  PROTOCOL_VERSION,
+  enrollRequestSchema,
+  type EnrollRequest,
+  type EnrollResponse,
+} from '@fedssl/shared/protocol';
+import { LOGGER } from '../config/config';
+import { CLOCK, type Clock } from '../config/clock';
+import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { hashSecretToken, newId, newSecretToken } from '../keys/secret-token';
+import { DATABASE, Database } from '../store/database';
+import { SiteRepository } from './site.repository';
+
+/** What an admin gets back once, when issuing an enrollment token. */
+export interface IssuedEnrollmentToken {
+  token: string;
+  siteId: string;
+  siteName: string;
+  expiresAt: string;
+}
+
+/** Token prefix: lets secret scanners and humans recognise an enrollment token. */
+export const ENROLLMENT_TOKEN_PREFIX = 'fse_';
+
+/** Sites' one-time enrollment: admins issue tokens; agents redeem them with their public keys. */
+@Injectable()
+export class EnrollmentService {
+  private readonly log: Logger;
+
+  constructor(
+    @Inject(SiteRepository) private readonly repo: SiteRepository,
+    @Inject(CoordinatorKeysService) private readonly keys: CoordinatorKeysService,
+    @Inject(DATABASE) private readonly db: Database,
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.log = logger.child({ context: 'EnrollmentService' });
+  }
+
+  /**
+   * Creates a `pending` site named `siteName` and a one-time token for it, valid for
+   * `expiresInSeconds`. The token is returned once; only its hash is stored.
+   * @throws FedsslError SITE_NAME_TAKEN
+   */
+  issueToken(siteName: string, expiresInSeconds: number): IssuedEnrollmentToken {
+    const now = this.clock();
+    const token = newSecretToken(ENROLLMENT_TOKEN_PREFIX);
+    const siteId = newId('site');
+    const expiresAt = new Date(now.getTime() + expiresInSeconds * 1000).toISOString();
+    this.db.transaction(() => {
+      if (this.repo.getByName(siteName)) {
+        throw new FedsslError('SITE_NAME_TAKEN', `a site named "${siteName}" already exists`, { siteName });
+      }
+      this.repo.insertPending(siteId, siteName, now.toISOString());
+      this.repo.insertToken({ tokenHash: hashSecretToken(token), siteId, createdAt: now.toISOString(), expiresAt });
+    });
+    this.log.info({ siteId, siteName, expiresAt }, 'enrollment token issued');
+    return { token, siteId, siteName, expiresAt };
+  }
+
+  /**
+   * Redeems an enrollment token: checks it (exists, unused, unexpired, site not revoked),
+   * registers the site's public keys and returns the coordinator's keys for the agent to pin.
+   * A request that fails any check consumes nothing.
+   * @throws FedsslError PROTOCOL_INVALID_MESSAGE, PROTOCOL_VERSION_MISMATCH, ENROLLMENT_TOKEN_INVALID,
+   *   ENROLLMENT_TOKEN_USED, ENROLLMENT_TOKEN_EXPIRED, SITE_REVOKED, ENROLLMENT_KEY_IN_USE, CRYPTO_INVALID_ARGUMENT
+   */
+  enroll(request: EnrollRequest): EnrollResponse {
+    const parsed = enrollRequestSchema.safeParse(request);
+    if (!parsed.success) {
+      throw new FedsslError(
+        'PROTOCOL_INVALID_MESSAGE',
+        parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '),
+      );
+    }
+    const req = parsed.data;
+    if (req.protocolVersion !== PROTOCOL_VERSION) {
+      throw new FedsslError(
+        'PROTOCOL_VERSION_MISMATCH',
+        `agent speaks protocol ${req.protocolVersion}, coordinator speaks ${PROTOCOL_VERSION}; upgrade the older side`,
+      );
+    }
+    // Canonical base64 of exactly 32 bytes; re-encode so one key has one stored spelling.
+    const signingPublicKey = toBase64(fromBase64(req.signingPublicKey, 32));
+    const boxPublicKey = toBase64(fromBase64(req.boxPublicKey, 32));
+    if (signingPublicKey === boxPublicKey) {
+      throw new FedsslError('CRYPTO_INVALID_ARGUMENT', 'signingPublicKey and boxPublicKey must be different keys');
+    }
+    const tokenHash = hashSecretToken(req.token);
+    const now = this.clock();
+
+    const site = this.db.transaction(() => {
+      const token = this.repo.getToken(tokenHash);
+      if (!token) throw new FedsslError('ENROLLMENT_TOKEN_INVALID', 'enrollment token is not valid; ask the consortium admin for a new one');
+      if (token.usedAt !== null) {
+        throw new FedsslError('ENROLLMENT_TOKEN_USED', 'enrollment token was already used; ask the consortium admin for a new one');
+      }
+      if (Date.parse(token.expiresAt) <= now.getTime()) {
+        throw new FedsslError('ENROLLMENT_TOKEN_EXPIRED', `enrollment token expired at ${token.expiresAt}; ask the consortium admin for a new one`);
+      }
+      const pending = this.repo.get(token.siteId);
+      if (!pending) throw new FedsslError('SITE_NOT_FOUND', `no site with id ${token.siteId}`);
+      if (pending.status === 'revoked') {
+        throw new FedsslError('SITE_REVOKED', `site ${pending.name} was revoked and cannot enroll`, { siteId: pending.id });
+      }
+      const holder = this.repo.getBySigningKey(signingPublicKey);
+      if (holder && holder.id !== pending.id) {
+        throw new FedsslError('ENROLLMENT_KEY_IN_USE', 'this signing key is already registered to another site; generate new keys');
+      }
+      if (!this.repo.markTokenUsed(tokenHash, now.toISOString())) {
+        throw new FedsslError('ENROLLMENT_TOKEN_USED', 'enrollment token was already used; ask the consortium admin for a new one');
+      }
+      this.repo.setEnrolled(pending.id, { signingPublicKey, boxPublicKey, agentVersion: req.agentVersion }, now.toISOString());
+      return pending;
+    });
+    this.log.info({ siteId: site.id, siteName: site.name, agentVersion: req.agentVersion }, 'site enrolled');
+    return { siteId: site.id, siteName: site.name, coordinator: this.keys.publicKeys(), protocolVersion: PROTOCOL_VERSION };
+  }
+}

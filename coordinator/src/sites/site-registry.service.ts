@@ -1,0 +1,74 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { FedsslError } from '@fedssl/shared/errors';
+import type { AgentStatus } from '@fedssl/shared/protocol';
+import { LOGGER } from '../config/config';
+import { CLOCK, type Clock } from '../config/clock';
+import { DATABASE, Database } from '../store/database';
+import { PresenceService } from './presence.service';
+import { SiteRepository, type SiteRecord } from './site.repository';
+
+export type { SiteRecord } from './site.repository';
+
+/** The registry of sites: lookup, status reports from agents, revocation. */
+@Injectable()
+export class SiteRegistryService {
+  private readonly log: Logger;
+
+  constructor(
+    @Inject(SiteRepository) private readonly repo: SiteRepository,
+    @Inject(PresenceService) private readonly presence: PresenceService,
+    @Inject(DATABASE) private readonly db: Database,
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.log = logger.child({ context: 'SiteRegistryService' });
+  }
+
+  get(siteId: string): SiteRecord | undefined {
+    return this.repo.get(siteId);
+  }
+
+  /** Like {@link get} but throws SITE_NOT_FOUND. */
+  require(siteId: string): SiteRecord {
+    const site = this.repo.get(siteId);
+    if (!site) throw new FedsslError('SITE_NOT_FOUND', `no site with id ${siteId}`, { siteId });
+    return site;
+  }
+
+  /** All sites, oldest first. */
+  list(): SiteRecord[] {
+    return this.repo.list();
+  }
+
+  /** Stores an agent's self-reported status (last seen, backend, example count, version). */
+  recordStatus(siteId: string, status: AgentStatus): void {
+    this.repo.setStatus(siteId, {
+      lastSeenAt: this.clock().toISOString(),
+      backend: status.backend,
+      exampleCount: status.exampleCount,
+      agentVersion: status.agentVersion,
+    });
+  }
+
+  /** Updates only `lastSeenAt` (e.g. on an authenticated connection). */
+  recordSeen(siteId: string): void {
+    this.repo.setStatus(siteId, { lastSeenAt: this.clock().toISOString() });
+  }
+
+  /**
+   * Revokes a site: its key is refused from now on and its live connections are dropped
+   * (via the presence `'revoked'` event). Revoking twice keeps the first revocation.
+   * @throws FedsslError SITE_NOT_FOUND
+   */
+  revoke(siteId: string, reason: string): SiteRecord {
+    const site = this.db.transaction(() => {
+      const current = this.require(siteId);
+      if (current.status !== 'revoked') this.repo.setRevoked(siteId, reason, this.clock().toISOString());
+      return this.require(siteId);
+    });
+    this.log.warn({ siteId, reason }, 'site revoked');
+    this.presence.announceRevoked(siteId);
+    return site;
+  }
+}

@@ -1,0 +1,177 @@
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { generatePartyKeys, toBase64 } from '@fedssl/shared/crypto';
+import { FedsslError } from '@fedssl/shared/errors';
+import { PROTOCOL_VERSION, type EnrollRequest } from '@fedssl/shared/protocol';
+import { loadConfig } from '../config/config';
+import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { hashSecretToken } from '../keys/secret-token';
+import { Database } from '../store/database';
+import { EnrollmentService } from './enrollment.service';
+import { PresenceService } from './presence.service';
+import { SiteRegistryService } from './site-registry.service';
+import { SiteRepository } from './site.repository';
+
+const silent = pino({ level: 'silent' });
+
+function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof FedsslError) return e.code;
+    throw e;
+  }
+  return 'no error';
+}
+
+describe('sites', () => {
+  let dir: string;
+  let db: Database;
+  let now: Date;
+  let keys: CoordinatorKeysService;
+  let repo: SiteRepository;
+  let presence: PresenceService;
+  let registry: SiteRegistryService;
+  let enrollment: EnrollmentService;
+
+  const request = (token: string, party = generatePartyKeys()): EnrollRequest => ({
+    token,
+    signingPublicKey: toBase64(party.signing.publicKey),
+    boxPublicKey: toBase64(party.box.publicKey),
+    agentVersion: '0.1.0',
+    protocolVersion: PROTOCOL_VERSION,
+  });
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'fedssl-sites-'));
+    db = Database.open(join(dir, 'fedssl.sqlite'));
+    now = new Date('2025-01-01T00:00:00.000Z');
+    const clock = () => now;
+    keys = new CoordinatorKeysService(loadConfig({ FEDSSL_DATA_DIR: dir }), silent);
+    repo = new SiteRepository(db);
+    presence = new PresenceService();
+    registry = new SiteRegistryService(repo, presence, db, clock, silent);
+    enrollment = new EnrollmentService(repo, keys, db, clock, silent);
+  });
+  afterEach(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('issues a token for a pending site and stores only its hash', () => {
+    const issued = enrollment.issueToken('St Elsewhere', 3600);
+    expect(issued.token).toMatch(/^fse_[A-Za-z0-9_-]{43}$/);
+    expect(issued.expiresAt).toBe('2025-01-01T01:00:00.000Z');
+    const site = registry.get(issued.siteId);
+    expect(site).toMatchObject({ name: 'St Elsewhere', status: 'pending', signingPublicKey: '', enrolledAt: null });
+    const stored = JSON.stringify(db.sqlite.prepare('SELECT * FROM enrollment_tokens').all());
+    expect(stored).not.toContain(issued.token);
+    expect(stored).toContain(hashSecretToken(issued.token));
+    expect(codeOf(() => enrollment.issueToken('St Elsewhere', 60))).toBe('SITE_NAME_TAKEN');
+  });
+
+  it('enrolls once with a valid token and returns the coordinator keys', () => {
+    const issued = enrollment.issueToken('A', 3600);
+    const party = generatePartyKeys();
+    const res = enrollment.enroll(request(issued.token, party));
+    expect(res).toEqual({
+      siteId: issued.siteId,
+      siteName: 'A',
+      coordinator: keys.publicKeys(),
+      protocolVersion: PROTOCOL_VERSION,
+    });
+    expect(registry.get(issued.siteId)).toMatchObject({
+      status: 'enrolled',
+      signingPublicKey: toBase64(party.signing.publicKey),
+      boxPublicKey: toBase64(party.box.publicKey),
+      enrolledAt: '2025-01-01T00:00:00.000Z',
+      agentVersion: '0.1.0',
+    });
+    // Single use, even with the same keys.
+    expect(codeOf(() => enrollment.enroll(request(issued.token, party)))).toBe('ENROLLMENT_TOKEN_USED');
+  });
+
+  it('rejects unknown tokens', () => {
+    expect(codeOf(() => enrollment.enroll(request('fse_' + 'x'.repeat(43))))).toBe('ENROLLMENT_TOKEN_INVALID');
+  });
+
+  it('rejects an expired token (injected clock) and consumes nothing', () => {
+    const issued = enrollment.issueToken('B', 60);
+    now = new Date('2025-01-01T00:01:00.000Z'); // exactly at expiry: expired
+    expect(codeOf(() => enrollment.enroll(request(issued.token)))).toBe('ENROLLMENT_TOKEN_EXPIRED');
+    now = new Date('2025-01-01T00:00:59.999Z');
+    expect(enrollment.enroll(request(issued.token)).siteId).toBe(issued.siteId);
+  });
+
+  it('refuses enrollment for a revoked site', () => {
+    const issued = enrollment.issueToken('C', 3600);
+    registry.revoke(issued.siteId, 'decommissioned');
+    expect(codeOf(() => enrollment.enroll(request(issued.token)))).toBe('SITE_REVOKED');
+    expect(repo.getToken(hashSecretToken(issued.token))?.usedAt).toBeNull();
+  });
+
+  it('rejects bad keys without consuming the token', () => {
+    const issued = enrollment.issueToken('D', 3600);
+    const good = request(issued.token);
+    const short = { ...good, signingPublicKey: toBase64(new Uint8Array(31)) };
+    expect(codeOf(() => enrollment.enroll(short))).toBe('PROTOCOL_INVALID_MESSAGE');
+    expect(() => enrollment.enroll(short)).toThrow('signingPublicKey: expected base64 of 32 bytes');
+    expect(codeOf(() => enrollment.enroll({ ...good, signingPublicKey: 'not base64!' }))).toBe('PROTOCOL_INVALID_MESSAGE');
+    expect(codeOf(() => enrollment.enroll({ ...good, boxPublicKey: good.signingPublicKey }))).toBe('CRYPTO_INVALID_ARGUMENT');
+    expect(codeOf(() => enrollment.enroll({ ...good, protocolVersion: 99 }))).toBe('PROTOCOL_VERSION_MISMATCH');
+    // Still redeemable after all those failures.
+    expect(enrollment.enroll(good).siteId).toBe(issued.siteId);
+  });
+
+  it('refuses a signing key already registered to another site', () => {
+    const party = generatePartyKeys();
+    enrollment.enroll(request(enrollment.issueToken('E', 3600).token, party));
+    const second = enrollment.issueToken('F', 3600);
+    expect(codeOf(() => enrollment.enroll(request(second.token, party)))).toBe('ENROLLMENT_KEY_IN_USE');
+    expect(registry.get(second.siteId)?.status).toBe('pending');
+  });
+
+  it('records agent status and revocation, announcing revocation to presence listeners', () => {
+    const issued = enrollment.issueToken('G', 3600);
+    enrollment.enroll(request(issued.token));
+    now = new Date('2025-01-02T00:00:00.000Z');
+    registry.recordStatus(issued.siteId, { state: 'idle', backend: 'wasm', exampleCount: 120, agentVersion: '0.1.1' });
+    expect(registry.get(issued.siteId)).toMatchObject({
+      lastSeenAt: '2025-01-02T00:00:00.000Z',
+      backend: 'wasm',
+      exampleCount: 120,
+      agentVersion: '0.1.1',
+    });
+    const revoked: string[] = [];
+    presence.on('revoked', (id: string) => revoked.push(id));
+    const site = registry.revoke(issued.siteId, 'key leaked');
+    expect(site).toMatchObject({ status: 'revoked', revokedAt: '2025-01-02T00:00:00.000Z' });
+    expect(revoked).toEqual([issued.siteId]);
+    now = new Date('2025-01-03T00:00:00.000Z');
+    expect(registry.revoke(issued.siteId, 'again').revokedAt).toBe('2025-01-02T00:00:00.000Z');
+    expect(codeOf(() => registry.revoke('site-missing', 'x'))).toBe('SITE_NOT_FOUND');
+  });
+});
+
+describe('PresenceService', () => {
+  it('tracks connections per site and emits online/offline on the edges only', () => {
+    const p = new PresenceService();
+    const events: string[] = [];
+    p.on('online', (id: string) => events.push(`online:${id}`));
+    p.on('offline', (id: string) => events.push(`offline:${id}`));
+    p.markOnline('site-b', 'c1');
+    p.markOnline('site-a', 'c2');
+    p.markOnline('site-b', 'c3'); // reconnect while the old socket lingers
+    expect(p.onlineSiteIds()).toEqual(['site-a', 'site-b']);
+    p.markOffline('site-b', 'c1');
+    expect(p.isOnline('site-b')).toBe(true);
+    p.markOffline('site-b', 'unknown');
+    p.markOffline('site-b', 'c3');
+    expect(p.isOnline('site-b')).toBe(false);
+    expect(p.onlineSiteIds()).toEqual(['site-a']);
+    expect(events).toEqual(['online:site-b', 'online:site-a', 'offline:site-b']);
+  });
+});
