@@ -1,0 +1,52 @@
+import type { NamedTensors } from '@fedssl/shared/codec';
+import type { PartyKeys } from '@fedssl/shared/crypto';
+import type { ModelConfig } from '@fedssl/shared/model';
+import type { SignedModelManifest } from '@fedssl/shared/protocol';
+
+/**
+ * The narrow views of the platform services (sites, presence, model store, keys) that the
+ * federation code needs. The real services satisfy them structurally; naming only what is
+ * used keeps the round engine testable and independent of the platform's internals.
+ */
+
+/** What the engine needs to know about a site. */
+export interface SiteView {
+  id: string;
+  name: string;
+  signingPublicKey: string;
+  status: 'pending' | 'enrolled' | 'revoked';
+}
+
+export interface SiteDirectory {
+  get(siteId: string): SiteView | undefined;
+}
+
+/** Presence notifications (PresenceService is an EventEmitter with these events). */
+export interface PresenceEvents {
+  on(event: 'online', listener: (siteId: string) => void): unknown;
+  off(event: 'online', listener: (siteId: string) => void): unknown;
+}
+
+export interface PublishArgs {
+  version: string;
+  runId: string | null;
+  round: number;
+  model: ModelConfig;
+  weights: NamedTensors;
+  parentVersion: string | null;
+  parentSha256: string | null;
+  sites: { siteId: string; exampleCount: number }[];
+  strategy: string;
+}
+
+/** The signed model store. */
+export interface ModelPublisher {
+  publish(args: PublishArgs): SignedModelManifest;
+  getManifest(version: string): SignedModelManifest | undefined;
+  readWeights(version: string): NamedTensors;
+}
+
+/** The coordinator's key pairs. */
+export interface KeyHolder {
+  readonly keys: PartyKeys;
+}
