@@ -3,3 +3,4 @@ export * from './architecture';
 export * from './spec';
 export * from './init';
 export * from './presets';
+export type { NamedTensor, NamedTensors } from '../codec/types';

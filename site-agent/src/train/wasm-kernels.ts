@@ -52,46 +52,38 @@ function convInfo(xShape: number[], filterShape: number[], attrs: Conv2DBackprop
 }
 
 /**
- * dW = im2col(x)ᵀ · dy: the kh·kw strided windows of the padded input are concatenated
- * along channels (HWIO order), then one BatchMatMul over all N·OH·OW positions.
+ * dW as ONE forward convolution (measured ~6× faster on wasm than im2col + BatchMatMul,
+ * whose transposed-A path is not XNNPACK's): treat input channels as the batch and the
+ * batch as channels, x → [Cin, H, W, N], and use dy → [OH, OW, N, Cout] as the filter,
+ * dilated by the stride. The result [Cin, kh, kw, Cout] is transposed back to HWIO.
  */
 const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
   const a = attrs as unknown as Conv2DBackpropFilterAttrs;
   const info = convInfo(x.shape, a.filterShape as number[], a);
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
-  const { top, bottom, left, right } = info.padInfo;
-  const [n, , , cin] = x.shape as [number, number, number, number];
-  const cout = info.outChannels;
+  const { top, left } = info.padInfo;
+  const [n, h, w, cin] = x.shape as [number, number, number, number];
   const b = backend as unknown as WasmBackendLike;
   return withScratch(b, (run) => {
-    const padded =
-      top || bottom || left || right
-        ? run('PadV2', { x }, { paddings: [[0, 0], [top, bottom], [left, right], [0, 0]], constantValue: 0 })
-        : x;
-    const windows: TensorInfo[] = [];
-    for (let i = 0; i < kh; i++) {
-      for (let j = 0; j < kw; j++) {
-        windows.push(
-          run('StridedSlice', { x: padded }, {
-            begin: [0, i, j, 0],
-            end: [n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin],
-            strides: [1, sh, sw, 1],
-            beginMask: 0,
-            endMask: 0,
-            ellipsisMask: 0,
-            newAxisMask: 0,
-            shrinkAxisMask: 0,
-          }),
-        );
-      }
+    // Rows/columns the forward conv actually read; a negative pad means trailing input unused.
+    let bottom = kh + (oh - 1) * sh - h - top;
+    let right = kw + (ow - 1) * sw - w - left;
+    let input = x;
+    if (bottom < 0 || right < 0) {
+      input = run('Slice', { x }, { begin: [0, 0, 0, 0], size: [n, h + Math.min(0, bottom), w + Math.min(0, right), cin] });
+      bottom = Math.max(0, bottom);
+      right = Math.max(0, right);
     }
-    // Concat takes its inputs as an array (as the engine passes them).
-    const cols = windows.length === 1 ? windows[0]! : run('Concat', windows as unknown as Record<string, TensorInfo>, { axis: 3 });
-    const cols2d = run('Reshape', { x: cols }, { shape: [1, n * oh * ow, kh * kw * cin] });
-    const dy2d = run('Reshape', { x: dy }, { shape: [1, n * oh * ow, cout] });
-    const prod = run('BatchMatMul', { a: cols2d, b: dy2d }, { transposeA: true, transposeB: false });
-    return run('Reshape', { x: prod }, { shape: [kh, kw, cin, cout] });
+    const xT = run('Transpose', { x: input }, { perm: [3, 1, 2, 0] });
+    const dyT = run('Transpose', { x: dy }, { perm: [1, 2, 0, 3] });
+    const out = run('Conv2D', { x: xT, filter: dyT }, {
+      strides: [1, 1],
+      pad: [[0, 0], [top, bottom], [left, right], [0, 0]],
+      dilations: [sh, sw],
+      dataFormat: 'NHWC',
+    } as unknown as NamedAttrMap);
+    return run('Transpose', { x: out }, { perm: [1, 2, 0, 3] });
   });
 };
 
