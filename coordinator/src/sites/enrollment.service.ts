@@ -47,7 +47,7 @@ export class EnrollmentService {
    * @throws FedsslError SITE_NAME_TAKEN
    */
   issueToken(siteName: string, expiresInSeconds: number): IssuedEnrollmentToken {
-    const now = this.clock();
+    const now = new Date(this.clock.now());
     const token = newSecretToken(ENROLLMENT_TOKEN_PREFIX);
     const siteId = newId('site');
     const expiresAt = new Date(now.getTime() + expiresInSeconds * 1000).toISOString();
@@ -91,7 +91,7 @@ export class EnrollmentService {
       throw new FedsslError('CRYPTO_INVALID_ARGUMENT', 'signingPublicKey and boxPublicKey must be different keys');
     }
     const tokenHash = hashSecretToken(req.token);
-    const now = this.clock();
+    const now = new Date(this.clock.now());
 
     const site = this.db.transaction(() => {
       const token = this.repo.getToken(tokenHash);

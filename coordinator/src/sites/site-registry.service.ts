@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { FedsslError } from '@fedssl/shared/errors';
 import type { AgentStatus } from '@fedssl/shared/protocol';
 import { LOGGER } from '../config/config';
-import { CLOCK, type Clock } from '../config/clock';
+import { CLOCK, isoNow, type Clock } from '../config/clock';
 import { DATABASE, Database } from '../store/database';
 import { PresenceService } from './presence.service';
 import { SiteRepository, type SiteRecord } from './site.repository';
@@ -44,7 +44,7 @@ export class SiteRegistryService {
   /** Stores an agent's self-reported status (last seen, backend, example count, version). */
   recordStatus(siteId: string, status: AgentStatus): void {
     this.repo.setStatus(siteId, {
-      lastSeenAt: this.clock().toISOString(),
+      lastSeenAt: isoNow(this.clock),
       backend: status.backend,
       exampleCount: status.exampleCount,
       agentVersion: status.agentVersion,
@@ -53,7 +53,7 @@ export class SiteRegistryService {
 
   /** Updates only `lastSeenAt` (e.g. on an authenticated connection). */
   recordSeen(siteId: string): void {
-    this.repo.setStatus(siteId, { lastSeenAt: this.clock().toISOString() });
+    this.repo.setStatus(siteId, { lastSeenAt: isoNow(this.clock) });
   }
 
   /**
@@ -64,7 +64,7 @@ export class SiteRegistryService {
   revoke(siteId: string, reason: string): SiteRecord {
     const site = this.db.transaction(() => {
       const current = this.require(siteId);
-      if (current.status !== 'revoked') this.repo.setRevoked(siteId, reason, this.clock().toISOString());
+      if (current.status !== 'revoked') this.repo.setRevoked(siteId, reason, isoNow(this.clock));
       return this.require(siteId);
     });
     this.log.warn({ siteId, reason }, 'site revoked');

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { generatePartyKeys, toBase64 } from '@fedssl/shared/crypto';
-import { FedsslError } from '@fedssl/shared/errors';
+import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { PROTOCOL_VERSION, type EnrollRequest } from '@fedssl/shared/protocol';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
@@ -21,7 +21,7 @@ function codeOf(fn: () => unknown): string {
   try {
     fn();
   } catch (e) {
-    if (e instanceof FedsslError) return e.code;
+    if (isFedsslErrorLike(e)) return e.code;
     throw e;
   }
   return 'no error';
@@ -49,7 +49,7 @@ describe('sites', () => {
     dir = mkdtempSync(join(tmpdir(), 'fedssl-sites-'));
     db = Database.open(join(dir, 'fedssl.sqlite'));
     now = new Date('2025-01-01T00:00:00.000Z');
-    const clock = () => now;
+    const clock = { now: () => now.getTime() };
     keys = new CoordinatorKeysService(loadConfig({ FEDSSL_DATA_DIR: dir }), silent);
     repo = new SiteRepository(db);
     presence = new PresenceService();

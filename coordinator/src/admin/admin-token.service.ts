@@ -1,0 +1,65 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { FedsslError } from '@fedssl/shared/errors';
+import { LOGGER } from '../config/config';
+import { CLOCK, isoNow, type Clock } from '../config/clock';
+import { hashSecretToken, newId, newSecretToken } from '../keys/secret-token';
+import { AdminTokenRepository, type AdminRole, type AdminTokenRecord } from './admin-token.repository';
+
+/** Token prefix, so scanners and humans recognise an admin token. */
+export const ADMIN_TOKEN_PREFIX = 'fsa_';
+
+/** Who is calling the admin API (attached to the request by the guard). */
+export interface AdminPrincipal {
+  tokenId: string;
+  name: string;
+  role: AdminRole;
+}
+
+/** Issues, lists, revokes and checks admin bearer tokens (stored as SHA-256 hashes). */
+@Injectable()
+export class AdminTokenService {
+  private readonly log: Logger;
+
+  constructor(
+    @Inject(AdminTokenRepository) private readonly repo: AdminTokenRepository,
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.log = logger.child({ context: 'AdminTokenService' });
+  }
+
+  /** Creates a token; the secret is returned once and never stored. */
+  create(name: string, role: AdminRole): AdminTokenRecord & { token: string } {
+    const token = newSecretToken(ADMIN_TOKEN_PREFIX);
+    const id = newId('adm');
+    this.repo.insert({ id, name, role, tokenHash: hashSecretToken(token), createdAt: isoNow(this.clock) });
+    this.log.info({ tokenId: id, name, role }, 'admin token created');
+    return { ...(this.repo.get(id) as AdminTokenRecord), token };
+  }
+
+  list(): AdminTokenRecord[] {
+    return this.repo.list();
+  }
+
+  /** @throws FedsslError ADMIN_TOKEN_NOT_FOUND */
+  revoke(id: string): AdminTokenRecord {
+    if (!this.repo.get(id)) throw new FedsslError('ADMIN_TOKEN_NOT_FOUND', `no admin token with id ${id}`);
+    this.repo.revoke(id, isoNow(this.clock));
+    this.log.warn({ tokenId: id }, 'admin token revoked');
+    return this.repo.get(id) as AdminTokenRecord;
+  }
+
+  /**
+   * The principal for a presented bearer token.
+   * @throws FedsslError ADMIN_UNAUTHORIZED for unknown or revoked tokens (one message for both).
+   */
+  authenticate(token: string): AdminPrincipal {
+    const rec = this.repo.getByHash(hashSecretToken(token));
+    if (!rec || rec.revokedAt !== null) {
+      throw new FedsslError('ADMIN_UNAUTHORIZED', 'invalid or revoked admin token');
+    }
+    this.repo.touch(rec.id, isoNow(this.clock));
+    return { tokenId: rec.id, name: rec.name, role: rec.role };
+  }
+}

@@ -1,0 +1,28 @@
+import { Body, Controller, Get, HttpCode, Inject, Param, Post } from '@nestjs/common';
+import { Roles } from './admin-auth.guard';
+import type { AdminTokenRecord } from './admin-token.repository';
+import { AdminTokenService } from './admin-token.service';
+import { createAdminTokenSchema, type CreateAdminTokenDto } from './dtos/admin-token.dto';
+import { ZodBodyPipe } from './http/zod-body.pipe';
+
+@Controller('admin-tokens')
+@Roles('admin')
+export class AdminTokensController {
+  constructor(@Inject(AdminTokenService) private readonly tokens: AdminTokenService) {}
+
+  @Post()
+  create(@Body(new ZodBodyPipe(createAdminTokenSchema)) body: CreateAdminTokenDto): AdminTokenRecord & { token: string } {
+    return this.tokens.create(body.name, body.role);
+  }
+
+  @Get()
+  list(): AdminTokenRecord[] {
+    return this.tokens.list();
+  }
+
+  @Post(':id/revoke')
+  @HttpCode(200)
+  revoke(@Param('id') id: string): AdminTokenRecord {
+    return this.tokens.revoke(id);
+  }
+}

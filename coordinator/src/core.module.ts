@@ -1,0 +1,75 @@
+import { Global, Inject, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
+import { APP_FILTER, APP_GUARD } from '@nestjs/core';
+import type { Logger } from 'pino';
+import { AdminAuthGuard } from './admin/admin-auth.guard';
+import { AdminTokenRepository } from './admin/admin-token.repository';
+import { AdminTokenService } from './admin/admin-token.service';
+import { FedsslExceptionFilter } from './admin/http/fedssl-exception.filter';
+import { CLOCK, systemClock, type Clock } from './config/clock';
+import { CONFIG, LOGGER, sqliteFile, type CoordinatorConfig } from './config/config';
+import { CoordinatorKeysService } from './keys/coordinator-keys.service';
+import { ModelStoreService } from './models/model-store.service';
+import { EnrollmentService } from './sites/enrollment.service';
+import { PresenceService } from './sites/presence.service';
+import { SiteRegistryService } from './sites/site-registry.service';
+import { SiteRepository } from './sites/site.repository';
+import { DATABASE, Database } from './store/database';
+
+/** Test and embedding seams for {@link CoreModule.forRoot}. */
+export interface CoreOptions {
+  /** Defaults to the wall clock. */
+  clock?: Clock;
+  /** An already-open database (e.g. shared with a test); otherwise one is opened from the config and closed on shutdown. */
+  database?: Database;
+}
+
+const OWNS_DATABASE = Symbol('OWNS_DATABASE');
+
+const SERVICES = [
+  CoordinatorKeysService,
+  SiteRepository,
+  SiteRegistryService,
+  PresenceService,
+  EnrollmentService,
+  ModelStoreService,
+  AdminTokenRepository,
+  AdminTokenService,
+  AdminAuthGuard,
+];
+
+/**
+ * The platform every other module builds on: config, logger, clock, database, coordinator
+ * keys, site registry and presence, model store, admin auth. Global, so feature modules
+ * just `@Inject(...)` these. Also installs the admin guard (deny by default) and the error
+ * filter for the whole app.
+ */
+@Global()
+@Module({})
+export class CoreModule implements OnApplicationShutdown {
+  constructor(
+    @Inject(DATABASE) private readonly db: Database,
+    @Inject(OWNS_DATABASE) private readonly ownsDatabase: boolean,
+  ) {}
+
+  static forRoot(config: CoordinatorConfig, logger: Logger, options: CoreOptions = {}): DynamicModule {
+    const ownsDatabase = options.database === undefined;
+    return {
+      module: CoreModule,
+      providers: [
+        { provide: CONFIG, useValue: config },
+        { provide: LOGGER, useValue: logger },
+        { provide: CLOCK, useValue: options.clock ?? systemClock },
+        { provide: DATABASE, useFactory: () => options.database ?? Database.open(sqliteFile(config)) },
+        { provide: OWNS_DATABASE, useValue: ownsDatabase },
+        ...SERVICES,
+        { provide: APP_GUARD, useExisting: AdminAuthGuard },
+        { provide: APP_FILTER, useClass: FedsslExceptionFilter },
+      ],
+      exports: [CONFIG, LOGGER, CLOCK, DATABASE, ...SERVICES],
+    };
+  }
+
+  onApplicationShutdown(): void {
+    if (this.ownsDatabase) this.db.close();
+  }
+}

@@ -1,0 +1,29 @@
+import { Controller, Get, Header, Inject, Param, StreamableFile } from '@nestjs/common';
+import { createReadStream } from 'node:fs';
+import type { SignedModelManifest } from '@fedssl/shared/protocol';
+import { Roles } from '../admin/admin-auth.guard';
+import { ModelStoreService } from './model-store.service';
+
+@Controller('models')
+@Roles('viewer')
+export class ModelsController {
+  constructor(@Inject(ModelStoreService) private readonly store: ModelStoreService) {}
+
+  @Get()
+  list(): SignedModelManifest[] {
+    return this.store.list();
+  }
+
+  @Get(':version')
+  get(@Param('version') version: string): SignedModelManifest {
+    return this.store.requireManifest(version);
+  }
+
+  /** Streams the encoded weights; clients check them against the signed manifest's SHA-256. */
+  @Get(':version/weights')
+  @Header('Content-Type', 'application/octet-stream')
+  weights(@Param('version') version: string): StreamableFile {
+    const { manifest } = this.store.requireManifest(version);
+    return new StreamableFile(createReadStream(this.store.weightsPath(version)), { length: manifest.weightsBytes });
+  }
+}

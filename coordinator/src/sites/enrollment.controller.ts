@@ -1,0 +1,25 @@
+import { Body, Controller, Inject, Post, HttpCode } from '@nestjs/common';
+import { enrollRequestSchema, type EnrollRequest, type EnrollResponse } from '@fedssl/shared/protocol';
+import { Public, Roles } from '../admin/admin-auth.guard';
+import { ZodBodyPipe } from '../admin/http/zod-body.pipe';
+import { createEnrollmentTokenSchema, type CreateEnrollmentTokenDto } from './dtos/site.dto';
+import { EnrollmentService, type IssuedEnrollmentToken } from './enrollment.service';
+
+@Controller()
+export class EnrollmentController {
+  constructor(@Inject(EnrollmentService) private readonly enrollment: EnrollmentService) {}
+
+  /** Agents redeem their one-time token here (no bearer token: the enrollment token is the credential). */
+  @Public()
+  @Post('enroll')
+  @HttpCode(200)
+  enroll(@Body(new ZodBodyPipe(enrollRequestSchema)) body: EnrollRequest): EnrollResponse {
+    return this.enrollment.enroll(body);
+  }
+
+  @Roles('admin')
+  @Post('enrollment-tokens')
+  issue(@Body(new ZodBodyPipe(createEnrollmentTokenSchema)) body: CreateEnrollmentTokenDto): IssuedEnrollmentToken {
+    return this.enrollment.issueToken(body.siteName, body.expiresInSeconds);
+  }
+}
