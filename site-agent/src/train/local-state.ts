@@ -1,3 +1,5 @@
+import { decodeWeights, encodeWeights } from '@fedssl/shared/codec';
+import { FedsslError } from '@fedssl/shared/errors';
 import type { NamedTensors } from '@fedssl/shared/model';
 
 /**
@@ -9,4 +11,40 @@ export interface LocalState {
   target: NamedTensors;
   metadataHead: NamedTensors;
   metadataClasses: number;
+}
+
+const TARGET_PREFIX = 'target.';
+const HEAD_PREFIX = 'metadata_head.';
+const CLASSES_NAME = 'local_state.metadata_classes';
+
+/**
+ * Serialize local state with the weights codec (`fedssl-weights/1`): target tensors are
+ * prefixed `target.`, the head keeps its `metadata_head.*` names, and the class count is
+ * a one-element tensor. For the site's own disk only.
+ */
+export function encodeLocalState(state: LocalState): Uint8Array {
+  return encodeWeights([
+    ...state.target.map((t) => ({ name: TARGET_PREFIX + t.name, shape: t.shape, data: t.data })),
+    ...state.metadataHead,
+    { name: CLASSES_NAME, shape: [1], data: Float32Array.of(state.metadataClasses) },
+  ]);
+}
+
+/**
+ * Inverse of {@link encodeLocalState}.
+ * @throws FedsslError CODEC_* for corrupt bytes, CODEC_MALFORMED for an unexpected tensor.
+ */
+export function decodeLocalState(bytes: Uint8Array): LocalState {
+  const { tensors } = decodeWeights(bytes);
+  const state: LocalState = { target: [], metadataHead: [], metadataClasses: -1 };
+  for (const t of tensors) {
+    if (t.name.startsWith(TARGET_PREFIX)) state.target.push({ ...t, name: t.name.slice(TARGET_PREFIX.length) });
+    else if (t.name.startsWith(HEAD_PREFIX)) state.metadataHead.push(t);
+    else if (t.name === CLASSES_NAME && t.data.length === 1) state.metadataClasses = t.data[0]!;
+    else throw new FedsslError('CODEC_MALFORMED', `local state contains unexpected tensor '${t.name}'`);
+  }
+  if (!Number.isInteger(state.metadataClasses) || state.metadataClasses < 0) {
+    throw new FedsslError('CODEC_MALFORMED', 'local state lacks a valid metadata class count');
+  }
+  return state;
 }

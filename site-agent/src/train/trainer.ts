@@ -16,7 +16,7 @@ import type { TrainingDataset } from '../data/dataset';
 import { makeViews } from './augment';
 import type { LocalState } from './local-state';
 
-export type { LocalState } from './local-state';
+export { decodeLocalState, encodeLocalState, type LocalState } from './local-state';
 
 /** Progress after each optimizer step. */
 export interface TrainProgress {
