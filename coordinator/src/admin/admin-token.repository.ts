@@ -59,7 +59,7 @@ export class AdminTokenRepository {
   }
 
   list(): AdminTokenRecord[] {
-    return this.db.sqlite.prepare(`SELECT ${COLUMNS} FROM admin_tokens ORDER BY created_at, id`).all() as AdminTokenRecord[];
+    return this.db.sqlite.prepare(`SELECT ${COLUMNS} FROM admin_tokens ORDER BY created_at, rowid`).all() as AdminTokenRecord[];
   }
 
   revoke(id: string, at: string): void {

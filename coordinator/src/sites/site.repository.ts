@@ -115,7 +115,7 @@ export class SiteRepository {
   }
 
   list(): SiteRecord[] {
-    return (this.db.sqlite.prepare('SELECT * FROM sites ORDER BY created_at, id').all() as SiteRow[]).map(toRecord);
+    return (this.db.sqlite.prepare('SELECT * FROM sites ORDER BY created_at, rowid').all() as SiteRow[]).map(toRecord);
   }
 
   insertPending(id: string, name: string, createdAt: string): void {

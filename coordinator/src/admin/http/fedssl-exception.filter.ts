@@ -108,7 +108,8 @@ export class FedsslExceptionFilter implements ExceptionFilter {
           : typeof (r as { message?: unknown }).message === 'string'
             ? (r as { message: string }).message
             : e.message;
-      return [status, { error: { code: codeForStatus(status), message } }];
+      // Nest raises 400s itself only for unparseable input (body-parser JSON, bad %-encoding).
+      return [status, { error: { code: codeForStatus(status), message: status === 400 ? `malformed request: ${message}` : message } }];
     }
     // body-parser errors (malformed JSON, too large) carry a status but are not HttpExceptions.
     const s = (e as { status?: unknown; type?: unknown } | null)?.status;
