@@ -10,7 +10,7 @@ import {
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { fromBase64, toBase64, verifyBytes } from '@fedssl/shared/crypto';
-import { FedsslError, isFedsslError } from '@fedssl/shared/errors';
+import { FedsslError } from '@fedssl/shared/errors';
 import {
   AGENT_NAMESPACE,
   PROTOCOL_VERSION,
@@ -32,6 +32,7 @@ import { PresenceService } from '../sites/presence.service';
 import { SiteRegistryService } from '../sites/site-registry.service';
 import { UploadService } from '../uploads/upload.service';
 import { SocketAgentTransport, type AgentSocket } from './socket-agent-transport';
+import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 
 /** An agent that has not answered the challenge by then is disconnected. */
 export const AUTH_TIMEOUT_MS = 10_000;
@@ -47,7 +48,7 @@ interface AgentSocketData {
 type Sock = AgentSocket & { data: AgentSocketData };
 
 function ackError(e: unknown): AckError {
-  if (isFedsslError(e)) return { ok: false, error: { code: e.code, message: e.message } };
+  if (isFedsslErrorLike(e)) return { ok: false, error: { code: e.code, message: e.message } };
   return { ok: false, error: { code: 'INTERNAL', message: 'internal error' } };
 }
 
@@ -164,7 +165,7 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     try {
       return { ok: true, ...fn() };
     } catch (e) {
-      if (!isFedsslError(e)) this.log.error({ err: e }, 'agent handler failed');
+      if (!isFedsslErrorLike(e)) this.log.error({ err: e }, 'agent handler failed');
       return ackError(e);
     }
   }

@@ -11,6 +11,7 @@ import type { CancelTimer, Clock } from './clock';
 import type { KeyHolder, ModelPublisher, PresenceEvents, SiteDirectory } from './ports';
 import type { RunRepository } from './run.repository';
 import { MAX_ROUND_ATTEMPTS, type RoundRow, type RunRecord, type TaskRow } from './run.types';
+import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 
 /** Everything the engine talks to, injected (see runs.module.ts for the Nest wiring). */
 export interface RoundEngineDeps {
@@ -387,7 +388,7 @@ export class RoundEngine {
       try {
         manifest = this.foldAndPublish(run, round, version);
       } catch (e) {
-        const reason = `aggregation failed: ${e instanceof FedsslError ? `${e.code}: ${e.message}` : String(e)}`;
+        const reason = `aggregation failed: ${isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : String(e)}`;
         this.log.error({ runId, round: round.round, err: e }, 'aggregation failed');
         this.d.repo.updateRound(runId, round.round, round.attempt, { state: 'training' });
         this.failRound(run, round, reason);

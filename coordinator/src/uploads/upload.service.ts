@@ -2,7 +2,7 @@ import { appendFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { fromBase64, verifyUpdateHeader } from '@fedssl/shared/crypto';
-import { FedsslError, isFedsslError } from '@fedssl/shared/errors';
+import { FedsslError } from '@fedssl/shared/errors';
 import { uploadBeginSchema, uploadChunkSchema, uploadCommitSchema, type UpdateHeader } from '@fedssl/shared/protocol';
 import type { Clock } from '../runs/clock';
 import type { KeyHolder, SiteDirectory } from '../runs/ports';
@@ -11,6 +11,7 @@ import { formatIssues } from '../runs/run-config';
 import type { RunRepository } from '../runs/run.repository';
 import type { TaskRow } from '../runs/run.types';
 import { chunkCiphertextLength, decodeDelta, openEnvelopeFile, type UpdateStore } from './update-store';
+import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 
 /** Largest example count an update may claim. */
 export const MAX_EXAMPLE_COUNT = 1e9;
@@ -213,15 +214,15 @@ export class UploadService {
   }
 
   private reject(task: TaskRow, e: unknown): void {
-    const reason = isFedsslError(e) ? `${e.code}: ${e.message}` : 'update could not be verified';
+    const reason = isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : 'update could not be verified';
     this.d.engine.answer(task.id, 'rejected', reason);
   }
 
   /** Logs a refused step (ids and code only, never payload) and throws a coded error. */
   private refuse(siteId: string, taskId: string | undefined, e: unknown): never {
-    const err = isFedsslError(e) ? e : new FedsslError('PROTOCOL_INVALID_MESSAGE', 'update could not be processed');
+    const err = isFedsslErrorLike(e) ? e : new FedsslError('PROTOCOL_INVALID_MESSAGE', 'update could not be processed');
     this.log.warn({ siteId, taskId, code: err.code }, 'update refused');
-    if (!isFedsslError(e)) this.log.error({ siteId, taskId, err: e }, 'unexpected error while ingesting an update');
+    if (!isFedsslErrorLike(e)) this.log.error({ siteId, taskId, err: e }, 'unexpected error while ingesting an update');
     throw err;
   }
 }

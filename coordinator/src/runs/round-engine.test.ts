@@ -1,0 +1,234 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import { existsSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { verifySignedModelManifest } from '@fedssl/shared/crypto';
+
+import { FederationFixture, testRunBody, type FakeAgent } from './federation.fixture';
+import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
+
+function capture() {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, logger: pino({ level: 'info' }, stream) };
+}
+
+/** The flat weights of a published version. */
+function flat(f: FederationFixture, version: string): Float64Array {
+  return Float64Array.from(f.models.readWeights(version).flatMap((t) => Array.from(t.data)));
+}
+
+async function tasksOf(...agents: FakeAgent[]) {
+  return Promise.all(agents.map((a) => (a.tasks.length > 0 ? Promise.resolve(a.tasks.at(-1)!) : a.nextTask())));
+}
+
+describe('RoundEngine', () => {
+  let f: FederationFixture;
+  afterEach(() => f?.close());
+
+  it('runs two rounds to completion, FedAvg-weighting real sealed deltas, publishing verifiable manifests', async () => {
+    f = new FederationFixture();
+    const a = f.agent('site-a', 100, 0.01);
+    const b = f.agent('site-b', 300, -0.02);
+    f.connect(a);
+    f.connect(b);
+    const run = f.runs.create(testRunBody({ rounds: 2, minSites: 2 }));
+    const ta = a.nextTask();
+    const tb = b.nextTask();
+    expect(f.runs.start(run.id).state).toBe('running');
+    const r0 = `${run.id}.r0`;
+    expect(f.models.getManifest(r0)).toBeDefined();
+
+    for (const round of [1, 2]) {
+      const [taskA, taskB] = round === 1 ? await Promise.all([ta, tb]) : await tasksOf(a, b);
+      expect(taskA!.round).toBe(round);
+      expect(taskA!.modelVersion).toBe(`${run.id}.r${round - 1}`);
+      const next = round === 1 ? [a.nextTask(), b.nextTask()] : [];
+      f.upload('site-a', a.seal(taskA!));
+      expect(f.repo.getRun(run.id)!.latestModelVersion).toBe(`${run.id}.r${round - 1}`); // still waiting for b
+      f.upload('site-b', b.seal(taskB!));
+      if (next.length) await Promise.all(next);
+    }
+
+    const detail = f.runs.get(run.id);
+    expect(detail.state).toBe('completed');
+    expect(detail.latestModelVersion).toBe(`${run.id}.r2`);
+    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([[1, 1, 'published'], [2, 1, 'published']]);
+    expect(detail.rounds[0]!.participants).toEqual([
+      { siteId: 'site-a', siteName: 'Hospital site-a', state: 'accepted', exampleCount: 100, metrics: { loss: 0.5 }, reason: null },
+      { siteId: 'site-b', siteName: 'Hospital site-b', state: 'accepted', exampleCount: 300, metrics: { loss: 0.5 }, reason: null },
+    ]);
+
+    // Independent computation: each round adds (100·0.01 + 300·(−0.02)) / 400 = −0.0125 to every weight.
+    const w0 = flat(f, r0);
+    const w2 = flat(f, `${run.id}.r2`);
+    for (let i = 0; i < w0.length; i += 97) expect(w2[i]! - w0[i]!).toBeCloseTo(-0.025, 5);
+
+    for (const round of [0, 1, 2]) {
+      const sm = f.models.getManifest(`${run.id}.r${round}`)!;
+      const m = verifySignedModelManifest(sm, f.keys.keys.signing.publicKey);
+      expect(m.round).toBe(round);
+      if (round > 0) {
+        expect(m.parentVersion).toBe(`${run.id}.r${round - 1}`);
+        expect(m.sites).toEqual([{ siteId: 'site-a', exampleCount: 100 }, { siteId: 'site-b', exampleCount: 300 }]);
+        expect(detail.rounds[round - 1]!.modelSha256).toBe(m.weightsSha256);
+      }
+    }
+    expect(f.clock.pending()).toBe(0);
+  });
+
+  it('rejects a tampered update while the round completes from the others', async () => {
+    f = new FederationFixture();
+    const agents = [f.agent('site-a', 10, 0.1), f.agent('site-b', 10, 0.2), f.agent('site-c', 10, 0.3)];
+    const offered = agents.map((a) => a.nextTask());
+    agents.forEach((a) => f.connect(a));
+    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    f.runs.start(run.id);
+    const [ta, tb, tc] = await Promise.all(offered);
+
+    f.upload('site-a', agents[0]!.seal(ta!));
+    const flip = (i: number, c: Uint8Array) => {
+      if (i !== 1) return c;
+      const copy = c.slice();
+      copy[5]! ^= 0x01;
+      return copy;
+    };
+    let code = '';
+    try {
+      f.upload('site-b', agents[1]!.seal(tb!), flip);
+    } catch (e) {
+      code = isFedsslErrorLike(e) ? e.code : 'not a FedsslError';
+    }
+    expect(code).toBe('ENVELOPE_CHUNK_INVALID');
+    // A replay of the honest envelope for the rejected task is refused: the task is answered.
+    let replay = '';
+    try {
+      f.upload('site-b', agents[1]!.seal(tb!));
+    } catch (e) {
+      replay = isFedsslErrorLike(e) ? e.code : 'not a FedsslError';
+    }
+    expect(replay).toBe('TASK_ALREADY_ANSWERED');
+    f.upload('site-c', agents[2]!.seal(tc!));
+
+    const detail = f.runs.get(run.id);
+    expect(detail.state).toBe('completed');
+    const p = detail.rounds[0]!.participants;
+    expect(p.map((x) => [x.siteId, x.state])).toEqual([['site-a', 'accepted'], ['site-b', 'rejected'], ['site-c', 'accepted']]);
+    expect(p[1]!.reason).toMatch(/^ENVELOPE_CHUNK_INVALID: /);
+    const m = verifySignedModelManifest(f.models.getManifest(`${run.id}.r1`)!, f.keys.keys.signing.publicKey);
+    expect(m.sites.map((s) => s.siteId)).toEqual(['site-a', 'site-c']);
+    // (0.1 + 0.3) / 2 = 0.2 added: site-b's 0.2 would not change the mean, so check a weight exactly.
+    const w0 = f.models.readWeights(`${run.id}.r0`)[0]!.data;
+    const w1 = f.models.readWeights(`${run.id}.r1`)[0]!.data;
+    expect(w1[0]! - w0[0]!).toBeCloseTo(0.2, 5);
+  });
+
+  it('waits for enough sites (logging how many), fails a round at the deadline with too few, and retries', async () => {
+    const log = capture();
+    f = new FederationFixture(log.logger);
+    const a = f.agent('site-a', 5, 0.1);
+    const b = f.agent('site-b', 5, 0.1);
+    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2, roundDeadlineSeconds: 60 }));
+    f.runs.start(run.id);
+    f.connect(a);
+    expect(log.lines.filter((l) => l.msg === 'waiting for sites').map((l) => [l.online, l.waitingFor])).toEqual([[0, 2], [1, 1]]);
+    expect(f.repo.latestRound(run.id)!.state).toBe('open');
+    const ta = a.nextTask();
+    const tb = b.nextTask();
+    f.connect(b);
+    const [taskA] = await Promise.all([ta, tb]);
+    f.upload('site-a', a.seal(taskA));
+    const retryA = a.nextTask();
+    const retryB = b.nextTask();
+    f.clock.advance(60_001);
+
+    let detail = f.runs.get(run.id);
+    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([[1, 1, 'failed'], [1, 2, 'training']]);
+    expect(detail.rounds[0]!.reason).toBe('deadline passed with 1 accepted update(s); need 2');
+    expect(detail.rounds[0]!.participants.map((p) => p.state)).toEqual(['accepted', 'dropped']);
+    expect(f.transport.cancels).toEqual([{ siteId: 'site-b', taskId: f.repo.listTasks(run.id, 1, 1)[1]!.id, reason: 'round failed' }]);
+
+    const [ra, rb] = await Promise.all([retryA, retryB]);
+    expect(ra.taskId).not.toBe(taskA.taskId);
+    expect(ra.nonce).not.toBe(taskA.nonce);
+    // The old task of the failed attempt can no longer be answered.
+    expect(() => f.upload('site-a', a.seal(taskA))).toThrow(/already answered/);
+    f.upload('site-a', a.seal(ra));
+    f.upload('site-b', b.seal(rb));
+    detail = f.runs.get(run.id);
+    expect(detail.state).toBe('completed');
+    expect(detail.rounds.map((r) => r.state)).toEqual(['failed', 'published']);
+  });
+
+  it('fails the run after three failed attempts of a round', async () => {
+    f = new FederationFixture();
+    const a = f.agent('site-a', 5, 0.1);
+    f.connect(a);
+    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 1, roundDeadlineSeconds: 10 }));
+    f.runs.start(run.id);
+    for (let i = 0; i < 3; i++) f.clock.advance(10_001);
+    const detail = f.runs.get(run.id);
+    expect(detail.rounds.map((r) => r.state)).toEqual(['failed', 'failed', 'failed']);
+    expect(detail.state).toBe('failed');
+    expect(detail.reason).toMatch(/^round 1 failed 3 times; last: deadline passed with 0 accepted/);
+    expect(f.clock.pending()).toBe(0);
+  });
+
+  it('resumes after a restart on the same database and data dir without losing accepted updates', async () => {
+    f = new FederationFixture();
+    const a = f.agent('site-a', 10, 0.1);
+    const b = f.agent('site-b', 30, 0.5);
+    const ta = a.nextTask();
+    const tb = b.nextTask();
+    f.connect(a);
+    f.connect(b);
+    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    f.runs.start(run.id);
+    const [taskA, taskB] = await Promise.all([ta, tb]);
+    f.upload('site-a', a.seal(taskA));
+    const accepted = f.repo.listUpdates(run.id, 1, 1)[0]!;
+    expect(existsSync(accepted.envelopePath)).toBe(true);
+
+    f.restart();
+    // The outstanding task is offered again on resume; the accepted one is not.
+    const reoffered = b.nextTask();
+    f.engine.resumeAll();
+    const again = await reoffered;
+    expect(again.taskId).toBe(taskB.taskId);
+    expect(f.transport.offers.filter((o) => o.siteId === 'site-a')).toHaveLength(1);
+    expect(f.repo.listUpdates(run.id, 1, 1).map((u) => u.siteId)).toEqual(['site-a']);
+
+    f.upload('site-b', b.seal(again));
+    const detail = f.runs.get(run.id);
+    expect(detail.state).toBe('completed');
+    const w0 = f.models.readWeights(`${run.id}.r0`)[0]!.data;
+    const w1 = f.models.readWeights(`${run.id}.r1`)[0]!.data;
+    expect(w1[0]! - w0[0]!).toBeCloseTo((10 * 0.1 + 30 * 0.5) / 40, 5);
+  });
+
+  it('refuses to start a run twice and reports unknown runs', () => {
+    f = new FederationFixture();
+    const run = f.runs.create(testRunBody({ minSites: 1 }));
+    f.runs.start(run.id);
+    expect(() => f.runs.start(run.id)).toThrow(`run ${run.id} is running; only a created run can be started`);
+    expect(() => f.runs.get('run-nope')).toThrow('run run-nope does not exist');
+  });
+
+  it('validates run configs with exact messages', () => {
+    f = new FederationFixture();
+    try {
+      f.runs.create({ ...testRunBody(), rounds: 0, strategy: 'median', extra: 1 });
+      expect.unreachable();
+    } catch (e) {
+      expect(isFedsslErrorLike(e) && e.code).toBe('RUN_CONFIG_INVALID');
+      expect((e as Error).message).toBe(
+        'rounds: Too small: expected number to be >=1; strategy: Invalid input: expected "fedavg"; (root): Unrecognized key: "extra"',
+      );
+    }
+  });
+});
