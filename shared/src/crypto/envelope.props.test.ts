@@ -100,15 +100,16 @@ describe('every single-bit flip is rejected', () => {
     expect(rejection(sealed.header, sealed.signature, sealed.chunks)).toBe('accepted');
   });
 
-  it('in any header field (re-serialized through JSON)', () => {
+  // One property per field, so every field is guaranteed its share of sampled bit positions.
+  it.each(headerKeys)('in header field %s (re-serialized through JSON)', (key) => {
     fc.assert(
-      fc.property(fc.constantFrom(...headerKeys), fc.nat(1 << 20), (key, seed) => {
+      fc.property(fc.nat(1 << 20), (seed) => {
         const flipped = { ...sealed.header, [key]: flipValue(sealed.header[key], seed) };
         const header = JSON.parse(JSON.stringify(flipped)) as UpdateHeader;
         const code = rejection(header, sealed.signature, sealed.chunks);
         expect(['ENVELOPE_HEADER_INVALID', 'ENVELOPE_SIGNATURE_INVALID']).toContain(code);
       }),
-      { numRuns: 100 },
+      { numRuns: 8 },
     );
   });
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import nacl from 'tweetnacl';
 import fc from 'fast-check';
 import { isFedsslError, type ErrorCode } from '../errors';
 import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, updateHeaderSchema } from '../protocol/messages';
@@ -255,5 +256,60 @@ describe('verifyUpdateHeader', () => {
   it('refuses a correctly signed header of another protocol version', () => {
     const v2 = seal(new Uint8Array(10), CHUNK, { protocolVersion: PROTOCOL_VERSION + 1 });
     expect(codeOf(() => verifyUpdateHeader(v2.header, v2.signature, site.signing.publicKey))).toBe('PROTOCOL_VERSION_MISMATCH');
+  });
+});
+
+describe('secret hygiene', () => {
+  it('sealUpdate wipes the content key and the ephemeral secret key', () => {
+    const keys: Uint8Array[] = [];
+    const pairs: nacl.BoxKeyPair[] = [];
+    const randomSpy = vi.spyOn(nacl, 'randomBytes');
+    const keyPairSpy = vi.spyOn(nacl.box, 'keyPair');
+    randomSpy.mockImplementation((n: number) => {
+      const out = new Uint8Array(randomBytes(n));
+      if (n === 32) keys.push(out);
+      return out;
+    });
+    keyPairSpy.mockImplementation(() => {
+      const kp = nacl.box.keyPair.fromSecretKey(new Uint8Array(randomBytes(32)));
+      pairs.push(kp);
+      return kp;
+    });
+    try {
+      const s = seal(new Uint8Array(2000));
+      expect(keys).toHaveLength(1);
+      expect(pairs).toHaveLength(1);
+      expect(keys[0]?.every((b) => b === 0)).toBe(true);
+      expect(pairs[0]?.secretKey.every((b) => b === 0)).toBe(true);
+      // The public half survives (it is in the header) and the envelope still opens.
+      expect(toBase64(pairs[0]?.publicKey ?? new Uint8Array())).toBe(s.header.ephemeralPublicKey);
+      expect(open(s)).toEqual(new Uint8Array(2000));
+    } finally {
+      randomSpy.mockRestore();
+      keyPairSpy.mockRestore();
+    }
+  });
+
+  it('UpdateOpener wipes the content key on finish, on dispose and after a failure', () => {
+    const s = seal(new Uint8Array(1500));
+    const keyOf = (o: UpdateOpener): Uint8Array => (o as unknown as { key: Uint8Array }).key;
+
+    const finished = new UpdateOpener(s.header, coordinator.box.secretKey);
+    const k1 = keyOf(finished);
+    expect(k1.some((b) => b !== 0)).toBe(true);
+    s.chunks.forEach((c, i) => finished.openChunk(i, c));
+    finished.finish();
+    expect(k1.every((b) => b === 0)).toBe(true);
+
+    const disposed = new UpdateOpener(s.header, coordinator.box.secretKey);
+    const k2 = keyOf(disposed);
+    disposed.dispose();
+    expect(k2.every((b) => b === 0)).toBe(true);
+    expect(codeOf(() => disposed.openChunk(0, s.chunks[0] ?? new Uint8Array()))).toBe('CRYPTO_INVALID_ARGUMENT');
+
+    const failed = new UpdateOpener(s.header, coordinator.box.secretKey);
+    const k3 = keyOf(failed);
+    expect(codeOf(() => failed.openChunk(0, s.chunks[1] ?? new Uint8Array()))).toBe('ENVELOPE_CHUNK_INVALID');
+    expect(k3.every((b) => b === 0)).toBe(true);
   });
 });
