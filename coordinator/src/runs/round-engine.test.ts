@@ -157,7 +157,7 @@ describe('RoundEngine', () => {
     expect(ra.taskId).not.toBe(taskA.taskId);
     expect(ra.nonce).not.toBe(taskA.nonce);
     // The old task of the failed attempt can no longer be answered.
-    expect(() => f.upload('site-a', a.seal(taskA))).toThrow(/already answered/);
+    expect(() => f.upload('site-a', a.seal(taskA))).toThrow(/passed its deadline/);
     f.upload('site-a', a.seal(ra));
     f.upload('site-b', b.seal(rb));
     detail = f.runs.get(run.id);

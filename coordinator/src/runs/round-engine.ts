@@ -276,13 +276,13 @@ export class RoundEngine {
    * message if not (used by UploadService before and after receiving the bytes).
    */
   taskAnswerability(task: TaskRow): { code: ErrorCode; message: string } | null {
+    if (this.d.clock.now() > Date.parse(task.deadline)) return { code: 'TASK_EXPIRED', message: `task ${task.id} passed its deadline ${task.deadline}` };
     if (task.state !== 'offered') return { code: 'TASK_ALREADY_ANSWERED', message: `task ${task.id} was already answered (${task.state})` };
     const round = this.d.repo.getRound(task.runId, task.round, task.attempt);
     const latest = this.d.repo.latestRound(task.runId);
     if (round?.state !== 'training' || latest?.attempt !== task.attempt || latest.round !== task.round) {
       return { code: 'TASK_EXPIRED', message: `task ${task.id} belongs to a round that is no longer collecting updates` };
     }
-    if (this.d.clock.now() > Date.parse(task.deadline)) return { code: 'TASK_EXPIRED', message: `task ${task.id} passed its deadline ${task.deadline}` };
     return null;
   }
 
