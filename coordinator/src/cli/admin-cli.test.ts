@@ -1,0 +1,161 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { sha256Hex } from '@fedssl/shared/crypto';
+import { tinyModelConfig } from '@fedssl/shared/model';
+import { AdminTokenService } from '../admin/admin-token.service';
+import { loadConfig } from '../config/config';
+import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { startCoordinator, type RunningCoordinator } from '../main';
+import { ModelStoreService, type PublishArgs } from '../models/model-store.service';
+import { runAdminCli } from './admin-cli';
+import type { CliIo } from './io';
+
+function capture(): CliIo & { out: string; err: string } {
+  const io = {
+    out: '',
+    err: '',
+    stdout: (t: string) => {
+      io.out += t;
+    },
+    stderr: (t: string) => {
+      io.err += t;
+    },
+  };
+  return io;
+}
+
+describe('fedssl-admin against an in-process coordinator', () => {
+  let dir: string;
+  let running: RunningCoordinator;
+  let token: string;
+  let viewerToken: string;
+  let offline: ModelStoreService;
+  const silent = pino({ level: 'silent' });
+
+  const cli = async (...argv: string[]) => {
+    const io = capture();
+    const code = await runAdminCli(argv, { io, env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: token } });
+    return { code, out: io.out, err: io.err };
+  };
+  const publishArgs = (version: string): PublishArgs => ({
+    version,
+    runId: null,
+    round: 0,
+    model: tinyModelConfig(32),
+    weights: [{ name: 'w', shape: [3], data: Float32Array.from([1, 2, 3]) }],
+    parentVersion: null,
+    parentSha256: null,
+    sites: [],
+    strategy: 'fedavg',
+  });
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'fedssl-cli-'));
+    const config = loadConfig({ FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0' });
+    running = await startCoordinator(config, silent);
+    token = running.app.get(AdminTokenService).create('cli', 'admin').token;
+    viewerToken = running.app.get(AdminTokenService).create('viewer', 'viewer').token;
+    running.app.get(ModelStoreService).publish(publishArgs('m.r0'));
+    // A second store over the same directory, to plant versions the server reads lazily from disk.
+    offline = new ModelStoreService(config, running.app.get(CoordinatorKeysService), { now: () => Date.now() }, silent);
+  });
+  afterAll(async () => {
+    await running?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('pulls a model after checking fingerprint, signature and hash', async () => {
+    const out = join(dir, 'pull-ok');
+    const keys = running.app.get(CoordinatorKeysService).publicKeys();
+    const r = await cli('models', 'pull', '--version', 'm.r0', '--out', out, '--fingerprint', keys.fingerprint);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const weights = readFileSync(join(out, 'weights.fsw'));
+    expect(weights).toEqual(readFileSync(running.app.get(ModelStoreService).weightsPath('m.r0')));
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    expect(manifest).toEqual(running.app.get(ModelStoreService).getManifest('m.r0'));
+    expect(manifest.manifest.weightsSha256).toBe(sha256Hex(new Uint8Array(weights)));
+    expect(readdirSync(out).sort()).toEqual(['manifest.json', 'weights.fsw']);
+  });
+
+  it('warns when the coordinator key is not pinned', async () => {
+    const r = await cli('models', 'pull', '--version', 'm.r0', '--out', join(dir, 'pull-unpinned'));
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/^warning: coordinator key not pinned; its fingerprint is "[0-9a-f ]+"/);
+  });
+
+  it('refuses a tampered manifest and writes nothing', async () => {
+    offline.publish(publishArgs('m.tampered'));
+    const file = join(dir, 'models', 'm.tampered', 'manifest.json');
+    const signed = JSON.parse(readFileSync(file, 'utf8'));
+    signed.manifest.round = 7; // still schema-valid, no longer what was signed
+    writeFileSync(file, JSON.stringify(signed));
+    const out = join(dir, 'pull-tampered');
+    const r = await cli('models', 'pull', '--version', 'm.tampered', '--out', out);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe('error: MANIFEST_SIGNATURE_INVALID: manifest of m.tampered is not signed by the coordinator key; nothing written\n');
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('refuses tampered weights and writes nothing', async () => {
+    offline.publish(publishArgs('m.badweights'));
+    const file = join(dir, 'models', 'm.badweights', 'weights.fsw');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 0x40;
+    writeFileSync(file, bytes);
+    const out = join(dir, 'pull-badweights');
+    const r = await cli('models', 'pull', '--version', 'm.badweights', '--out', out);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^error: MODEL_HASH_MISMATCH: weights of m\.badweights do not match the signed manifest .*; nothing written\n$/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('refuses a coordinator whose fingerprint differs', async () => {
+    const out = join(dir, 'pull-fp');
+    const r = await cli('models', 'pull', '--version', 'm.r0', '--out', out, '--fingerprint', '0000 1111');
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^error: COORDINATOR_FINGERPRINT_MISMATCH: coordinator key fingerprint is "[0-9a-f ]+", expected "0000 1111"/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('shows the server error code and message on HTTP errors', async () => {
+    const r = await cli('models', 'pull', '--version', 'nope', '--out', join(dir, 'x'));
+    expect(r.code).toBe(1);
+    expect(r.err).toBe('error: MODEL_VERSION_NOT_FOUND: no published model version nope (HTTP 404 GET /models/nope)\n');
+    const io = capture();
+    const code = await runAdminCli(['tokens', 'create', '--site', 'S'], { io, env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: viewerToken } });
+    expect(code).toBe(1);
+    expect(io.err).toBe('error: ADMIN_FORBIDDEN: role viewer may not do this; requires admin or higher (HTTP 403 POST /enrollment-tokens)\n');
+  });
+
+  it('creates enrollment tokens and lists sites, in text and JSON', async () => {
+    const created = await cli('--json', 'tokens', 'create', '--site', 'Hospital A', '--expires-in', '600');
+    expect(created.code).toBe(0);
+    const body = JSON.parse(created.out);
+    expect(body).toMatchObject({ siteName: 'Hospital A' });
+    expect(body.token).toMatch(/^fse_/);
+    const list = await cli('sites', 'list');
+    expect(list.out).toBe(`${body.siteId}  Hospital A  pending  backend=- examples=- lastSeen=-\n`);
+    const revoked = await cli('sites', 'revoke', body.siteId, '--reason', 'test');
+    expect(revoked.out).toMatch(new RegExp(`^revoked ${body.siteId} \\(Hospital A\\) at `));
+    const models = await cli('--json', 'models', 'list');
+    expect(JSON.parse(models.out).map((m: { manifest: { version: string } }) => m.manifest.version)).toContain('m.r0');
+  });
+
+  it('reports an unreachable coordinator in one line', async () => {
+    // A port that was just free: nothing listens there now.
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise<void>((r) => server.close(() => r()));
+    const io = capture();
+    const url = `http://127.0.0.1:${port}`;
+    const code = await runAdminCli(['sites', 'list'], { io, env: { FEDSSL_URL: url, FEDSSL_ADMIN_TOKEN: token } });
+    expect(code).toBe(1);
+    expect(io.err).toBe(`error: COORDINATOR_UNREACHABLE: cannot reach ${url}: ECONNREFUSED\n`);
+  });
+});

@@ -1,0 +1,206 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { AdminClient } from './admin-client';
+import { CliError, formatCliError, processIo, type CliIo } from './io';
+import { pullModel } from './model-pull';
+import { waitForRun } from './run-wait';
+
+/** Seams for running the CLI in-process (tests). */
+export interface AdminCliDeps {
+  io: CliIo;
+  env: NodeJS.ProcessEnv;
+  fetch?: typeof fetch;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+const int = (name: string, min = 0) => (v: string): number => {
+  if (!/^\d+$/.test(v) || Number(v) < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
+  return Number(v);
+};
+const num = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
+
+interface GlobalOpts {
+  url: string;
+  token?: string;
+  json: boolean;
+}
+
+/** Builds the `fedssl-admin` program; every action resolves to an exit code via `setExit`. */
+function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Command {
+  const { io } = deps;
+  const program = new Command('fedssl-admin')
+    .description('Administer a fedssl coordinator over its REST API')
+    .addOption(new Option('--url <url>', 'coordinator base URL').env('FEDSSL_URL').default('http://127.0.0.1:8080'))
+    .addOption(new Option('--token <token>', 'admin bearer token').env('FEDSSL_ADMIN_TOKEN'))
+    .option('--json', 'machine-readable JSON output', false)
+    .exitOverride()
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
+
+  const g = (): GlobalOpts => program.opts<GlobalOpts>();
+  const client = () => new AdminClient({ url: g().url, token: g().token, fetch: deps.fetch });
+  const print = (value: unknown, human: () => string) => io.stdout(g().json ? `${JSON.stringify(value, null, 2)}\n` : human());
+
+  const tokens = program.command('tokens').description('enrollment tokens');
+  tokens
+    .command('create')
+    .description('issue a one-time enrollment token for a new site (shown once)')
+    .requiredOption('--site <name>', 'site name')
+    .option('--expires-in <seconds>', 'validity in seconds', int('--expires-in', 60), 86_400)
+    .action(async (o: { site: string; expiresIn: number }) => {
+      const r = await client().post<{ token: string; siteId: string; siteName: string; expiresAt: string }>(
+        '/enrollment-tokens',
+        { siteName: o.site, expiresInSeconds: o.expiresIn },
+      );
+      print(r, () => `site ${r.siteName} (${r.siteId})\ntoken ${r.token}\nexpires ${r.expiresAt}\n`);
+    });
+
+  const sites = program.command('sites').description('enrolled sites');
+  sites
+    .command('list')
+    .action(async () => {
+      const list = await client().get<{ id: string; name: string; status: string; online: boolean; lastSeenAt: string | null; backend: string | null; exampleCount: number | null }[]>('/sites');
+      print(list, () =>
+        list.length === 0
+          ? 'no sites\n'
+          : list
+              .map((s) => `${s.id}  ${s.name}  ${s.status}${s.online ? ' online' : ''}  backend=${s.backend ?? '-'} examples=${s.exampleCount ?? '-'} lastSeen=${s.lastSeenAt ?? '-'}`)
+              .join('\n') + '\n',
+      );
+    });
+  sites
+    .command('revoke <id>')
+    .requiredOption('--reason <reason>', 'why (kept in the record)')
+    .action(async (id: string, o: { reason: string }) => {
+      const s = await client().post<{ id: string; name: string; revokedAt: string }>(`/sites/${encodeURIComponent(id)}/revoke`, { reason: o.reason });
+      print(s, () => `revoked ${s.id} (${s.name}) at ${s.revokedAt}\n`);
+    });
+
+  const runs = program.command('runs').description('training runs');
+  runs
+    .command('create')
+    .option('--name <name>', 'run name')
+    .option('--rounds <n>', 'number of rounds', int('--rounds', 1))
+    .option('--min-sites <n>', 'minimum sites per round', int('--min-sites', 1))
+    .option('--deadline <seconds>', 'round deadline in seconds', int('--deadline', 1), 600)
+    .option('--arch <arch>', 'encoder architecture (tiny|resnet18|resnet50)', 'tiny')
+    .option('--size <px>', 'input size in pixels', int('--size', 16), 32)
+    .option('--batch-size <n>', 'local batch size', int('--batch-size', 2))
+    .option('--max-steps <n>', 'max optimizer steps per round (0 = no bound)', int('--max-steps', 0))
+    .option('--lambda <l>', 'metadata loss weight λ', num('--lambda'))
+    .option('--seed <n>', 'seed of the initial weights', int('--seed', 0), 0)
+    .option('--config <file>', 'full run config as JSON (instead of the flags)')
+    .action(async (o: Record<string, unknown>) => {
+      let body: unknown;
+      if (typeof o['config'] === 'string') {
+        try {
+          body = JSON.parse(readFileSync(o['config'], 'utf8'));
+        } catch (e) {
+          throw new CliError('RUN_CONFIG_INVALID', `cannot read ${o['config']}: ${(e as Error).message}`);
+        }
+      } else {
+        for (const k of ['name', 'rounds', 'minSites'] as const) {
+          if (o[k] === undefined) throw new CliError('RUN_CONFIG_INVALID', `--${k === 'minSites' ? 'min-sites' : k} is required (or pass --config FILE.json)`);
+        }
+        const training: Record<string, unknown> = {};
+        if (o['batchSize'] !== undefined) training['batchSize'] = o['batchSize'];
+        if (o['maxSteps'] !== undefined) training['maxStepsPerRound'] = o['maxSteps'];
+        if (o['lambda'] !== undefined) training['metadataWeight'] = o['lambda'];
+        body = {
+          name: o['name'],
+          rounds: o['rounds'],
+          minSites: o['minSites'],
+          roundDeadlineSeconds: o['deadline'],
+          strategy: 'fedavg',
+          model: { arch: o['arch'], inputSize: o['size'] },
+          training,
+          seed: o['seed'],
+        };
+      }
+      const r = await client().post<{ id: string; name: string; state: string }>('/runs', body);
+      print(r, () => `created run ${r.id} (${r.name}) ${r.state}\n`);
+    });
+  runs.command('start <id>').action(async (id: string) => {
+    const r = await client().post<{ id: string; state: string }>(`/runs/${encodeURIComponent(id)}/start`);
+    print(r, () => `run ${r.id} ${r.state}\n`);
+  });
+  runs.command('list').action(async () => {
+    const list = await client().get<{ id: string; name: string; state: string; currentRound: number; config: { rounds: number } }[]>('/runs');
+    print(list, () =>
+      list.length === 0 ? 'no runs\n' : list.map((r) => `${r.id}  ${r.name}  ${r.state}  round ${r.currentRound}/${r.config.rounds}`).join('\n') + '\n',
+    );
+  });
+  runs.command('show <id>').action(async (id: string) => {
+    const r = await client().get<Record<string, unknown>>(`/runs/${encodeURIComponent(id)}`);
+    io.stdout(`${JSON.stringify(r, null, 2)}\n`);
+  });
+  runs
+    .command('wait <id>')
+    .option('--timeout <seconds>', 'give up after this many seconds', int('--timeout', 1))
+    .action(async (id: string, o: { timeout?: number }) => {
+      setExit(await waitForRun(client(), io, { runId: id, timeoutSeconds: o.timeout, json: g().json, sleep: deps.sleep }));
+    });
+
+  const models = program.command('models').description('published global models');
+  models.command('list').action(async () => {
+    const list = await client().get<{ manifest: { version: string; round: number; weightsBytes: number; weightsSha256: string; createdAt: string } }[]>('/models');
+    print(list, () =>
+      list.length === 0
+        ? 'no models\n'
+        : list.map(({ manifest: m }) => `${m.version}  round ${m.round}  ${m.weightsBytes} bytes  sha256 ${m.weightsSha256.slice(0, 16)}…  ${m.createdAt}`).join('\n') + '\n',
+    );
+  });
+  models
+    .command('pull')
+    .requiredOption('--version <version>', 'model version, e.g. <runId>.r3')
+    .requiredOption('--out <dir>', 'output directory')
+    .option('--fingerprint <fp>', 'expected coordinator key fingerprint (compare out of band)')
+    .action(async (o: { version: string; out: string; fingerprint?: string }) => {
+      const r = await pullModel(client(), { version: o.version, outDir: o.out, fingerprint: o.fingerprint });
+      if (r.unpinned) {
+        io.stderr(`warning: coordinator key not pinned; its fingerprint is "${r.coordinatorFingerprint}" — compare it out of band and pass --fingerprint\n`);
+      }
+      print(
+        { version: r.manifest.version, weightsPath: r.weightsPath, manifestPath: r.manifestPath, sha256: r.manifest.weightsSha256 },
+        () => `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}) → ${r.weightsPath}\n`,
+      );
+    });
+
+  return program;
+}
+
+/**
+ * Runs `fedssl-admin` with `argv` (without the node and script entries) and resolves to
+ * the exit code. Failures print one line on stderr: `error: CODE: message`.
+ */
+export async function runAdminCli(argv: string[], deps: AdminCliDeps = { io: processIo, env: process.env }): Promise<number> {
+  let exit = 0;
+  // commander reads .env() from process.env; map the injected env onto the options instead.
+  const args = [...argv];
+  if (!args.some((a) => a === '--url' || a.startsWith('--url=')) && deps.env['FEDSSL_URL']) args.unshift('--url', deps.env['FEDSSL_URL']);
+  if (!args.some((a) => a === '--token' || a.startsWith('--token=')) && deps.env['FEDSSL_ADMIN_TOKEN']) {
+    args.unshift('--token', deps.env['FEDSSL_ADMIN_TOKEN']);
+  }
+  const program = buildProgram(deps, (c) => (exit = c));
+  try {
+    await program.parseAsync(args, { from: 'user' });
+    return exit;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander already printed usage/help/errors; help and version exit 0.
+      return e.exitCode;
+    }
+    deps.io.stderr(formatCliError(e));
+    return e instanceof CliError ? e.exitCode : 1;
+  }
+}
+
+if (require.main === module) {
+  void runAdminCli(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,68 @@
+import { CliError } from './io';
+
+/** Where and as whom the admin CLI talks to the coordinator. */
+export interface AdminClientOptions {
+  url: string;
+  token?: string;
+  /** Injectable for tests; defaults to global fetch. */
+  fetch?: typeof fetch;
+}
+
+/**
+ * Minimal client of the coordinator REST API (`/api/v1`). HTTP errors become a
+ * {@link CliError} carrying the server's `{ error: { code, message } }`.
+ */
+export class AdminClient {
+  private readonly base: string;
+  private readonly doFetch: typeof fetch;
+
+  constructor(private readonly opts: AdminClientOptions) {
+    this.base = `${opts.url.replace(/\/+$/, '')}/api/v1`;
+    this.doFetch = opts.fetch ?? fetch;
+  }
+
+  async get<T>(path: string): Promise<T> {
+    return (await this.request('GET', path)).json() as Promise<T>;
+  }
+
+  async post<T>(path: string, body: unknown = {}): Promise<T> {
+    return (await this.request('POST', path, body)).json() as Promise<T>;
+  }
+
+  async getBytes(path: string): Promise<Uint8Array> {
+    return new Uint8Array(await (await this.request('GET', path)).arrayBuffer());
+  }
+
+  private async request(method: string, path: string, body?: unknown): Promise<Response> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (this.opts.token) headers['authorization'] = `Bearer ${this.opts.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res: Response;
+    try {
+      res = await this.doFetch(`${this.base}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      throw new CliError(
+        'COORDINATOR_UNREACHABLE',
+        `cannot reach ${this.opts.url}: ${cause?.code ?? cause?.message ?? (e as Error).message}`,
+      );
+    }
+    if (!res.ok) {
+      let code = `HTTP_${res.status}`;
+      let message = res.statusText;
+      try {
+        const err = ((await res.json()) as { error?: { code?: unknown; message?: unknown } }).error;
+        if (typeof err?.code === 'string') code = err.code;
+        if (typeof err?.message === 'string') message = err.message;
+      } catch {
+        // Not our JSON error body (a proxy page?): status line is all we can say.
+      }
+      throw new CliError(code, `${message} (HTTP ${res.status} ${method} ${path})`);
+    }
+    return res;
+  }
+}
