@@ -28,7 +28,9 @@ describe('subtract / add / scale', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: -1000, max: 1000 }), { minLength: 1, maxLength: 20 }), (xs) => {
         const x: NamedTensors = [{ name: 't', shape: [xs.length], data: Float32Array.from(xs) }];
-        const y: NamedTensors = [{ name: 't', shape: [xs.length], data: Float32Array.from(xs.map((v) => v * 3 - 7)) }];
+        const y: NamedTensors = [
+          { name: 't', shape: [xs.length], data: Float32Array.from(xs.map((v) => v * 3 - 7)) },
+        ];
         expect(Array.from(add(y, subtract(x, y))[0]?.data ?? [])).toEqual(xs);
       }),
       { numRuns: 100 },
@@ -38,8 +40,13 @@ describe('subtract / add / scale', () => {
   it('name the first mismatching tensor', () => {
     const swapped = [b[1], b[0]] as NamedTensors;
     expect(() => subtract(a, swapped)).toThrow('tensor #0 differs: "w" [2,2] vs "b" [2]');
-    expect(() => add(a, b.slice(0, 1))).toThrow('tensor lists differ in length (2 vs 1); first unmatched tensor is #1 "b"');
-    const reshaped: NamedTensors = [{ ...(b[0] as NamedTensors[number]), shape: [4] }, b[1] as NamedTensors[number]];
+    expect(() => add(a, b.slice(0, 1))).toThrow(
+      'tensor lists differ in length (2 vs 1); first unmatched tensor is #1 "b"',
+    );
+    const reshaped: NamedTensors = [
+      { ...(b[0] as NamedTensors[number]), shape: [4] },
+      b[1] as NamedTensors[number],
+    ];
     try {
       assertSameLayout(a, reshaped);
       expect.unreachable();
@@ -62,7 +69,10 @@ describe('l2Norm / allFinite / parameterCount', () => {
   it('allFinite spots NaN and infinities anywhere', () => {
     expect(allFinite(a)).toBe(true);
     for (const bad of [NaN, Infinity, -Infinity]) {
-      const t: NamedTensors = [a[0] as NamedTensors[number], { name: 'b', shape: [3], data: new Float32Array([1, bad, 2]) }];
+      const t: NamedTensors = [
+        a[0] as NamedTensors[number],
+        { name: 'b', shape: [3], data: new Float32Array([1, bad, 2]) },
+      ];
       expect(allFinite(t)).toBe(false);
       expect(Number.isFinite(l2Norm(t))).toBe(false);
     }

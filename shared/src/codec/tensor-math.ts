@@ -26,7 +26,11 @@ export function assertSameLayout(a: NamedTensors, b: NamedTensors): void {
         `tensor lists differ in length (${a.length} vs ${b.length}); first unmatched tensor is #${i} "${present.name}"`,
       );
     }
-    if (x.name !== y.name || shapeString(x.shape) !== shapeString(y.shape) || x.data.length !== y.data.length) {
+    if (
+      x.name !== y.name ||
+      shapeString(x.shape) !== shapeString(y.shape) ||
+      x.data.length !== y.data.length
+    ) {
       throw new FedsslError(
         'MODEL_WEIGHTS_MISMATCH',
         `tensor #${i} differs: "${x.name}" ${shapeString(x.shape)} vs "${y.name}" ${shapeString(y.shape)}`,

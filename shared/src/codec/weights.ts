@@ -89,7 +89,9 @@ export function encodeWeights(tensors: NamedTensors): Uint8Array {
     if (!(t.data instanceof Float32Array)) throw malformed(`tensor "${name}" data must be a Float32Array`);
     const n = elementCount(shape);
     if (n !== t.data.length) {
-      throw malformed(`tensor "${name}" shape ${shapeString(shape)} has ${n} elements but data has ${t.data.length}`);
+      throw malformed(
+        `tensor "${name}" shape ${shapeString(shape)} has ${n} elements but data has ${t.data.length}`,
+      );
     }
     const offset = align8(end);
     const byteLength = n * DTYPE_BYTES.float32;
@@ -153,7 +155,8 @@ export interface DecodedWeights {
  */
 export function readWeightManifest(bytes: Uint8Array): { manifest: WeightManifest; dataStart: number } {
   if (!(bytes instanceof Uint8Array)) throw malformed('expected a Uint8Array');
-  if (bytes.length < HEADER_BYTES) throw malformed(`truncated: ${bytes.length} bytes, the header alone is ${HEADER_BYTES}`);
+  if (bytes.length < HEADER_BYTES)
+    throw malformed(`truncated: ${bytes.length} bytes, the header alone is ${HEADER_BYTES}`);
   for (let i = 0; i < 4; i++) {
     if (bytes[i] !== MAGIC_BYTES[i]) throw malformed(`bad magic: expected "${WEIGHTS_MAGIC}"`);
   }
@@ -162,11 +165,15 @@ export function readWeightManifest(bytes: Uint8Array): { manifest: WeightManifes
     throw malformed(`manifest length ${manifestLength} exceeds the limit of ${MAX_MANIFEST_BYTES}`);
   }
   if (HEADER_BYTES + manifestLength > bytes.length) {
-    throw malformed(`truncated: manifest length ${manifestLength} exceeds the ${bytes.length - HEADER_BYTES} bytes after the header`);
+    throw malformed(
+      `truncated: manifest length ${manifestLength} exceeds the ${bytes.length - HEADER_BYTES} bytes after the header`,
+    );
   }
   let json: unknown;
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + manifestLength));
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(
+      bytes.subarray(HEADER_BYTES, HEADER_BYTES + manifestLength),
+    );
     json = JSON.parse(text);
   } catch {
     throw malformed('manifest is not UTF-8 JSON');
@@ -178,7 +185,8 @@ export function readWeightManifest(bytes: Uint8Array): { manifest: WeightManifes
     throw malformed(`manifest does not match ${WEIGHTS_FORMAT} at ${path}: ${first?.message ?? 'invalid'}`);
   }
   const m = parsed.data;
-  if (m.format !== WEIGHTS_FORMAT) throw malformed(`unsupported format "${m.format.slice(0, 64)}", expected "${WEIGHTS_FORMAT}"`);
+  if (m.format !== WEIGHTS_FORMAT)
+    throw malformed(`unsupported format "${m.format.slice(0, 64)}", expected "${WEIGHTS_FORMAT}"`);
 
   const dataStart = align8(HEADER_BYTES + manifestLength);
   if (dataStart > bytes.length) throw malformed('truncated: missing padding after the manifest');
@@ -194,12 +202,17 @@ export function readWeightManifest(bytes: Uint8Array): { manifest: WeightManifes
     const name = checkName(t.name, i, seen);
     const shape = checkShape(t.shape, `tensor "${name}"`);
     if (!(t.dtype in DTYPE_BYTES)) {
-      throw new FedsslError('CODEC_UNSUPPORTED_DTYPE', `weights: tensor "${name}" has unsupported dtype "${t.dtype.slice(0, 32)}"`);
+      throw new FedsslError(
+        'CODEC_UNSUPPORTED_DTYPE',
+        `weights: tensor "${name}" has unsupported dtype "${t.dtype.slice(0, 32)}"`,
+      );
     }
     const n = elementCount(shape);
     const width = DTYPE_BYTES[t.dtype as DType];
     if (n < 0 || n * width !== t.byteLength) {
-      throw malformed(`tensor "${name}" byteLength ${t.byteLength} does not match shape ${shapeString(shape)} × ${width} bytes`);
+      throw malformed(
+        `tensor "${name}" byteLength ${t.byteLength} does not match shape ${shapeString(shape)} × ${width} bytes`,
+      );
     }
     if (t.offset % 8 !== 0) throw malformed(`tensor "${name}" offset ${t.offset} is not 8-aligned`);
     if (t.offset + t.byteLength > dataLength) {
@@ -262,10 +275,16 @@ function checkExpected(manifest: WeightManifest, expect: readonly TensorSpec[]):
     const g = got[i];
     const e = expect[i];
     if (e === undefined) {
-      throw new FedsslError('MODEL_WEIGHTS_MISMATCH', `unexpected tensor #${i} "${g?.name ?? ''}": expected ${expect.length} tensors, got ${got.length}`);
+      throw new FedsslError(
+        'MODEL_WEIGHTS_MISMATCH',
+        `unexpected tensor #${i} "${g?.name ?? ''}": expected ${expect.length} tensors, got ${got.length}`,
+      );
     }
     if (g === undefined) {
-      throw new FedsslError('MODEL_WEIGHTS_MISMATCH', `missing tensor #${i} "${e.name}": expected ${expect.length} tensors, got ${got.length}`);
+      throw new FedsslError(
+        'MODEL_WEIGHTS_MISMATCH',
+        `missing tensor #${i} "${e.name}": expected ${expect.length} tensors, got ${got.length}`,
+      );
     }
     if (g.name !== e.name || shapeString(g.shape) !== shapeString(e.shape)) {
       throw new FedsslError(

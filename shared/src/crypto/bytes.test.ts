@@ -41,8 +41,12 @@ describe('base64', () => {
 
 describe('assertBytes', () => {
   it('names the expected and actual length', () => {
-    expect(() => assertBytes(new Uint8Array(31), 32, 'key')).toThrow('key: expected Uint8Array of length 32, got length=31');
-    expect(() => assertBytes('abc', 32, 'key')).toThrow('key: expected Uint8Array of length 32, got type=string');
+    expect(() => assertBytes(new Uint8Array(31), 32, 'key')).toThrow(
+      'key: expected Uint8Array of length 32, got length=31',
+    );
+    expect(() => assertBytes('abc', 32, 'key')).toThrow(
+      'key: expected Uint8Array of length 32, got type=string',
+    );
     expect(() => assertBytes([1, 2], undefined, 'x')).toThrow('x: expected Uint8Array, got type=array');
     expect(() => assertBytes(new Uint8Array(32), 32)).not.toThrow();
   });
@@ -71,8 +75,12 @@ describe('hashes (node:crypto) agree with tweetnacl and known answers', () => {
         const expected = Buffer.from(nacl.hash(bytes)).toString('hex');
         expect(sha512Hex(bytes)).toBe(expected);
         const k = Math.min(cut, bytes.length);
-        expect(createSha512().update(bytes.subarray(0, k)).update(bytes.subarray(k)).digestHex()).toBe(expected);
-        expect(createSha256().update(bytes.subarray(0, k)).update(bytes.subarray(k)).digestHex()).toBe(sha256Hex(bytes));
+        expect(createSha512().update(bytes.subarray(0, k)).update(bytes.subarray(k)).digestHex()).toBe(
+          expected,
+        );
+        expect(createSha256().update(bytes.subarray(0, k)).update(bytes.subarray(k)).digestHex()).toBe(
+          sha256Hex(bytes),
+        );
       }),
       { numRuns: 100 },
     );

@@ -52,7 +52,10 @@ export function fromBase64(s: string, expectedLength?: number): Uint8Array {
     throw new FedsslError('CRYPTO_INVALID_ARGUMENT', 'expected canonical base64, got non-zero padding bits');
   }
   if (expectedLength !== undefined && buf.length !== expectedLength) {
-    throw new FedsslError('CRYPTO_INVALID_ARGUMENT', `expected base64 of ${expectedLength} bytes, got ${buf.length}`);
+    throw new FedsslError(
+      'CRYPTO_INVALID_ARGUMENT',
+      `expected base64 of ${expectedLength} bytes, got ${buf.length}`,
+    );
   }
   // Copy into a fresh, exactly-sized Uint8Array: Buffer may be a view into a shared pool.
   return new Uint8Array(buf);

@@ -9,7 +9,12 @@ function reverseKeys(v: unknown): unknown {
     const out: Record<string, unknown> = {};
     // defineProperty, not assignment: fast-check generates "__proto__" keys.
     for (const k of Object.keys(v).reverse()) {
-      Object.defineProperty(out, k, { value: reverseKeys((v as Record<string, unknown>)[k]), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(out, k, {
+        value: reverseKeys((v as Record<string, unknown>)[k]),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
     }
     return out;
   }

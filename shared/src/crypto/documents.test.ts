@@ -5,7 +5,14 @@ import { fromBase64, toBase64 } from './bytes';
 import { generatePartyKeys, keyId } from './keys';
 import { signModelManifest, signTask, verifySignedModelManifest, verifySignedTask } from './documents';
 import { verifyUpdateHeader } from './envelope';
-import { SIGNING_DOMAINS, signDomainJson, signJson, verifyDomainJson, verifyJson, type SigningDomain } from './sign';
+import {
+  SIGNING_DOMAINS,
+  signDomainJson,
+  signJson,
+  verifyDomainJson,
+  verifyJson,
+  type SigningDomain,
+} from './sign';
 
 const coordinator = generatePartyKeys();
 const pk = coordinator.signing.publicKey;
@@ -28,7 +35,14 @@ const task: Task = {
   siteId: 'site-a',
   modelVersion: 'v2',
   modelHash: 'a'.repeat(64),
-  model: { arch: 'tiny', inputSize: 32, norm: 'batch', projectorHidden: 16, projectionDim: 8, metadataHidden: 8 },
+  model: {
+    arch: 'tiny',
+    inputSize: 32,
+    norm: 'batch',
+    projectorHidden: 16,
+    projectionDim: 8,
+    metadataHidden: 8,
+  },
   training: {
     localEpochs: 1,
     maxStepsPerRound: 2,
@@ -79,8 +93,14 @@ describe('signed tasks', () => {
 
   it('rejects a changed field, a wrong key and a mangled signature', () => {
     const st = signTask(task, sk);
-    expectCode(() => verifySignedTask({ ...st, task: { ...st.task, round: 4 } }, pk), 'TASK_SIGNATURE_INVALID');
-    expectCode(() => verifySignedTask({ ...st, task: { ...st.task, siteId: 'site-b' } }, pk), 'TASK_SIGNATURE_INVALID');
+    expectCode(
+      () => verifySignedTask({ ...st, task: { ...st.task, round: 4 } }, pk),
+      'TASK_SIGNATURE_INVALID',
+    );
+    expectCode(
+      () => verifySignedTask({ ...st, task: { ...st.task, siteId: 'site-b' } }, pk),
+      'TASK_SIGNATURE_INVALID',
+    );
     expectCode(() => verifySignedTask(st, generatePartyKeys().signing.publicKey), 'TASK_SIGNATURE_INVALID');
     const sig = fromBase64(st.signature);
     sig[0] = (sig[0] ?? 0) ^ 0x80;
@@ -96,10 +116,16 @@ describe('signed tasks', () => {
     // Only reachable if the coordinator itself signed junk; the signature is checked first.
     const bad = { ...task, extra: 1 };
     const sig = signDomainJson('task', bad, sk);
-    expectCode(() => verifySignedTask({ task: bad, signature: sig } as never, pk), 'PROTOCOL_INVALID_MESSAGE');
+    expectCode(
+      () => verifySignedTask({ task: bad, signature: sig } as never, pk),
+      'PROTOCOL_INVALID_MESSAGE',
+    );
     // The same junk with a signature from someone else is a signature error, not a schema one.
     const other = signDomainJson('task', bad, generatePartyKeys().signing.secretKey);
-    expectCode(() => verifySignedTask({ task: bad, signature: other } as never, pk), 'TASK_SIGNATURE_INVALID');
+    expectCode(
+      () => verifySignedTask({ task: bad, signature: other } as never, pk),
+      'TASK_SIGNATURE_INVALID',
+    );
   });
 });
 
@@ -113,10 +139,14 @@ describe('signed model manifests', () => {
   it('rejects tampering and wrong keys', () => {
     const sm = signModelManifest(manifest, sk, keyId(pk));
     expectCode(
-      () => verifySignedModelManifest({ ...sm, manifest: { ...sm.manifest, weightsSha256: 'c'.repeat(64) } }, pk),
+      () =>
+        verifySignedModelManifest({ ...sm, manifest: { ...sm.manifest, weightsSha256: 'c'.repeat(64) } }, pk),
       'MANIFEST_SIGNATURE_INVALID',
     );
-    expectCode(() => verifySignedModelManifest(sm, generatePartyKeys().signing.publicKey), 'MANIFEST_SIGNATURE_INVALID');
+    expectCode(
+      () => verifySignedModelManifest(sm, generatePartyKeys().signing.publicKey),
+      'MANIFEST_SIGNATURE_INVALID',
+    );
   });
 });
 
@@ -133,7 +163,11 @@ describe('domain separation', () => {
     const st = signTask(task, sk);
     // Present the task's signature over the very same object as another kind of document.
     expectCode(
-      () => verifySignedModelManifest({ manifest: st.task as unknown as ModelManifest, signature: st.signature, keyId: 'k' }, pk),
+      () =>
+        verifySignedModelManifest(
+          { manifest: st.task as unknown as ModelManifest, signature: st.signature, keyId: 'k' },
+          pk,
+        ),
       'MANIFEST_SIGNATURE_INVALID',
     );
     expect(verifyJson(st.task, st.signature, pk)).toBe(false);
@@ -142,7 +176,10 @@ describe('domain separation', () => {
 
   it('a manifest or generic JSON signature never verifies as a task', () => {
     const sm = signModelManifest(manifest, sk, 'k');
-    expectCode(() => verifySignedTask({ task: sm.manifest as unknown as Task, signature: sm.signature }, pk), 'TASK_SIGNATURE_INVALID');
+    expectCode(
+      () => verifySignedTask({ task: sm.manifest as unknown as Task, signature: sm.signature }, pk),
+      'TASK_SIGNATURE_INVALID',
+    );
     const generic = signJson(task, sk);
     expectCode(() => verifySignedTask({ task, signature: generic }, pk), 'TASK_SIGNATURE_INVALID');
   });

@@ -44,7 +44,10 @@ function issues(error: { issues: { path: PropertyKey[]; message: string }[] }): 
 export function signTask(task: Task, secretKey: Uint8Array): SignedTask {
   const parsed = taskSchema.safeParse(task);
   if (!parsed.success) {
-    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `task does not match the schema: ${issues(parsed.error)}`);
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `task does not match the schema: ${issues(parsed.error)}`,
+    );
   }
   const clean = withoutUndefined(parsed.data);
   return { task: clean, signature: signDomainJson('task', clean, secretKey) };
@@ -64,11 +67,17 @@ export function verifySignedTask(signed: SignedTask, coordinatorPublicKey: Uint8
     typeof st.signature !== 'string' ||
     !verifyDomainJson('task', st.task, st.signature, coordinatorPublicKey)
   ) {
-    throw new FedsslError('TASK_SIGNATURE_INVALID', 'task signature does not verify against the pinned coordinator key');
+    throw new FedsslError(
+      'TASK_SIGNATURE_INVALID',
+      'task signature does not verify against the pinned coordinator key',
+    );
   }
   const parsed = taskSchema.safeParse(st.task);
   if (!parsed.success) {
-    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `signed task does not match the schema: ${issues(parsed.error)}`);
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `signed task does not match the schema: ${issues(parsed.error)}`,
+    );
   }
   return parsed.data;
 }
@@ -78,10 +87,17 @@ export function verifySignedTask(signed: SignedTask, coordinatorPublicKey: Uint8
  * holding several coordinator keys can pick one; it is a hint and is not signed.
  * @throws FedsslError PROTOCOL_INVALID_MESSAGE if the manifest does not match the schema.
  */
-export function signModelManifest(manifest: ModelManifest, secretKey: Uint8Array, keyId: string): SignedModelManifest {
+export function signModelManifest(
+  manifest: ModelManifest,
+  secretKey: Uint8Array,
+  keyId: string,
+): SignedModelManifest {
   const parsed = modelManifestSchema.safeParse(manifest);
   if (!parsed.success) {
-    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `model manifest does not match the schema: ${issues(parsed.error)}`);
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `model manifest does not match the schema: ${issues(parsed.error)}`,
+    );
   }
   const clean = withoutUndefined(parsed.data);
   return { manifest: clean, signature: signDomainJson('manifest', clean, secretKey), keyId };
@@ -92,7 +108,10 @@ export function signModelManifest(manifest: ModelManifest, secretKey: Uint8Array
  * @throws FedsslError MANIFEST_SIGNATURE_INVALID on a bad signature or malformed envelope;
  *   PROTOCOL_INVALID_MESSAGE if a correctly signed manifest does not match the schema.
  */
-export function verifySignedModelManifest(signed: SignedModelManifest, coordinatorPublicKey: Uint8Array): ModelManifest {
+export function verifySignedModelManifest(
+  signed: SignedModelManifest,
+  coordinatorPublicKey: Uint8Array,
+): ModelManifest {
   const sm = signed as unknown as { manifest?: unknown; signature?: unknown } | null;
   if (
     typeof sm !== 'object' ||
@@ -100,11 +119,17 @@ export function verifySignedModelManifest(signed: SignedModelManifest, coordinat
     typeof sm.signature !== 'string' ||
     !verifyDomainJson('manifest', sm.manifest, sm.signature, coordinatorPublicKey)
   ) {
-    throw new FedsslError('MANIFEST_SIGNATURE_INVALID', 'model manifest signature does not verify against the pinned coordinator key');
+    throw new FedsslError(
+      'MANIFEST_SIGNATURE_INVALID',
+      'model manifest signature does not verify against the pinned coordinator key',
+    );
   }
   const parsed = modelManifestSchema.safeParse(sm.manifest);
   if (!parsed.success) {
-    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `signed model manifest does not match the schema: ${issues(parsed.error)}`);
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `signed model manifest does not match the schema: ${issues(parsed.error)}`,
+    );
   }
   return parsed.data;
 }

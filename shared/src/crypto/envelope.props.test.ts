@@ -40,7 +40,11 @@ const sealed = sealUpdate({
 // tweetnacl's Ed25519 verify and X25519 cost milliseconds each; these bounds keep the file ~5 s.
 const RUNS = { numRuns: 50 };
 
-function rejection(header: UpdateHeader, signature: string, chunks: Uint8Array[]): ErrorCode | 'accepted' | 'non-Fedssl error' {
+function rejection(
+  header: UpdateHeader,
+  signature: string,
+  chunks: Uint8Array[],
+): ErrorCode | 'accepted' | 'non-Fedssl error' {
   try {
     openUpdate({
       header,
@@ -117,7 +121,9 @@ describe('every single-bit flip is rejected', () => {
     const sig = fromBase64(sealed.signature, 64);
     fc.assert(
       fc.property(fc.nat(64 * 8 - 1), (bit) => {
-        expect(rejection(sealed.header, toBase64(flipBit(sig, bit)), sealed.chunks)).toBe('ENVELOPE_SIGNATURE_INVALID');
+        expect(rejection(sealed.header, toBase64(flipBit(sig, bit)), sealed.chunks)).toBe(
+          'ENVELOPE_SIGNATURE_INVALID',
+        );
       }),
       RUNS,
     );
@@ -154,11 +160,15 @@ describe('every single-bit flip is rejected', () => {
 
   it('in the ephemeral public key or key-box nonce (opener alone)', () => {
     fc.assert(
-      fc.property(fc.constantFrom('ephemeralPublicKey' as const, 'keyBoxNonce' as const), fc.nat(24 * 8 - 1), (field, bit) => {
-        const bytes = fromBase64(sealed.header[field]);
-        const header = { ...sealed.header, [field]: toBase64(flipBit(bytes, bit)) };
-        expect(() => new UpdateOpener(header, coordinator.box.secretKey)).toThrow('cannot be unsealed');
-      }),
+      fc.property(
+        fc.constantFrom('ephemeralPublicKey' as const, 'keyBoxNonce' as const),
+        fc.nat(24 * 8 - 1),
+        (field, bit) => {
+          const bytes = fromBase64(sealed.header[field]);
+          const header = { ...sealed.header, [field]: toBase64(flipBit(bytes, bit)) };
+          expect(() => new UpdateOpener(header, coordinator.box.secretKey)).toThrow('cannot be unsealed');
+        },
+      ),
       { numRuns: 40 },
     );
   });

@@ -38,7 +38,11 @@ function fields(over: Partial<UpdateHeaderFields> = {}): UpdateHeaderFields {
   };
 }
 
-function seal(plaintext: Uint8Array, chunkSize = CHUNK, over: Partial<UpdateHeaderFields> = {}): SealedUpdate {
+function seal(
+  plaintext: Uint8Array,
+  chunkSize = CHUNK,
+  over: Partial<UpdateHeaderFields> = {},
+): SealedUpdate {
   return sealUpdate({
     plaintext,
     fields: fields(over),
@@ -86,11 +90,15 @@ describe('sealUpdate / openUpdate round trip', () => {
 
   it('round-trips random sizes and chunk sizes, also after JSON transport of the header', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 2000 }), fc.integer({ min: 40, max: 700 }), (plaintext, chunkSize) => {
-        const s = seal(plaintext, chunkSize);
-        const header = JSON.parse(JSON.stringify(s.header)) as typeof s.header;
-        expect(open({ ...s, header })).toEqual(plaintext);
-      }),
+      fc.property(
+        fc.uint8Array({ maxLength: 2000 }),
+        fc.integer({ min: 40, max: 700 }),
+        (plaintext, chunkSize) => {
+          const s = seal(plaintext, chunkSize);
+          const header = JSON.parse(JSON.stringify(s.header)) as typeof s.header;
+          expect(open({ ...s, header })).toEqual(plaintext);
+        },
+      ),
       { numRuns: 40 },
     );
   });
@@ -137,15 +145,19 @@ describe('argument checks', () => {
     expect(() => sealUpdate({ ...base, coordinatorBoxPublicKey: new Uint8Array(31) })).toThrow(
       'coordinatorBoxPublicKey: expected Uint8Array of length 32, got length=31',
     );
-    expect(() => sealUpdate({ ...base, chunkSize: 0 })).toThrow(`chunkSize: expected an integer in 1..${MAX_CHUNK_BYTES}, got 0`);
-    expect(() => sealUpdate({ ...base, chunkSize: MAX_CHUNK_BYTES + 1 })).toThrow('chunkSize');
-    expect(() => new UpdateOpener(seal(new Uint8Array(1)).header, coordinator.box.publicKey.subarray(0, 16))).toThrow(
-      'coordinatorBoxSecretKey: expected Uint8Array of length 32, got length=16',
+    expect(() => sealUpdate({ ...base, chunkSize: 0 })).toThrow(
+      `chunkSize: expected an integer in 1..${MAX_CHUNK_BYTES}, got 0`,
     );
+    expect(() => sealUpdate({ ...base, chunkSize: MAX_CHUNK_BYTES + 1 })).toThrow('chunkSize');
+    expect(
+      () => new UpdateOpener(seal(new Uint8Array(1)).header, coordinator.box.publicKey.subarray(0, 16)),
+    ).toThrow('coordinatorBoxSecretKey: expected Uint8Array of length 32, got length=16');
   });
 
   it('rejects header fields that do not fit the schema', () => {
-    expect(codeOf(() => seal(new Uint8Array(1), 10, { siteId: 'has space' }))).toBe('ENVELOPE_HEADER_INVALID');
+    expect(codeOf(() => seal(new Uint8Array(1), 10, { siteId: 'has space' }))).toBe(
+      'ENVELOPE_HEADER_INVALID',
+    );
     expect(codeOf(() => seal(new Uint8Array(1), 10, { taskNonce: 'AAAA' }))).toBe('ENVELOPE_HEADER_INVALID');
   });
 });
@@ -155,20 +167,30 @@ describe('wrong keys', () => {
 
   it('wrong coordinator key: the content key cannot be unsealed', () => {
     const e = codeOf(() =>
-      openUpdate({ ...s, siteSigningPublicKey: site.signing.publicKey, coordinatorBoxSecretKey: generatePartyKeys().box.secretKey }),
+      openUpdate({
+        ...s,
+        siteSigningPublicKey: site.signing.publicKey,
+        coordinatorBoxSecretKey: generatePartyKeys().box.secretKey,
+      }),
     );
     expect(e).toBe('ENVELOPE_KEY_UNSEALABLE');
   });
 
   it('wrong site key: the header signature does not verify', () => {
     const e = codeOf(() =>
-      openUpdate({ ...s, siteSigningPublicKey: generatePartyKeys().signing.publicKey, coordinatorBoxSecretKey: coordinator.box.secretKey }),
+      openUpdate({
+        ...s,
+        siteSigningPublicKey: generatePartyKeys().signing.publicKey,
+        coordinatorBoxSecretKey: coordinator.box.secretKey,
+      }),
     );
     expect(e).toBe('ENVELOPE_SIGNATURE_INVALID');
   });
 
   it('another site cannot pass off its envelope as this one by editing siteId', () => {
-    expect(codeOf(() => open({ ...s, header: { ...s.header, siteId: 'site-b' } }))).toBe('ENVELOPE_SIGNATURE_INVALID');
+    expect(codeOf(() => open({ ...s, header: { ...s.header, siteId: 'site-b' } }))).toBe(
+      'ENVELOPE_SIGNATURE_INVALID',
+    );
   });
 });
 
@@ -241,21 +263,27 @@ describe('verifyUpdateHeader', () => {
 
   it('accepts a good header and rejects malformed ones before checking signatures', () => {
     expect(() => verifyUpdateHeader(s.header, s.signature, site.signing.publicKey)).not.toThrow();
-    expect(codeOf(() => verifyUpdateHeader({ ...s.header, round: 0 }, s.signature, site.signing.publicKey))).toBe(
-      'ENVELOPE_HEADER_INVALID',
+    expect(
+      codeOf(() => verifyUpdateHeader({ ...s.header, round: 0 }, s.signature, site.signing.publicKey)),
+    ).toBe('ENVELOPE_HEADER_INVALID');
+    expect(
+      codeOf(() =>
+        verifyUpdateHeader({ ...s.header, extra: 1 } as never, s.signature, site.signing.publicKey),
+      ),
+    ).toBe('ENVELOPE_HEADER_INVALID');
+    expect(
+      codeOf(() => verifyUpdateHeader({ ...s.header, chunkCount: 2 }, s.signature, site.signing.publicKey)),
+    ).toBe('ENVELOPE_HEADER_INVALID');
+    expect(codeOf(() => verifyUpdateHeader(s.header, 'garbage', site.signing.publicKey))).toBe(
+      'ENVELOPE_SIGNATURE_INVALID',
     );
-    expect(codeOf(() => verifyUpdateHeader({ ...s.header, extra: 1 } as never, s.signature, site.signing.publicKey))).toBe(
-      'ENVELOPE_HEADER_INVALID',
-    );
-    expect(codeOf(() => verifyUpdateHeader({ ...s.header, chunkCount: 2 }, s.signature, site.signing.publicKey))).toBe(
-      'ENVELOPE_HEADER_INVALID',
-    );
-    expect(codeOf(() => verifyUpdateHeader(s.header, 'garbage', site.signing.publicKey))).toBe('ENVELOPE_SIGNATURE_INVALID');
   });
 
   it('refuses a correctly signed header of another protocol version', () => {
     const v2 = seal(new Uint8Array(10), CHUNK, { protocolVersion: PROTOCOL_VERSION + 1 });
-    expect(codeOf(() => verifyUpdateHeader(v2.header, v2.signature, site.signing.publicKey))).toBe('PROTOCOL_VERSION_MISMATCH');
+    expect(codeOf(() => verifyUpdateHeader(v2.header, v2.signature, site.signing.publicKey))).toBe(
+      'PROTOCOL_VERSION_MISMATCH',
+    );
   });
 });
 
@@ -305,7 +333,9 @@ describe('secret hygiene', () => {
     const k2 = keyOf(disposed);
     disposed.dispose();
     expect(k2.every((b) => b === 0)).toBe(true);
-    expect(codeOf(() => disposed.openChunk(0, s.chunks[0] ?? new Uint8Array()))).toBe('CRYPTO_INVALID_ARGUMENT');
+    expect(codeOf(() => disposed.openChunk(0, s.chunks[0] ?? new Uint8Array()))).toBe(
+      'CRYPTO_INVALID_ARGUMENT',
+    );
 
     const failed = new UpdateOpener(s.header, coordinator.box.secretKey);
     const k3 = keyOf(failed);

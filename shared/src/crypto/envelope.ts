@@ -1,6 +1,11 @@
 import nacl from 'tweetnacl';
 import { FedsslError } from '../errors';
-import { MAX_CHUNK_BYTES, PROTOCOL_VERSION, updateHeaderSchema, type UpdateHeader } from '../protocol/messages';
+import {
+  MAX_CHUNK_BYTES,
+  PROTOCOL_VERSION,
+  updateHeaderSchema,
+  type UpdateHeader,
+} from '../protocol/messages';
 import { assertBytes, concatBytes, fromBase64, toBase64 } from './bytes';
 import {
   CHUNK_KEY_BYTES,
@@ -11,7 +16,12 @@ import {
   sealChunkData,
 } from './chunk-cipher';
 import { createSha512, type IncrementalHash } from './hash';
-import { BOX_PUBLIC_KEY_BYTES, BOX_SECRET_KEY_BYTES, SIGNING_PUBLIC_KEY_BYTES, SIGNING_SECRET_KEY_BYTES } from './keys';
+import {
+  BOX_PUBLIC_KEY_BYTES,
+  BOX_SECRET_KEY_BYTES,
+  SIGNING_PUBLIC_KEY_BYTES,
+  SIGNING_SECRET_KEY_BYTES,
+} from './keys';
 import { signDomainJson, verifyDomainJson } from './sign';
 
 /**
@@ -110,7 +120,10 @@ export function parseUpdateHeader(header: unknown): UpdateHeader {
     fromBase64(h.keyBox, CHUNK_KEY_BYTES + nacl.box.overheadLength);
     fromBase64(h.taskNonce, 32);
   } catch (e) {
-    throw new FedsslError('ENVELOPE_HEADER_INVALID', `update header has a malformed binary field: ${(e as Error).message}`);
+    throw new FedsslError(
+      'ENVELOPE_HEADER_INVALID',
+      `update header has a malformed binary field: ${(e as Error).message}`,
+    );
   }
   return h;
 }
@@ -132,7 +145,10 @@ export function sealUpdate(args: SealUpdateArgs): SealedUpdate {
   checkChunkSize(chunkSize);
   const count = expectedChunkCount(plaintext.length, chunkSize);
   if (count > MAX_CHUNK_COUNT) {
-    throw new FedsslError('CRYPTO_INVALID_ARGUMENT', `plaintext needs ${count} chunks, more than ${MAX_CHUNK_COUNT}`);
+    throw new FedsslError(
+      'CRYPTO_INVALID_ARGUMENT',
+      `plaintext needs ${count} chunks, more than ${MAX_CHUNK_COUNT}`,
+    );
   }
 
   const contentKey = nacl.randomBytes(CHUNK_KEY_BYTES);
@@ -175,11 +191,18 @@ export function sealUpdate(args: SealUpdateArgs): SealedUpdate {
  * protocol version. Call before accepting any chunk of the upload.
  * @throws FedsslError ENVELOPE_HEADER_INVALID, ENVELOPE_SIGNATURE_INVALID, PROTOCOL_VERSION_MISMATCH.
  */
-export function verifyUpdateHeader(header: UpdateHeader, signature: string, siteSigningPublicKey: Uint8Array): void {
+export function verifyUpdateHeader(
+  header: UpdateHeader,
+  signature: string,
+  siteSigningPublicKey: Uint8Array,
+): void {
   assertBytes(siteSigningPublicKey, SIGNING_PUBLIC_KEY_BYTES, 'siteSigningPublicKey');
   parseUpdateHeader(header);
   if (typeof signature !== 'string' || !verifyDomainJson('update', header, signature, siteSigningPublicKey)) {
-    throw new FedsslError('ENVELOPE_SIGNATURE_INVALID', 'update header signature does not verify against the site key');
+    throw new FedsslError(
+      'ENVELOPE_SIGNATURE_INVALID',
+      'update header signature does not verify against the site key',
+    );
   }
   if (header.protocolVersion !== PROTOCOL_VERSION) {
     throw new FedsslError(
@@ -221,7 +244,10 @@ export class UpdateOpener {
       coordinatorBoxSecretKey,
     );
     if (key === null || key.length !== CHUNK_KEY_BYTES) {
-      throw new FedsslError('ENVELOPE_KEY_UNSEALABLE', 'update content key cannot be unsealed with this coordinator key');
+      throw new FedsslError(
+        'ENVELOPE_KEY_UNSEALABLE',
+        'update content key cannot be unsealed with this coordinator key',
+      );
     }
     this.key = key;
   }
@@ -252,10 +278,14 @@ export class UpdateOpener {
     if (this.failure) throw this.failure;
     const count = this.header.chunkCount;
     if (!Number.isSafeInteger(index) || index < 0 || index >= count || this.finished) {
-      throw new FedsslError('ENVELOPE_CHUNK_COUNT', `chunk index ${String(index)} is outside 0..${count - 1}`, {
-        index,
-        chunkCount: count,
-      });
+      throw new FedsslError(
+        'ENVELOPE_CHUNK_COUNT',
+        `chunk index ${String(index)} is outside 0..${count - 1}`,
+        {
+          index,
+          chunkCount: count,
+        },
+      );
     }
     if (index !== this.next) {
       throw new FedsslError('ENVELOPE_CHUNK_COUNT', `expected chunk ${this.next}, got chunk ${index}`, {
@@ -264,7 +294,8 @@ export class UpdateOpener {
       });
     }
     assertBytes(ciphertext, undefined, 'ciphertext');
-    if (this.key === null) throw new FedsslError('CRYPTO_INVALID_ARGUMENT', 'UpdateOpener used after dispose()');
+    if (this.key === null)
+      throw new FedsslError('CRYPTO_INVALID_ARGUMENT', 'UpdateOpener used after dispose()');
     // Length is checked first only to avoid work; the message is the same as a MAC failure.
     const plain =
       ciphertext.length === this.plainLength(index) + CHUNK_TAG_BYTES
@@ -285,14 +316,23 @@ export class UpdateOpener {
     if (this.failure) throw this.failure;
     const count = this.header.chunkCount;
     if (this.next !== count) {
-      throw new FedsslError('ENVELOPE_CHUNK_COUNT', `update incomplete: received ${this.next} of ${count} chunks`, {
-        received: this.next,
-        chunkCount: count,
-      });
+      throw new FedsslError(
+        'ENVELOPE_CHUNK_COUNT',
+        `update incomplete: received ${this.next} of ${count} chunks`,
+        {
+          received: this.next,
+          chunkCount: count,
+        },
+      );
     }
     if (this.finished) return;
     if (this.hash.digestHex() !== this.header.ciphertextSha512) {
-      this.fail(new FedsslError('ENVELOPE_HASH_MISMATCH', 'update ciphertext SHA-512 does not match the signed header'));
+      this.fail(
+        new FedsslError(
+          'ENVELOPE_HASH_MISMATCH',
+          'update ciphertext SHA-512 does not match the signed header',
+        ),
+      );
     }
     this.finished = true;
     this.dispose();

@@ -1,9 +1,22 @@
-import { createPrivateKey, createPublicKey, diffieHellman, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  sign as nodeSign,
+  verify as nodeVerify,
+  type KeyObject,
+} from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import nacl from 'tweetnacl';
 import { fromBase64, toBase64 } from './bytes';
-import { fingerprint, generatePartyKeys, keyId, signingKeyPairFromSecretKey, boxKeyPairFromSecretKey } from './keys';
+import {
+  fingerprint,
+  generatePartyKeys,
+  keyId,
+  signingKeyPairFromSecretKey,
+  boxKeyPairFromSecretKey,
+} from './keys';
 import { SIGNING_DOMAINS, signBytes, signJson, verifyBytes, verifyJson, signedJsonBytes } from './sign';
 import { openChunkData, sealChunkData, chunkNonce } from './chunk-cipher';
 
@@ -16,10 +29,14 @@ const ED25519_PKCS8_PREFIX = hex('302e020100300506032b657004220420');
 const X25519_SPKI_PREFIX = hex('302a300506032b656e032100');
 const X25519_PKCS8_PREFIX = hex('302e020100300506032b656e04220420');
 const der = (prefix: Uint8Array, raw: Uint8Array): Buffer => Buffer.concat([prefix, raw]);
-const edPublic = (pk: Uint8Array): KeyObject => createPublicKey({ key: der(ED25519_SPKI_PREFIX, pk), format: 'der', type: 'spki' });
-const edPrivate = (seed: Uint8Array): KeyObject => createPrivateKey({ key: der(ED25519_PKCS8_PREFIX, seed), format: 'der', type: 'pkcs8' });
-const xPublic = (pk: Uint8Array): KeyObject => createPublicKey({ key: der(X25519_SPKI_PREFIX, pk), format: 'der', type: 'spki' });
-const xPrivate = (sk: Uint8Array): KeyObject => createPrivateKey({ key: der(X25519_PKCS8_PREFIX, sk), format: 'der', type: 'pkcs8' });
+const edPublic = (pk: Uint8Array): KeyObject =>
+  createPublicKey({ key: der(ED25519_SPKI_PREFIX, pk), format: 'der', type: 'spki' });
+const edPrivate = (seed: Uint8Array): KeyObject =>
+  createPrivateKey({ key: der(ED25519_PKCS8_PREFIX, seed), format: 'der', type: 'pkcs8' });
+const xPublic = (pk: Uint8Array): KeyObject =>
+  createPublicKey({ key: der(X25519_SPKI_PREFIX, pk), format: 'der', type: 'spki' });
+const xPrivate = (sk: Uint8Array): KeyObject =>
+  createPrivateKey({ key: der(X25519_PKCS8_PREFIX, sk), format: 'der', type: 'pkcs8' });
 
 // NaCl's crypto_box / crypto_secretbox test vectors (also used by libsodium's tests).
 // Alice and Bob's keys are RFC 7748 §6.1's; firstkey = HSalsa20(X25519(alice, bob), 0).
@@ -31,7 +48,8 @@ const NACL = {
   shared: hex('4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742'),
   firstKey: hex('1b27556473e985d462cd51197a9a46c76009549eac6474f206c4ee0844f68389'),
   nonce: hex('69696ee955b62b73cd62bda875fc73d68219e0036b7a0b37'),
-  message: hex(`be075fc53c81f2d5cf141316ebeb0c7b5228c52a4c62cbd44b66849b64244ffce5ecbaaf33bd751a1ac728d45e6c6129
+  message:
+    hex(`be075fc53c81f2d5cf141316ebeb0c7b5228c52a4c62cbd44b66849b64244ffce5ecbaaf33bd751a1ac728d45e6c6129
     6cdc3c01233561f41db66cce314adb310e3be8250c46f06dceea3a7fa1348057e2f6556ad6b1318a024a838f21af1fde
     048977eb48f59ffd4924ca1c60902e52f0a089bc76897040e082f937763848645e0705`),
   boxed: `f3ffc7703f9400e52a7dfb4b3d3305d98e993b9f48681273c29650ba32fc76ce48332ea7164d96a4476fb8c531a1186a
@@ -81,14 +99,18 @@ describe('known answers and a second implementation (node:crypto / OpenSSL)', ()
 
   it('Ed25519 signatures are byte-identical to OpenSSL and verify there', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ maxLength: 300 }), (seed, msg) => {
-        const kp = nacl.sign.keyPair.fromSeed(seed);
-        const ours = fromBase64(signBytes(msg, kp.secretKey), 64);
-        expect(toHex(ours)).toBe(nodeSign(null, msg, edPrivate(seed)).toString('hex'));
-        expect(nodeVerify(null, msg, edPublic(kp.publicKey), ours)).toBe(true);
-        const theirs = nodeSign(null, msg, edPrivate(seed));
-        expect(verifyBytes(msg, theirs.toString('base64'), kp.publicKey)).toBe(true);
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        fc.uint8Array({ maxLength: 300 }),
+        (seed, msg) => {
+          const kp = nacl.sign.keyPair.fromSeed(seed);
+          const ours = fromBase64(signBytes(msg, kp.secretKey), 64);
+          expect(toHex(ours)).toBe(nodeSign(null, msg, edPrivate(seed)).toString('hex'));
+          expect(nodeVerify(null, msg, edPublic(kp.publicKey), ours)).toBe(true);
+          const theirs = nodeSign(null, msg, edPrivate(seed));
+          expect(verifyBytes(msg, theirs.toString('base64'), kp.publicKey)).toBe(true);
+        },
+      ),
       { numRuns: 30 },
     );
   });
@@ -108,8 +130,12 @@ describe('signBytes / verifyBytes', () => {
   });
 
   it('checks key lengths noble-style', () => {
-    expect(() => signBytes(msg, signing.publicKey)).toThrow('secretKey: expected Uint8Array of length 64, got length=32');
-    expect(() => verifyBytes(msg, '', signing.secretKey)).toThrow('publicKey: expected Uint8Array of length 32, got length=64');
+    expect(() => signBytes(msg, signing.publicKey)).toThrow(
+      'secretKey: expected Uint8Array of length 64, got length=32',
+    );
+    expect(() => verifyBytes(msg, '', signing.secretKey)).toThrow(
+      'publicKey: expected Uint8Array of length 32, got length=64',
+    );
   });
 
   it('keeps the keypair recoverable from the secret key', () => {
@@ -170,6 +196,8 @@ describe('keyId and fingerprint', () => {
 describe('chunkNonce layout', () => {
   it('is prefix ‖ u32be(index) ‖ u32be(count)', () => {
     const prefix = Uint8Array.from({ length: 16 }, (_, i) => i);
-    expect(toHex(chunkNonce(prefix, 0x01020304, 0xa0b0c0d0))).toBe('000102030405060708090a0b0c0d0e0f01020304a0b0c0d0');
+    expect(toHex(chunkNonce(prefix, 0x01020304, 0xa0b0c0d0))).toBe(
+      '000102030405060708090a0b0c0d0e0f01020304a0b0c0d0',
+    );
   });
 });

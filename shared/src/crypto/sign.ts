@@ -55,7 +55,12 @@ export function signDomainJson(domain: SigningDomain, value: unknown, secretKey:
  * Verify a domain-separated JSON signature. Values that cannot be canonicalized (they
  * came off the wire, so this means tampering) verify as false instead of throwing.
  */
-export function verifyDomainJson(domain: SigningDomain, value: unknown, sigB64: string, publicKey: Uint8Array): boolean {
+export function verifyDomainJson(
+  domain: SigningDomain,
+  value: unknown,
+  sigB64: string,
+  publicKey: Uint8Array,
+): boolean {
   assertBytes(publicKey, SIGNING_PUBLIC_KEY_BYTES, 'publicKey');
   let bytes: Uint8Array;
   try {
