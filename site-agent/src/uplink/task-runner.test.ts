@@ -1,0 +1,380 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { decodeWeights, encodeWeights, type NamedTensors } from '@fedssl/shared/codec';
+import {
+  generatePartyKeys,
+  keyId,
+  openUpdate,
+  sha256Hex,
+  signModelManifest,
+  signTask,
+  toBase64,
+  type PartyKeys,
+} from '@fedssl/shared/crypto';
+import { FedsslError } from '@fedssl/shared/errors';
+import { initSharedWeights, sharedParamSpecs, tinyModelConfig, trainingConfigSchema } from '@fedssl/shared/model';
+import type { Ack, ModelManifest, SignedTask, Task, UpdateHeader } from '@fedssl/shared/protocol';
+import { readLedger } from '../audit/ledger';
+import type { TrainingDataset } from '../data/dataset';
+import type { LocalState } from '../train/local-state';
+import type { TrainRoundArgs, TrainRoundResult } from '../train/trainer';
+import type { Clock } from './backoff';
+import type { LocalStateStore } from './local-state-store';
+import { TaskRunner, type TaskOutcome } from './task-runner';
+import type { NotifyEvent, RequestEvent, RequestPayload, RequestResult, Uplink } from './uplink';
+
+const logger = pino({ level: 'silent' });
+const model = tinyModelConfig(32);
+const training = trainingConfigSchema.parse({ batchSize: 4, maxStepsPerRound: 1 });
+const globalWeights = initSharedWeights(model, 1);
+const weightBytes = encodeWeights(globalWeights);
+const modelHash = sha256Hex(weightBytes);
+const dataset: TrainingDataset = {
+  count: 4,
+  height: 64,
+  width: 64,
+  pixels: new Float32Array(4 * 64 * 64),
+  metadataLabels: Int32Array.from([0, 1, 0, 1]),
+  metadataClasses: 2,
+};
+
+const dirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+/** A clock whose sleeps return at once (and are recorded). */
+const fastClock = (): Clock & { sleeps: number[] } => {
+  const sleeps: number[] = [];
+  return { sleeps, now: () => Date.now(), sleep: async (ms) => void sleeps.push(ms) };
+};
+
+function makeTask(overrides: Partial<Task> = {}): Task {
+  return {
+    taskId: 'task-1',
+    runId: 'run-1',
+    round: 1,
+    siteId: 'site-a',
+    modelVersion: 'v1',
+    modelHash,
+    model,
+    training,
+    nonce: toBase64(new Uint8Array(32).fill(9)),
+    issuedAt: new Date().toISOString(),
+    deadline: new Date(Date.now() + 3_600_000).toISOString(),
+    ...overrides,
+  };
+}
+
+function manifestFor(overrides: Partial<ModelManifest> = {}): ModelManifest {
+  return {
+    version: 'v1',
+    runId: 'run-1',
+    round: 0,
+    model,
+    weightsSha256: modelHash,
+    weightsBytes: weightBytes.length,
+    parentVersion: null,
+    parentSha256: null,
+    sites: [],
+    strategy: 'fedavg',
+    createdAt: new Date().toISOString(),
+    ...overrides,
+  };
+}
+
+type Handler<E extends RequestEvent> = (payload: RequestPayload<E>) => RequestResult<E> | Promise<RequestResult<E>>;
+
+/**
+ * A strict fake coordinator: only the request events given handlers are allowed; any other
+ * call (or any call at all when `handlers` is empty) fails the test.
+ */
+class StrictFakeUplink implements Uplink {
+  readonly requests: { event: RequestEvent; payload: unknown }[] = [];
+  readonly notes: { event: NotifyEvent; payload: unknown }[] = [];
+  readonly unexpected: string[] = [];
+  constructor(private readonly handlers: Partial<{ [E in RequestEvent]: Handler<E> }>) {}
+
+  async request<E extends RequestEvent>(event: E, payload: RequestPayload<E>): Promise<RequestResult<E>> {
+    this.requests.push({ event, payload });
+    const h = this.handlers[event] as Handler<E> | undefined;
+    if (!h) {
+      this.unexpected.push(event);
+      throw new Error(`unexpected request ${event}`);
+    }
+    return h(payload);
+  }
+  notify<E extends NotifyEvent>(event: E, payload: Parameters<Uplink['notify']>[1]): void {
+    this.notes.push({ event, payload });
+  }
+  async ready(): Promise<void> {}
+}
+
+/** A fake coordinator that serves the model and really opens and checks the update envelope. */
+function honestCoordinator(coord: PartyKeys, site: PartyKeys, opts: { manifestKey?: PartyKeys; corruptChunk?: boolean; dropAt?: number } = {}) {
+  const received = new Map<number, Uint8Array>();
+  let header: UpdateHeader | null = null;
+  let signature = '';
+  let dropped = false;
+  const state = { opened: null as NamedTensors | null, begins: 0, chunkIndices: [] as number[] };
+  const handlers: Partial<{ [E in RequestEvent]: Handler<E> }> = {
+    'model:manifest': ({ version }) => {
+      expect(version).toBe('v1');
+      const signer = opts.manifestKey ?? coord;
+      return signModelManifest(manifestFor(), signer.signing.secretKey, keyId(signer.signing.publicKey));
+    },
+    'model:chunk': ({ offset, length }) => {
+      expect(length).toBeLessThanOrEqual(1024 * 1024);
+      const data = weightBytes.slice(offset, offset + length);
+      if (opts.corruptChunk) data[0] = data[0]! ^ 1;
+      return { data };
+    },
+    'update:begin': (msg) => {
+      state.begins++;
+      header = msg.header;
+      signature = msg.signature;
+      let next = 0;
+      while (received.has(next)) next++;
+      return { uploadId: 'up-1', nextIndex: next };
+    },
+    'update:chunk': ({ uploadId, index, data }) => {
+      expect(uploadId).toBe('up-1');
+      if (opts.dropAt === index && !dropped) {
+        dropped = true;
+        throw new FedsslError('COORDINATOR_UNREACHABLE', 'no answer to update:chunk: socket has been disconnected');
+      }
+      state.chunkIndices.push(index);
+      received.set(index, data);
+      return { nextIndex: index + 1 };
+    },
+    'update:commit': () => {
+      const chunks = [...received.keys()].sort((a, b) => a - b).map((k) => received.get(k)!);
+      const plain = openUpdate({ header: header!, signature, chunks, siteSigningPublicKey: site.signing.publicKey, coordinatorBoxSecretKey: coord.box.secretKey });
+      state.opened = decodeWeights(plain, sharedParamSpecs(model)).tensors;
+      return { accepted: true as const, updateId: 'upd-42' };
+    },
+  };
+  return { handlers, state, header: () => header };
+}
+
+const memoryStates = (): LocalStateStore & { saved: Map<string, LocalState> } => {
+  const saved = new Map<string, LocalState>();
+  return { saved, load: async (r) => saved.get(r), save: async (r, s) => void saved.set(r, s) };
+};
+
+/** A fake trainer: delta = 0.01 everywhere, reports two progress steps. */
+function fakeTrain(calls: TrainRoundArgs[]) {
+  return async (args: TrainRoundArgs): Promise<TrainRoundResult> => {
+    calls.push(args);
+    args.onProgress?.({ step: 1, totalSteps: 2, loss: 1.5, imagesPerSecond: 10, etaSeconds: 1 });
+    args.onProgress?.({ step: 2, totalSteps: 2, loss: 1.2, imagesPerSecond: 10, etaSeconds: 0 });
+    return {
+      delta: args.globalWeights.map((t) => ({ name: t.name, shape: t.shape, data: new Float32Array(t.data.length).fill(0.01) })),
+      exampleCount: args.dataset.count,
+      metrics: { loss: 1.2, byolLoss: 1, metadataLoss: 0.4, steps: 2, imagesPerSecond: 10, seconds: 0.1 },
+      localState: { target: [], metadataHead: [], metadataClasses: args.dataset.metadataClasses },
+    };
+  };
+}
+
+let home: string;
+let coord: PartyKeys;
+let site: PartyKeys;
+beforeEach(async () => {
+  home = await mkdtemp(join(tmpdir(), 'fedssl-runner-'));
+  dirs.push(home);
+  coord = generatePartyKeys();
+  site = generatePartyKeys();
+});
+
+function makeRunner(uplink: Uplink, trainCalls: TrainRoundArgs[], extra: { train?: (a: TrainRoundArgs) => Promise<TrainRoundResult>; clock?: Clock } = {}) {
+  const outcomes: TaskOutcome[] = [];
+  const states: string[] = [];
+  const localStates = memoryStates();
+  const runner = new TaskRunner({
+    uplink,
+    siteId: 'site-a',
+    coordinator: { signingPublicKey: coord.signing.publicKey, boxPublicKey: coord.box.publicKey },
+    siteSigningSecretKey: site.signing.secretKey,
+    uploadChunkSize: 4096,
+    home,
+    dataset: async () => dataset,
+    train: extra.train ?? fakeTrain(trainCalls),
+    localStates,
+    logger,
+    clock: extra.clock ?? fastClock(),
+    progressIntervalMs: 60_000,
+    onState: (s) => states.push(s),
+    onOutcome: (o) => outcomes.push(o),
+  });
+  return { runner, outcomes, states, localStates };
+}
+
+function offer(runner: TaskRunner, signed: SignedTask | unknown): Promise<Ack> {
+  return new Promise((resolve) => runner.handleOffer(signed, resolve));
+}
+
+describe('TaskRunner: offers', () => {
+  it('refuses a task signed by another key, and never downloads or trains', async () => {
+    const uplink = new StrictFakeUplink({});
+    const calls: TrainRoundArgs[] = [];
+    const { runner, outcomes } = makeRunner(uplink, calls);
+    const impostor = generatePartyKeys();
+    const ack = await offer(runner, signTask(makeTask(), impostor.signing.secretKey));
+    expect(ack).toEqual({ ok: false, error: { code: 'TASK_SIGNATURE_INVALID', message: 'task signature does not verify against the pinned coordinator key' } });
+    await runner.idle();
+    expect(runner.currentTaskId).toBeNull();
+    expect(uplink.requests).toEqual([]);
+    expect(calls).toEqual([]);
+    expect(outcomes).toEqual([]);
+    expect(await readLedger(home)).toEqual([]);
+  });
+
+  it('refuses a tampered task, a task for another site, an expired task, and garbage', async () => {
+    const uplink = new StrictFakeUplink({});
+    const { runner } = makeRunner(uplink, []);
+    const signed = signTask(makeTask(), coord.signing.secretKey);
+    const tampered = { ...signed, task: { ...signed.task, round: 2 } };
+    expect(await offer(runner, tampered)).toMatchObject({ ok: false, error: { code: 'TASK_SIGNATURE_INVALID' } });
+    expect(await offer(runner, signTask(makeTask({ siteId: 'site-b' }), coord.signing.secretKey))).toEqual({
+      ok: false,
+      error: { code: 'TASK_NOT_FOR_THIS_SITE', message: 'task task-1 is addressed to site site-b, this is site-a' },
+    });
+    const past = new Date(Date.now() - 1000).toISOString();
+    expect(await offer(runner, signTask(makeTask({ deadline: past }), coord.signing.secretKey))).toMatchObject({ ok: false, error: { code: 'TASK_EXPIRED' } });
+    expect(await offer(runner, 'not a task')).toMatchObject({ ok: false, error: { code: 'TASK_SIGNATURE_INVALID' } });
+    expect(uplink.requests).toEqual([]);
+  });
+});
+
+describe('TaskRunner: a round', () => {
+  it('downloads and verifies the model, trains, seals, uploads, and records both in the ledger', async () => {
+    const fake = honestCoordinator(coord, site);
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const calls: TrainRoundArgs[] = [];
+    const { runner, outcomes, states, localStates } = makeRunner(uplink, calls);
+    const task = makeTask();
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    // A re-offer of the running task is acknowledged, another task is refused while busy.
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    expect(await offer(runner, signTask(makeTask({ taskId: 'task-2' }), coord.signing.secretKey))).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
+    await runner.idle();
+
+    expect(uplink.unexpected).toEqual([]);
+    expect(outcomes).toEqual([{ taskId: 'task-1', runId: 'run-1', round: 1, status: 'accepted', updateId: 'upd-42' }]);
+    expect(states).toEqual(['downloading', 'training', 'uploading', 'idle']);
+    // The trainer got exactly the verified global weights.
+    expect(calls).toHaveLength(1);
+    expect(encodeWeights(calls[0]!.globalWeights)).toEqual(weightBytes);
+    expect(calls[0]!.model).toEqual(model);
+    expect(calls[0]!.localState).toBeUndefined();
+    expect(localStates.saved.get('run-1')?.metadataClasses).toBe(2);
+    // The coordinator opened a genuine envelope bound to the task.
+    const header = fake.header()!;
+    expect(header).toMatchObject({ siteId: 'site-a', runId: 'run-1', round: 1, taskId: 'task-1', taskNonce: task.nonce, baseModelHash: modelHash, exampleCount: 4 });
+    expect(header.chunkSize).toBe(4096);
+    expect(fake.state.opened!.map((t) => t.name)).toEqual(sharedParamSpecs(model).map((s) => s.name));
+    expect(fake.state.opened!.every((t) => t.data.every((v) => Math.abs(v - 0.01) < 1e-7))).toBe(true);
+    // Progress: the first step at once, the last one always; nothing failed.
+    expect(uplink.notes).toEqual([
+      { event: 'task:progress', payload: { taskId: 'task-1', step: 1, totalSteps: 2, loss: 1.5 } },
+      { event: 'task:progress', payload: { taskId: 'task-1', step: 2, totalSteps: 2, loss: 1.2 } },
+    ]);
+
+    const ledger = await readLedger(home);
+    expect(ledger.map((e) => e.kind)).toEqual(['download', 'upload']);
+    expect(ledger[0]).toMatchObject({ modelVersion: 'v1', modelSha256: modelHash, bytes: weightBytes.length, verified: true });
+    expect(ledger[1]).toMatchObject({
+      taskId: 'task-1',
+      accepted: true,
+      updateId: 'upd-42',
+      exampleCount: 4,
+      ciphertextSha512: header.ciphertextSha512,
+      tensors: sharedParamSpecs(model).map((s) => s.name),
+    });
+    // A finished task offered again is refused.
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toMatchObject({ ok: false, error: { code: 'TASK_ALREADY_ANSWERED' } });
+  });
+
+  it('resumes an interrupted upload at the index the coordinator asks for', async () => {
+    const fake = honestCoordinator(coord, site, { dropAt: 3 });
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const clock = fastClock();
+    const { runner, outcomes } = makeRunner(uplink, [], { clock });
+    await offer(runner, signTask(makeTask(), coord.signing.secretKey));
+    await runner.idle();
+    expect(outcomes[0]).toMatchObject({ status: 'accepted' });
+    expect(fake.state.begins).toBe(2);
+    const n = fake.header()!.chunkCount;
+    expect(n).toBeGreaterThan(4);
+    // Chunks 0–2 went once; 3 failed and was sent again after the second begin.
+    expect(fake.state.chunkIndices).toEqual(Array.from({ length: n }, (_, i) => i));
+    expect(clock.sleeps).toHaveLength(1);
+  });
+
+  it('refuses a model manifest not signed by the pinned key, reports task:failed, never trains', async () => {
+    const fake = honestCoordinator(coord, site, { manifestKey: generatePartyKeys() });
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const calls: TrainRoundArgs[] = [];
+    const { runner, outcomes } = makeRunner(uplink, calls);
+    await offer(runner, signTask(makeTask(), coord.signing.secretKey));
+    await runner.idle();
+    expect(calls).toEqual([]);
+    expect(uplink.requests.map((r) => r.event)).toEqual(['model:manifest']);
+    expect(outcomes[0]).toMatchObject({ status: 'failed', error: { code: 'MANIFEST_SIGNATURE_INVALID' } });
+    expect(uplink.notes).toEqual([
+      { event: 'task:failed', payload: { taskId: 'task-1', code: 'MANIFEST_SIGNATURE_INVALID', message: 'model manifest signature does not verify against the pinned coordinator key' } },
+    ]);
+  });
+
+  it('refuses weights whose hash differs from the signed one', async () => {
+    const fake = honestCoordinator(coord, site, { corruptChunk: true });
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const calls: TrainRoundArgs[] = [];
+    const { runner, outcomes } = makeRunner(uplink, calls);
+    await offer(runner, signTask(makeTask(), coord.signing.secretKey));
+    await runner.idle();
+    expect(calls).toEqual([]);
+    expect(outcomes[0]).toMatchObject({ status: 'failed', error: { code: 'MODEL_HASH_MISMATCH' } });
+    expect((await readLedger(home)).length).toBe(0);
+  });
+
+  it('records a rejected update with the coordinator code', async () => {
+    const fake = honestCoordinator(coord, site);
+    fake.handlers['update:commit'] = () => {
+      throw new FedsslError('UPDATE_NORM_TOO_LARGE', 'coordinator refused update:commit: norm 9 > 5', { event: 'update:commit' });
+    };
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const { runner, outcomes } = makeRunner(uplink, []);
+    await offer(runner, signTask(makeTask(), coord.signing.secretKey));
+    await runner.idle();
+    expect(outcomes[0]).toMatchObject({ status: 'rejected', error: { code: 'UPDATE_NORM_TOO_LARGE' } });
+    const ledger = await readLedger(home);
+    expect(ledger[1]).toMatchObject({ kind: 'upload', accepted: false, error: { code: 'UPDATE_NORM_TOO_LARGE' } });
+  });
+
+  it('honours task:cancel during training: aborts, uploads nothing', async () => {
+    const fake = honestCoordinator(coord, site);
+    const uplink = new StrictFakeUplink({ 'model:manifest': fake.handlers['model:manifest']!, 'model:chunk': fake.handlers['model:chunk']! });
+    let started!: () => void;
+    const trainingStarted = new Promise<void>((r) => (started = r));
+    const train = (args: TrainRoundArgs) =>
+      new Promise<TrainRoundResult>((_resolve, reject) => {
+        args.signal!.addEventListener('abort', () => reject(args.signal!.reason as Error));
+        started();
+      });
+    const { runner, outcomes } = makeRunner(uplink, [], { train });
+    await offer(runner, signTask(makeTask(), coord.signing.secretKey));
+    await trainingStarted;
+    runner.handleCancel({ taskId: 'other', reason: 'x' });
+    expect(runner.currentTaskId).toBe('task-1');
+    runner.handleCancel({ taskId: 'task-1', reason: 'round closed' });
+    await runner.idle();
+    expect(outcomes).toEqual([{ taskId: 'task-1', runId: 'run-1', round: 1, status: 'cancelled', error: { code: 'TRAINING_ABORTED', message: 'cancelled: round closed' } }]);
+    expect(uplink.unexpected).toEqual([]);
+    expect(uplink.notes).toEqual([]);
+  });
+});

@@ -1,0 +1,279 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { encodeWeights } from '@fedssl/shared/codec';
+import { sealUpdate, sha256Hex, verifySignedTask } from '@fedssl/shared/crypto';
+import { FedsslError } from '@fedssl/shared/errors';
+import { PROTOCOL_VERSION, taskCancelSchema, type Ack, type AgentStatus, type Task } from '@fedssl/shared/protocol';
+import { appendLedger } from '../audit/ledger';
+import type { TrainingDataset } from '../data/dataset';
+import type { LocalState } from '../train/local-state';
+import type { TrainProgress, TrainRoundArgs, TrainRoundResult } from '../train/trainer';
+import { systemClock, type Clock } from './backoff';
+import type { LocalStateStore } from './local-state-store';
+import { downloadModel } from './model-download';
+import { uploadUpdate } from './upload';
+import { asCodedError, type Uplink } from './uplink';
+
+/** How one task ended. */
+export interface TaskOutcome {
+  taskId: string;
+  runId: string;
+  round: number;
+  status: 'accepted' | 'rejected' | 'failed' | 'cancelled';
+  updateId?: string;
+  error?: { code: string; message: string };
+}
+
+/** Dependencies of {@link TaskRunner} (all injected so tests can use strict fakes). */
+export interface TaskRunnerOptions {
+  uplink: Uplink;
+  siteId: string;
+  /** The coordinator keys pinned at enrollment. */
+  coordinator: { signingPublicKey: Uint8Array; boxPublicKey: Uint8Array };
+  siteSigningSecretKey: Uint8Array;
+  /** Plaintext bytes per encrypted update chunk. */
+  uploadChunkSize: number;
+  /** Agent home (for the ledger). */
+  home: string;
+  /** The site's training data (loaded once, cached by the caller). */
+  dataset: () => Promise<TrainingDataset>;
+  train: (args: TrainRoundArgs) => Promise<TrainRoundResult>;
+  localStates: LocalStateStore;
+  logger: Logger;
+  clock?: Clock;
+  /** Minimum time between two `task:progress` messages (default 2 s). */
+  progressIntervalMs?: number;
+  onState?: (state: AgentStatus['state']) => void;
+  onOutcome?: (outcome: TaskOutcome) => void;
+}
+
+/** Seed for a task's augmentations and batch order, derived from its (random, signed) nonce. */
+export function taskSeed(nonceB64: string): number {
+  return createHash('sha256').update(nonceB64).digest().readUInt32BE(0);
+}
+
+function errorOf(e: unknown): { code: string; message: string } {
+  const coded = asCodedError(e);
+  if (coded) return { code: coded.code, message: coded.message.slice(0, 1000) };
+  return { code: 'TRAINING_FAILED', message: (e instanceof Error ? e.message : String(e)).slice(0, 1000) };
+}
+
+/**
+ * Takes tasks from the coordinator, one at a time: verifies each offer with the pinned
+ * coordinator key before acknowledging it, downloads and verifies the global model, trains,
+ * seals the delta to the coordinator and uploads it, recording both transfers in the
+ * ledger. A task that fails verification is refused in the ack and never trained on.
+ */
+export class TaskRunner {
+  private current: { task: Task; abort: AbortController; done: Promise<void> } | null = null;
+  private readonly finished = new Set<string>();
+  private readonly log: Logger;
+  private readonly clock: Clock;
+
+  constructor(private readonly opts: TaskRunnerOptions) {
+    this.log = opts.logger.child({ component: 'TaskRunner' });
+    this.clock = opts.clock ?? systemClock;
+  }
+
+  /** The task being worked on, if any. */
+  get currentTaskId(): string | null {
+    return this.current?.task.taskId ?? null;
+  }
+
+  /**
+   * Handle `task:offer`. Acks `{ok:true}` only for a task signed by the pinned coordinator
+   * key, addressed to this site, before its deadline, while no other task runs.
+   */
+  handleOffer(msg: unknown, ack: (res: Ack) => void): void {
+    let task: Task;
+    try {
+      task = this.verifyOffer(msg);
+    } catch (e) {
+      const error = errorOf(e);
+      this.log.warn({ code: error.code }, 'task offer refused');
+      ack({ ok: false, error });
+      return;
+    }
+    if (this.current?.task.taskId === task.taskId) {
+      ack({ ok: true }); // re-offer after a reconnection: already on it
+      return;
+    }
+    if (this.finished.has(task.taskId)) {
+      ack({ ok: false, error: { code: 'TASK_ALREADY_ANSWERED', message: `task ${task.taskId} was already handled by this agent` } });
+      return;
+    }
+    if (this.current) {
+      ack({ ok: false, error: { code: 'AGENT_BUSY', message: `agent is busy with task ${this.current.task.taskId}` } });
+      return;
+    }
+    ack({ ok: true });
+    const abort = new AbortController();
+    const done = this.run(task, abort.signal).finally(() => {
+      this.finished.add(task.taskId);
+      this.current = null;
+      this.opts.onState?.('idle');
+    });
+    this.current = { task, abort, done };
+  }
+
+  private verifyOffer(msg: unknown): Task {
+    const task = verifySignedTask(msg as Parameters<typeof verifySignedTask>[0], this.opts.coordinator.signingPublicKey);
+    if (task.siteId !== this.opts.siteId) {
+      throw new FedsslError('TASK_NOT_FOR_THIS_SITE', `task ${task.taskId} is addressed to site ${task.siteId}, this is ${this.opts.siteId}`);
+    }
+    if (Date.parse(task.deadline) <= this.clock.now()) {
+      throw new FedsslError('TASK_EXPIRED', `task ${task.taskId} deadline ${task.deadline} has passed`);
+    }
+    return task;
+  }
+
+  /** Handle `task:cancel`: abort the task if it is the current one. */
+  handleCancel(msg: unknown): void {
+    const parsed = taskCancelSchema.safeParse(msg);
+    if (!parsed.success) return;
+    if (this.current?.task.taskId === parsed.data.taskId) {
+      this.log.info({ taskId: parsed.data.taskId, reason: parsed.data.reason }, 'task cancelled by coordinator');
+      this.current.abort.abort(new FedsslError('TRAINING_ABORTED', `cancelled: ${parsed.data.reason}`));
+    }
+  }
+
+  /** Resolves when no task is running. */
+  async idle(): Promise<void> {
+    while (this.current) await this.current.done;
+  }
+
+  /** Abort the current task (shutdown) and wait for it to wind down. */
+  async stop(reason = 'agent shutting down'): Promise<void> {
+    this.current?.abort.abort(new FedsslError('TRAINING_ABORTED', reason));
+    await this.idle();
+  }
+
+  private async run(task: Task, signal: AbortSignal): Promise<void> {
+    const o = this.opts;
+    const log = this.log.child({ taskId: task.taskId, runId: task.runId, round: task.round });
+    let phase: 'download' | 'train' | 'upload' = 'download';
+    let uploadFacts: { plaintextSha256: string; ciphertextSha512: string; tensors: string[]; exampleCount: number; bytes: number } | null = null;
+    const outcome = (status: TaskOutcome['status'], extra: Partial<TaskOutcome> = {}) =>
+      o.onOutcome?.({ taskId: task.taskId, runId: task.runId, round: task.round, status, ...extra });
+    try {
+      o.onState?.('downloading');
+      const model = await downloadModel({ uplink: o.uplink, task, coordinatorSigningKey: o.coordinator.signingPublicKey, logger: log, signal });
+      await appendLedger(o.home, {
+        kind: 'download',
+        time: new Date(this.clock.now()).toISOString(),
+        runId: task.runId,
+        round: task.round,
+        taskId: task.taskId,
+        modelVersion: task.modelVersion,
+        modelSha256: model.sha256,
+        bytes: model.bytes,
+        verified: true,
+      });
+
+      phase = 'train';
+      o.onState?.('training');
+      const dataset = await o.dataset();
+      let localState: LocalState | undefined = await o.localStates.load(task.runId);
+      if (localState && localState.metadataClasses !== dataset.metadataClasses) {
+        log.warn({ saved: localState.metadataClasses, now: dataset.metadataClasses }, 'data changed since the last round: fresh metadata head');
+        localState = undefined;
+      }
+      const interval = o.progressIntervalMs ?? 2000;
+      let lastProgress = -Infinity;
+      const onProgress = (p: TrainProgress) => {
+        const now = this.clock.now();
+        if (p.step < p.totalSteps && now - lastProgress < interval) return;
+        lastProgress = now;
+        if (Number.isFinite(p.loss)) o.uplink.notify('task:progress', { taskId: task.taskId, step: p.step, totalSteps: p.totalSteps, loss: p.loss });
+      };
+      const result = await o.train({
+        model: task.model,
+        training: task.training,
+        globalWeights: model.weights,
+        dataset,
+        seed: taskSeed(task.nonce),
+        ...(localState ? { localState } : {}),
+        onProgress,
+        signal,
+        logger: log,
+      });
+      await o.localStates.save(task.runId, result.localState);
+      signal.throwIfAborted();
+
+      phase = 'upload';
+      o.onState?.('uploading');
+      const plaintext = encodeWeights(result.delta);
+      const metrics: Record<string, number> = {};
+      for (const [k, v] of Object.entries(result.metrics)) if (Number.isFinite(v)) metrics[k] = v;
+      const sealed = sealUpdate({
+        plaintext,
+        fields: {
+          protocolVersion: PROTOCOL_VERSION,
+          siteId: o.siteId,
+          runId: task.runId,
+          round: task.round,
+          taskId: task.taskId,
+          taskNonce: task.nonce,
+          baseModelHash: task.modelHash,
+          exampleCount: result.exampleCount,
+          metrics,
+          createdAt: new Date(this.clock.now()).toISOString(),
+        },
+        chunkSize: o.uploadChunkSize,
+        siteSigningSecretKey: o.siteSigningSecretKey,
+        coordinatorBoxPublicKey: o.coordinator.boxPublicKey,
+      });
+      uploadFacts = {
+        plaintextSha256: sha256Hex(plaintext),
+        ciphertextSha512: sealed.header.ciphertextSha512,
+        tensors: result.delta.map((t) => t.name),
+        exampleCount: result.exampleCount,
+        bytes: sealed.chunks.reduce((n, c) => n + c.byteLength, 0) + Buffer.byteLength(JSON.stringify(sealed.header)) + sealed.signature.length,
+      };
+      const up = await uploadUpdate({ uplink: o.uplink, sealed, logger: log, signal, clock: this.clock });
+      await this.ledgerUpload(task, uploadFacts, up.bytesSent, { accepted: true, updateId: up.updateId });
+      log.info({ updateId: up.updateId, bytesSent: up.bytesSent, exampleCount: result.exampleCount }, 'update accepted');
+      outcome('accepted', { updateId: up.updateId });
+    } catch (e) {
+      const error = errorOf(e);
+      if (signal.aborted) {
+        log.info({ phase }, 'task aborted');
+        outcome('cancelled', { error });
+        return;
+      }
+      log.error({ phase, code: error.code, err: error.message }, 'task failed');
+      // A refused commit means the coordinator checked and rejected the update.
+      const coded = asCodedError(e);
+      const rejected = phase === 'upload' && coded?.details?.event !== undefined && coded.code !== 'COORDINATOR_UNREACHABLE';
+      if (uploadFacts) {
+        await this.ledgerUpload(task, uploadFacts, uploadFacts.bytes, { accepted: false, error }).catch((le: unknown) =>
+          log.error({ err: (le as Error).message }, 'could not write the ledger'),
+        );
+      }
+      o.uplink.notify('task:failed', { taskId: task.taskId, code: error.code.slice(0, 64), message: error.message });
+      outcome(rejected ? 'rejected' : 'failed', { error });
+    }
+  }
+
+  private async ledgerUpload(
+    task: Task,
+    facts: { plaintextSha256: string; ciphertextSha512: string; tensors: string[]; exampleCount: number },
+    bytesSent: number,
+    result: { accepted: true; updateId: string } | { accepted: false; error: { code: string; message: string } },
+  ): Promise<void> {
+    await appendLedger(this.opts.home, {
+      kind: 'upload',
+      time: new Date(this.clock.now()).toISOString(),
+      runId: task.runId,
+      round: task.round,
+      taskId: task.taskId,
+      modelVersion: task.modelVersion,
+      bytesSent,
+      plaintextSha256: facts.plaintextSha256,
+      ciphertextSha512: facts.ciphertextSha512,
+      tensors: facts.tensors,
+      exampleCount: facts.exampleCount,
+      ...result,
+    });
+  }
+}
