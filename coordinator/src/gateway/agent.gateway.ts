@@ -52,7 +52,16 @@ function ackError(e: unknown): AckError {
   return { ok: false, error: { code: 'INTERNAL', message: 'internal error' } };
 }
 
-function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, v: unknown): T {
+function parse<T>(
+  schema: {
+    safeParse(
+      v: unknown,
+    ):
+      | { success: true; data: T }
+      | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
+  },
+  v: unknown,
+): T {
   const r = schema.safeParse(v);
   if (!r.success) throw new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(r.error.issues));
   return r.data;
@@ -66,7 +75,8 @@ function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | 
 @WebSocketGateway({ namespace: AGENT_NAMESPACE })
 export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, OnModuleInit, OnModuleDestroy {
   private readonly log: Logger;
-  private readonly onRevoked = (siteId: string): void => this.disconnectSite(siteId, 'SITE_REVOKED', 'site was revoked');
+  private readonly onRevoked = (siteId: string): void =>
+    this.disconnectSite(siteId, 'SITE_REVOKED', 'site was revoked');
 
   constructor(
     @Inject(SiteRegistryService) private readonly sites: SiteRegistryService,
@@ -97,27 +107,42 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   handleConnection(socket: Sock): void {
     const hs = agentHandshakeSchema.safeParse(socket.handshake.auth);
-    if (!hs.success) return this.refuse(socket, 'PROTOCOL_INVALID_MESSAGE', `handshake auth: ${formatIssues(hs.error.issues)}`);
+    if (!hs.success)
+      return this.refuse(
+        socket,
+        'PROTOCOL_INVALID_MESSAGE',
+        `handshake auth: ${formatIssues(hs.error.issues)}`,
+      );
     const { siteId, protocolVersion } = hs.data;
     socket.data.siteId = siteId;
     if (protocolVersion !== PROTOCOL_VERSION) {
-      return this.refuse(socket, 'PROTOCOL_VERSION_MISMATCH', `agent speaks protocol ${protocolVersion}, coordinator speaks ${PROTOCOL_VERSION}`);
+      return this.refuse(
+        socket,
+        'PROTOCOL_VERSION_MISMATCH',
+        `agent speaks protocol ${protocolVersion}, coordinator speaks ${PROTOCOL_VERSION}`,
+      );
     }
     const site = this.sites.get(siteId);
     if (!site) return this.refuse(socket, 'SITE_NOT_FOUND', `site ${siteId} is not registered`);
     if (site.status === 'revoked') return this.refuse(socket, 'SITE_REVOKED', `site ${siteId} is revoked`);
-    if (site.status !== 'enrolled') return this.refuse(socket, 'SITE_AUTH_FAILED', `site ${siteId} has not completed enrollment`);
+    if (site.status !== 'enrolled')
+      return this.refuse(socket, 'SITE_AUTH_FAILED', `site ${siteId} has not completed enrollment`);
 
     const nonce = toBase64(randomBytes(32));
     socket.data.nonce = nonce;
     socket.data.authenticated = false;
     socket.data.authTimer = setTimeout(() => {
-      if (!socket.data.authenticated) this.refuse(socket, 'SITE_AUTH_FAILED', 'no answer to the authentication challenge in time');
+      if (!socket.data.authenticated)
+        this.refuse(socket, 'SITE_AUTH_FAILED', 'no answer to the authentication challenge in time');
     }, AUTH_TIMEOUT_MS);
     socket.data.authTimer.unref();
     // The response listener is attached here, before the challenge is sent, so it cannot be missed.
     socket.once('auth:response', (msg) => this.authenticate(socket, msg));
-    socket.emit('auth:challenge', { nonce, serverTime: new Date().toISOString(), protocolVersion: PROTOCOL_VERSION });
+    socket.emit('auth:challenge', {
+      nonce,
+      serverTime: new Date().toISOString(),
+      protocolVersion: PROTOCOL_VERSION,
+    });
   }
 
   private authenticate(socket: Sock, msg: unknown): void {
@@ -128,8 +153,17 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     if (!siteId || !nonce || !site || site.status !== 'enrolled' || !parsed.success) {
       return this.refuse(socket, 'SITE_AUTH_FAILED', 'authentication failed');
     }
-    const ok = verifyBytes(authChallengeBytes(nonce, siteId), parsed.data.signature, fromBase64(site.signingPublicKey, 32));
-    if (!ok) return this.refuse(socket, 'SITE_AUTH_FAILED', 'challenge signature does not verify against the registered site key');
+    const ok = verifyBytes(
+      authChallengeBytes(nonce, siteId),
+      parsed.data.signature,
+      fromBase64(site.signingPublicKey, 32),
+    );
+    if (!ok)
+      return this.refuse(
+        socket,
+        'SITE_AUTH_FAILED',
+        'challenge signature does not verify against the registered site key',
+      );
     socket.data.authenticated = true;
     this.transport.attach(siteId, socket);
     this.presence.markOnline(siteId, socket.id);

@@ -1,7 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
 import type { Socket } from 'socket.io';
-import type { Ack, AgentToCoordinatorEvents, CoordinatorToAgentEvents, SignedTask } from '@fedssl/shared/protocol';
+import type {
+  Ack,
+  AgentToCoordinatorEvents,
+  CoordinatorToAgentEvents,
+  SignedTask,
+} from '@fedssl/shared/protocol';
 import { LOGGER } from '../config/config';
 import { PresenceService } from '../sites/presence.service';
 import type { AgentTransport, TaskOfferResult } from '../transport/agent-transport';
@@ -21,7 +26,10 @@ export class SocketAgentTransport implements AgentTransport {
   private readonly sockets = new Map<string, AgentSocket[]>();
   ackTimeoutMs = TASK_OFFER_ACK_TIMEOUT_MS;
 
-  constructor(@Inject(PresenceService) private readonly presence: PresenceService, @Inject(LOGGER) logger: Logger) {
+  constructor(
+    @Inject(PresenceService) private readonly presence: PresenceService,
+    @Inject(LOGGER) logger: Logger,
+  ) {
     this.log = logger.child({ context: 'SocketAgentTransport' });
   }
 
@@ -56,7 +64,11 @@ export class SocketAgentTransport implements AgentTransport {
           this.log.warn({ siteId, taskId: task.task.taskId }, 'task offer not acknowledged in time');
           resolve({ accepted: false, reason: 'no acknowledgement before the timeout' });
         } else if (res && res.ok === true) resolve({ accepted: true });
-        else resolve({ accepted: false, reason: res?.error ? `${res.error.code}: ${res.error.message}` : 'malformed acknowledgement' });
+        else
+          resolve({
+            accepted: false,
+            reason: res?.error ? `${res.error.code}: ${res.error.message}` : 'malformed acknowledgement',
+          });
       });
     });
   }

@@ -21,11 +21,14 @@ export const systemClock: Clock = {
     let handle: NodeJS.Timeout;
     let cancelled = false;
     const arm = (remaining: number): void => {
-      handle = setTimeout(() => {
-        if (cancelled) return;
-        if (remaining > MAX) arm(remaining - MAX);
-        else fn();
-      }, Math.min(Math.max(0, remaining), MAX));
+      handle = setTimeout(
+        () => {
+          if (cancelled) return;
+          if (remaining > MAX) arm(remaining - MAX);
+          else fn();
+        },
+        Math.min(Math.max(0, remaining), MAX),
+      );
       handle.unref();
     };
     arm(ms);

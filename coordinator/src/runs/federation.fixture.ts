@@ -4,8 +4,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { encodeWeights, type NamedTensors } from '@fedssl/shared/codec';
-import { generatePartyKeys, sealUpdate, toBase64, verifySignedTask, type PartyKeys } from '@fedssl/shared/crypto';
-import { sharedParamSpecs, shapeSize, tinyModelConfig, trainingConfigSchema, type ModelConfig } from '@fedssl/shared/model';
+import {
+  generatePartyKeys,
+  sealUpdate,
+  toBase64,
+  verifySignedTask,
+  type PartyKeys,
+} from '@fedssl/shared/crypto';
+import {
+  sharedParamSpecs,
+  shapeSize,
+  tinyModelConfig,
+  trainingConfigSchema,
+  type ModelConfig,
+} from '@fedssl/shared/model';
 import { PROTOCOL_VERSION, type SignedTask, type Task, type UpdateHeader } from '@fedssl/shared/protocol';
 import type { CoordinatorConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
@@ -17,7 +29,7 @@ import { UploadService } from '../uploads/upload.service';
 import { FakeClock } from './clock';
 import type { SiteView } from './ports';
 import { RoundEngine } from './round-engine';
-import { parseRunConfig, type RunConfigInput } from './run-config';
+import type { RunConfigInput } from './run-config';
 import { RunRepository } from './run.repository';
 import { RunService } from './run.service';
 
@@ -29,25 +41,54 @@ import { RunService } from './run.service';
 
 /** A model small enough for fast tests (a few thousand parameters). */
 export function testModel(): ModelConfig {
-  return { ...tinyModelConfig(16), widths: [4, 4, 4], projectorHidden: 8, projectionDim: 4, metadataHidden: 4 };
+  return {
+    ...tinyModelConfig(16),
+    widths: [4, 4, 4],
+    projectorHidden: 8,
+    projectionDim: 4,
+    metadataHidden: 4,
+  };
 }
 
 export function testRunBody(over: Partial<RunConfigInput> = {}): RunConfigInput {
   return {
-    name: 'test run', rounds: 2, minSites: 2, roundDeadlineSeconds: 600, strategy: 'fedavg',
-    model: testModel(), training: trainingConfigSchema.parse({}), seed: 42, ...over,
+    name: 'test run',
+    rounds: 2,
+    minSites: 2,
+    roundDeadlineSeconds: 600,
+    strategy: 'fedavg',
+    model: testModel(),
+    training: trainingConfigSchema.parse({}),
+    seed: 42,
+    ...over,
   };
 }
 
 /** Deterministic delta for a site: every value = `value` (optionally overridden per index). */
 export function constantDelta(model: ModelConfig, value: number): NamedTensors {
-  return sharedParamSpecs(model).map((s) => ({ name: s.name, shape: s.shape.slice(), data: new Float32Array(shapeSize(s.shape)).fill(value) }));
+  return sharedParamSpecs(model).map((s) => ({
+    name: s.name,
+    shape: s.shape.slice(),
+    data: new Float32Array(shapeSize(s.shape)).fill(value),
+  }));
 }
 
 export interface SealOptions {
   delta?: NamedTensors;
   /** Applied to the header fields before sealing (signed, so the result is authentic). */
-  fields?: (f: Omit<UpdateHeader, 'chunkCount' | 'chunkSize' | 'plaintextBytes' | 'noncePrefix' | 'ephemeralPublicKey' | 'keyBoxNonce' | 'keyBox' | 'ciphertextSha512'>) => void;
+  fields?: (
+    f: Omit<
+      UpdateHeader,
+      | 'chunkCount'
+      | 'chunkSize'
+      | 'plaintextBytes'
+      | 'noncePrefix'
+      | 'ephemeralPublicKey'
+      | 'keyBoxNonce'
+      | 'keyBox'
+      | 'ciphertextSha512'
+    >,
+  ) => void;
   /** Raw plaintext instead of an encoded delta. */
   plaintext?: Uint8Array;
   signingSecretKey?: Uint8Array;
@@ -61,10 +102,21 @@ export class FakeAgent {
   private waiters: ((t: Task) => void)[] = [];
   declineReason: string | null = null;
 
-  constructor(readonly siteId: string, readonly name: string, private readonly coordinatorKeys: PartyKeys, readonly exampleCount: number, readonly deltaValue: number) {}
+  constructor(
+    readonly siteId: string,
+    readonly name: string,
+    private readonly coordinatorKeys: PartyKeys,
+    readonly exampleCount: number,
+    readonly deltaValue: number,
+  ) {}
 
   site(status: SiteView['status'] = 'enrolled'): SiteView {
-    return { id: this.siteId, name: this.name, signingPublicKey: toBase64(this.keys.signing.publicKey), status };
+    return {
+      id: this.siteId,
+      name: this.name,
+      signingPublicKey: toBase64(this.keys.signing.publicKey),
+      status,
+    };
   }
 
   onTask(signed: SignedTask): { accepted: true } | { accepted: false; reason: string } {
@@ -83,9 +135,16 @@ export class FakeAgent {
 
   seal(task: Task, opts: SealOptions = {}) {
     const fields = {
-      protocolVersion: PROTOCOL_VERSION, siteId: this.siteId, runId: task.runId, round: task.round, taskId: task.taskId,
-      taskNonce: task.nonce, baseModelHash: task.modelHash, exampleCount: this.exampleCount,
-      metrics: { loss: 1 / (task.round + 1) }, createdAt: new Date(Date.parse(task.issuedAt) + 1000).toISOString(),
+      protocolVersion: PROTOCOL_VERSION,
+      siteId: this.siteId,
+      runId: task.runId,
+      round: task.round,
+      taskId: task.taskId,
+      taskNonce: task.nonce,
+      baseModelHash: task.modelHash,
+      exampleCount: this.exampleCount,
+      metrics: { loss: 1 / (task.round + 1) },
+      createdAt: new Date(Date.parse(task.issuedAt) + 1000).toISOString(),
     };
     opts.fields?.(fields);
     return sealUpdate({
@@ -122,14 +181,29 @@ export class FederationFixture {
   }
 
   private build(): void {
-    const config: CoordinatorConfig = { host: '127.0.0.1', port: 0, dataDir: this.dataDir, databaseUrl: null, logLevel: 'silent' };
+    const config: CoordinatorConfig = {
+      host: '127.0.0.1',
+      port: 0,
+      dataDir: this.dataDir,
+      databaseUrl: null,
+      logLevel: 'silent',
+    };
     this.db = Database.open(join(this.dataDir, 'fedssl.sqlite'));
     this.keys = new CoordinatorKeysService(config, this.logger);
     this.models = new ModelStoreService(config, this.keys, this.clock, this.logger);
     this.repo = new RunRepository(this.db);
     this.updates = new UpdateStore(this.dataDir);
-    const deps = { repo: this.repo, transport: this.transport, sites: this.directory, presence: this.presence,
-      models: this.models, keys: this.keys, updates: this.updates, clock: this.clock, logger: this.logger };
+    const deps = {
+      repo: this.repo,
+      transport: this.transport,
+      sites: this.directory,
+      presence: this.presence,
+      models: this.models,
+      keys: this.keys,
+      updates: this.updates,
+      clock: this.clock,
+      logger: this.logger,
+    };
     this.engine = new RoundEngine(deps);
     this.uploads = new UploadService({ ...deps, engine: this.engine });
     this.runs = new RunService(this.repo, this.engine, this.directory, this.clock);
@@ -142,7 +216,12 @@ export class FederationFixture {
     this.build();
   }
 
-  agent(siteId: string, exampleCount: number, deltaValue: number, status: SiteView['status'] = 'enrolled'): FakeAgent {
+  agent(
+    siteId: string,
+    exampleCount: number,
+    deltaValue: number,
+    status: SiteView['status'] = 'enrolled',
+  ): FakeAgent {
     const a = new FakeAgent(siteId, `Hospital ${siteId}`, this.keys.keys, exampleCount, deltaValue);
     this.sites.set(siteId, a.site(status));
     return a;
@@ -155,9 +234,15 @@ export class FederationFixture {
   }
 
   /** Uploads a sealed update through UploadService in chunk order. */
-  upload(siteId: string, sealed: ReturnType<FakeAgent['seal']>, mutateChunk?: (i: number, c: Uint8Array) => Uint8Array) {
+  upload(
+    siteId: string,
+    sealed: ReturnType<FakeAgent['seal']>,
+    mutateChunk?: (i: number, c: Uint8Array) => Uint8Array,
+  ) {
     const { uploadId } = this.uploads.begin(siteId, { header: sealed.header, signature: sealed.signature });
-    sealed.chunks.forEach((c, i) => this.uploads.chunk(siteId, { uploadId, index: i, data: mutateChunk ? mutateChunk(i, c) : c }));
+    sealed.chunks.forEach((c, i) =>
+      this.uploads.chunk(siteId, { uploadId, index: i, data: mutateChunk ? mutateChunk(i, c) : c }),
+    );
     return this.uploads.commit(siteId, { uploadId });
   }
 

@@ -11,7 +11,8 @@ function capture() {
   const lines: Record<string, unknown>[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
+      for (const l of chunk.toString().split('\n'))
+        if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
       cb();
     },
   });
@@ -24,7 +25,9 @@ function flat(f: FederationFixture, version: string): Float64Array {
 }
 
 async function tasksOf(...agents: FakeAgent[]) {
-  return Promise.all(agents.map((a) => (a.tasks.length > 0 ? Promise.resolve(a.tasks.at(-1)!) : a.nextTask())));
+  return Promise.all(
+    agents.map((a) => (a.tasks.length > 0 ? Promise.resolve(a.tasks.at(-1)!) : a.nextTask())),
+  );
 }
 
 describe('RoundEngine', () => {
@@ -58,10 +61,27 @@ describe('RoundEngine', () => {
     const detail = f.runs.get(run.id);
     expect(detail.state).toBe('completed');
     expect(detail.latestModelVersion).toBe(`${run.id}.r2`);
-    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([[1, 1, 'published'], [2, 1, 'published']]);
+    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([
+      [1, 1, 'published'],
+      [2, 1, 'published'],
+    ]);
     expect(detail.rounds[0]!.participants).toEqual([
-      { siteId: 'site-a', siteName: 'Hospital site-a', state: 'accepted', exampleCount: 100, metrics: { loss: 0.5 }, reason: null },
-      { siteId: 'site-b', siteName: 'Hospital site-b', state: 'accepted', exampleCount: 300, metrics: { loss: 0.5 }, reason: null },
+      {
+        siteId: 'site-a',
+        siteName: 'Hospital site-a',
+        state: 'accepted',
+        exampleCount: 100,
+        metrics: { loss: 0.5 },
+        reason: null,
+      },
+      {
+        siteId: 'site-b',
+        siteName: 'Hospital site-b',
+        state: 'accepted',
+        exampleCount: 300,
+        metrics: { loss: 0.5 },
+        reason: null,
+      },
     ]);
 
     // Independent computation: each round adds (100·0.01 + 300·(−0.02)) / 400 = −0.0125 to every weight.
@@ -75,7 +95,10 @@ describe('RoundEngine', () => {
       expect(m.round).toBe(round);
       if (round > 0) {
         expect(m.parentVersion).toBe(`${run.id}.r${round - 1}`);
-        expect(m.sites).toEqual([{ siteId: 'site-a', exampleCount: 100 }, { siteId: 'site-b', exampleCount: 300 }]);
+        expect(m.sites).toEqual([
+          { siteId: 'site-a', exampleCount: 100 },
+          { siteId: 'site-b', exampleCount: 300 },
+        ]);
         expect(detail.rounds[round - 1]!.modelSha256).toBe(m.weightsSha256);
       }
     }
@@ -118,7 +141,11 @@ describe('RoundEngine', () => {
     const detail = f.runs.get(run.id);
     expect(detail.state).toBe('completed');
     const p = detail.rounds[0]!.participants;
-    expect(p.map((x) => [x.siteId, x.state])).toEqual([['site-a', 'accepted'], ['site-b', 'rejected'], ['site-c', 'accepted']]);
+    expect(p.map((x) => [x.siteId, x.state])).toEqual([
+      ['site-a', 'accepted'],
+      ['site-b', 'rejected'],
+      ['site-c', 'accepted'],
+    ]);
     expect(p[1]!.reason).toMatch(/^ENVELOPE_CHUNK_INVALID: /);
     const m = verifySignedModelManifest(f.models.getManifest(`${run.id}.r1`)!, f.keys.keys.signing.publicKey);
     expect(m.sites.map((s) => s.siteId)).toEqual(['site-a', 'site-c']);
@@ -136,7 +163,12 @@ describe('RoundEngine', () => {
     const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2, roundDeadlineSeconds: 60 }));
     f.runs.start(run.id);
     f.connect(a);
-    expect(log.lines.filter((l) => l.msg === 'waiting for sites').map((l) => [l.online, l.waitingFor])).toEqual([[0, 2], [1, 1]]);
+    expect(
+      log.lines.filter((l) => l.msg === 'waiting for sites').map((l) => [l.online, l.waitingFor]),
+    ).toEqual([
+      [0, 2],
+      [1, 1],
+    ]);
     expect(f.repo.latestRound(run.id)!.state).toBe('open');
     const ta = a.nextTask();
     const tb = b.nextTask();
@@ -148,10 +180,15 @@ describe('RoundEngine', () => {
     f.clock.advance(60_001);
 
     let detail = f.runs.get(run.id);
-    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([[1, 1, 'failed'], [1, 2, 'training']]);
+    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([
+      [1, 1, 'failed'],
+      [1, 2, 'training'],
+    ]);
     expect(detail.rounds[0]!.reason).toBe('deadline passed with 1 accepted update(s); need 2');
     expect(detail.rounds[0]!.participants.map((p) => p.state)).toEqual(['accepted', 'dropped']);
-    expect(f.transport.cancels).toEqual([{ siteId: 'site-b', taskId: f.repo.listTasks(run.id, 1, 1)[1]!.id, reason: 'round failed' }]);
+    expect(f.transport.cancels).toEqual([
+      { siteId: 'site-b', taskId: f.repo.listTasks(run.id, 1, 1)[1]!.id, reason: 'round failed' },
+    ]);
 
     const [ra, rb] = await Promise.all([retryA, retryB]);
     expect(ra.taskId).not.toBe(taskA.taskId);

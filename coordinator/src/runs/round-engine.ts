@@ -80,7 +80,10 @@ export class RoundEngine {
   start(runId: string): RunRecord {
     const run = this.getRun(runId);
     if (run.state !== 'created') {
-      throw new FedsslError('RUN_INVALID_STATE', `run ${runId} is ${run.state}; only a created run can be started`);
+      throw new FedsslError(
+        'RUN_INVALID_STATE',
+        `run ${runId} is ${run.state}; only a created run can be started`,
+      );
     }
     this.d.repo.updateRun(runId, { state: 'running' }, this.iso());
     this.log.info({ runId }, 'run started');
@@ -154,11 +157,22 @@ export class RoundEngine {
   private openRound(run: RunRecord, round: number, attempt: number): void {
     const base = run.latestModelVersion;
     const manifest = base === null ? undefined : this.d.models.getManifest(base);
-    if (!base || !manifest) throw new FedsslError('MODEL_VERSION_NOT_FOUND', `base model of run ${run.id} is missing`);
+    if (!base || !manifest)
+      throw new FedsslError('MODEL_VERSION_NOT_FOUND', `base model of run ${run.id} is missing`);
     this.d.repo.transaction(() => {
       this.d.repo.insertRound({
-        runId: run.id, round, attempt, state: 'open', startedAt: this.iso(), deadline: null, publishedAt: null,
-        baseModelVersion: base, baseModelSha256: manifest.manifest.weightsSha256, modelVersion: null, modelSha256: null, reason: null,
+        runId: run.id,
+        round,
+        attempt,
+        state: 'open',
+        startedAt: this.iso(),
+        deadline: null,
+        publishedAt: null,
+        baseModelVersion: base,
+        baseModelSha256: manifest.manifest.weightsSha256,
+        modelVersion: null,
+        modelSha256: null,
+        reason: null,
       });
       this.d.repo.updateRun(run.id, { currentRound: round }, this.iso());
     });
@@ -168,7 +182,10 @@ export class RoundEngine {
 
   /** Sites that may take part now: online, enrolled (hence not revoked or pending). */
   private eligibleSites(): string[] {
-    return this.d.transport.onlineSiteIds().filter((id) => this.d.sites.get(id)?.status === 'enrolled').sort();
+    return this.d.transport
+      .onlineSiteIds()
+      .filter((id) => this.d.sites.get(id)?.status === 'enrolled')
+      .sort();
   }
 
   private siteOnline(siteId: string): void {
@@ -196,7 +213,14 @@ export class RoundEngine {
     if (eligible.length < minSites) {
       if (this.waiting.get(runId) !== eligible.length) {
         this.log.info(
-          { runId, round: round.round, attempt: round.attempt, online: eligible.length, minSites, waitingFor: minSites - eligible.length },
+          {
+            runId,
+            round: round.round,
+            attempt: round.attempt,
+            online: eligible.length,
+            minSites,
+            waitingFor: minSites - eligible.length,
+          },
           'waiting for sites',
         );
       }
@@ -227,9 +251,20 @@ export class RoundEngine {
       };
       const signed = signTask(task, this.d.keys.keys.signing.secretKey);
       return {
-        id: task.taskId, runId: run.id, round: round.round, attempt: round.attempt, siteId, nonce: task.nonce,
-        modelVersion: task.modelVersion, modelHash: task.modelHash, issuedAt: task.issuedAt, deadline,
-        state: 'offered', reason: null, answeredAt: null, signedTask: signed,
+        id: task.taskId,
+        runId: run.id,
+        round: round.round,
+        attempt: round.attempt,
+        siteId,
+        nonce: task.nonce,
+        modelVersion: task.modelVersion,
+        modelHash: task.modelHash,
+        issuedAt: task.issuedAt,
+        deadline,
+        state: 'offered',
+        reason: null,
+        answeredAt: null,
+        signedTask: signed,
       };
     });
     // Persist tasks and the training state before anything is sent.
@@ -237,7 +272,10 @@ export class RoundEngine {
       for (const t of tasks) this.d.repo.insertTask(t);
       this.d.repo.updateRound(run.id, round.round, round.attempt, { state: 'training', deadline });
     });
-    this.log.info({ runId: run.id, round: round.round, attempt: round.attempt, sites: siteIds.length, deadline }, 'round training');
+    this.log.info(
+      { runId: run.id, round: round.round, attempt: round.attempt, sites: siteIds.length, deadline },
+      'round training',
+    );
     this.armDeadline(run.id, round, deadlineMs);
     for (const t of tasks) this.offer(t);
   }
@@ -247,7 +285,8 @@ export class RoundEngine {
       (res) => {
         if (!res.accepted) this.answer(task.id, 'dropped', `task declined: ${res.reason}`);
       },
-      (e: unknown) => this.answer(task.id, 'dropped', `task offer failed: ${e instanceof Error ? e.message : String(e)}`),
+      (e: unknown) =>
+        this.answer(task.id, 'dropped', `task offer failed: ${e instanceof Error ? e.message : String(e)}`),
     );
   }
 
@@ -276,12 +315,20 @@ export class RoundEngine {
    * message if not (used by UploadService before and after receiving the bytes).
    */
   taskAnswerability(task: TaskRow): { code: ErrorCode; message: string } | null {
-    if (this.d.clock.now() > Date.parse(task.deadline)) return { code: 'TASK_EXPIRED', message: `task ${task.id} passed its deadline ${task.deadline}` };
-    if (task.state !== 'offered') return { code: 'TASK_ALREADY_ANSWERED', message: `task ${task.id} was already answered (${task.state})` };
+    if (this.d.clock.now() > Date.parse(task.deadline))
+      return { code: 'TASK_EXPIRED', message: `task ${task.id} passed its deadline ${task.deadline}` };
+    if (task.state !== 'offered')
+      return {
+        code: 'TASK_ALREADY_ANSWERED',
+        message: `task ${task.id} was already answered (${task.state})`,
+      };
     const round = this.d.repo.getRound(task.runId, task.round, task.attempt);
     const latest = this.d.repo.latestRound(task.runId);
     if (round?.state !== 'training' || latest?.attempt !== task.attempt || latest.round !== task.round) {
-      return { code: 'TASK_EXPIRED', message: `task ${task.id} belongs to a round that is no longer collecting updates` };
+      return {
+        code: 'TASK_EXPIRED',
+        message: `task ${task.id} belongs to a round that is no longer collecting updates`,
+      };
     }
     return null;
   }
@@ -295,7 +342,10 @@ export class RoundEngine {
     if (!task) return false;
     const changed = this.d.repo.answerTask(taskId, state, reason.slice(0, 500), this.iso());
     if (changed) {
-      this.log.info({ runId: task.runId, round: task.round, siteId: task.siteId, taskId, state, reason }, 'task answered');
+      this.log.info(
+        { runId: task.runId, round: task.round, siteId: task.siteId, taskId, state, reason },
+        'task answered',
+      );
       this.checkComplete(task.runId, task.round, task.attempt);
     }
     return changed;
@@ -325,7 +375,12 @@ export class RoundEngine {
     const run = this.getRun(runId);
     const accepted = tasks.filter((t) => t.state === 'accepted').length;
     if (accepted >= run.config.minSites) this.aggregate(runId, round);
-    else this.failRound(run, round, `every task answered with ${accepted} accepted update(s); need ${run.config.minSites}`);
+    else
+      this.failRound(
+        run,
+        round,
+        `every task answered with ${accepted} accepted update(s); need ${run.config.minSites}`,
+      );
   }
 
   private onDeadline(runId: string, roundNo: number, attempt: number): void {
@@ -333,18 +388,26 @@ export class RoundEngine {
     const round = this.d.repo.getRound(runId, roundNo, attempt);
     if (round?.state !== 'training') return;
     const run = this.getRun(runId);
-    const accepted = this.d.repo.listTasks(runId, roundNo, attempt).filter((t) => t.state === 'accepted').length;
+    const accepted = this.d.repo
+      .listTasks(runId, roundNo, attempt)
+      .filter((t) => t.state === 'accepted').length;
     if (accepted >= run.config.minSites) {
       this.dropOutstanding(round, 'round deadline passed');
       this.aggregate(runId, round);
     } else {
-      this.failRound(run, round, `deadline passed with ${accepted} accepted update(s); need ${run.config.minSites}`);
+      this.failRound(
+        run,
+        round,
+        `deadline passed with ${accepted} accepted update(s); need ${run.config.minSites}`,
+      );
     }
   }
 
   /** Marks still-offered tasks dropped (persisted first), then tells their agents to stop. */
   private dropOutstanding(round: RoundRow, reason: string): void {
-    const open = this.d.repo.listTasks(round.runId, round.round, round.attempt).filter((t) => t.state === 'offered');
+    const open = this.d.repo
+      .listTasks(round.runId, round.round, round.attempt)
+      .filter((t) => t.state === 'offered');
     this.d.repo.transaction(() => {
       for (const t of open) this.d.repo.answerTask(t.id, 'dropped', reason, this.iso());
     });
@@ -354,7 +417,9 @@ export class RoundEngine {
   private failRound(run: RunRecord, round: RoundRow, reason: string): void {
     this.deadlines.get(run.id)?.();
     this.deadlines.delete(run.id);
-    const open = this.d.repo.listTasks(round.runId, round.round, round.attempt).filter((t) => t.state === 'offered');
+    const open = this.d.repo
+      .listTasks(round.runId, round.round, round.attempt)
+      .filter((t) => t.state === 'offered');
     this.d.repo.transaction(() => {
       for (const t of open) this.d.repo.answerTask(t.id, 'dropped', 'round failed', this.iso());
       this.d.repo.updateRound(run.id, round.round, round.attempt, { state: 'failed', reason });
@@ -398,11 +463,17 @@ export class RoundEngine {
     const publishedAt = this.iso();
     this.d.repo.transaction(() => {
       this.d.repo.updateRound(runId, round.round, round.attempt, {
-        state: 'published', publishedAt, modelVersion: version, modelSha256: manifest.manifest.weightsSha256,
+        state: 'published',
+        publishedAt,
+        modelVersion: version,
+        modelSha256: manifest.manifest.weightsSha256,
       });
       this.d.repo.updateRun(runId, { latestModelVersion: version }, publishedAt);
     });
-    this.log.info({ runId, round: round.round, version, sites: manifest.manifest.sites.length }, 'round published');
+    this.log.info(
+      { runId, round: round.round, version, sites: manifest.manifest.sites.length },
+      'round published',
+    );
     this.afterPublished(this.getRun(runId), { ...round, state: 'published' });
   }
 
@@ -419,8 +490,15 @@ export class RoundEngine {
       sites.push({ siteId: u.siteId, exampleCount: u.exampleCount });
     }
     return this.d.models.publish({
-      version, runId: run.id, round: round.round, model: run.config.model, weights: strategy.finish(),
-      parentVersion: round.baseModelVersion, parentSha256: round.baseModelSha256, sites, strategy: strategy.name,
+      version,
+      runId: run.id,
+      round: round.round,
+      model: run.config.model,
+      weights: strategy.finish(),
+      parentVersion: round.baseModelVersion,
+      parentSha256: round.baseModelSha256,
+      sites,
+      strategy: strategy.name,
     });
   }
 

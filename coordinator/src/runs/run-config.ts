@@ -11,7 +11,11 @@ export const runConfigSchema = z
     name: z.string().min(1).max(128),
     rounds: z.number().int().min(1).max(100_000),
     minSites: z.number().int().min(1).max(10_000),
-    roundDeadlineSeconds: z.number().int().min(1).max(30 * 24 * 3600),
+    roundDeadlineSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(30 * 24 * 3600),
     strategy: z.enum(['fedavg']),
     model: modelConfigSchema,
     training: trainingConfigSchema,

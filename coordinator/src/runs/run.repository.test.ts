@@ -6,16 +6,41 @@ import { parseRunConfig } from './run-config';
 import type { RunRecord, TaskRow } from './run.types';
 
 const config = parseRunConfig({
-  name: 'r', rounds: 2, minSites: 1, roundDeadlineSeconds: 60, strategy: 'fedavg',
-  model: tinyModelConfig(32), training: trainingConfigSchema.parse({}), seed: 7,
+  name: 'r',
+  rounds: 2,
+  minSites: 1,
+  roundDeadlineSeconds: 60,
+  strategy: 'fedavg',
+  model: tinyModelConfig(32),
+  training: trainingConfigSchema.parse({}),
+  seed: 7,
 });
 const run: RunRecord = {
-  id: 'run-1', name: 'r', state: 'created', config, currentRound: 0, initialModelVersion: null,
-  latestModelVersion: null, createdAt: '2030-01-01T00:00:00.000Z', updatedAt: '2030-01-01T00:00:00.000Z', reason: null,
+  id: 'run-1',
+  name: 'r',
+  state: 'created',
+  config,
+  currentRound: 0,
+  initialModelVersion: null,
+  latestModelVersion: null,
+  createdAt: '2030-01-01T00:00:00.000Z',
+  updatedAt: '2030-01-01T00:00:00.000Z',
+  reason: null,
 };
 const task = (id: string, siteId: string): TaskRow => ({
-  id, runId: 'run-1', round: 1, attempt: 1, siteId, nonce: 'n', modelVersion: 'run-1.r0', modelHash: 'h',
-  issuedAt: 'i', deadline: 'd', state: 'offered', reason: null, answeredAt: null,
+  id,
+  runId: 'run-1',
+  round: 1,
+  attempt: 1,
+  siteId,
+  nonce: 'n',
+  modelVersion: 'run-1.r0',
+  modelHash: 'h',
+  issuedAt: 'i',
+  deadline: 'd',
+  state: 'offered',
+  reason: null,
+  answeredAt: null,
   signedTask: { signature: 's' } as unknown as TaskRow['signedTask'],
 });
 
@@ -31,7 +56,11 @@ describe('RunRepository', () => {
   it('round-trips runs with their config and applies its migration once', () => {
     repo.insertRun(run);
     expect(repo.getRun('run-1')).toEqual(run);
-    repo.updateRun('run-1', { state: 'running', currentRound: 1, latestModelVersion: 'run-1.r0' }, '2030-01-02T00:00:00.000Z');
+    repo.updateRun(
+      'run-1',
+      { state: 'running', currentRound: 1, latestModelVersion: 'run-1.r0' },
+      '2030-01-02T00:00:00.000Z',
+    );
     const got = repo.getRun('run-1')!;
     expect(got.state).toBe('running');
     expect(got.currentRound).toBe(1);
@@ -45,8 +74,19 @@ describe('RunRepository', () => {
 
   it('keeps round attempts, tasks in siteId order, and answers a task only once', () => {
     repo.insertRun(run);
-    const base = { runId: 'run-1', round: 1, state: 'open' as const, startedAt: 's', deadline: null, publishedAt: null,
-      baseModelVersion: 'run-1.r0', baseModelSha256: 'x', modelVersion: null, modelSha256: null, reason: null };
+    const base = {
+      runId: 'run-1',
+      round: 1,
+      state: 'open' as const,
+      startedAt: 's',
+      deadline: null,
+      publishedAt: null,
+      baseModelVersion: 'run-1.r0',
+      baseModelSha256: 'x',
+      modelVersion: null,
+      modelSha256: null,
+      reason: null,
+    };
     repo.insertRound({ ...base, attempt: 1 });
     repo.insertRound({ ...base, attempt: 2 });
     expect(repo.latestRound('run-1')?.attempt).toBe(2);
@@ -63,12 +103,35 @@ describe('RunRepository', () => {
 
   it('lists accepted updates in siteId order', () => {
     repo.insertRun(run);
-    repo.insertRound({ runId: 'run-1', round: 1, attempt: 1, state: 'training', startedAt: 's', deadline: 'd', publishedAt: null,
-      baseModelVersion: 'run-1.r0', baseModelSha256: 'x', modelVersion: null, modelSha256: null, reason: null });
+    repo.insertRound({
+      runId: 'run-1',
+      round: 1,
+      attempt: 1,
+      state: 'training',
+      startedAt: 's',
+      deadline: 'd',
+      publishedAt: null,
+      baseModelVersion: 'run-1.r0',
+      baseModelSha256: 'x',
+      modelVersion: null,
+      modelSha256: null,
+      reason: null,
+    });
     for (const s of ['site-c', 'site-a']) {
       repo.insertTask(task(`t-${s}`, s));
-      repo.insertUpdate({ id: `u-${s}`, taskId: `t-${s}`, runId: 'run-1', round: 1, attempt: 1, siteId: s, exampleCount: 3,
-        metrics: { loss: 1.5 }, envelopePath: 'e', headerPath: 'h', receivedAt: 'r' });
+      repo.insertUpdate({
+        id: `u-${s}`,
+        taskId: `t-${s}`,
+        runId: 'run-1',
+        round: 1,
+        attempt: 1,
+        siteId: s,
+        exampleCount: 3,
+        metrics: { loss: 1.5 },
+        envelopePath: 'e',
+        headerPath: 'h',
+        receivedAt: 'r',
+      });
     }
     const ups = repo.listUpdates('run-1', 1, 1);
     expect(ups.map((u) => u.siteId)).toEqual(['site-a', 'site-c']);

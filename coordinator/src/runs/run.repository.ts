@@ -68,23 +68,59 @@ export const RUNS_MIGRATIONS: readonly string[] = [
 ];
 
 interface RunDb {
-  id: string; name: string; state: string; config: string; current_round: number;
-  initial_model_version: string | null; latest_model_version: string | null; reason: string | null;
-  created_at: string; updated_at: string;
+  id: string;
+  name: string;
+  state: string;
+  config: string;
+  current_round: number;
+  initial_model_version: string | null;
+  latest_model_version: string | null;
+  reason: string | null;
+  created_at: string;
+  updated_at: string;
 }
 interface RoundDb {
-  run_id: string; round: number; attempt: number; state: string; started_at: string; deadline: string | null;
-  published_at: string | null; base_model_version: string; base_model_sha256: string;
-  model_version: string | null; model_sha256: string | null; reason: string | null;
+  run_id: string;
+  round: number;
+  attempt: number;
+  state: string;
+  started_at: string;
+  deadline: string | null;
+  published_at: string | null;
+  base_model_version: string;
+  base_model_sha256: string;
+  model_version: string | null;
+  model_sha256: string | null;
+  reason: string | null;
 }
 interface TaskDb {
-  id: string; run_id: string; round: number; attempt: number; site_id: string; nonce: string;
-  model_version: string; model_hash: string; issued_at: string; deadline: string; state: string;
-  reason: string | null; answered_at: string | null; signed_task: string;
+  id: string;
+  run_id: string;
+  round: number;
+  attempt: number;
+  site_id: string;
+  nonce: string;
+  model_version: string;
+  model_hash: string;
+  issued_at: string;
+  deadline: string;
+  state: string;
+  reason: string | null;
+  answered_at: string | null;
+  signed_task: string;
 }
 interface UpdateDb {
-  id: string; task_id: string; run_id: string; round: number; attempt: number; site_id: string;
-  example_count: number; metrics: string; envelope_path: string; header_path: string; received_at: string;
+  id: string;
+  task_id: string;
+  run_id: string;
+  round: number;
+  attempt: number;
+  site_id: string;
+  example_count: number;
+  metrics: string;
+  envelope_path: string;
+  header_path: string;
+  received_at: string;
 }
 
 const toRun = (r: RunDb): RunRecord => ({
@@ -183,7 +219,9 @@ export class RunRepository {
 
   updateRun(
     id: string,
-    patch: Partial<Pick<RunRecord, 'state' | 'currentRound' | 'initialModelVersion' | 'latestModelVersion' | 'reason'>>,
+    patch: Partial<
+      Pick<RunRecord, 'state' | 'currentRound' | 'initialModelVersion' | 'latestModelVersion' | 'reason'>
+    >,
     now: string,
   ): void {
     const cols: Record<string, string> = {
@@ -212,7 +250,9 @@ export class RunRepository {
     runId: string,
     round: number,
     attempt: number,
-    patch: Partial<Pick<RoundRow, 'state' | 'deadline' | 'publishedAt' | 'modelVersion' | 'modelSha256' | 'reason'>>,
+    patch: Partial<
+      Pick<RoundRow, 'state' | 'deadline' | 'publishedAt' | 'modelVersion' | 'modelSha256' | 'reason'>
+    >,
   ): void {
     const cols: Record<string, string> = {
       state: 'state',
@@ -225,7 +265,9 @@ export class RunRepository {
     const sets = Object.keys(patch).map((k) => `${cols[k]} = @${k}`);
     if (sets.length === 0) return;
     this.db.sqlite
-      .prepare(`UPDATE rounds SET ${sets.join(', ')} WHERE run_id = @runId AND round = @round AND attempt = @attempt`)
+      .prepare(
+        `UPDATE rounds SET ${sets.join(', ')} WHERE run_id = @runId AND round = @round AND attempt = @attempt`,
+      )
       .run({ ...patch, runId, round, attempt });
   }
 
@@ -247,7 +289,9 @@ export class RunRepository {
   /** Every attempt of every round of a run, in order. */
   listRounds(runId: string): RoundRow[] {
     return (
-      this.db.sqlite.prepare('SELECT * FROM rounds WHERE run_id = ? ORDER BY round, attempt').all(runId) as RoundDb[]
+      this.db.sqlite
+        .prepare('SELECT * FROM rounds WHERE run_id = ? ORDER BY round, attempt')
+        .all(runId) as RoundDb[]
     ).map(toRound);
   }
 
@@ -278,7 +322,12 @@ export class RunRepository {
    * Records the answer of a task that is still `offered`; returns false (and changes
    * nothing) if it was already answered, so an answer can never be overwritten.
    */
-  answerTask(id: string, state: Exclude<ParticipantState, 'offered'>, reason: string | null, at: string): boolean {
+  answerTask(
+    id: string,
+    state: Exclude<ParticipantState, 'offered'>,
+    reason: string | null,
+    at: string,
+  ): boolean {
     const res = this.db.sqlite
       .prepare(`UPDATE tasks SET state = ?, reason = ?, answered_at = ? WHERE id = ? AND state = 'offered'`)
       .run(state, reason, at, id);
@@ -304,7 +353,8 @@ export class RunRepository {
   }
 
   getUpdateByTask(taskId: string): UpdateRow | undefined {
-    const row = this.db.sqlite.prepare('SELECT * FROM updates WHERE task_id = ?').get(taskId) as UpdateDb | undefined;
+    const row = this.db.sqlite.prepare('SELECT * FROM updates WHERE task_id = ?').get(taskId) as
+      UpdateDb | undefined;
     return row && toUpdate(row);
   }
 

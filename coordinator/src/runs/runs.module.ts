@@ -1,4 +1,10 @@
-import { Inject, Module, type OnApplicationBootstrap, type OnModuleDestroy, Injectable } from '@nestjs/common';
+import {
+  Inject,
+  Module,
+  type OnApplicationBootstrap,
+  type OnModuleDestroy,
+  Injectable,
+} from '@nestjs/common';
 import type { Logger } from 'pino';
 import { CONFIG, LOGGER, type CoordinatorConfig } from '../config/config';
 import { SocketTransportModule } from '../gateway/socket-transport.module';
@@ -41,22 +47,56 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
   providers: [
     { provide: ENGINE_CLOCK, useValue: systemClock },
     { provide: RunRepository, useFactory: (db: Database) => new RunRepository(db), inject: [DATABASE] },
-    { provide: UpdateStore, useFactory: (c: CoordinatorConfig) => new UpdateStore(c.dataDir), inject: [CONFIG] },
+    {
+      provide: UpdateStore,
+      useFactory: (c: CoordinatorConfig) => new UpdateStore(c.dataDir),
+      inject: [CONFIG],
+    },
     {
       provide: RoundEngine,
       useFactory: (
-        repo: RunRepository, transport: AgentTransport, sites: SiteRegistryService, presence: PresenceService,
-        models: ModelStoreService, keys: CoordinatorKeysService, updates: UpdateStore, clock: Clock, logger: Logger,
+        repo: RunRepository,
+        transport: AgentTransport,
+        sites: SiteRegistryService,
+        presence: PresenceService,
+        models: ModelStoreService,
+        keys: CoordinatorKeysService,
+        updates: UpdateStore,
+        clock: Clock,
+        logger: Logger,
       ) => new RoundEngine({ repo, transport, sites, presence, models, keys, updates, clock, logger }),
-      inject: [RunRepository, AGENT_TRANSPORT, SiteRegistryService, PresenceService, ModelStoreService, CoordinatorKeysService, UpdateStore, ENGINE_CLOCK, LOGGER],
+      inject: [
+        RunRepository,
+        AGENT_TRANSPORT,
+        SiteRegistryService,
+        PresenceService,
+        ModelStoreService,
+        CoordinatorKeysService,
+        UpdateStore,
+        ENGINE_CLOCK,
+        LOGGER,
+      ],
     },
     {
       provide: UploadService,
       useFactory: (
-        repo: RunRepository, engine: RoundEngine, sites: SiteRegistryService, keys: CoordinatorKeysService,
-        updates: UpdateStore, clock: Clock, logger: Logger,
+        repo: RunRepository,
+        engine: RoundEngine,
+        sites: SiteRegistryService,
+        keys: CoordinatorKeysService,
+        updates: UpdateStore,
+        clock: Clock,
+        logger: Logger,
       ) => new UploadService({ repo, engine, sites, keys, updates, clock, logger }),
-      inject: [RunRepository, RoundEngine, SiteRegistryService, CoordinatorKeysService, UpdateStore, ENGINE_CLOCK, LOGGER],
+      inject: [
+        RunRepository,
+        RoundEngine,
+        SiteRegistryService,
+        CoordinatorKeysService,
+        UpdateStore,
+        ENGINE_CLOCK,
+        LOGGER,
+      ],
     },
     {
       provide: RunService,

@@ -10,11 +10,18 @@ const SHAPES = [
 ];
 
 function tensors(values: number[][]): NamedTensors {
-  return SHAPES.map((s, i) => ({ name: s.name, shape: s.shape.slice(), data: Float32Array.from(values[i]!) }));
+  return SHAPES.map((s, i) => ({
+    name: s.name,
+    shape: s.shape.slice(),
+    data: Float32Array.from(values[i]!),
+  }));
 }
 
 /** Independent reference: plain nested loops over the list, float64, no streaming. */
-function reference(global: NamedTensors, updates: { delta: NamedTensors; exampleCount: number }[]): number[][] {
+function reference(
+  global: NamedTensors,
+  updates: { delta: NamedTensors; exampleCount: number }[],
+): number[][] {
   const total = updates.reduce((n, u) => n + u.exampleCount, 0);
   return global.map((g, t) => {
     const out: number[] = [];
@@ -28,15 +35,35 @@ function reference(global: NamedTensors, updates: { delta: NamedTensors; example
 }
 
 const f32 = fc.float({ min: -10, max: 10, noNaN: true, noDefaultInfinity: true }).map(Math.fround);
-const tensorValues = fc.tuple(fc.array(f32, { minLength: 6, maxLength: 6 }), fc.array(f32, { minLength: 3, maxLength: 3 }));
+const tensorValues = fc.tuple(
+  fc.array(f32, { minLength: 6, maxLength: 6 }),
+  fc.array(f32, { minLength: 3, maxLength: 3 }),
+);
 const update = fc.record({ values: tensorValues, exampleCount: fc.integer({ min: 1, max: 100_000 }) });
 
 describe('FedAvgStrategy', () => {
   it('computes global + weighted mean of deltas (worked example)', () => {
     const s = createStrategy('fedavg');
-    s.begin(tensors([[1, 1, 1, 1, 1, 1], [0, 0, 0]]));
-    s.accumulate({ delta: tensors([[1, 2, 3, 4, 5, 6], [1, 1, 1]]), exampleCount: 1 });
-    s.accumulate({ delta: tensors([[4, 5, 6, 7, 8, 9], [-2, -2, -2]]), exampleCount: 3 });
+    s.begin(
+      tensors([
+        [1, 1, 1, 1, 1, 1],
+        [0, 0, 0],
+      ]),
+    );
+    s.accumulate({
+      delta: tensors([
+        [1, 2, 3, 4, 5, 6],
+        [1, 1, 1],
+      ]),
+      exampleCount: 1,
+    });
+    s.accumulate({
+      delta: tensors([
+        [4, 5, 6, 7, 8, 9],
+        [-2, -2, -2],
+      ]),
+      exampleCount: 3,
+    });
     const out = s.finish();
     // (1*1 + 3*4)/4 = 3.25 → 4.25, etc.
     expect(Array.from(out[0]!.data)).toEqual([4.25, 5.25, 6.25, 7.25, 8.25, 9.25]);
@@ -77,7 +104,8 @@ describe('FedAvgStrategy', () => {
             const sorted = [...list].sort((a, b) => (a.siteId < b.siteId ? -1 : a.siteId > b.siteId ? 1 : 0));
             const s = createStrategy('fedavg');
             s.begin(tensors(g));
-            for (const a of sorted) s.accumulate({ delta: tensors(a.u.values), exampleCount: a.u.exampleCount });
+            for (const a of sorted)
+              s.accumulate({ delta: tensors(a.u.values), exampleCount: a.u.exampleCount });
             const out = s.finish();
             return new Uint8Array(Buffer.concat(out.map((t) => Buffer.from(t.data.buffer))));
           };
@@ -95,7 +123,12 @@ describe('FedAvgStrategy', () => {
 
   it('rejects a delta whose tensors do not match the global', () => {
     const s = new FedAvgStrategy();
-    s.begin(tensors([[0, 0, 0, 0, 0, 0], [0, 0, 0]]));
+    s.begin(
+      tensors([
+        [0, 0, 0, 0, 0, 0],
+        [0, 0, 0],
+      ]),
+    );
     const bad = [{ name: 'a.weight', shape: [2, 3], data: new Float32Array(6) }];
     expect(() => s.accumulate({ delta: bad, exampleCount: 1 })).toThrow(/delta has 1 tensors/);
     try {
@@ -103,12 +136,25 @@ describe('FedAvgStrategy', () => {
     } catch (e) {
       expect(isFedsslError(e, 'MODEL_WEIGHTS_MISMATCH')).toBe(true);
     }
-    expect(() => s.accumulate({ delta: tensors([[0, 0, 0, 0, 0, 0], [0, 0, 0]]), exampleCount: 0 })).toThrow(/exampleCount/);
+    expect(() =>
+      s.accumulate({
+        delta: tensors([
+          [0, 0, 0, 0, 0, 0],
+          [0, 0, 0],
+        ]),
+        exampleCount: 0,
+      }),
+    ).toThrow(/exampleCount/);
   });
 
   it('refuses to finish with no updates and unknown strategy names', () => {
     const s = new FedAvgStrategy();
-    s.begin(tensors([[0, 0, 0, 0, 0, 0], [0, 0, 0]]));
+    s.begin(
+      tensors([
+        [0, 0, 0, 0, 0, 0],
+        [0, 0, 0],
+      ]),
+    );
     expect(() => s.finish()).toThrow(/without any accumulated update/);
     expect(() => createStrategy('median')).toThrow('unknown strategy "median"; known: fedavg');
   });

@@ -27,16 +27,25 @@ export class FedAvgStrategy implements Strategy {
     const global = this.requireBegun();
     const { delta, exampleCount } = update;
     if (!Number.isFinite(exampleCount) || exampleCount <= 0) {
-      throw new FedsslError('UPDATE_EXAMPLE_COUNT_INVALID', `exampleCount must be a positive number, got ${exampleCount}`);
+      throw new FedsslError(
+        'UPDATE_EXAMPLE_COUNT_INVALID',
+        `exampleCount must be a positive number, got ${exampleCount}`,
+      );
     }
     if (delta.length !== global.length) {
-      throw new FedsslError('MODEL_WEIGHTS_MISMATCH', `delta has ${delta.length} tensors, global has ${global.length}`);
+      throw new FedsslError(
+        'MODEL_WEIGHTS_MISMATCH',
+        `delta has ${delta.length} tensors, global has ${global.length}`,
+      );
     }
     for (let t = 0; t < global.length; t++) {
       const g = global[t]!;
       const d = delta[t]!;
       if (d.name !== g.name || d.data.length !== g.data.length) {
-        throw new FedsslError('MODEL_WEIGHTS_MISMATCH', `delta tensor ${t} is ${d.name}[${d.data.length}], expected ${g.name}[${g.data.length}]`);
+        throw new FedsslError(
+          'MODEL_WEIGHTS_MISMATCH',
+          `delta tensor ${t} is ${d.name}[${d.data.length}], expected ${g.name}[${g.data.length}]`,
+        );
       }
       const sum = this.sums[t]!;
       const data = d.data;

@@ -21,7 +21,10 @@ export const STRATEGY_NAMES = Object.keys(STRATEGIES) as readonly string[];
 export function createStrategy(name: string, options: StrategyOptions = {}): Strategy {
   const factory = STRATEGIES[name];
   if (!factory) {
-    throw new FedsslError('RUN_CONFIG_INVALID', `unknown strategy "${name}"; known: ${STRATEGY_NAMES.join(', ')}`);
+    throw new FedsslError(
+      'RUN_CONFIG_INVALID',
+      `unknown strategy "${name}"; known: ${STRATEGY_NAMES.join(', ')}`,
+    );
   }
   return factory(options);
 }

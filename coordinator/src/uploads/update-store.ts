@@ -1,4 +1,14 @@
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { decodeWeights, allFinite, l2Norm, type NamedTensors } from '@fedssl/shared/codec';
 import { UpdateOpener } from '@fedssl/shared/crypto';
@@ -50,7 +60,14 @@ export class UpdateStore {
    * Moves a verified part file to its accepted place and writes the signed header beside
    * it (header first, then the rename, so an `.env` never exists without its header).
    */
-  promote(uploadId: string, runId: string, round: number, siteId: string, header: UpdateHeader, signature: string) {
+  promote(
+    uploadId: string,
+    runId: string,
+    round: number,
+    siteId: string,
+    header: UpdateHeader,
+    signature: string,
+  ) {
     const paths = this.acceptedPaths(runId, round, siteId);
     mkdirSync(dirname(paths.envelopePath), { recursive: true });
     const tmp = `${paths.headerPath}.tmp`;
@@ -72,14 +89,21 @@ export class UpdateStore {
  * The plaintext buffer is sized from the file actually received, never from a claimed size.
  * @throws FedsslError ENVELOPE_* on any authentication, count or length problem.
  */
-export function openEnvelopeFile(path: string, header: UpdateHeader, coordinatorBoxSecretKey: Uint8Array): Uint8Array {
+export function openEnvelopeFile(
+  path: string,
+  header: UpdateHeader,
+  coordinatorBoxSecretKey: Uint8Array,
+): Uint8Array {
   const opener = new UpdateOpener(header, coordinatorBoxSecretKey);
   const fd = openSync(path, 'r');
   try {
     const size = fstatSync(fd).size;
     const expected = header.plaintextBytes + TAG_BYTES * header.chunkCount;
     if (size !== expected) {
-      throw new FedsslError('ENVELOPE_CHUNK_COUNT', `envelope is ${size} bytes, the header describes ${expected}`);
+      throw new FedsslError(
+        'ENVELOPE_CHUNK_COUNT',
+        `envelope is ${size} bytes, the header describes ${expected}`,
+      );
     }
     const plain = new Uint8Array(header.plaintextBytes);
     let inOff = 0;
@@ -109,13 +133,18 @@ export function openEnvelopeFile(path: string, header: UpdateHeader, coordinator
 export function decodeDelta(plaintext: Uint8Array, model: ModelConfig, maxUpdateNorm: number): NamedTensors {
   const expect = sharedParamSpecs(model).map((s) => ({ name: s.name, shape: s.shape }));
   const { tensors } = decodeWeights(plaintext, expect);
-  if (!allFinite(tensors)) throw new FedsslError('UPDATE_NOT_FINITE', 'update contains NaN or infinite values');
+  if (!allFinite(tensors))
+    throw new FedsslError('UPDATE_NOT_FINITE', 'update contains NaN or infinite values');
   const norm = l2Norm(tensors);
   if (!(norm <= maxUpdateNorm)) {
-    throw new FedsslError('UPDATE_NORM_TOO_LARGE', `update L2 norm ${norm.toPrecision(6)} exceeds the run's bound ${maxUpdateNorm}`, {
-      norm,
-      maxUpdateNorm,
-    });
+    throw new FedsslError(
+      'UPDATE_NORM_TOO_LARGE',
+      `update L2 norm ${norm.toPrecision(6)} exceeds the run's bound ${maxUpdateNorm}`,
+      {
+        norm,
+        maxUpdateNorm,
+      },
+    );
   }
   return tensors;
 }

@@ -3,7 +3,12 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { fromBase64, verifyUpdateHeader } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
-import { uploadBeginSchema, uploadChunkSchema, uploadCommitSchema, type UpdateHeader } from '@fedssl/shared/protocol';
+import {
+  uploadBeginSchema,
+  uploadChunkSchema,
+  uploadCommitSchema,
+  type UpdateHeader,
+} from '@fedssl/shared/protocol';
 import type { Clock } from '../runs/clock';
 import type { KeyHolder, SiteDirectory } from '../runs/ports';
 import type { RoundEngine } from '../runs/round-engine';
@@ -60,22 +65,39 @@ export class UploadService {
   begin(connSiteId: string, msg: unknown): { uploadId: string; nextIndex: number } {
     const parsed = uploadBeginSchema.safeParse(msg);
     if (!parsed.success) {
-      return this.refuse(connSiteId, undefined, new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(parsed.error.issues)));
+      return this.refuse(
+        connSiteId,
+        undefined,
+        new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(parsed.error.issues)),
+      );
     }
     const { header, signature } = parsed.data;
     const taskId = header.taskId;
     try {
       const site = this.d.sites.get(header.siteId);
-      if (!site || site.signingPublicKey === '') throw new FedsslError('SITE_NOT_FOUND', `site ${header.siteId} is not registered`);
+      if (!site || site.signingPublicKey === '')
+        throw new FedsslError('SITE_NOT_FOUND', `site ${header.siteId} is not registered`);
       verifyUpdateHeader(header, signature, fromBase64(site.signingPublicKey, 32));
       if (site.status === 'revoked') throw new FedsslError('SITE_REVOKED', `site ${site.id} is revoked`);
-      if (site.status !== 'enrolled') throw new FedsslError('SITE_AUTH_FAILED', `site ${site.id} is not enrolled`);
+      if (site.status !== 'enrolled')
+        throw new FedsslError('SITE_AUTH_FAILED', `site ${site.id} is not enrolled`);
       if (connSiteId !== header.siteId) {
-        throw new FedsslError('SITE_AUTH_FAILED', 'update header names a different site than the authenticated connection');
+        throw new FedsslError(
+          'SITE_AUTH_FAILED',
+          'update header names a different site than the authenticated connection',
+        );
       }
       const task = this.d.repo.getTask(taskId);
-      if (!task || task.siteId !== header.siteId || task.runId !== header.runId || task.round !== header.round) {
-        throw new FedsslError('TASK_UNKNOWN', `task ${taskId} was not issued to this site for run ${header.runId} round ${header.round}`);
+      if (
+        !task ||
+        task.siteId !== header.siteId ||
+        task.runId !== header.runId ||
+        task.round !== header.round
+      ) {
+        throw new FedsslError(
+          'TASK_UNKNOWN',
+          `task ${taskId} was not issued to this site for run ${header.runId} round ${header.round}`,
+        );
       }
       const closed = this.d.engine.taskAnswerability(task);
       if (closed) throw new FedsslError(closed.code, closed.message);
@@ -94,7 +116,14 @@ export class UploadService {
       }
       const uploadId = `up-${randomBytes(12).toString('hex')}`;
       this.d.updates.createPart(uploadId);
-      this.sessions.set(uploadId, { uploadId, siteId: header.siteId, taskId, header, signature, nextIndex: 0 });
+      this.sessions.set(uploadId, {
+        uploadId,
+        siteId: header.siteId,
+        taskId,
+        header,
+        signature,
+        nextIndex: 0,
+      });
       this.log.info({ siteId: header.siteId, taskId, uploadId, chunks: header.chunkCount }, 'upload begun');
       return { uploadId, nextIndex: 0 };
     } catch (e) {
@@ -103,12 +132,23 @@ export class UploadService {
   }
 
   private checkAgainstTask(header: UpdateHeader, task: TaskRow): void {
-    if (header.taskNonce !== task.nonce) throw new FedsslError('UPDATE_TASK_NONCE_MISMATCH', 'update header does not echo the task nonce');
+    if (header.taskNonce !== task.nonce)
+      throw new FedsslError('UPDATE_TASK_NONCE_MISMATCH', 'update header does not echo the task nonce');
     if (header.baseModelHash !== task.modelHash) {
-      throw new FedsslError('UPDATE_BASE_MODEL_MISMATCH', `update was trained from another model than ${task.modelVersion}`);
+      throw new FedsslError(
+        'UPDATE_BASE_MODEL_MISMATCH',
+        `update was trained from another model than ${task.modelVersion}`,
+      );
     }
-    if (!Number.isInteger(header.exampleCount) || header.exampleCount < 1 || header.exampleCount > MAX_EXAMPLE_COUNT) {
-      throw new FedsslError('UPDATE_EXAMPLE_COUNT_INVALID', `exampleCount must be an integer in [1, ${MAX_EXAMPLE_COUNT}], got ${header.exampleCount}`);
+    if (
+      !Number.isInteger(header.exampleCount) ||
+      header.exampleCount < 1 ||
+      header.exampleCount > MAX_EXAMPLE_COUNT
+    ) {
+      throw new FedsslError(
+        'UPDATE_EXAMPLE_COUNT_INVALID',
+        `exampleCount must be an integer in [1, ${MAX_EXAMPLE_COUNT}], got ${header.exampleCount}`,
+      );
     }
   }
 
@@ -119,22 +159,35 @@ export class UploadService {
   chunk(connSiteId: string, msg: unknown): { nextIndex: number } {
     const parsed = uploadChunkSchema.safeParse(msg);
     if (!parsed.success) {
-      return this.refuse(connSiteId, undefined, new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(parsed.error.issues)));
+      return this.refuse(
+        connSiteId,
+        undefined,
+        new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(parsed.error.issues)),
+      );
     }
     const { uploadId, index, data } = parsed.data;
     const s = this.sessions.get(uploadId);
     if (!s || s.siteId !== connSiteId) {
-      return this.refuse(connSiteId, undefined, new FedsslError('UPLOAD_UNKNOWN', `upload ${uploadId} is not in progress for this site`));
+      return this.refuse(
+        connSiteId,
+        undefined,
+        new FedsslError('UPLOAD_UNKNOWN', `upload ${uploadId} is not in progress for this site`),
+      );
     }
     if (index !== s.nextIndex) {
       return this.refuse(
         connSiteId,
         s.taskId,
-        new FedsslError('UPLOAD_OUT_OF_ORDER', `expected chunk ${s.nextIndex}, got chunk ${index}`, { expected: s.nextIndex, index }),
+        new FedsslError('UPLOAD_OUT_OF_ORDER', `expected chunk ${s.nextIndex}, got chunk ${index}`, {
+          expected: s.nextIndex,
+          index,
+        }),
       );
     }
     if (index >= s.header.chunkCount || data.byteLength !== chunkCiphertextLength(s.header, index)) {
-      const e = new FedsslError('ENVELOPE_CHUNK_INVALID', `chunk ${index} does not fit the signed header`, { index });
+      const e = new FedsslError('ENVELOPE_CHUNK_INVALID', `chunk ${index} does not fit the signed header`, {
+        index,
+      });
       this.fail(s, e);
     }
     appendFileSync(this.d.updates.partPath(uploadId), data);
@@ -149,36 +202,61 @@ export class UploadService {
   commit(connSiteId: string, msg: unknown): { accepted: true; updateId: string } {
     const parsed = uploadCommitSchema.safeParse(msg);
     if (!parsed.success) {
-      return this.refuse(connSiteId, undefined, new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(parsed.error.issues)));
+      return this.refuse(
+        connSiteId,
+        undefined,
+        new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(parsed.error.issues)),
+      );
     }
     const s = this.sessions.get(parsed.data.uploadId);
     if (!s || s.siteId !== connSiteId) {
-      return this.refuse(connSiteId, undefined, new FedsslError('UPLOAD_UNKNOWN', `upload ${parsed.data.uploadId} is not in progress for this site`));
+      return this.refuse(
+        connSiteId,
+        undefined,
+        new FedsslError('UPLOAD_UNKNOWN', `upload ${parsed.data.uploadId} is not in progress for this site`),
+      );
     }
     if (s.nextIndex !== s.header.chunkCount) {
       return this.refuse(
         connSiteId,
         s.taskId,
-        new FedsslError('ENVELOPE_CHUNK_COUNT', `update incomplete: received ${s.nextIndex} of ${s.header.chunkCount} chunks`, {
-          expected: s.nextIndex,
-        }),
+        new FedsslError(
+          'ENVELOPE_CHUNK_COUNT',
+          `update incomplete: received ${s.nextIndex} of ${s.header.chunkCount} chunks`,
+          {
+            expected: s.nextIndex,
+          },
+        ),
       );
     }
     const task = this.d.repo.getTask(s.taskId);
-    const closed = task ? this.d.engine.taskAnswerability(task) : { code: 'TASK_UNKNOWN' as const, message: `task ${s.taskId} vanished` };
+    const closed = task
+      ? this.d.engine.taskAnswerability(task)
+      : { code: 'TASK_UNKNOWN' as const, message: `task ${s.taskId} vanished` };
     if (!task || closed) {
       this.dropSession(s);
       return this.refuse(connSiteId, s.taskId, new FedsslError(closed!.code, closed!.message));
     }
     const run = this.d.repo.getRun(task.runId)!;
     try {
-      const plain = openEnvelopeFile(this.d.updates.partPath(s.uploadId), s.header, this.d.keys.keys.box.secretKey);
+      const plain = openEnvelopeFile(
+        this.d.updates.partPath(s.uploadId),
+        s.header,
+        this.d.keys.keys.box.secretKey,
+      );
       decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
     } catch (e) {
       this.fail(s, e);
     }
     const updateId = `upd-${randomBytes(12).toString('hex')}`;
-    const paths = this.d.updates.promote(s.uploadId, task.runId, task.round, task.siteId, s.header, s.signature);
+    const paths = this.d.updates.promote(
+      s.uploadId,
+      task.runId,
+      task.round,
+      task.siteId,
+      s.header,
+      s.signature,
+    );
     this.sessions.delete(s.uploadId);
     const now = new Date(this.d.clock.now()).toISOString();
     this.d.repo.transaction(() => {
@@ -186,11 +264,22 @@ export class UploadService {
         throw new FedsslError('TASK_ALREADY_ANSWERED', `task ${task.id} was already answered`);
       }
       this.d.repo.insertUpdate({
-        id: updateId, taskId: task.id, runId: task.runId, round: task.round, attempt: task.attempt, siteId: task.siteId,
-        exampleCount: s.header.exampleCount, metrics: s.header.metrics, ...paths, receivedAt: now,
+        id: updateId,
+        taskId: task.id,
+        runId: task.runId,
+        round: task.round,
+        attempt: task.attempt,
+        siteId: task.siteId,
+        exampleCount: s.header.exampleCount,
+        metrics: s.header.metrics,
+        ...paths,
+        receivedAt: now,
       });
     });
-    this.log.info({ siteId: task.siteId, taskId: task.id, updateId, exampleCount: s.header.exampleCount }, 'update accepted');
+    this.log.info(
+      { siteId: task.siteId, taskId: task.id, updateId, exampleCount: s.header.exampleCount },
+      'update accepted',
+    );
     this.d.engine.updateAccepted(task.id);
     return { accepted: true, updateId };
   }
@@ -220,9 +309,12 @@ export class UploadService {
 
   /** Logs a refused step (ids and code only, never payload) and throws a coded error. */
   private refuse(siteId: string, taskId: string | undefined, e: unknown): never {
-    const err = isFedsslErrorLike(e) ? e : new FedsslError('PROTOCOL_INVALID_MESSAGE', 'update could not be processed');
+    const err = isFedsslErrorLike(e)
+      ? e
+      : new FedsslError('PROTOCOL_INVALID_MESSAGE', 'update could not be processed');
     this.log.warn({ siteId, taskId, code: err.code }, 'update refused');
-    if (!isFedsslErrorLike(e)) this.log.error({ siteId, taskId, err: e }, 'unexpected error while ingesting an update');
+    if (!isFedsslErrorLike(e))
+      this.log.error({ siteId, taskId, err: e }, 'unexpected error while ingesting an update');
     throw err;
   }
 }
