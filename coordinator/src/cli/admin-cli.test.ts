@@ -146,6 +146,36 @@ describe('fedssl-admin against an in-process coordinator', () => {
     expect(JSON.parse(models.out).map((m: { manifest: { version: string } }) => m.manifest.version)).toContain('m.r0');
   });
 
+  it('creates a run from flags and from a config file; shows the server validation error', async () => {
+    const created = await cli('--json', 'runs', 'create', '--name', 'demo', '--rounds', '2', '--min-sites', '1', '--batch-size', '8', '--max-steps', '3', '--lambda', '0.25', '--seed', '7');
+    expect(created.err).toBe('');
+    const run = JSON.parse(created.out);
+    expect(run).toMatchObject({ name: 'demo', state: 'created' });
+    expect(run.config).toMatchObject({
+      rounds: 2,
+      minSites: 1,
+      roundDeadlineSeconds: 600,
+      seed: 7,
+      model: { arch: 'tiny', inputSize: 32 },
+      training: { batchSize: 8, maxStepsPerRound: 3, metadataWeight: 0.25 },
+    });
+    const listed = await cli('runs', 'list');
+    expect(listed.out).toContain(`${run.id}  demo  created  round 0/2`);
+
+    const file = join(dir, 'run.json');
+    writeFileSync(file, JSON.stringify({ ...run.config, name: 'from-file' }));
+    const fromFile = await cli('runs', 'create', '--config', file);
+    expect(fromFile.out).toMatch(/^created run \S+ \(from-file\) created\n$/);
+
+    writeFileSync(file, JSON.stringify({ ...run.config, rounds: 0 }));
+    const bad = await cli('runs', 'create', '--config', file);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/^error: RUN_CONFIG_INVALID: rounds: Too small: expected number to be >=1 \(HTTP 400 POST \/runs\)\n$/);
+
+    const missing = await cli('runs', 'create', '--name', 'x');
+    expect(missing.err).toBe('error: RUN_CONFIG_INVALID: --rounds is required (or pass --config FILE.json)\n');
+  });
+
   it('reports an unreachable coordinator in one line', async () => {
     // A port that was just free: nothing listens there now.
     const server = createServer();

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { Module, type DynamicModule, type INestApplication, type Type } from '@nestjs/common';
+import { Module, RequestMethod, type DynamicModule, type INestApplication, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { IoAdapter } from '@nestjs/platform-socket.io';
@@ -51,6 +51,8 @@ export async function listenNestApp(
           // Never the Authorization header or bodies: method and path only.
           serializers: { req: (req: { method?: string; url?: string }) => ({ method: req.method, url: req.url }) },
         },
+        // path-to-regexp v8 wildcard syntax (the default '*' triggers a legacy-route warning).
+        forRoutes: [{ path: '{*splat}', method: RequestMethod.ALL }],
       }),
       rootModule,
     ],
@@ -62,7 +64,7 @@ export async function listenNestApp(
   app.setGlobalPrefix(API_PREFIX);
   app.useBodyParser('json', { limit: '1mb' });
   app.useWebSocketAdapter(new FedsslIoAdapter(app));
-  app.enableShutdownHooks([]); // hooks run on app.close(); signals are the CLI's job
+  // No enableShutdownHooks(): app.close() runs the shutdown hooks; signals are the CLI's job.
   await app.listen(config.port, config.host);
 
   const address = app.getHttpServer().address() as AddressInfo;
