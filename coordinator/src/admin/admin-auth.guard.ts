@@ -59,7 +59,10 @@ export class AdminAuthGuard implements CanActivate {
     const header = req.headers['authorization'];
     const match = typeof header === 'string' ? /^Bearer\s+(\S+)$/i.exec(header) : null;
     if (!match?.[1]) {
-      throw new FedsslError('ADMIN_UNAUTHORIZED', 'missing bearer token: send "Authorization: Bearer <admin token>"');
+      throw new FedsslError(
+        'ADMIN_UNAUTHORIZED',
+        'missing bearer token: send "Authorization: Bearer <admin token>"',
+      );
     }
     const principal = this.tokens.authenticate(match[1]);
     if (!roleAllows(principal.role, required)) {

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DATABASE, Database } from '../store/database';
+import { DATABASE, type Database } from '../store/database';
 
 /** Admin API roles, strongest first. */
 export const ADMIN_ROLES = ['admin', 'operator', 'viewer'] as const;
@@ -48,22 +48,25 @@ export class AdminTokenRepository {
 
   get(id: string): AdminTokenRecord | undefined {
     return this.db.sqlite.prepare(`SELECT ${COLUMNS} FROM admin_tokens WHERE id = ?`).get(id) as
-      | AdminTokenRecord
-      | undefined;
+      AdminTokenRecord | undefined;
   }
 
   getByHash(tokenHash: string): AdminTokenRecord | undefined {
-    return this.db.sqlite.prepare(`SELECT ${COLUMNS} FROM admin_tokens WHERE token_hash = ?`).get(tokenHash) as
-      | AdminTokenRecord
-      | undefined;
+    return this.db.sqlite
+      .prepare(`SELECT ${COLUMNS} FROM admin_tokens WHERE token_hash = ?`)
+      .get(tokenHash) as AdminTokenRecord | undefined;
   }
 
   list(): AdminTokenRecord[] {
-    return this.db.sqlite.prepare(`SELECT ${COLUMNS} FROM admin_tokens ORDER BY created_at, rowid`).all() as AdminTokenRecord[];
+    return this.db.sqlite
+      .prepare(`SELECT ${COLUMNS} FROM admin_tokens ORDER BY created_at, rowid`)
+      .all() as AdminTokenRecord[];
   }
 
   revoke(id: string, at: string): void {
-    this.db.sqlite.prepare('UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id);
+    this.db.sqlite
+      .prepare('UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
+      .run(at, id);
   }
 
   touch(id: string, at: string): void {

@@ -11,7 +11,9 @@ export class AdminTokensController {
   constructor(@Inject(AdminTokenService) private readonly tokens: AdminTokenService) {}
 
   @Post()
-  create(@Body(new ZodBodyPipe(createAdminTokenSchema)) body: CreateAdminTokenDto): AdminTokenRecord & { token: string } {
+  create(
+    @Body(new ZodBodyPipe(createAdminTokenSchema)) body: CreateAdminTokenDto,
+  ): AdminTokenRecord & { token: string } {
     return this.tokens.create(body.name, body.role);
   }
 

@@ -61,7 +61,12 @@ describe('fedssl-admin against an in-process coordinator', () => {
     viewerToken = running.app.get(AdminTokenService).create('viewer', 'viewer').token;
     running.app.get(ModelStoreService).publish(publishArgs('m.r0'));
     // A second store over the same directory, to plant versions the server reads lazily from disk.
-    offline = new ModelStoreService(config, running.app.get(CoordinatorKeysService), { now: () => Date.now() }, silent);
+    offline = new ModelStoreService(
+      config,
+      running.app.get(CoordinatorKeysService),
+      { now: () => Date.now() },
+      silent,
+    );
   });
   afterAll(async () => {
     await running?.close();
@@ -71,7 +76,16 @@ describe('fedssl-admin against an in-process coordinator', () => {
   it('pulls a model after checking fingerprint, signature and hash', async () => {
     const out = join(dir, 'pull-ok');
     const keys = running.app.get(CoordinatorKeysService).publicKeys();
-    const r = await cli('models', 'pull', '--version', 'm.r0', '--out', out, '--fingerprint', keys.fingerprint);
+    const r = await cli(
+      'models',
+      'pull',
+      '--version',
+      'm.r0',
+      '--out',
+      out,
+      '--fingerprint',
+      keys.fingerprint,
+    );
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const weights = readFileSync(join(out, 'weights.fsw'));
@@ -97,7 +111,9 @@ describe('fedssl-admin against an in-process coordinator', () => {
     const out = join(dir, 'pull-tampered');
     const r = await cli('models', 'pull', '--version', 'm.tampered', '--out', out);
     expect(r.code).toBe(1);
-    expect(r.err).toBe('error: MANIFEST_SIGNATURE_INVALID: manifest of m.tampered is not signed by the coordinator key; nothing written\n');
+    expect(r.err).toBe(
+      'error: MANIFEST_SIGNATURE_INVALID: manifest of m.tampered is not signed by the coordinator key; nothing written\n',
+    );
     expect(existsSync(out)).toBe(false);
   });
 
@@ -110,7 +126,9 @@ describe('fedssl-admin against an in-process coordinator', () => {
     const out = join(dir, 'pull-badweights');
     const r = await cli('models', 'pull', '--version', 'm.badweights', '--out', out);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^error: MODEL_HASH_MISMATCH: weights of m\.badweights do not match the signed manifest .*; nothing written\n$/);
+    expect(r.err).toMatch(
+      /^error: MODEL_HASH_MISMATCH: weights of m\.badweights do not match the signed manifest .*; nothing written\n$/,
+    );
     expect(existsSync(out)).toBe(false);
   });
 
@@ -118,18 +136,27 @@ describe('fedssl-admin against an in-process coordinator', () => {
     const out = join(dir, 'pull-fp');
     const r = await cli('models', 'pull', '--version', 'm.r0', '--out', out, '--fingerprint', '0000 1111');
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^error: COORDINATOR_FINGERPRINT_MISMATCH: coordinator key fingerprint is "[0-9a-f ]+", expected "0000 1111"/);
+    expect(r.err).toMatch(
+      /^error: COORDINATOR_FINGERPRINT_MISMATCH: coordinator key fingerprint is "[0-9a-f ]+", expected "0000 1111"/,
+    );
     expect(existsSync(out)).toBe(false);
   });
 
   it('shows the server error code and message on HTTP errors', async () => {
     const r = await cli('models', 'pull', '--version', 'nope', '--out', join(dir, 'x'));
     expect(r.code).toBe(1);
-    expect(r.err).toBe('error: MODEL_VERSION_NOT_FOUND: no published model version nope (HTTP 404 GET /models/nope)\n');
+    expect(r.err).toBe(
+      'error: MODEL_VERSION_NOT_FOUND: no published model version nope (HTTP 404 GET /models/nope)\n',
+    );
     const io = capture();
-    const code = await runAdminCli(['tokens', 'create', '--site', 'S'], { io, env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: viewerToken } });
+    const code = await runAdminCli(['tokens', 'create', '--site', 'S'], {
+      io,
+      env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: viewerToken },
+    });
     expect(code).toBe(1);
-    expect(io.err).toBe('error: ADMIN_FORBIDDEN: role viewer may not do this; requires admin or higher (HTTP 403 POST /enrollment-tokens)\n');
+    expect(io.err).toBe(
+      'error: ADMIN_FORBIDDEN: role viewer may not do this; requires admin or higher (HTTP 403 POST /enrollment-tokens)\n',
+    );
   });
 
   it('creates enrollment tokens and lists sites, in text and JSON', async () => {
@@ -143,11 +170,31 @@ describe('fedssl-admin against an in-process coordinator', () => {
     const revoked = await cli('sites', 'revoke', body.siteId, '--reason', 'test');
     expect(revoked.out).toMatch(new RegExp(`^revoked ${body.siteId} \\(Hospital A\\) at `));
     const models = await cli('--json', 'models', 'list');
-    expect(JSON.parse(models.out).map((m: { manifest: { version: string } }) => m.manifest.version)).toContain('m.r0');
+    expect(
+      JSON.parse(models.out).map((m: { manifest: { version: string } }) => m.manifest.version),
+    ).toContain('m.r0');
   });
 
   it('creates a run from flags and from a config file; shows the server validation error', async () => {
-    const created = await cli('--json', 'runs', 'create', '--name', 'demo', '--rounds', '2', '--min-sites', '1', '--batch-size', '8', '--max-steps', '3', '--lambda', '0.25', '--seed', '7');
+    const created = await cli(
+      '--json',
+      'runs',
+      'create',
+      '--name',
+      'demo',
+      '--rounds',
+      '2',
+      '--min-sites',
+      '1',
+      '--batch-size',
+      '8',
+      '--max-steps',
+      '3',
+      '--lambda',
+      '0.25',
+      '--seed',
+      '7',
+    );
     expect(created.err).toBe('');
     const run = JSON.parse(created.out);
     expect(run).toMatchObject({ name: 'demo', state: 'created' });
@@ -170,10 +217,14 @@ describe('fedssl-admin against an in-process coordinator', () => {
     writeFileSync(file, JSON.stringify({ ...run.config, rounds: 0 }));
     const bad = await cli('runs', 'create', '--config', file);
     expect(bad.code).toBe(1);
-    expect(bad.err).toMatch(/^error: RUN_CONFIG_INVALID: rounds: Too small: expected number to be >=1 \(HTTP 400 POST \/runs\)\n$/);
+    expect(bad.err).toMatch(
+      /^error: RUN_CONFIG_INVALID: rounds: Too small: expected number to be >=1 \(HTTP 400 POST \/runs\)\n$/,
+    );
 
     const missing = await cli('runs', 'create', '--name', 'x');
-    expect(missing.err).toBe('error: RUN_CONFIG_INVALID: --rounds is required (or pass --config FILE.json)\n');
+    expect(missing.err).toBe(
+      'error: RUN_CONFIG_INVALID: --rounds is required (or pass --config FILE.json)\n',
+    );
   });
 
   it('reports an unreachable coordinator in one line', async () => {
@@ -184,7 +235,10 @@ describe('fedssl-admin against an in-process coordinator', () => {
     await new Promise<void>((r) => server.close(() => r()));
     const io = capture();
     const url = `http://127.0.0.1:${port}`;
-    const code = await runAdminCli(['sites', 'list'], { io, env: { FEDSSL_URL: url, FEDSSL_ADMIN_TOKEN: token } });
+    const code = await runAdminCli(['sites', 'list'], {
+      io,
+      env: { FEDSSL_URL: url, FEDSSL_ADMIN_TOKEN: token },
+    });
     expect(code).toBe(1);
     expect(io.err).toBe(`error: COORDINATOR_UNREACHABLE: cannot reach ${url}: ECONNREFUSED\n`);
   });

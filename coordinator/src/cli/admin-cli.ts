@@ -14,15 +14,20 @@ export interface AdminCliDeps {
   sleep?: (ms: number) => Promise<void>;
 }
 
-const int = (name: string, min = 0) => (v: string): number => {
-  if (!/^\d+$/.test(v) || Number(v) < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
-  return Number(v);
-};
-const num = (name: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
-  return n;
-};
+const int =
+  (name: string, min = 0) =>
+  (v: string): number => {
+    if (!/^\d+$/.test(v) || Number(v) < min)
+      throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
+    return Number(v);
+  };
+const num =
+  (name: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+    return n;
+  };
 
 interface GlobalOpts {
   url: string;
@@ -35,7 +40,9 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
   const { io } = deps;
   const program = new Command('fedssl-admin')
     .description('Administer a fedssl coordinator over its REST API')
-    .addOption(new Option('--url <url>', 'coordinator base URL').env('FEDSSL_URL').default('http://127.0.0.1:8080'))
+    .addOption(
+      new Option('--url <url>', 'coordinator base URL').env('FEDSSL_URL').default('http://127.0.0.1:8080'),
+    )
     .addOption(new Option('--token <token>', 'admin bearer token').env('FEDSSL_ADMIN_TOKEN'))
     .option('--json', 'machine-readable JSON output', false)
     .exitOverride()
@@ -43,7 +50,8 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
 
   const g = (): GlobalOpts => program.opts<GlobalOpts>();
   const client = () => new AdminClient({ url: g().url, token: g().token, fetch: deps.fetch });
-  const print = (value: unknown, human: () => string) => io.stdout(g().json ? `${JSON.stringify(value, null, 2)}\n` : human());
+  const print = (value: unknown, human: () => string) =>
+    io.stdout(g().json ? `${JSON.stringify(value, null, 2)}\n` : human());
 
   const tokens = program.command('tokens').description('enrollment tokens');
   tokens
@@ -60,23 +68,38 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     });
 
   const sites = program.command('sites').description('enrolled sites');
-  sites
-    .command('list')
-    .action(async () => {
-      const list = await client().get<{ id: string; name: string; status: string; online: boolean; lastSeenAt: string | null; backend: string | null; exampleCount: number | null }[]>('/sites');
-      print(list, () =>
-        list.length === 0
-          ? 'no sites\n'
-          : list
-              .map((s) => `${s.id}  ${s.name}  ${s.status}${s.online ? ' online' : ''}  backend=${s.backend ?? '-'} examples=${s.exampleCount ?? '-'} lastSeen=${s.lastSeenAt ?? '-'}`)
-              .join('\n') + '\n',
-      );
-    });
+  sites.command('list').action(async () => {
+    const list =
+      await client().get<
+        {
+          id: string;
+          name: string;
+          status: string;
+          online: boolean;
+          lastSeenAt: string | null;
+          backend: string | null;
+          exampleCount: number | null;
+        }[]
+      >('/sites');
+    print(list, () =>
+      list.length === 0
+        ? 'no sites\n'
+        : list
+            .map(
+              (s) =>
+                `${s.id}  ${s.name}  ${s.status}${s.online ? ' online' : ''}  backend=${s.backend ?? '-'} examples=${s.exampleCount ?? '-'} lastSeen=${s.lastSeenAt ?? '-'}`,
+            )
+            .join('\n') + '\n',
+    );
+  });
   sites
     .command('revoke <id>')
     .requiredOption('--reason <reason>', 'why (kept in the record)')
     .action(async (id: string, o: { reason: string }) => {
-      const s = await client().post<{ id: string; name: string; revokedAt: string }>(`/sites/${encodeURIComponent(id)}/revoke`, { reason: o.reason });
+      const s = await client().post<{ id: string; name: string; revokedAt: string }>(
+        `/sites/${encodeURIComponent(id)}/revoke`,
+        { reason: o.reason },
+      );
       print(s, () => `revoked ${s.id} (${s.name}) at ${s.revokedAt}\n`);
     });
 
@@ -104,7 +127,11 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
         }
       } else {
         for (const k of ['name', 'rounds', 'minSites'] as const) {
-          if (o[k] === undefined) throw new CliError('RUN_CONFIG_INVALID', `--${k === 'minSites' ? 'min-sites' : k} is required (or pass --config FILE.json)`);
+          if (o[k] === undefined)
+            throw new CliError(
+              'RUN_CONFIG_INVALID',
+              `--${k === 'minSites' ? 'min-sites' : k} is required (or pass --config FILE.json)`,
+            );
         }
         const training: Record<string, unknown> = {};
         if (o['batchSize'] !== undefined) training['batchSize'] = o['batchSize'];
@@ -129,9 +156,16 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     print(r, () => `run ${r.id} ${r.state}\n`);
   });
   runs.command('list').action(async () => {
-    const list = await client().get<{ id: string; name: string; state: string; currentRound: number; config: { rounds: number } }[]>('/runs');
+    const list =
+      await client().get<
+        { id: string; name: string; state: string; currentRound: number; config: { rounds: number } }[]
+      >('/runs');
     print(list, () =>
-      list.length === 0 ? 'no runs\n' : list.map((r) => `${r.id}  ${r.name}  ${r.state}  round ${r.currentRound}/${r.config.rounds}`).join('\n') + '\n',
+      list.length === 0
+        ? 'no runs\n'
+        : list
+            .map((r) => `${r.id}  ${r.name}  ${r.state}  round ${r.currentRound}/${r.config.rounds}`)
+            .join('\n') + '\n',
     );
   });
   runs.command('show <id>').action(async (id: string) => {
@@ -142,16 +176,39 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     .command('wait <id>')
     .option('--timeout <seconds>', 'give up after this many seconds', int('--timeout', 1))
     .action(async (id: string, o: { timeout?: number }) => {
-      setExit(await waitForRun(client(), io, { runId: id, timeoutSeconds: o.timeout, json: g().json, sleep: deps.sleep }));
+      setExit(
+        await waitForRun(client(), io, {
+          runId: id,
+          timeoutSeconds: o.timeout,
+          json: g().json,
+          sleep: deps.sleep,
+        }),
+      );
     });
 
   const models = program.command('models').description('published global models');
   models.command('list').action(async () => {
-    const list = await client().get<{ manifest: { version: string; round: number; weightsBytes: number; weightsSha256: string; createdAt: string } }[]>('/models');
+    const list =
+      await client().get<
+        {
+          manifest: {
+            version: string;
+            round: number;
+            weightsBytes: number;
+            weightsSha256: string;
+            createdAt: string;
+          };
+        }[]
+      >('/models');
     print(list, () =>
       list.length === 0
         ? 'no models\n'
-        : list.map(({ manifest: m }) => `${m.version}  round ${m.round}  ${m.weightsBytes} bytes  sha256 ${m.weightsSha256.slice(0, 16)}…  ${m.createdAt}`).join('\n') + '\n',
+        : list
+            .map(
+              ({ manifest: m }) =>
+                `${m.version}  round ${m.round}  ${m.weightsBytes} bytes  sha256 ${m.weightsSha256.slice(0, 16)}…  ${m.createdAt}`,
+            )
+            .join('\n') + '\n',
     );
   });
   models
@@ -162,11 +219,19 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     .action(async (o: { version: string; out: string; fingerprint?: string }) => {
       const r = await pullModel(client(), { version: o.version, outDir: o.out, fingerprint: o.fingerprint });
       if (r.unpinned) {
-        io.stderr(`warning: coordinator key not pinned; its fingerprint is "${r.coordinatorFingerprint}" — compare it out of band and pass --fingerprint\n`);
+        io.stderr(
+          `warning: coordinator key not pinned; its fingerprint is "${r.coordinatorFingerprint}" — compare it out of band and pass --fingerprint\n`,
+        );
       }
       print(
-        { version: r.manifest.version, weightsPath: r.weightsPath, manifestPath: r.manifestPath, sha256: r.manifest.weightsSha256 },
-        () => `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}) → ${r.weightsPath}\n`,
+        {
+          version: r.manifest.version,
+          weightsPath: r.weightsPath,
+          manifestPath: r.manifestPath,
+          sha256: r.manifest.weightsSha256,
+        },
+        () =>
+          `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}) → ${r.weightsPath}\n`,
       );
     });
 
@@ -177,11 +242,15 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
  * Runs `fedssl-admin` with `argv` (without the node and script entries) and resolves to
  * the exit code. Failures print one line on stderr: `error: CODE: message`.
  */
-export async function runAdminCli(argv: string[], deps: AdminCliDeps = { io: processIo, env: process.env }): Promise<number> {
+export async function runAdminCli(
+  argv: string[],
+  deps: AdminCliDeps = { io: processIo, env: process.env },
+): Promise<number> {
   let exit = 0;
   // commander reads .env() from process.env; map the injected env onto the options instead.
   const args = [...argv];
-  if (!args.some((a) => a === '--url' || a.startsWith('--url=')) && deps.env['FEDSSL_URL']) args.unshift('--url', deps.env['FEDSSL_URL']);
+  if (!args.some((a) => a === '--url' || a.startsWith('--url=')) && deps.env['FEDSSL_URL'])
+    args.unshift('--url', deps.env['FEDSSL_URL']);
   if (!args.some((a) => a === '--token' || a.startsWith('--token=')) && deps.env['FEDSSL_ADMIN_TOKEN']) {
     args.unshift('--token', deps.env['FEDSSL_ADMIN_TOKEN']);
   }

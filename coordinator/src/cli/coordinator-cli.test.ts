@@ -31,11 +31,18 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
     const b = run();
     expect(b.stdout).toMatch(/^fsa_[A-Za-z0-9_-]{43}\n$/);
     expect(b.stdout).not.toBe(a.stdout);
-    expect(b.stderr).toMatch(/^note: 1 active admin token\(s\) already existed; created another \(id adm-[0-9a-f]{16}\)\n$/);
+    expect(b.stderr).toMatch(
+      /^note: 1 active admin token\(s\) already existed; created another \(id adm-[0-9a-f]{16}\)\n$/,
+    );
   });
 
   it('reports every invalid variable in one line and exits non-zero', () => {
-    const r = spawnSyncText(['serve'], { ...process.env, FEDSSL_PORT: 'abc', FEDSSL_LOG_LEVEL: 'loud', FEDSSL_DATA_DIR: dataDir() });
+    const r = spawnSyncText(['serve'], {
+      ...process.env,
+      FEDSSL_PORT: 'abc',
+      FEDSSL_LOG_LEVEL: 'loud',
+      FEDSSL_DATA_DIR: dataDir(),
+    });
     expect(r.status).toBe(1);
     expect(r.stderr).toBe(
       'error: COORDINATOR_CONFIG_INVALID: invalid configuration: FEDSSL_PORT: expected integer 0–65535, got "abc"; ' +
@@ -45,7 +52,11 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
 
   it('serve starts, answers, and stops cleanly on SIGTERM', async () => {
     const dir = dataDir();
-    const token = spawnSyncText(['bootstrap-admin'], { ...process.env, FEDSSL_DATA_DIR: dir, FEDSSL_LOG_LEVEL: 'silent' }).stdout.trim();
+    const token = spawnSyncText(['bootstrap-admin'], {
+      ...process.env,
+      FEDSSL_DATA_DIR: dir,
+      FEDSSL_LOG_LEVEL: 'silent',
+    }).stdout.trim();
     const child = spawn(process.execPath, [CLI, 'serve'], {
       env: { ...process.env, FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0', FEDSSL_LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -58,13 +69,16 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
       lines.on('line', (l) => {
         const entry = JSON.parse(l) as Record<string, unknown>;
         logged.push(entry);
-        if (entry['msg'] === 'coordinator listening') resolveLine(entry as unknown as { url: string; port: number });
+        if (entry['msg'] === 'coordinator listening')
+          resolveLine(entry as unknown as { url: string; port: number });
       });
     });
     expect(listening.port).toBeGreaterThan(0);
     const health = await fetch(`${listening.url}/api/v1/healthz`);
     expect(await health.json()).toEqual({ status: 'ok' });
-    const sites = await fetch(`${listening.url}/api/v1/sites`, { headers: { authorization: `Bearer ${token}` } });
+    const sites = await fetch(`${listening.url}/api/v1/sites`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     expect(sites.status).toBe(200);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
@@ -73,7 +87,10 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
   });
 });
 
-function spawnSyncText(args: string[], env: NodeJS.ProcessEnv): { stdout: string; stderr: string; status: number | null } {
+function spawnSyncText(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): { stdout: string; stderr: string; status: number | null } {
   const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8' });
   return { stdout: r.stdout, stderr: r.stderr, status: r.status };
 }

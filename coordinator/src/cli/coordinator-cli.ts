@@ -33,7 +33,11 @@ export function bootstrapAdmin(
 }
 
 /** Runs `fedssl-coordinator`; resolves to the exit code (for `serve`, once the server stops). */
-export async function runCoordinatorCli(argv: string[], io: CliIo = processIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function runCoordinatorCli(
+  argv: string[],
+  io: CliIo = processIo,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
   let exit = 0;
   const program = new Command('fedssl-coordinator')
     .description('fedssl coordinator: federated self-supervised pretraining across hospitals')
@@ -84,7 +88,9 @@ export async function runCoordinatorCli(argv: string[], io: CliIo = processIo, e
       }
       const r = bootstrapAdmin(env, o.name, o.role as AdminRole);
       if (r.existing > 0) {
-        io.stderr(`note: ${r.existing} active admin token(s) already existed; created another (id ${r.id})\n`);
+        io.stderr(
+          `note: ${r.existing} active admin token(s) already existed; created another (id ${r.id})\n`,
+        );
       } else {
         io.stderr(`created admin token ${r.id}\n`);
       }

@@ -1,7 +1,11 @@
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fingerprint, fromBase64, sha256Hex, verifySignedModelManifest } from '@fedssl/shared/crypto';
-import { coordinatorKeysSchema, signedModelManifestSchema, type ModelManifest } from '@fedssl/shared/protocol';
+import {
+  coordinatorKeysSchema,
+  signedModelManifestSchema,
+  type ModelManifest,
+} from '@fedssl/shared/protocol';
 import type { AdminClient } from './admin-client';
 import { CliError } from './io';
 
@@ -31,12 +35,16 @@ const normalizeFingerprint = (f: string): string => f.replace(/[\s:]/g, '').toLo
  */
 export async function pullModel(client: AdminClient, opts: PullOptions): Promise<PullResult> {
   const keysParsed = coordinatorKeysSchema.safeParse(await client.get('/coordinator/keys'));
-  if (!keysParsed.success) throw new CliError('PROTOCOL_INVALID_MESSAGE', 'coordinator keys response is malformed');
+  if (!keysParsed.success)
+    throw new CliError('PROTOCOL_INVALID_MESSAGE', 'coordinator keys response is malformed');
   const keys = keysParsed.data;
   const signingPk = fromBase64(keys.signingPublicKey, 32);
   // Recompute rather than trust the server's `fingerprint` field.
   const actual = fingerprint(signingPk, fromBase64(keys.boxPublicKey, 32));
-  if (opts.fingerprint !== undefined && normalizeFingerprint(opts.fingerprint) !== normalizeFingerprint(actual)) {
+  if (
+    opts.fingerprint !== undefined &&
+    normalizeFingerprint(opts.fingerprint) !== normalizeFingerprint(actual)
+  ) {
     throw new CliError(
       'COORDINATOR_FINGERPRINT_MISMATCH',
       `coordinator key fingerprint is "${actual}", expected "${opts.fingerprint}"; refusing to trust this coordinator`,
@@ -46,15 +54,22 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
   const signedParsed = signedModelManifestSchema.safeParse(
     await client.get(`/models/${encodeURIComponent(opts.version)}`),
   );
-  if (!signedParsed.success) throw new CliError('PROTOCOL_INVALID_MESSAGE', 'model manifest response is malformed');
+  if (!signedParsed.success)
+    throw new CliError('PROTOCOL_INVALID_MESSAGE', 'model manifest response is malformed');
   let manifest: ModelManifest;
   try {
     manifest = verifySignedModelManifest(signedParsed.data, signingPk);
   } catch {
-    throw new CliError('MANIFEST_SIGNATURE_INVALID', `manifest of ${opts.version} is not signed by the coordinator key; nothing written`);
+    throw new CliError(
+      'MANIFEST_SIGNATURE_INVALID',
+      `manifest of ${opts.version} is not signed by the coordinator key; nothing written`,
+    );
   }
   if (manifest.version !== opts.version) {
-    throw new CliError('MANIFEST_SIGNATURE_INVALID', `server answered manifest ${manifest.version} for ${opts.version}; nothing written`);
+    throw new CliError(
+      'MANIFEST_SIGNATURE_INVALID',
+      `server answered manifest ${manifest.version} for ${opts.version}; nothing written`,
+    );
   }
 
   const weights = await client.getBytes(`/models/${encodeURIComponent(opts.version)}/weights`);
@@ -70,7 +85,13 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
   mkdirSync(opts.outDir, { recursive: true });
   writeAtomic(weightsPath, weights);
   writeAtomic(manifestPath, new TextEncoder().encode(`${JSON.stringify(signedParsed.data, null, 2)}\n`));
-  return { manifest, coordinatorFingerprint: actual, weightsPath, manifestPath, unpinned: opts.fingerprint === undefined };
+  return {
+    manifest,
+    coordinatorFingerprint: actual,
+    weightsPath,
+    manifestPath,
+    unpinned: opts.fingerprint === undefined,
+  };
 }
 
 function writeAtomic(file: string, bytes: Uint8Array): void {

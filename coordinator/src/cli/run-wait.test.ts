@@ -10,7 +10,11 @@ const participant = (siteId: string, loss: number, exampleCount: number) => ({
   exampleCount,
   metrics: { loss, steps: 3 },
 });
-const round = (n: number, state: string, parts = [participant('a', 1.5, 10), participant('b', 0.25, 30)]) => ({
+const round = (
+  n: number,
+  state: string,
+  parts = [participant('a', 1.5, 10), participant('b', 0.25, 30)],
+) => ({
   round: n,
   attempt: 1,
   state,
@@ -24,16 +28,25 @@ function scriptedFetch(bodies: unknown[]): { fetch: typeof fetch; calls: string[
   const f = (async (input: string | URL | Request, init?: RequestInit) => {
     const url = String(input);
     calls.push(`${init?.method ?? 'GET'} ${url}`);
-    if (url !== 'http://coord/api/v1/runs/run-1' || (init?.method ?? 'GET') !== 'GET') throw new Error(`unexpected call ${url}`);
+    if (url !== 'http://coord/api/v1/runs/run-1' || (init?.method ?? 'GET') !== 'GET')
+      throw new Error(`unexpected call ${url}`);
     const body = bodies.shift();
     if (body === undefined) throw new Error('no more scripted responses');
-    return new Response(JSON.stringify(body), { status: 200, headers: { 'content-type': 'application/json' } });
+    return new Response(JSON.stringify(body), {
+      status: 200,
+      headers: { 'content-type': 'application/json' },
+    });
   }) as typeof fetch;
   return { fetch: f, calls };
 }
 
 function io() {
-  const o = { out: '', err: '', stdout: (t: string) => void (o.out += t), stderr: (t: string) => void (o.err += t) };
+  const o = {
+    out: '',
+    err: '',
+    stdout: (t: string) => void (o.out += t),
+    stderr: (t: string) => void (o.err += t),
+  };
   return o;
 }
 
@@ -63,9 +76,15 @@ describe('waitForRun', () => {
   });
 
   it('exits 1 when the run fails, with the reason on stderr', async () => {
-    const { fetch } = scriptedFetch([{ id: 'run-1', state: 'failed', reason: 'round 1 failed 3 times', rounds: [] }]);
+    const { fetch } = scriptedFetch([
+      { id: 'run-1', state: 'failed', reason: 'round 1 failed 3 times', rounds: [] },
+    ]);
     const out = io();
-    const code = await waitForRun(new AdminClient({ url: 'http://coord', fetch }), out, { runId: 'run-1', json: false, sleep: async () => {} });
+    const code = await waitForRun(new AdminClient({ url: 'http://coord', fetch }), out, {
+      runId: 'run-1',
+      json: false,
+      sleep: async () => {},
+    });
     expect(code).toBe(1);
     expect(out.err).toBe('error: RUN_FAILED: run run-1 failed: round 1 failed 3 times\n');
   });
@@ -88,7 +107,10 @@ describe('waitForRun', () => {
   });
 
   it('only counts accepted participants', () => {
-    const r = round(3, 'published', [participant('a', 1, 5), { ...participant('b', 2, 6), state: 'dropped' }]);
+    const r = round(3, 'published', [
+      participant('a', 1, 5),
+      { ...participant('b', 2, 6), state: 'dropped' },
+    ]);
     expect(formatPublishedRound(r)).toBe('round 3 published run-1.r3: A loss=1.0000 examples=5');
   });
 });

@@ -10,7 +10,13 @@ interface RunDetailView {
     round: number;
     state: string;
     modelVersion: string | null;
-    participants: { siteId: string; siteName: string | null; state: string; exampleCount: number | null; metrics: Record<string, number> | null }[];
+    participants: {
+      siteId: string;
+      siteName: string | null;
+      state: string;
+      exampleCount: number | null;
+      metrics: Record<string, number> | null;
+    }[];
   }[];
 }
 
@@ -51,14 +57,24 @@ export async function waitForRun(client: AdminClient, io: CliIo, opts: WaitOptio
     for (const r of [...run.rounds].sort((a, b) => a.round - b.round)) {
       if (r.state !== 'published' || printed.has(r.round)) continue;
       printed.add(r.round);
-      io.stdout(opts.json ? `${JSON.stringify({ event: 'round-published', runId: run.id, ...r })}\n` : `${formatPublishedRound(r)}\n`);
+      io.stdout(
+        opts.json
+          ? `${JSON.stringify({ event: 'round-published', runId: run.id, ...r })}\n`
+          : `${formatPublishedRound(r)}\n`,
+      );
     }
     if (run.state === 'completed') {
-      io.stdout(opts.json ? `${JSON.stringify({ event: 'run-completed', runId: run.id })}\n` : `run ${run.id} completed\n`);
+      io.stdout(
+        opts.json
+          ? `${JSON.stringify({ event: 'run-completed', runId: run.id })}\n`
+          : `run ${run.id} completed\n`,
+      );
       return 0;
     }
     if (run.state === 'failed' || run.state === 'cancelled') {
-      io.stderr(`error: RUN_${run.state.toUpperCase()}: run ${run.id} ${run.state}${run.reason ? `: ${run.reason}` : ''}\n`);
+      io.stderr(
+        `error: RUN_${run.state.toUpperCase()}: run ${run.id} ${run.state}${run.reason ? `: ${run.reason}` : ''}\n`,
+      );
       return 1;
     }
     if (opts.timeoutSeconds !== undefined && now() - started >= opts.timeoutSeconds * 1000) {

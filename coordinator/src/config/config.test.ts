@@ -34,14 +34,25 @@ describe('loadConfig', () => {
       FEDSSL_DATABASE_URL: 'sqlite:db.sqlite',
       FEDSSL_LOG_LEVEL: 'debug',
     });
-    expect(c).toEqual({ host: '0.0.0.0', port: 0, dataDir: '/var/lib/fedssl', databaseUrl: 'sqlite:db.sqlite', logLevel: 'debug' });
+    expect(c).toEqual({
+      host: '0.0.0.0',
+      port: 0,
+      dataDir: '/var/lib/fedssl',
+      databaseUrl: 'sqlite:db.sqlite',
+      logLevel: 'debug',
+    });
     expect(sqliteFile(c)).toBe('/var/lib/fedssl/db.sqlite');
     expect(sqliteFile({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
   });
 
   it('lists all invalid variables in one error', () => {
     const e = errorOf(() =>
-      loadConfig({ FEDSSL_PORT: 'abc', FEDSSL_LOG_LEVEL: 'loud', FEDSSL_DATABASE_URL: 'mysql://x', FEDSSL_HOST: 'a b' }),
+      loadConfig({
+        FEDSSL_PORT: 'abc',
+        FEDSSL_LOG_LEVEL: 'loud',
+        FEDSSL_DATABASE_URL: 'mysql://x',
+        FEDSSL_HOST: 'a b',
+      }),
     );
     expect(e.code).toBe('COORDINATOR_CONFIG_INVALID');
     expect(e.message).toBe(

@@ -28,11 +28,15 @@ const envSchema = z.object({
   FEDSSL_HOST: z
     .string()
     .default('127.0.0.1')
-    .refine((s) => s.trim().length > 0 && !/\s/.test(s), { error: (i) => `expected a host name or address, got ${shown(i.input)}` }),
+    .refine((s) => s.trim().length > 0 && !/\s/.test(s), {
+      error: (i) => `expected a host name or address, got ${shown(i.input)}`,
+    }),
   FEDSSL_PORT: z
     .string()
     .default('8080')
-    .refine((s) => /^\d{1,5}$/.test(s) && Number(s) <= 65535, { error: (i) => `expected integer 0–65535, got ${shown(i.input)}` })
+    .refine((s) => /^\d{1,5}$/.test(s) && Number(s) <= 65535, {
+      error: (i) => `expected integer 0–65535, got ${shown(i.input)}`,
+    })
     .transform(Number),
   FEDSSL_DATA_DIR: z
     .string()

@@ -35,7 +35,9 @@ describe('CoordinatorKeysService', () => {
     expect(pub.fingerprint).toBe(fingerprint(a.keys.signing.publicKey, a.keys.box.publicKey));
     // The published signing key verifies what the secret key signs.
     const msg = new TextEncoder().encode('hello');
-    expect(verifyBytes(msg, signBytes(msg, a.keys.signing.secretKey), fromBase64(pub.signingPublicKey, 32))).toBe(true);
+    expect(
+      verifyBytes(msg, signBytes(msg, a.keys.signing.secretKey), fromBase64(pub.signingPublicKey, 32)),
+    ).toBe(true);
   });
 
   it('refuses a corrupted key file instead of regenerating', () => {

@@ -1,5 +1,13 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  mkdtempSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -117,14 +125,20 @@ describe('ModelStoreService', () => {
     expect(codeOf(() => store.readChunk('run-1.r0', -1, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
     expect(codeOf(() => store.readChunk('run-1.r0', 0.5, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
     expect(codeOf(() => store.readChunk('run-1.r0', 0, 0))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
-    expect(codeOf(() => store.readChunk('run-1.r0', 0, MAX_CHUNK_BYTES + 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
+    expect(codeOf(() => store.readChunk('run-1.r0', 0, MAX_CHUNK_BYTES + 1))).toBe(
+      'MODEL_CHUNK_OUT_OF_RANGE',
+    );
     expect(codeOf(() => store.readChunk('missing', 0, 1))).toBe('MODEL_VERSION_NOT_FOUND');
   });
 
   it('never leaves temp files, and cleans up ones left by a crash', () => {
     store.publish(args());
     expect(() => store.publish(args())).toThrow();
-    expect(() => store.publish(args({ version: 'bad', weights: [{ name: 'x', shape: [2], data: new Float32Array(3) }] }))).toThrow();
+    expect(() =>
+      store.publish(
+        args({ version: 'bad', weights: [{ name: 'x', shape: [2], data: new Float32Array(3) }] }),
+      ),
+    ).toThrow();
     const models = join(dir, 'models');
     expect(readdirSync(models)).toEqual(['run-1.r0']);
     expect(readdirSync(join(models, 'run-1.r0')).sort()).toEqual(['manifest.json', 'weights.fsw']);

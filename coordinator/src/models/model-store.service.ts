@@ -138,12 +138,19 @@ export class ModelStoreService {
       renameSync(tmp, dir);
     } catch (e) {
       rmSync(tmp, { recursive: true, force: true });
-      if (existsSync(dir)) throw new FedsslError('MODEL_VERSION_EXISTS', `model version ${args.version} is already published`);
+      if (existsSync(dir))
+        throw new FedsslError('MODEL_VERSION_EXISTS', `model version ${args.version} is already published`);
       throw e;
     }
     this.manifests.set(args.version, signed);
     this.log.info(
-      { version: args.version, runId: args.runId, round: args.round, bytes: bytes.length, sha256: manifest.weightsSha256 },
+      {
+        version: args.version,
+        runId: args.runId,
+        round: args.round,
+        bytes: bytes.length,
+        sha256: manifest.weightsSha256,
+      },
       'model version published',
     );
     return signed;
@@ -164,7 +171,8 @@ export class ModelStoreService {
   /** Like {@link getManifest} but throws MODEL_VERSION_NOT_FOUND. */
   requireManifest(version: string): SignedModelManifest {
     const m = this.getManifest(version);
-    if (!m) throw new FedsslError('MODEL_VERSION_NOT_FOUND', `no published model version ${version}`, { version });
+    if (!m)
+      throw new FedsslError('MODEL_VERSION_NOT_FOUND', `no published model version ${version}`, { version });
     return m;
   }
 
@@ -176,7 +184,10 @@ export class ModelStoreService {
     const manifest = this.requireManifest(version).manifest;
     const bytes = new Uint8Array(readFileSync(this.weightsPath(version)));
     if (sha256Hex(bytes) !== manifest.weightsSha256) {
-      throw new FedsslError('MODEL_HASH_MISMATCH', `stored weights of ${version} do not match their manifest hash`);
+      throw new FedsslError(
+        'MODEL_HASH_MISMATCH',
+        `stored weights of ${version} do not match their manifest hash`,
+      );
     }
     return decodeWeights(bytes).tensors;
   }
@@ -190,7 +201,10 @@ export class ModelStoreService {
     const manifest = this.requireManifest(version).manifest;
     const size = manifest.weightsBytes;
     if (!Number.isSafeInteger(offset) || offset < 0 || offset >= size) {
-      throw new FedsslError('MODEL_CHUNK_OUT_OF_RANGE', `offset ${offset} is outside 0..${size - 1} of ${version}`);
+      throw new FedsslError(
+        'MODEL_CHUNK_OUT_OF_RANGE',
+        `offset ${offset} is outside 0..${size - 1} of ${version}`,
+      );
     }
     if (!Number.isSafeInteger(length) || length < 1 || length > MAX_CHUNK_BYTES) {
       throw new FedsslError('MODEL_CHUNK_OUT_OF_RANGE', `length ${length} is outside 1..${MAX_CHUNK_BYTES}`);
@@ -228,7 +242,9 @@ export class ModelStoreService {
       if (m) out.push(m);
     }
     return out.sort(
-      (a, b) => a.manifest.createdAt.localeCompare(b.manifest.createdAt) || a.manifest.version.localeCompare(b.manifest.version),
+      (a, b) =>
+        a.manifest.createdAt.localeCompare(b.manifest.createdAt) ||
+        a.manifest.version.localeCompare(b.manifest.version),
     );
   }
 

@@ -24,6 +24,8 @@ export class ModelsController {
   @Header('Content-Type', 'application/octet-stream')
   weights(@Param('version') version: string): StreamableFile {
     const { manifest } = this.store.requireManifest(version);
-    return new StreamableFile(createReadStream(this.store.weightsPath(version)), { length: manifest.weightsBytes });
+    return new StreamableFile(createReadStream(this.store.weightsPath(version)), {
+      length: manifest.weightsBytes,
+    });
   }
 }

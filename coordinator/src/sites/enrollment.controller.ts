@@ -19,7 +19,9 @@ export class EnrollmentController {
 
   @Roles('admin')
   @Post('enrollment-tokens')
-  issue(@Body(new ZodBodyPipe(createEnrollmentTokenSchema)) body: CreateEnrollmentTokenDto): IssuedEnrollmentToken {
+  issue(
+    @Body(new ZodBodyPipe(createEnrollmentTokenSchema)) body: CreateEnrollmentTokenDto,
+  ): IssuedEnrollmentToken {
     return this.enrollment.issueToken(body.siteName, body.expiresInSeconds);
   }
 }

@@ -12,7 +12,7 @@ import { LOGGER } from '../config/config';
 import { CLOCK, type Clock } from '../config/clock';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { hashSecretToken, newId, newSecretToken } from '../keys/secret-token';
-import { DATABASE, Database } from '../store/database';
+import { DATABASE, type Database } from '../store/database';
 import { SiteRepository } from './site.repository';
 
 /** What an admin gets back once, when issuing an enrollment token. */
@@ -56,7 +56,12 @@ export class EnrollmentService {
         throw new FedsslError('SITE_NAME_TAKEN', `a site named "${siteName}" already exists`, { siteName });
       }
       this.repo.insertPending(siteId, siteName, now.toISOString());
-      this.repo.insertToken({ tokenHash: hashSecretToken(token), siteId, createdAt: now.toISOString(), expiresAt });
+      this.repo.insertToken({
+        tokenHash: hashSecretToken(token),
+        siteId,
+        createdAt: now.toISOString(),
+        expiresAt,
+      });
     });
     this.log.info({ siteId, siteName, expiresAt }, 'enrollment token issued');
     return { token, siteId, siteName, expiresAt };
@@ -88,36 +93,66 @@ export class EnrollmentService {
     const signingPublicKey = toBase64(fromBase64(req.signingPublicKey, 32));
     const boxPublicKey = toBase64(fromBase64(req.boxPublicKey, 32));
     if (signingPublicKey === boxPublicKey) {
-      throw new FedsslError('CRYPTO_INVALID_ARGUMENT', 'signingPublicKey and boxPublicKey must be different keys');
+      throw new FedsslError(
+        'CRYPTO_INVALID_ARGUMENT',
+        'signingPublicKey and boxPublicKey must be different keys',
+      );
     }
     const tokenHash = hashSecretToken(req.token);
     const now = new Date(this.clock.now());
 
     const site = this.db.transaction(() => {
       const token = this.repo.getToken(tokenHash);
-      if (!token) throw new FedsslError('ENROLLMENT_TOKEN_INVALID', 'enrollment token is not valid; ask the consortium admin for a new one');
+      if (!token)
+        throw new FedsslError(
+          'ENROLLMENT_TOKEN_INVALID',
+          'enrollment token is not valid; ask the consortium admin for a new one',
+        );
       if (token.usedAt !== null) {
-        throw new FedsslError('ENROLLMENT_TOKEN_USED', 'enrollment token was already used; ask the consortium admin for a new one');
+        throw new FedsslError(
+          'ENROLLMENT_TOKEN_USED',
+          'enrollment token was already used; ask the consortium admin for a new one',
+        );
       }
       if (Date.parse(token.expiresAt) <= now.getTime()) {
-        throw new FedsslError('ENROLLMENT_TOKEN_EXPIRED', `enrollment token expired at ${token.expiresAt}; ask the consortium admin for a new one`);
+        throw new FedsslError(
+          'ENROLLMENT_TOKEN_EXPIRED',
+          `enrollment token expired at ${token.expiresAt}; ask the consortium admin for a new one`,
+        );
       }
       const pending = this.repo.get(token.siteId);
       if (!pending) throw new FedsslError('SITE_NOT_FOUND', `no site with id ${token.siteId}`);
       if (pending.status === 'revoked') {
-        throw new FedsslError('SITE_REVOKED', `site ${pending.name} was revoked and cannot enroll`, { siteId: pending.id });
+        throw new FedsslError('SITE_REVOKED', `site ${pending.name} was revoked and cannot enroll`, {
+          siteId: pending.id,
+        });
       }
       const holder = this.repo.getBySigningKey(signingPublicKey);
       if (holder && holder.id !== pending.id) {
-        throw new FedsslError('ENROLLMENT_KEY_IN_USE', 'this signing key is already registered to another site; generate new keys');
+        throw new FedsslError(
+          'ENROLLMENT_KEY_IN_USE',
+          'this signing key is already registered to another site; generate new keys',
+        );
       }
       if (!this.repo.markTokenUsed(tokenHash, now.toISOString())) {
-        throw new FedsslError('ENROLLMENT_TOKEN_USED', 'enrollment token was already used; ask the consortium admin for a new one');
+        throw new FedsslError(
+          'ENROLLMENT_TOKEN_USED',
+          'enrollment token was already used; ask the consortium admin for a new one',
+        );
       }
-      this.repo.setEnrolled(pending.id, { signingPublicKey, boxPublicKey, agentVersion: req.agentVersion }, now.toISOString());
+      this.repo.setEnrolled(
+        pending.id,
+        { signingPublicKey, boxPublicKey, agentVersion: req.agentVersion },
+        now.toISOString(),
+      );
       return pending;
     });
     this.log.info({ siteId: site.id, siteName: site.name, agentVersion: req.agentVersion }, 'site enrolled');
-    return { siteId: site.id, siteName: site.name, coordinator: this.keys.publicKeys(), protocolVersion: PROTOCOL_VERSION };
+    return {
+      siteId: site.id,
+      siteName: site.name,
+      coordinator: this.keys.publicKeys(),
+      protocolVersion: PROTOCOL_VERSION,
+    };
   }
 }

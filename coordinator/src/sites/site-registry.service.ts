@@ -4,7 +4,7 @@ import { FedsslError } from '@fedssl/shared/errors';
 import type { AgentStatus } from '@fedssl/shared/protocol';
 import { LOGGER } from '../config/config';
 import { CLOCK, isoNow, type Clock } from '../config/clock';
-import { DATABASE, Database } from '../store/database';
+import { DATABASE, type Database } from '../store/database';
 import { PresenceService } from './presence.service';
 import { SiteRepository, type SiteRecord } from './site.repository';
 

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DATABASE, Database } from '../store/database';
+import { DATABASE, type Database } from '../store/database';
 
 /** A site as the registry reports it (the `GET /sites` shape, minus `online`). */
 export interface SiteRecord {
@@ -108,14 +108,16 @@ export class SiteRepository {
   }
 
   getBySigningKey(signingPublicKey: string): SiteRecord | undefined {
-    const r = this.db.sqlite.prepare('SELECT * FROM sites WHERE signing_public_key = ?').get(signingPublicKey) as
-      | SiteRow
-      | undefined;
+    const r = this.db.sqlite
+      .prepare('SELECT * FROM sites WHERE signing_public_key = ?')
+      .get(signingPublicKey) as SiteRow | undefined;
     return r && toRecord(r);
   }
 
   list(): SiteRecord[] {
-    return (this.db.sqlite.prepare('SELECT * FROM sites ORDER BY created_at, rowid').all() as SiteRow[]).map(toRecord);
+    return (this.db.sqlite.prepare('SELECT * FROM sites ORDER BY created_at, rowid').all() as SiteRow[]).map(
+      toRecord,
+    );
   }
 
   insertPending(id: string, name: string, createdAt: string): void {
@@ -126,7 +128,9 @@ export class SiteRepository {
 
   insertToken(row: Omit<EnrollmentTokenRow, 'usedAt'>): void {
     this.db.sqlite
-      .prepare('INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at) VALUES (?, ?, ?, ?)')
+      .prepare(
+        'INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at) VALUES (?, ?, ?, ?)',
+      )
       .run(row.tokenHash, row.siteId, row.createdAt, row.expiresAt);
   }
 
@@ -147,7 +151,11 @@ export class SiteRepository {
     );
   }
 
-  setEnrolled(id: string, keys: { signingPublicKey: string; boxPublicKey: string; agentVersion: string }, at: string): void {
+  setEnrolled(
+    id: string,
+    keys: { signingPublicKey: string; boxPublicKey: string; agentVersion: string },
+    at: string,
+  ): void {
     this.db.sqlite
       .prepare(
         "UPDATE sites SET status = 'enrolled', signing_public_key = ?, box_public_key = ?, agent_version = ?, enrolled_at = ? WHERE id = ?",
@@ -161,7 +169,10 @@ export class SiteRepository {
       .run(at, reason, id);
   }
 
-  setStatus(id: string, s: { lastSeenAt: string; backend?: string; exampleCount?: number; agentVersion?: string }): void {
+  setStatus(
+    id: string,
+    s: { lastSeenAt: string; backend?: string; exampleCount?: number; agentVersion?: string },
+  ): void {
     this.db.sqlite
       .prepare(
         'UPDATE sites SET last_seen_at = ?, backend = COALESCE(?, backend), example_count = COALESCE(?, example_count), agent_version = COALESCE(?, agent_version) WHERE id = ?',

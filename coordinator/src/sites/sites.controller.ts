@@ -21,7 +21,10 @@ export class SitesController {
   @Roles('admin')
   @Post(':id/revoke')
   @HttpCode(200)
-  revoke(@Param('id') id: string, @Body(new ZodBodyPipe(revokeSiteSchema)) body: RevokeSiteDto): SiteResponse {
+  revoke(
+    @Param('id') id: string,
+    @Body(new ZodBodyPipe(revokeSiteSchema)) body: RevokeSiteDto,
+  ): SiteResponse {
     return toSiteResponse(this.registry.revoke(id, body.reason), this.presence.isOnline(id));
   }
 }

@@ -66,7 +66,12 @@ describe('sites', () => {
     expect(issued.token).toMatch(/^fse_[A-Za-z0-9_-]{43}$/);
     expect(issued.expiresAt).toBe('2025-01-01T01:00:00.000Z');
     const site = registry.get(issued.siteId);
-    expect(site).toMatchObject({ name: 'St Elsewhere', status: 'pending', signingPublicKey: '', enrolledAt: null });
+    expect(site).toMatchObject({
+      name: 'St Elsewhere',
+      status: 'pending',
+      signingPublicKey: '',
+      enrolledAt: null,
+    });
     const stored = JSON.stringify(db.sqlite.prepare('SELECT * FROM enrollment_tokens').all());
     expect(stored).not.toContain(issued.token);
     expect(stored).toContain(hashSecretToken(issued.token));
@@ -95,7 +100,9 @@ describe('sites', () => {
   });
 
   it('rejects unknown tokens', () => {
-    expect(codeOf(() => enrollment.enroll(request('fse_' + 'x'.repeat(43))))).toBe('ENROLLMENT_TOKEN_INVALID');
+    expect(codeOf(() => enrollment.enroll(request('fse_' + 'x'.repeat(43))))).toBe(
+      'ENROLLMENT_TOKEN_INVALID',
+    );
   });
 
   it('rejects an expired token (injected clock) and consumes nothing', () => {
@@ -119,9 +126,15 @@ describe('sites', () => {
     const short = { ...good, signingPublicKey: toBase64(new Uint8Array(31)) };
     expect(codeOf(() => enrollment.enroll(short))).toBe('PROTOCOL_INVALID_MESSAGE');
     expect(() => enrollment.enroll(short)).toThrow('signingPublicKey: expected base64 of 32 bytes');
-    expect(codeOf(() => enrollment.enroll({ ...good, signingPublicKey: 'not base64!' }))).toBe('PROTOCOL_INVALID_MESSAGE');
-    expect(codeOf(() => enrollment.enroll({ ...good, boxPublicKey: good.signingPublicKey }))).toBe('CRYPTO_INVALID_ARGUMENT');
-    expect(codeOf(() => enrollment.enroll({ ...good, protocolVersion: 99 }))).toBe('PROTOCOL_VERSION_MISMATCH');
+    expect(codeOf(() => enrollment.enroll({ ...good, signingPublicKey: 'not base64!' }))).toBe(
+      'PROTOCOL_INVALID_MESSAGE',
+    );
+    expect(codeOf(() => enrollment.enroll({ ...good, boxPublicKey: good.signingPublicKey }))).toBe(
+      'CRYPTO_INVALID_ARGUMENT',
+    );
+    expect(codeOf(() => enrollment.enroll({ ...good, protocolVersion: 99 }))).toBe(
+      'PROTOCOL_VERSION_MISMATCH',
+    );
     // Still redeemable after all those failures.
     expect(enrollment.enroll(good).siteId).toBe(issued.siteId);
   });
@@ -138,7 +151,12 @@ describe('sites', () => {
     const issued = enrollment.issueToken('G', 3600);
     enrollment.enroll(request(issued.token));
     now = new Date('2025-01-02T00:00:00.000Z');
-    registry.recordStatus(issued.siteId, { state: 'idle', backend: 'wasm', exampleCount: 120, agentVersion: '0.1.1' });
+    registry.recordStatus(issued.siteId, {
+      state: 'idle',
+      backend: 'wasm',
+      exampleCount: 120,
+      agentVersion: '0.1.1',
+    });
     expect(registry.get(issued.siteId)).toMatchObject({
       lastSeenAt: '2025-01-02T00:00:00.000Z',
       backend: 'wasm',

@@ -1,4 +1,11 @@
-import { Catch, HttpException, HttpStatus, Inject, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import {
+  Catch,
+  HttpException,
+  HttpStatus,
+  Inject,
+  type ArgumentsHost,
+  type ExceptionFilter,
+} from '@nestjs/common';
 import type { Logger } from 'pino';
 import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import { LOGGER } from '../../config/config';
@@ -11,7 +18,9 @@ import { LOGGER } from '../../config/config';
 export function isFedsslErrorLike(e: unknown): e is FedsslError {
   if (e instanceof FedsslError) return true;
   const c = (e as { code?: unknown } | null)?.code;
-  return e instanceof Error && e.name === 'FedsslError' && typeof c === 'string' && Object.hasOwn(ERROR_CODES, c);
+  return (
+    e instanceof Error && e.name === 'FedsslError' && typeof c === 'string' && Object.hasOwn(ERROR_CODES, c)
+  );
 }
 
 /** HTTP statuses for codes the suffix rules below do not cover. */
@@ -109,7 +118,15 @@ export class FedsslExceptionFilter implements ExceptionFilter {
             ? (r as { message: string }).message
             : e.message;
       // Nest raises 400s itself only for unparseable input (body-parser JSON, bad %-encoding).
-      return [status, { error: { code: codeForStatus(status), message: status === 400 ? `malformed request: ${message}` : message } }];
+      return [
+        status,
+        {
+          error: {
+            code: codeForStatus(status),
+            message: status === 400 ? `malformed request: ${message}` : message,
+          },
+        },
+      ];
     }
     // body-parser errors (malformed JSON, too large) carry a status but are not HttpExceptions.
     const s = (e as { status?: unknown; type?: unknown } | null)?.status;

@@ -49,7 +49,9 @@ export async function listenNestApp(
           autoLogging: false,
           quietReqLogger: true,
           // Never the Authorization header or bodies: method and path only.
-          serializers: { req: (req: { method?: string; url?: string }) => ({ method: req.method, url: req.url }) },
+          serializers: {
+            req: (req: { method?: string; url?: string }) => ({ method: req.method, url: req.url }),
+          },
         },
         // path-to-regexp v8 wildcard syntax (the default '*' triggers a legacy-route warning).
         forRoutes: [{ path: '{*splat}', method: RequestMethod.ALL }],
@@ -59,7 +61,10 @@ export async function listenNestApp(
   })
   class HttpRootModule {}
 
-  const app = await NestFactory.create<NestExpressApplication>(HttpRootModule, { bufferLogs: true, abortOnError: false });
+  const app = await NestFactory.create<NestExpressApplication>(HttpRootModule, {
+    bufferLogs: true,
+    abortOnError: false,
+  });
   app.useLogger(app.get(PinoNestLogger));
   app.setGlobalPrefix(API_PREFIX);
   app.useBodyParser('json', { limit: '1mb' });

@@ -40,6 +40,7 @@ describe('platform REST API (real HTTP server)', () => {
     method: string,
     path: string,
     opts: { token?: string; body?: unknown; raw?: string } = {},
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- assertions walk arbitrary response JSON
   ): Promise<{ status: number; body: any; headers: Headers }> => {
     const headers: Record<string, string> = {};
     if (opts.token) headers['authorization'] = `Bearer ${opts.token}`;
@@ -86,36 +87,58 @@ describe('platform REST API (real HTTP server)', () => {
     expect(await call('GET', '/healthz')).toMatchObject({ status: 200, body: { status: 'ok' } });
     const keys = await call('GET', '/coordinator/keys');
     expect(keys.status).toBe(200);
-    expect(Object.keys(keys.body).sort()).toEqual(['boxPublicKey', 'fingerprint', 'keyId', 'signingPublicKey']);
+    expect(Object.keys(keys.body).sort()).toEqual([
+      'boxPublicKey',
+      'fingerprint',
+      'keyId',
+      'signingPublicKey',
+    ]);
   });
 
   it('answers 401 without or with a bad token, and 403 for weaker roles', async () => {
     expect(await call('GET', '/sites')).toEqual(
       expect.objectContaining({
         status: 401,
-        body: { error: { code: 'ADMIN_UNAUTHORIZED', message: 'missing bearer token: send "Authorization: Bearer <admin token>"' } },
+        body: {
+          error: {
+            code: 'ADMIN_UNAUTHORIZED',
+            message: 'missing bearer token: send "Authorization: Bearer <admin token>"',
+          },
+        },
       }),
     );
     expect((await call('GET', '/sites', { token: 'fsa_nope' })).body).toEqual({
       error: { code: 'ADMIN_UNAUTHORIZED', message: 'invalid or revoked admin token' },
     });
-    const forbidden = await call('POST', '/enrollment-tokens', { token: tokens.viewer, body: { siteName: 'X' } });
+    const forbidden = await call('POST', '/enrollment-tokens', {
+      token: tokens.viewer,
+      body: { siteName: 'X' },
+    });
     expect(forbidden).toMatchObject({
       status: 403,
-      body: { error: { code: 'ADMIN_FORBIDDEN', message: 'role viewer may not do this; requires admin or higher' } },
+      body: {
+        error: { code: 'ADMIN_FORBIDDEN', message: 'role viewer may not do this; requires admin or higher' },
+      },
     });
-    expect((await call('POST', '/admin-tokens', { token: tokens.operator, body: { name: 'x', role: 'viewer' } })).status).toBe(403);
+    expect(
+      (await call('POST', '/admin-tokens', { token: tokens.operator, body: { name: 'x', role: 'viewer' } }))
+        .status,
+    ).toBe(403);
     expect((await call('GET', '/sites', { token: tokens.viewer })).status).toBe(200);
     expect((await call('GET', '/models', { token: tokens.operator })).status).toBe(200);
   });
 
   it('rejects bad bodies with exact messages', async () => {
-    const r = await call('POST', '/enrollment-tokens', { token: tokens.admin, body: { siteName: '', extra: 1 } });
+    const r = await call('POST', '/enrollment-tokens', {
+      token: tokens.admin,
+      body: { siteName: '', extra: 1 },
+    });
     expect(r.status).toBe(400);
     expect(r.body).toEqual({
       error: {
         code: 'PROTOCOL_INVALID_MESSAGE',
-        message: 'siteName: Too small: expected string to have >=1 characters; (root): Unrecognized key: "extra"',
+        message:
+          'siteName: Too small: expected string to have >=1 characters; (root): Unrecognized key: "extra"',
       },
     });
     const e = await call('POST', '/enroll', { body: { token: 'short' } });
@@ -129,12 +152,26 @@ describe('platform REST API (real HTTP server)', () => {
         'protocolVersion: Invalid input: expected number, received undefined',
     );
     const bad = await call('POST', '/enroll', { raw: '{"token":' });
-    expect(bad).toMatchObject({ status: 400, body: { error: { code: 'PROTOCOL_INVALID_MESSAGE', message: 'malformed request: Unexpected end of JSON input' } } });
-    expect(await call('GET', '/nope', { token: tokens.admin })).toMatchObject({ status: 404, body: { error: { code: 'NOT_FOUND' } } });
+    expect(bad).toMatchObject({
+      status: 400,
+      body: {
+        error: {
+          code: 'PROTOCOL_INVALID_MESSAGE',
+          message: 'malformed request: Unexpected end of JSON input',
+        },
+      },
+    });
+    expect(await call('GET', '/nope', { token: tokens.admin })).toMatchObject({
+      status: 404,
+      body: { error: { code: 'NOT_FOUND' } },
+    });
   });
 
   it('issues a token, enrolls a site once, lists and revokes it', async () => {
-    const issued = await call('POST', '/enrollment-tokens', { token: tokens.admin, body: { siteName: 'General Hospital' } });
+    const issued = await call('POST', '/enrollment-tokens', {
+      token: tokens.admin,
+      body: { siteName: 'General Hospital' },
+    });
     expect(issued.status).toBe(201);
     expect(Object.keys(issued.body).sort()).toEqual(['expiresAt', 'siteId', 'siteName', 'token']);
     const party = generatePartyKeys();
@@ -158,20 +195,36 @@ describe('platform REST API (real HTTP server)', () => {
       body: { error: { code: 'ENROLLMENT_TOKEN_USED' } },
     });
     expect(
-      (await call('POST', '/enroll', { body: { ...enrollBody, token: 'fse_' + 'A'.repeat(43) } })).body.error.code,
+      (await call('POST', '/enroll', { body: { ...enrollBody, token: 'fse_' + 'A'.repeat(43) } })).body.error
+        .code,
     ).toBe('ENROLLMENT_TOKEN_INVALID');
 
     running.app.get(PresenceService).markOnline(issued.body.siteId, 'conn-1');
     const sites = await call('GET', '/sites', { token: tokens.viewer });
     expect(sites.body).toEqual([
-      expect.objectContaining({ id: issued.body.siteId, status: 'enrolled', online: true, name: 'General Hospital' }),
+      expect.objectContaining({
+        id: issued.body.siteId,
+        status: 'enrolled',
+        online: true,
+        name: 'General Hospital',
+      }),
     ]);
-    expect((await call('POST', `/sites/${issued.body.siteId}/revoke`, { token: tokens.admin, body: {} })).body).toEqual({
-      error: { code: 'PROTOCOL_INVALID_MESSAGE', message: 'reason: Invalid input: expected string, received undefined' },
+    expect(
+      (await call('POST', `/sites/${issued.body.siteId}/revoke`, { token: tokens.admin, body: {} })).body,
+    ).toEqual({
+      error: {
+        code: 'PROTOCOL_INVALID_MESSAGE',
+        message: 'reason: Invalid input: expected string, received undefined',
+      },
     });
-    const revoked = await call('POST', `/sites/${issued.body.siteId}/revoke`, { token: tokens.admin, body: { reason: 'test' } });
+    const revoked = await call('POST', `/sites/${issued.body.siteId}/revoke`, {
+      token: tokens.admin,
+      body: { reason: 'test' },
+    });
     expect(revoked).toMatchObject({ status: 200, body: { status: 'revoked', id: issued.body.siteId } });
-    expect(await call('POST', '/sites/site-missing/revoke', { token: tokens.admin, body: { reason: 'x' } })).toMatchObject({
+    expect(
+      await call('POST', '/sites/site-missing/revoke', { token: tokens.admin, body: { reason: 'x' } }),
+    ).toMatchObject({
       status: 404,
       body: { error: { code: 'SITE_NOT_FOUND', message: 'no site with id site-missing' } },
     });
@@ -181,18 +234,30 @@ describe('platform REST API (real HTTP server)', () => {
   });
 
   it('manages admin tokens; a revoked token stops working', async () => {
-    const created = await call('POST', '/admin-tokens', { token: tokens.admin, body: { name: 'ci', role: 'operator' } });
+    const created = await call('POST', '/admin-tokens', {
+      token: tokens.admin,
+      body: { name: 'ci', role: 'operator' },
+    });
     expect(created.status).toBe(201);
     expect(created.body).toMatchObject({ name: 'ci', role: 'operator', revokedAt: null });
     expect((await call('GET', '/sites', { token: created.body.token })).status).toBe(200);
     const list = await call('GET', '/admin-tokens', { token: tokens.admin });
     expect(list.body.map((t: { name: string }) => t.name)).toEqual(['root', 'ops', 'watcher', 'ci']);
     expect(JSON.stringify(list.body)).not.toContain('token_hash');
-    expect((await call('POST', `/admin-tokens/${created.body.id}/revoke`, { token: tokens.admin })).body.revokedAt).not.toBeNull();
+    expect(
+      (await call('POST', `/admin-tokens/${created.body.id}/revoke`, { token: tokens.admin })).body.revokedAt,
+    ).not.toBeNull();
     expect((await call('GET', '/sites', { token: created.body.token })).status).toBe(401);
-    expect((await call('POST', '/admin-tokens/adm-nope/revoke', { token: tokens.admin })).body.error.code).toBe('ADMIN_TOKEN_NOT_FOUND');
-    expect((await call('POST', '/admin-tokens', { token: tokens.admin, body: { name: 'x', role: 'root' } })).body).toEqual({
-      error: { code: 'PROTOCOL_INVALID_MESSAGE', message: 'role: Invalid option: expected one of "admin"|"operator"|"viewer"' },
+    expect(
+      (await call('POST', '/admin-tokens/adm-nope/revoke', { token: tokens.admin })).body.error.code,
+    ).toBe('ADMIN_TOKEN_NOT_FOUND');
+    expect(
+      (await call('POST', '/admin-tokens', { token: tokens.admin, body: { name: 'x', role: 'root' } })).body,
+    ).toEqual({
+      error: {
+        code: 'PROTOCOL_INVALID_MESSAGE',
+        message: 'role: Invalid option: expected one of "admin"|"operator"|"viewer"',
+      },
     });
   });
 
@@ -211,7 +276,9 @@ describe('platform REST API (real HTTP server)', () => {
     });
     expect((await call('GET', '/models/run-x.r0', { token: tokens.viewer })).body).toEqual(signed);
     expect((await call('GET', '/models', { token: tokens.viewer })).body).toEqual([signed]);
-    const res = await fetch(`${api}/models/run-x.r0/weights`, { headers: { authorization: `Bearer ${tokens.viewer}` } });
+    const res = await fetch(`${api}/models/run-x.r0/weights`, {
+      headers: { authorization: `Bearer ${tokens.viewer}` },
+    });
     expect(res.headers.get('content-type')).toBe('application/octet-stream');
     const bytes = new Uint8Array(await res.arrayBuffer());
     expect(bytes.length).toBe(signed.manifest.weightsBytes);

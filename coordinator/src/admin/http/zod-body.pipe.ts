@@ -3,7 +3,9 @@ import type { z } from 'zod';
 import { FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 
 /** `a.b.0: message; c: message` — the exact form the REST API returns for invalid input. */
-export function formatZodIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string {
+export function formatZodIssues(
+  issues: readonly { path: readonly PropertyKey[]; message: string }[],
+): string {
   return issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
 }
 

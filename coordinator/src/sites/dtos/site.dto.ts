@@ -8,7 +8,7 @@ export const createEnrollmentTokenSchema = z
       .string()
       .min(1)
       .max(128)
-      .regex(/^[^\u0000-\u001f]*$/, 'expected printable characters'),
+      .regex(/^\P{Cc}*$/u, 'expected printable characters'),
     expiresInSeconds: z
       .number()
       .int()
