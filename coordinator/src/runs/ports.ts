@@ -23,8 +23,8 @@ export interface SiteDirectory {
 
 /** Presence notifications (PresenceService is an EventEmitter with these events). */
 export interface PresenceEvents {
-  on(event: 'online', listener: (siteId: string) => void): unknown;
-  off(event: 'online', listener: (siteId: string) => void): unknown;
+  on(event: 'online' | 'revoked', listener: (siteId: string) => void): unknown;
+  off(event: 'online' | 'revoked', listener: (siteId: string) => void): unknown;
 }
 
 export interface PublishArgs {

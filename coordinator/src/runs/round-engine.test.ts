@@ -202,6 +202,36 @@ describe('RoundEngine', () => {
     expect(detail.rounds.map((r) => r.state)).toEqual(['failed', 'published']);
   });
 
+  it('drops a revoked site at once and leaves its accepted update out of the aggregate', async () => {
+    f = new FederationFixture();
+    const agents = [f.agent('site-a', 10, 0.1), f.agent('site-b', 10, 0.2), f.agent('site-c', 10, 0.3)];
+    const offered = agents.map((a) => a.nextTask());
+    agents.forEach((a) => f.connect(a));
+    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    f.runs.start(run.id);
+    const [ta, tb] = await Promise.all(offered);
+    f.upload('site-a', agents[0]!.seal(ta!));
+    f.upload('site-b', agents[1]!.seal(tb!));
+    for (const id of ['site-b', 'site-c']) {
+      f.sites.set(id, { ...f.sites.get(id)!, status: 'revoked' });
+      f.presence.emit('revoked', id);
+    }
+    const detail = f.runs.get(run.id);
+    const first = detail.rounds[0]!;
+    expect(first.participants.map((p) => [p.siteId, p.state, p.reason])).toEqual([
+      ['site-a', 'accepted', null],
+      ['site-b', 'accepted', null],
+      ['site-c', 'dropped', 'site revoked'],
+    ]);
+    expect(first.state).toBe('failed');
+    expect(first.reason).toBe(
+      'aggregation failed: RUN_INVALID_STATE: only 1 update(s) of enrolled sites to aggregate; need 2',
+    );
+    expect(f.models.getManifest(`${run.id}.r1`)).toBeUndefined();
+    // The retry only counts enrolled sites, so it waits.
+    expect(detail.rounds[1]).toMatchObject({ round: 1, attempt: 2, state: 'open' });
+  });
+
   it('fails the run after three failed attempts of a round', async () => {
     f = new FederationFixture();
     const a = f.agent('site-a', 5, 0.1);

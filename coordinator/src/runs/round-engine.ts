@@ -45,17 +45,20 @@ export class RoundEngine {
   /** Runs whose open round waits for sites, with the online count last logged. */
   private readonly waiting = new Map<string, number>();
   private readonly onOnline = (siteId: string): void => this.siteOnline(siteId);
+  private readonly onRevoked = (siteId: string): void => this.siteRevoked(siteId);
   private stopped = false;
 
   constructor(private readonly d: RoundEngineDeps) {
     this.log = d.logger.child({ context: 'RoundEngine' });
     d.presence.on('online', this.onOnline);
+    d.presence.on('revoked', this.onRevoked);
   }
 
   /** Stops timers and listeners (module shutdown, tests). Persisted state is untouched. */
   stop(): void {
     this.stopped = true;
     this.d.presence.off('online', this.onOnline);
+    this.d.presence.off('revoked', this.onRevoked);
     for (const cancel of this.deadlines.values()) cancel();
     this.deadlines.clear();
     this.waiting.clear();
@@ -197,6 +200,16 @@ export class RoundEngine {
       if (round?.state !== 'training') continue;
       const task = this.d.repo.listTasks(run.id, round.round, round.attempt).find((t) => t.siteId === siteId);
       if (task?.state === 'offered') this.offer(task);
+    }
+  }
+
+  /** A revoked site's open tasks are dropped at once; its accepted updates are left out at aggregation. */
+  private siteRevoked(siteId: string): void {
+    for (const run of this.d.repo.listRuns('running')) {
+      const round = this.d.repo.latestRound(run.id);
+      if (round?.state !== 'training') continue;
+      const task = this.d.repo.listTasks(run.id, round.round, round.attempt).find((t) => t.siteId === siteId);
+      if (task?.state === 'offered') this.answer(task.id, 'dropped', 'site revoked');
     }
   }
 
@@ -483,11 +496,24 @@ export class RoundEngine {
     strategy.begin(this.d.models.readWeights(round.baseModelVersion));
     const sites: { siteId: string; exampleCount: number }[] = [];
     for (const u of this.d.repo.listUpdates(run.id, round.round, round.attempt)) {
+      if (this.d.sites.get(u.siteId)?.status !== 'enrolled') {
+        this.log.warn(
+          { runId: run.id, round: round.round, siteId: u.siteId },
+          'update of a site no longer enrolled left out',
+        );
+        continue;
+      }
       const { header } = this.d.updates.readHeader(u.headerPath);
       const plain = openEnvelopeFile(u.envelopePath, header, this.d.keys.keys.box.secretKey);
       const delta = decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
       strategy.accumulate({ delta, exampleCount: u.exampleCount });
       sites.push({ siteId: u.siteId, exampleCount: u.exampleCount });
+    }
+    if (sites.length < run.config.minSites) {
+      throw new FedsslError(
+        'RUN_INVALID_STATE',
+        `only ${sites.length} update(s) of enrolled sites to aggregate; need ${run.config.minSites}`,
+      );
     }
     return this.d.models.publish({
       version,
