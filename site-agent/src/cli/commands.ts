@@ -1,0 +1,312 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { fingerprint, fromBase64, keyId, toBase64 } from '@fedssl/shared/crypto';
+import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
+import { PROTOCOL_VERSION, enrollResponseSchema, type AgentStatus, type EnrollRequest } from '@fedssl/shared/protocol';
+import { readLedger } from '../audit/ledger';
+import {
+  agentPaths,
+  initAgentHome,
+  loadAgentConfig,
+  loadPartyKeys,
+  loadPseudonymSecret,
+  requireEnrolled,
+  saveAgentConfig,
+  type BackendPreference,
+} from '../config/agent-config';
+import { loadTrainingDataset, type DatasetReport } from '../data/load-dataset';
+import { retry } from '../uplink/backoff';
+import { CoordinatorClient } from '../uplink/coordinator-client';
+import { fileLocalStateStore } from '../uplink/local-state-store';
+import { TaskRunner, type TaskOutcome } from '../uplink/task-runner';
+import { asCodedError } from '../uplink/uplink';
+
+/**
+ * The agent's commands as plain functions (the commander front end in agent-cli.ts only
+ * parses arguments). Human-readable output goes through `io.out`; operational logs are
+ * pino JSON on stdout.
+ */
+
+/** Where command output goes (stdout/stderr in the CLI, arrays in tests). */
+export interface CliIo {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+/** The agent's version, from its package.json (works from src/ and dist/). */
+export function agentVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** pino JSON logger on stdout, level from FEDSSL_LOG_LEVEL (default info). */
+export function createLogger(env: NodeJS.ProcessEnv = process.env): Logger {
+  return pino({ level: env.FEDSSL_LOG_LEVEL ?? 'info', base: { app: 'fedssl-agent' } });
+}
+
+// ------------------------------------------------------------------ init
+
+export interface InitCommandOptions {
+  home: string;
+  data: string;
+  manifest?: string;
+  patientColumn?: string;
+  imageSize?: number;
+  backend?: BackendPreference;
+  force?: boolean;
+}
+
+/** `fedssl-agent init`: keys, pseudonym secret and config; prints the site key fingerprint. */
+export async function initCommand(opts: InitCommandOptions, io: CliIo): Promise<number> {
+  const res = await initAgentHome({
+    home: opts.home,
+    data: {
+      path: opts.data,
+      ...(opts.manifest !== undefined ? { manifest: opts.manifest } : {}),
+      ...(opts.patientColumn !== undefined ? { patientColumn: opts.patientColumn } : {}),
+      ...(opts.imageSize !== undefined ? { imageSize: opts.imageSize } : {}),
+    },
+    ...(opts.force !== undefined ? { force: opts.force } : {}),
+    ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
+  });
+  io.out(`Agent home:            ${res.paths.home}`);
+  io.out(`Site key id:           ${keyId(res.keys.signing.publicKey)}`);
+  io.out(`Site key fingerprint:  ${fingerprint(res.keys.signing.publicKey, res.keys.box.publicKey)}`);
+  io.out('Next: fedssl-agent enroll --home <dir> --coordinator <url> --token <token>');
+  return 0;
+}
+
+// ------------------------------------------------------------------ enroll
+
+export interface EnrollCommandOptions {
+  home: string;
+  coordinator: string;
+  token: string;
+  /** Replace an existing enrollment. */
+  force?: boolean;
+  fetchImpl?: typeof fetch;
+}
+
+async function errorFromResponse(res: Response): Promise<FedsslError> {
+  let body: unknown;
+  try {
+    body = await res.json();
+  } catch {
+    body = undefined;
+  }
+  const b = (body ?? {}) as { code?: unknown; message?: unknown; error?: { code?: unknown; message?: unknown } };
+  const code = typeof b.code === 'string' ? b.code : typeof b.error?.code === 'string' ? b.error.code : undefined;
+  const rawMessage = typeof b.message === 'string' ? b.message : typeof b.error?.message === 'string' ? b.error.message : res.statusText;
+  if (code && Object.prototype.hasOwnProperty.call(ERROR_CODES, code)) {
+    return new FedsslError(code as ErrorCode, `enrollment refused: ${rawMessage}`, { status: res.status });
+  }
+  return new FedsslError('ENROLLMENT_TOKEN_INVALID', `enrollment refused (HTTP ${res.status}${code ? ` ${code}` : ''}): ${rawMessage}`, { status: res.status });
+}
+
+/**
+ * `fedssl-agent enroll`: register the site's public keys with a one-time token and pin the
+ * coordinator's keys. Prints the coordinator fingerprint to compare out of band.
+ */
+export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Promise<number> {
+  const config = await loadAgentConfig(opts.home);
+  if (config.siteId !== null && !opts.force) {
+    throw new FedsslError('AGENT_CONFIG_INVALID', `this agent is already enrolled as ${config.siteId}; pass --force to enroll again`);
+  }
+  const keys = await loadPartyKeys(opts.home);
+  const base = opts.coordinator.replace(/\/+$/, '');
+  const body: EnrollRequest = {
+    token: opts.token,
+    signingPublicKey: toBase64(keys.signing.publicKey),
+    boxPublicKey: toBase64(keys.box.publicKey),
+    agentVersion: agentVersion(),
+    protocolVersion: PROTOCOL_VERSION,
+  };
+  const doFetch = opts.fetchImpl ?? fetch;
+  const res = await retry(
+    async () => {
+      try {
+        return await doFetch(`${base}/api/v1/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      } catch (e) {
+        throw new FedsslError('COORDINATOR_UNREACHABLE', `cannot reach ${base}: ${(e as Error).message}`);
+      }
+    },
+    { attempts: 3, isRetryable: (e) => asCodedError(e)?.code === 'COORDINATOR_UNREACHABLE' },
+  );
+  if (!res.ok) throw await errorFromResponse(res);
+  const parsed = enrollResponseSchema.safeParse(await res.json());
+  if (!parsed.success) throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'coordinator sent a malformed enrollment response');
+  const coord = parsed.data.coordinator;
+  // Recompute rather than trust: the fingerprint the admin reads out must be of the keys we pin.
+  const sigPk = fromBase64(coord.signingPublicKey, 32);
+  const boxPk = fromBase64(coord.boxPublicKey, 32);
+  const fp = fingerprint(sigPk, boxPk);
+  if (fp !== coord.fingerprint || keyId(sigPk) !== coord.keyId) {
+    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'the coordinator fingerprint or key id does not match its keys; not pinning');
+  }
+  await saveAgentConfig(opts.home, {
+    ...config,
+    siteId: parsed.data.siteId,
+    siteName: parsed.data.siteName,
+    coordinatorUrl: base,
+    coordinator: coord,
+  });
+  io.out(`Enrolled as site:         ${parsed.data.siteId} (${parsed.data.siteName})`);
+  io.out(`Coordinator key id:       ${coord.keyId}`);
+  io.out(`Coordinator fingerprint:  ${fp}`);
+  io.out('Compare this fingerprint with the one your consortium admin reads to you.');
+  return 0;
+}
+
+// ------------------------------------------------------------------ run
+
+export interface RunCommandOptions {
+  home: string;
+  backend?: BackendPreference;
+  /** Exit after this many tasks have ended (any outcome); for tests and batch jobs. */
+  exitAfterTasks?: number;
+  logger: Logger;
+  /** Resolves when the process is asked to stop (SIGINT/SIGTERM in the CLI). */
+  stopSignal?: Promise<string>;
+}
+
+/**
+ * `fedssl-agent run`: load the data, connect, take tasks until stopped (or after
+ * `exitAfterTasks`). Resolves with the exit code.
+ */
+export async function runCommand(opts: RunCommandOptions): Promise<number> {
+  const log = opts.logger;
+  const config = requireEnrolled(await loadAgentConfig(opts.home));
+  const keys = await loadPartyKeys(opts.home);
+  const secret = await loadPseudonymSecret(opts.home);
+  // Loaded here, not at the top: only `run` needs TensorFlow, and it is heavy to load.
+  // (A dynamic import is an ES import under Node16 resolution, hence the .js extension.)
+  const { selectBackend } = await import('../train/backend.js');
+  const { decodeLocalState, encodeLocalState, trainRound } = await import('../train/trainer.js');
+  const backend = await selectBackend(log, opts.backend ?? config.backend);
+  const { dataset, report } = await loadTrainingDataset({
+    path: config.data.path,
+    ...(config.data.manifest !== undefined ? { manifest: config.data.manifest } : {}),
+    patientColumn: config.data.patientColumn,
+    imageSize: config.data.imageSize,
+    secret,
+    logger: log,
+  });
+  secret.fill(0);
+  const version = agentVersion();
+  const client = new CoordinatorClient({ url: config.coordinatorUrl, siteId: config.siteId, signingSecretKey: keys.signing.secretKey, agentVersion: version, logger: log });
+  let state: AgentStatus['state'] = 'idle';
+  const pushStatus = () => client.setStatus({ state, backend: backend.name, exampleCount: report.images, agentVersion: version });
+  pushStatus();
+
+  let finish!: (code: number) => void;
+  const finished = new Promise<number>((r) => (finish = r));
+  let ended = 0;
+  const runner = new TaskRunner({
+    uplink: client,
+    siteId: config.siteId,
+    coordinator: { signingPublicKey: fromBase64(config.coordinator.signingPublicKey, 32), boxPublicKey: fromBase64(config.coordinator.boxPublicKey, 32) },
+    siteSigningSecretKey: keys.signing.secretKey,
+    uploadChunkSize: config.uploadChunkSize,
+    home: opts.home,
+    dataset: async () => dataset,
+    train: trainRound,
+    localStates: fileLocalStateStore(agentPaths(opts.home).stateDir, { encode: encodeLocalState, decode: decodeLocalState }, log),
+    logger: log,
+    onState: (s) => {
+      state = s;
+      pushStatus();
+    },
+    onOutcome: (o: TaskOutcome) => {
+      ended++;
+      log.info({ taskId: o.taskId, runId: o.runId, round: o.round, status: o.status, code: o.error?.code }, 'task ended');
+      if (opts.exitAfterTasks !== undefined && ended >= opts.exitAfterTasks) finish(0);
+    },
+  });
+  client.socket.on('task:offer', (msg, ack) => runner.handleOffer(msg, ack));
+  client.socket.on('task:cancel', (msg) => runner.handleCancel(msg));
+  client.on('fatal', () => finish(1));
+  void opts.stopSignal?.then((sig) => {
+    log.info({ signal: sig }, 'stopping');
+    finish(0);
+  });
+  client.connect();
+  const code = await finished;
+  // Abort whatever step is running, then close the socket: nothing half-sent is left behind.
+  await runner.stop();
+  client.close();
+  if (client.fatal) throw client.fatal;
+  return code;
+}
+
+// ------------------------------------------------------------------ ledger
+
+/** `fedssl-agent ledger`: print the upload/download record. */
+export async function ledgerCommand(opts: { home: string; json?: boolean }, io: CliIo): Promise<number> {
+  const entries = await readLedger(opts.home);
+  if (opts.json) {
+    io.out(JSON.stringify(entries, null, 2));
+    return 0;
+  }
+  if (entries.length === 0) {
+    io.out('No uploads or downloads recorded yet.');
+    return 0;
+  }
+  for (const e of entries) {
+    if (e.kind === 'download') {
+      io.out(`${e.time}  download  run ${e.runId} round ${e.round}  model ${e.modelVersion}  ${e.bytes} B  sha256 ${e.modelSha256.slice(0, 16)}…  ${e.verified ? 'verified' : 'UNVERIFIED'}`);
+    } else {
+      const result = e.accepted ? `accepted ${e.updateId ?? ''}`.trim() : `REJECTED ${e.error?.code ?? ''}`.trim();
+      io.out(
+        `${e.time}  upload    run ${e.runId} round ${e.round}  task ${e.taskId}  ${e.bytesSent} B  ${e.tensors.length} tensors  ${e.exampleCount} examples  sha256 ${e.plaintextSha256.slice(0, 16)}…  ${result}`,
+      );
+    }
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------------ check-data
+
+/** `fedssl-agent check-data`: what the agent would train on (counts only, no ids). */
+export async function checkDataCommand(
+  opts: { data: string; manifest?: string; patientColumn?: string; imageSize?: number; json?: boolean; logger?: Logger },
+  io: CliIo,
+): Promise<number> {
+  // A throwaway secret: patients are counted, never named, and nothing is kept.
+  const secret = new Uint8Array(randomBytes(32));
+  const { report } = await loadTrainingDataset({
+    path: opts.data,
+    ...(opts.manifest !== undefined ? { manifest: opts.manifest } : {}),
+    ...(opts.patientColumn !== undefined ? { patientColumn: opts.patientColumn } : {}),
+    imageSize: opts.imageSize ?? 64,
+    secret,
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  });
+  if (opts.json) {
+    io.out(JSON.stringify(report, null, 2));
+    return 0;
+  }
+  io.out(formatReport(report));
+  return 0;
+}
+
+/** Human form of a dataset report. */
+export function formatReport(r: DatasetReport): string {
+  const lines = [
+    `Images:            ${r.images}`,
+    `Patients:          ${r.patients}${r.manifestUsed ? '' : ' (no manifest: every image is its own class)'}`,
+    `Without patient:   ${r.unidentifiedImages}`,
+    `Metadata classes:  ${r.metadataClasses}`,
+    `Original sizes:    ${r.sizes.minWidth}–${r.sizes.maxWidth} × ${r.sizes.minHeight}–${r.sizes.maxHeight} px; bit depths ${Object.entries(r.sizes.bitDepths)
+      .map(([d, n]) => `${d}-bit: ${n}`)
+      .join(', ')}`,
+    `Working size:      ${r.imageSize} × ${r.imageSize}`,
+  ];
+  lines.push(r.skipped.length === 0 ? 'Skipped:           none' : `Skipped:           ${r.skipped.map((s) => `${s.reason} ${s.count}`).join(', ')}`);
+  return lines.join('\n');
+}
