@@ -6,6 +6,7 @@ import {
   type ArgumentsHost,
   type ExceptionFilter,
 } from '@nestjs/common';
+import { BaseWsExceptionFilter } from '@nestjs/websockets';
 import type { Logger } from 'pino';
 import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import { LOGGER } from '../../config/config';
@@ -87,12 +88,19 @@ export interface ErrorBody {
 @Catch()
 export class FedsslExceptionFilter implements ExceptionFilter {
   private readonly log: Logger;
+  private readonly wsFallback = new BaseWsExceptionFilter();
 
   constructor(@Inject(LOGGER) logger: Logger) {
     this.log = logger.child({ context: 'FedsslExceptionFilter' });
   }
 
   catch(exception: unknown, host: ArgumentsHost): void {
+    if (host.getType() === 'ws') {
+      // The agent gateway acks its own errors; anything that escapes gets Nest's default
+      // ('exception' event) instead of vanishing in an HTTP-only filter.
+      this.wsFallback.catch(exception, host);
+      return;
+    }
     if (host.getType() !== 'http') return;
     const res = host.switchToHttp().getResponse<HttpResponseLike>();
     const [status, body] = this.toResponse(exception);
