@@ -15,7 +15,9 @@ afterAll(async () => {
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
-async function readGray(path: string): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
+async function readGray(
+  path: string,
+): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
   const { data, info } = await sharp(path).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
   return { data: new Uint8Array(data), width: info.width, height: info.height, channels: info.channels };
 }
@@ -68,19 +70,29 @@ describe('SeededRandom', () => {
 });
 
 describe('generateSyntheticScans', () => {
-  it.each(['ultrasound', 'xray'] as const)('writes a manifest and 8-bit grayscale PNGs (%s)', async (modality) => {
-    const outDir = await tempDir();
-    const res = await generateSyntheticScans({ outDir, patients: 3, imagesPerPatient: 4, size: 32, seed: 7, modality });
-    expect(res).toEqual({ images: 12, patients: 3, manifestPath: join(outDir, 'manifest.csv') });
-    const rows = parseManifest(await readFile(res.manifestPath, 'utf8'));
-    expect(rows).toHaveLength(12);
-    expect(new Set(rows.map((r) => r.patient))).toEqual(new Set(['PAT-0001', 'PAT-0002', 'PAT-0003']));
-    expect(rows.every((r) => r.lesion === '0' || r.lesion === '1')).toBe(true);
-    const pngs = (await readdir(outDir)).filter((f) => f.endsWith('.png')).sort();
-    expect(pngs).toEqual(rows.map((r) => r.file).sort());
-    const meta = await sharp(join(outDir, pngs[0]!)).metadata();
-    expect(meta).toMatchObject({ width: 32, height: 32, channels: 1, format: 'png', depth: 'uchar' });
-  });
+  it.each(['ultrasound', 'xray'] as const)(
+    'writes a manifest and 8-bit grayscale PNGs (%s)',
+    async (modality) => {
+      const outDir = await tempDir();
+      const res = await generateSyntheticScans({
+        outDir,
+        patients: 3,
+        imagesPerPatient: 4,
+        size: 32,
+        seed: 7,
+        modality,
+      });
+      expect(res).toEqual({ images: 12, patients: 3, manifestPath: join(outDir, 'manifest.csv') });
+      const rows = parseManifest(await readFile(res.manifestPath, 'utf8'));
+      expect(rows).toHaveLength(12);
+      expect(new Set(rows.map((r) => r.patient))).toEqual(new Set(['PAT-0001', 'PAT-0002', 'PAT-0003']));
+      expect(rows.every((r) => r.lesion === '0' || r.lesion === '1')).toBe(true);
+      const pngs = (await readdir(outDir)).filter((f) => f.endsWith('.png')).sort();
+      expect(pngs).toEqual(rows.map((r) => r.file).sort());
+      const meta = await sharp(join(outDir, pngs[0]!)).metadata();
+      expect(meta).toMatchObject({ width: 32, height: 32, channels: 1, format: 'png', depth: 'uchar' });
+    },
+  );
 
   it('same seed → byte-identical files; different seed → different files', async () => {
     const [a, b, c] = [await tempDir(), await tempDir(), await tempDir()];
@@ -100,41 +112,79 @@ describe('generateSyntheticScans', () => {
   });
 
   it('lesionFraction 0 and 1 label every image accordingly', async () => {
-    const none = await generateSyntheticScans({ outDir: await tempDir(), patients: 2, imagesPerPatient: 3, size: 16, seed: 1, modality: 'xray', lesionFraction: 0 });
-    const all = await generateSyntheticScans({ outDir: await tempDir(), patients: 2, imagesPerPatient: 3, size: 16, seed: 1, modality: 'xray', lesionFraction: 1 });
-    expect(parseManifest(await readFile(none.manifestPath, 'utf8')).map((r) => r.lesion)).toEqual(Array(6).fill('0'));
-    expect(parseManifest(await readFile(all.manifestPath, 'utf8')).map((r) => r.lesion)).toEqual(Array(6).fill('1'));
+    const none = await generateSyntheticScans({
+      outDir: await tempDir(),
+      patients: 2,
+      imagesPerPatient: 3,
+      size: 16,
+      seed: 1,
+      modality: 'xray',
+      lesionFraction: 0,
+    });
+    const all = await generateSyntheticScans({
+      outDir: await tempDir(),
+      patients: 2,
+      imagesPerPatient: 3,
+      size: 16,
+      seed: 1,
+      modality: 'xray',
+      lesionFraction: 1,
+    });
+    expect(parseManifest(await readFile(none.manifestPath, 'utf8')).map((r) => r.lesion)).toEqual(
+      Array(6).fill('0'),
+    );
+    expect(parseManifest(await readFile(all.manifestPath, 'utf8')).map((r) => r.lesion)).toEqual(
+      Array(6).fill('1'),
+    );
   });
 
-  it.each(['ultrasound', 'xray'] as const)('images of one patient are more alike than images of different patients (%s)', async (modality) => {
-    const outDir = await tempDir();
-    const res = await generateSyntheticScans({ outDir, patients: 5, imagesPerPatient: 4, size: 48, seed: 3, modality });
-    const rows = parseManifest(await readFile(res.manifestPath, 'utf8'));
-    const images = await Promise.all(rows.map(async (r) => ({ patient: r.patient, img: await readGray(join(outDir, r.file)) })));
-    let within = 0;
-    let withinN = 0;
-    let between = 0;
-    let betweenN = 0;
-    for (let i = 0; i < images.length; i++) {
-      for (let j = i + 1; j < images.length; j++) {
-        const r = correlation(images[i]!.img.data, images[j]!.img.data);
-        if (images[i]!.patient === images[j]!.patient) {
-          within += r;
-          withinN++;
-        } else {
-          between += r;
-          betweenN++;
+  it.each(['ultrasound', 'xray'] as const)(
+    'images of one patient are more alike than images of different patients (%s)',
+    async (modality) => {
+      const outDir = await tempDir();
+      const res = await generateSyntheticScans({
+        outDir,
+        patients: 5,
+        imagesPerPatient: 4,
+        size: 48,
+        seed: 3,
+        modality,
+      });
+      const rows = parseManifest(await readFile(res.manifestPath, 'utf8'));
+      const images = await Promise.all(
+        rows.map(async (r) => ({ patient: r.patient, img: await readGray(join(outDir, r.file)) })),
+      );
+      let within = 0;
+      let withinN = 0;
+      let between = 0;
+      let betweenN = 0;
+      for (let i = 0; i < images.length; i++) {
+        for (let j = i + 1; j < images.length; j++) {
+          const r = correlation(images[i]!.img.data, images[j]!.img.data);
+          if (images[i]!.patient === images[j]!.patient) {
+            within += r;
+            withinN++;
+          } else {
+            between += r;
+            betweenN++;
+          }
         }
       }
-    }
-    within /= withinN;
-    between /= betweenN;
-    expect(within).toBeGreaterThan(between + 0.2);
-  });
+      within /= withinN;
+      between /= betweenN;
+      expect(within).toBeGreaterThan(between + 0.2);
+    },
+  );
 
   it('rejects nonsense sizes', async () => {
-    await expect(generateSyntheticScans({ outDir: await tempDir(), patients: 0, imagesPerPatient: 1, seed: 1, modality: 'xray' })).rejects.toThrow(
-      'patients must be a positive integer, got 0',
-    );
+    await expect(
+      generateSyntheticScans({
+        outDir: await tempDir(),
+        patients: 0,
+        imagesPerPatient: 1,
+        seed: 1,
+        modality: 'xray',
+      }),
+    ).rejects.toThrow('patients must be a positive integer, got 0');
   });
 });

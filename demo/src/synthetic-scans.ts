@@ -227,12 +227,15 @@ export async function generateSyntheticScans(opts: SyntheticScanOptions): Promis
   const size = opts.size ?? 64;
   const lesionFraction = opts.lesionFraction ?? 0.4;
   const prefix = opts.patientIdPrefix ?? 'PAT';
-  if (!Number.isInteger(opts.patients) || opts.patients < 1) throw new RangeError(`patients must be a positive integer, got ${opts.patients}`);
+  if (!Number.isInteger(opts.patients) || opts.patients < 1)
+    throw new RangeError(`patients must be a positive integer, got ${opts.patients}`);
   if (!Number.isInteger(opts.imagesPerPatient) || opts.imagesPerPatient < 1) {
     throw new RangeError(`imagesPerPatient must be a positive integer, got ${opts.imagesPerPatient}`);
   }
-  if (!Number.isInteger(size) || size < 8 || size > 4096) throw new RangeError(`size must be an integer in [8, 4096], got ${size}`);
-  if (!(lesionFraction >= 0 && lesionFraction <= 1)) throw new RangeError(`lesionFraction must be in [0, 1], got ${lesionFraction}`);
+  if (!Number.isInteger(size) || size < 8 || size > 4096)
+    throw new RangeError(`size must be an integer in [8, 4096], got ${size}`);
+  if (!(lesionFraction >= 0 && lesionFraction <= 1))
+    throw new RangeError(`lesionFraction must be in [0, 1], got ${lesionFraction}`);
 
   await mkdir(opts.outDir, { recursive: true });
   const rng = new SeededRandom(opts.seed);
@@ -245,7 +248,12 @@ export async function generateSyntheticScans(opts: SyntheticScanOptions): Promis
       const hasLesion = rng.next() < lesionFraction;
       // Radius ≤ 0.12 of the side: area ≤ π·0.0144 ≈ 4.5 % of the image (< 10 %).
       const lesion: Lesion | null = hasLesion
-        ? { cx: rng.range(0.25, 0.75), cy: rng.range(0.25, 0.75), r: rng.range(0.04, 0.12), contrast: rng.next() < 0.5 ? -0.35 : 0.35 }
+        ? {
+            cx: rng.range(0.25, 0.75),
+            cy: rng.range(0.25, 0.75),
+            r: rng.range(0.04, 0.12),
+            contrast: rng.next() < 0.5 ? -0.35 : 0.35,
+          }
         : null;
       const pixels = renderImage(anatomy, size, opts.modality, rng, lesion);
       const file = `scan-${String(index).padStart(5, '0')}.png`;

@@ -51,7 +51,13 @@ describe('ledger', () => {
     const h = await home();
     await appendLedger(h, download);
     await appendLedger(h, upload);
-    const rejected: LedgerEntry = { ...upload, taskId: 'task-10', accepted: false, updateId: undefined, error: { code: 'UPDATE_NORM_TOO_LARGE', message: 'too big' } };
+    const rejected: LedgerEntry = {
+      ...upload,
+      taskId: 'task-10',
+      accepted: false,
+      updateId: undefined,
+      error: { code: 'UPDATE_NORM_TOO_LARGE', message: 'too big' },
+    };
     delete (rejected as { updateId?: string }).updateId;
     await appendLedger(h, rejected);
     expect(await readLedger(h)).toEqual([download, upload, rejected]);
@@ -72,8 +78,12 @@ describe('ledger', () => {
 
   it('refuses entries that do not match the schema', async () => {
     const h = await home();
-    await expect(appendLedger(h, { ...upload, bytesSent: -1 })).rejects.toMatchObject({ code: 'AGENT_CONFIG_INVALID' });
-    await expect(appendLedger(h, { ...upload, patientId: 'x' } as unknown as LedgerEntry)).rejects.toMatchObject({ code: 'AGENT_CONFIG_INVALID' });
+    await expect(appendLedger(h, { ...upload, bytesSent: -1 })).rejects.toMatchObject({
+      code: 'AGENT_CONFIG_INVALID',
+    });
+    await expect(
+      appendLedger(h, { ...upload, patientId: 'x' } as unknown as LedgerEntry),
+    ).rejects.toMatchObject({ code: 'AGENT_CONFIG_INVALID' });
     expect(await readLedger(h)).toEqual([]);
   });
 });

@@ -51,7 +51,10 @@ export const downloadLedgerEntrySchema = z
   .strict();
 export type DownloadLedgerEntry = z.infer<typeof downloadLedgerEntrySchema>;
 
-export const ledgerEntrySchema = z.discriminatedUnion('kind', [uploadLedgerEntrySchema, downloadLedgerEntrySchema]);
+export const ledgerEntrySchema = z.discriminatedUnion('kind', [
+  uploadLedgerEntrySchema,
+  downloadLedgerEntrySchema,
+]);
 export type LedgerEntry = z.infer<typeof ledgerEntrySchema>;
 
 /**
@@ -60,7 +63,11 @@ export type LedgerEntry = z.infer<typeof ledgerEntrySchema>;
  */
 export async function appendLedger(home: string, entry: LedgerEntry): Promise<void> {
   const parsed = ledgerEntrySchema.safeParse(entry);
-  if (!parsed.success) throw new FedsslError('AGENT_CONFIG_INVALID', `ledger entry invalid: ${parsed.error.issues[0]?.message ?? 'unknown'}`);
+  if (!parsed.success)
+    throw new FedsslError(
+      'AGENT_CONFIG_INVALID',
+      `ledger entry invalid: ${parsed.error.issues[0]?.message ?? 'unknown'}`,
+    );
   await appendSecureLine(agentPaths(home).ledger, JSON.stringify(parsed.data));
 }
 
@@ -90,7 +97,11 @@ export async function readLedger(home: string): Promise<LedgerEntry[]> {
       throw new FedsslError('AGENT_CONFIG_INVALID', `ledger.jsonl line ${i + 1} is not valid JSON`);
     }
     const parsed = ledgerEntrySchema.safeParse(value);
-    if (!parsed.success) throw new FedsslError('AGENT_CONFIG_INVALID', `ledger.jsonl line ${i + 1}: ${parsed.error.issues[0]?.message ?? 'invalid entry'}`);
+    if (!parsed.success)
+      throw new FedsslError(
+        'AGENT_CONFIG_INVALID',
+        `ledger.jsonl line ${i + 1}: ${parsed.error.issues[0]?.message ?? 'invalid entry'}`,
+      );
     out.push(parsed.data);
   });
   return out;

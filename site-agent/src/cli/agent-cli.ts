@@ -2,7 +2,16 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { resolveAgentHome } from '../config/agent-config';
 import { asCodedError } from '../uplink/uplink';
-import { agentVersion, checkDataCommand, createLogger, enrollCommand, initCommand, ledgerCommand, runCommand, type CliIo } from './commands';
+import {
+  agentVersion,
+  checkDataCommand,
+  createLogger,
+  enrollCommand,
+  initCommand,
+  ledgerCommand,
+  runCommand,
+  type CliIo,
+} from './commands';
 
 /**
  * `fedssl-agent`: the site agent's command line. Parses arguments and hands off to
@@ -20,8 +29,10 @@ function positiveInt(value: string): number {
   return n;
 }
 
-const backendOption = () => new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']);
-const homeOption = () => new Option('--home <dir>', 'agent home folder (default: $FEDSSL_AGENT_HOME or ./fedssl-agent)');
+const backendOption = () =>
+  new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']);
+const homeOption = () =>
+  new Option('--home <dir>', 'agent home folder (default: $FEDSSL_AGENT_HOME or ./fedssl-agent)');
 
 /** SIGINT/SIGTERM as a promise; a second signal exits at once. */
 function stopSignal(): Promise<string> {
@@ -39,7 +50,9 @@ function stopSignal(): Promise<string> {
 
 /** Build the commander program (exported for tests). */
 export function buildProgram(): Command {
-  const program = new Command('fedssl-agent').description('fedssl site agent: trains locally, uploads signed encrypted weight deltas').version(agentVersion());
+  const program = new Command('fedssl-agent')
+    .description('fedssl site agent: trains locally, uploads signed encrypted weight deltas')
+    .version(agentVersion());
   program.exitOverride();
 
   program
@@ -52,20 +65,30 @@ export function buildProgram(): Command {
     .option('--image-size <px>', 'working image side in pixels', positiveInt)
     .addOption(backendOption())
     .option('--force', 'replace existing keys (the site must enroll again)', false)
-    .action(async (o: { home?: string; data: string; manifest?: string; patientColumn?: string; imageSize?: number; backend?: 'auto'; force: boolean }) => {
-      process.exitCode = await initCommand(
-        {
-          home: resolveAgentHome(o.home),
-          data: o.data,
-          force: o.force,
-          ...(o.manifest !== undefined ? { manifest: o.manifest } : {}),
-          ...(o.patientColumn !== undefined ? { patientColumn: o.patientColumn } : {}),
-          ...(o.imageSize !== undefined ? { imageSize: o.imageSize } : {}),
-          ...(o.backend !== undefined ? { backend: o.backend } : {}),
-        },
-        io,
-      );
-    });
+    .action(
+      async (o: {
+        home?: string;
+        data: string;
+        manifest?: string;
+        patientColumn?: string;
+        imageSize?: number;
+        backend?: 'auto';
+        force: boolean;
+      }) => {
+        process.exitCode = await initCommand(
+          {
+            home: resolveAgentHome(o.home),
+            data: o.data,
+            force: o.force,
+            ...(o.manifest !== undefined ? { manifest: o.manifest } : {}),
+            ...(o.patientColumn !== undefined ? { patientColumn: o.patientColumn } : {}),
+            ...(o.imageSize !== undefined ? { imageSize: o.imageSize } : {}),
+            ...(o.backend !== undefined ? { backend: o.backend } : {}),
+          },
+          io,
+        );
+      },
+    );
 
   program
     .command('enroll')
@@ -75,7 +98,10 @@ export function buildProgram(): Command {
     .requiredOption('--token <token>', 'one-time enrollment token from the consortium admin')
     .option('--force', 'enroll again although already enrolled', false)
     .action(async (o: { home?: string; coordinator: string; token: string; force: boolean }) => {
-      process.exitCode = await enrollCommand({ home: resolveAgentHome(o.home), coordinator: o.coordinator, token: o.token, force: o.force }, io);
+      process.exitCode = await enrollCommand(
+        { home: resolveAgentHome(o.home), coordinator: o.coordinator, token: o.token, force: o.force },
+        io,
+      );
     });
 
   program
@@ -111,19 +137,27 @@ export function buildProgram(): Command {
     .option('--patient-column <name>', 'manifest column holding the patient id')
     .option('--image-size <px>', 'working image side in pixels', positiveInt)
     .option('--json', 'JSON output', false)
-    .action(async (o: { data: string; manifest?: string; patientColumn?: string; imageSize?: number; json: boolean }) => {
-      process.exitCode = await checkDataCommand(
-        {
-          data: o.data,
-          json: o.json,
-          logger: createLogger(),
-          ...(o.manifest !== undefined ? { manifest: o.manifest } : {}),
-          ...(o.patientColumn !== undefined ? { patientColumn: o.patientColumn } : {}),
-          ...(o.imageSize !== undefined ? { imageSize: o.imageSize } : {}),
-        },
-        io,
-      );
-    });
+    .action(
+      async (o: {
+        data: string;
+        manifest?: string;
+        patientColumn?: string;
+        imageSize?: number;
+        json: boolean;
+      }) => {
+        process.exitCode = await checkDataCommand(
+          {
+            data: o.data,
+            json: o.json,
+            logger: createLogger(),
+            ...(o.manifest !== undefined ? { manifest: o.manifest } : {}),
+            ...(o.patientColumn !== undefined ? { patientColumn: o.patientColumn } : {}),
+            ...(o.imageSize !== undefined ? { imageSize: o.imageSize } : {}),
+          },
+          io,
+        );
+      },
+    );
   return program;
 }
 

@@ -33,9 +33,18 @@ const mode = async (p: string) => (await stat(p)).mode & 0o777;
 async function dataFolder(): Promise<string> {
   const d = await tempDir();
   for (let i = 0; i < 4; i++) {
-    await writeFile(join(d, `img${i}.png`), await sharp(Buffer.alloc(16 * 16, 40 * i), { raw: { width: 16, height: 16, channels: 1 } }).toColourspace('b-w').png().toBuffer());
+    await writeFile(
+      join(d, `img${i}.png`),
+      await sharp(Buffer.alloc(16 * 16, 40 * i), { raw: { width: 16, height: 16, channels: 1 } })
+        .toColourspace('b-w')
+        .png()
+        .toBuffer(),
+    );
   }
-  await writeFile(join(d, 'manifest.csv'), 'file,patient_id\nimg0.png,P1\nimg1.png,P1\nimg2.png,P2\nimg3.png,P3\n');
+  await writeFile(
+    join(d, 'manifest.csv'),
+    'file,patient_id\nimg0.png,P1\nimg1.png,P1\nimg2.png,P2\nimg3.png,P3\n',
+  );
   return d;
 }
 
@@ -48,8 +57,14 @@ describe('init', () => {
     expect(await mode(p.home)).toBe(0o700);
     for (const f of [p.config, p.keys, p.pseudonymSecret]) expect(await mode(f)).toBe(0o600);
     const keys = await loadPartyKeys(home);
-    expect(io.lines).toContain(`Site key fingerprint:  ${fingerprint(keys.signing.publicKey, keys.box.publicKey)}`);
-    expect((await loadAgentConfig(home)).data).toEqual({ path: '/srv/images', patientColumn: 'patient_id', imageSize: 64 });
+    expect(io.lines).toContain(
+      `Site key fingerprint:  ${fingerprint(keys.signing.publicKey, keys.box.publicKey)}`,
+    );
+    expect((await loadAgentConfig(home)).data).toEqual({
+      path: '/srv/images',
+      patientColumn: 'patient_id',
+      imageSize: 64,
+    });
     // The secret key is never printed.
     expect(io.lines.join('\n')).not.toContain(toBase64(keys.signing.secretKey));
   });
@@ -72,16 +87,22 @@ describe('init', () => {
       process.exitCode = undefined;
     }
     expect(code).toBe(1);
-    expect(errWrites).toEqual([`error: [AGENT_CONFIG_INVALID] keys already exist in ${home}; pass --force to replace them (the site will have to enroll again)\n`]);
+    expect(errWrites).toEqual([
+      `error: [AGENT_CONFIG_INVALID] keys already exist in ${home}; pass --force to replace them (the site will have to enroll again)\n`,
+    ]);
     expect(await readFile(agentPaths(home).keys, 'utf8')).toBe(before);
-    expect(await main(['node', 'fedssl-agent', 'init', '--home', home, '--data', '/srv/images', '--force'])).toBe(0);
+    expect(
+      await main(['node', 'fedssl-agent', 'init', '--home', home, '--data', '/srv/images', '--force']),
+    ).toBe(0);
     process.exitCode = undefined;
     expect(await readFile(agentPaths(home).keys, 'utf8')).not.toBe(before);
   });
 });
 
 describe('enroll', () => {
-  async function fakeCoordinator(reply: (body: unknown) => { status: number; json: unknown }): Promise<{ url: string; server: Server; bodies: unknown[] }> {
+  async function fakeCoordinator(
+    reply: (body: unknown) => { status: number; json: unknown },
+  ): Promise<{ url: string; server: Server; bodies: unknown[] }> {
     const bodies: unknown[] = [];
     const server = createServer((req, res) => {
       let data = '';
@@ -110,7 +131,10 @@ describe('enroll', () => {
       boxPublicKey: toBase64(coord.box.publicKey),
       fingerprint: fingerprint(coord.signing.publicKey, coord.box.publicKey),
     };
-    const fc = await fakeCoordinator(() => ({ status: 201, json: { siteId: 'site-7', siteName: 'Hospital A', coordinator, protocolVersion: 1 } }));
+    const fc = await fakeCoordinator(() => ({
+      status: 201,
+      json: { siteId: 'site-7', siteName: 'Hospital A', coordinator, protocolVersion: 1 },
+    }));
     try {
       const io = captureIo();
       expect(await enrollCommand({ home, coordinator: `${fc.url}/`, token: 'T'.repeat(32) }, io)).toBe(0);
@@ -119,10 +143,17 @@ describe('enroll', () => {
       expect(fromBase64(sent.signingPublicKey)).toEqual(keys.signing.publicKey);
       expect(JSON.stringify(fc.bodies[0])).not.toContain(toBase64(keys.signing.secretKey));
       const config = await loadAgentConfig(home);
-      expect(config).toMatchObject({ siteId: 'site-7', siteName: 'Hospital A', coordinatorUrl: fc.url, coordinator });
+      expect(config).toMatchObject({
+        siteId: 'site-7',
+        siteName: 'Hospital A',
+        coordinatorUrl: fc.url,
+        coordinator,
+      });
       expect(io.lines).toContain(`Coordinator fingerprint:  ${coordinator.fingerprint}`);
       // Enrolling again needs --force.
-      await expect(enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo())).rejects.toThrow('already enrolled as site-7');
+      await expect(
+        enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo()),
+      ).rejects.toThrow('already enrolled as site-7');
     } finally {
       fc.server.close();
     }
@@ -131,9 +162,14 @@ describe('enroll', () => {
   it('passes on the coordinator error code and pins nothing', async () => {
     const home = join(await tempDir(), 'agent');
     await initCommand({ home, data: '/srv/images' }, captureIo());
-    const fc = await fakeCoordinator(() => ({ status: 401, json: { code: 'ENROLLMENT_TOKEN_USED', message: 'token already used' } }));
+    const fc = await fakeCoordinator(() => ({
+      status: 401,
+      json: { code: 'ENROLLMENT_TOKEN_USED', message: 'token already used' },
+    }));
     try {
-      await expect(enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo())).rejects.toMatchObject({
+      await expect(
+        enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo()),
+      ).rejects.toMatchObject({
         code: 'ENROLLMENT_TOKEN_USED',
         message: 'enrollment refused: token already used',
       });
@@ -147,10 +183,20 @@ describe('enroll', () => {
     const home = join(await tempDir(), 'agent');
     await initCommand({ home, data: '/srv/images' }, captureIo());
     const coord = generatePartyKeys();
-    const coordinator = { keyId: keyId(coord.signing.publicKey), signingPublicKey: toBase64(coord.signing.publicKey), boxPublicKey: toBase64(coord.box.publicKey), fingerprint: 'aaaa bbbb' };
-    const fc = await fakeCoordinator(() => ({ status: 201, json: { siteId: 'site-7', siteName: 'A', coordinator, protocolVersion: 1 } }));
+    const coordinator = {
+      keyId: keyId(coord.signing.publicKey),
+      signingPublicKey: toBase64(coord.signing.publicKey),
+      boxPublicKey: toBase64(coord.box.publicKey),
+      fingerprint: 'aaaa bbbb',
+    };
+    const fc = await fakeCoordinator(() => ({
+      status: 201,
+      json: { siteId: 'site-7', siteName: 'A', coordinator, protocolVersion: 1 },
+    }));
     try {
-      await expect(enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo())).rejects.toThrow('does not match its keys');
+      await expect(
+        enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo()),
+      ).rejects.toThrow('does not match its keys');
       expect((await loadAgentConfig(home)).siteId).toBeNull();
     } finally {
       fc.server.close();
@@ -181,7 +227,9 @@ describe('ledger and check-data', () => {
     });
     const io2 = captureIo();
     await ledgerCommand({ home }, io2);
-    expect(io2.lines).toEqual([`2025-01-02T03:04:05.000Z  upload    run run-1 round 2  task task-9  12345 B  2 tensors  40 examples  sha256 ${'a'.repeat(16)}…  accepted upd-1`]);
+    expect(io2.lines).toEqual([
+      `2025-01-02T03:04:05.000Z  upload    run run-1 round 2  task task-9  12345 B  2 tensors  40 examples  sha256 ${'a'.repeat(16)}…  accepted upd-1`,
+    ]);
     const io3 = captureIo();
     await ledgerCommand({ home, json: true }, io3);
     expect(JSON.parse(io3.lines.join('\n'))).toHaveLength(1);

@@ -4,7 +4,12 @@ import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { fingerprint, fromBase64, keyId, toBase64 } from '@fedssl/shared/crypto';
 import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
-import { PROTOCOL_VERSION, enrollResponseSchema, type AgentStatus, type EnrollRequest } from '@fedssl/shared/protocol';
+import {
+  PROTOCOL_VERSION,
+  enrollResponseSchema,
+  type AgentStatus,
+  type EnrollRequest,
+} from '@fedssl/shared/protocol';
 import { readLedger } from '../audit/ledger';
 import {
   agentPaths,
@@ -38,7 +43,9 @@ export interface CliIo {
 /** The agent's version, from its package.json (works from src/ and dist/). */
 export function agentVersion(): string {
   try {
-    const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: string };
+    const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as {
+      version?: string;
+    };
     return pkg.version ?? '0.0.0';
   } catch {
     return '0.0.0';
@@ -100,13 +107,27 @@ async function errorFromResponse(res: Response): Promise<FedsslError> {
   } catch {
     body = undefined;
   }
-  const b = (body ?? {}) as { code?: unknown; message?: unknown; error?: { code?: unknown; message?: unknown } };
-  const code = typeof b.code === 'string' ? b.code : typeof b.error?.code === 'string' ? b.error.code : undefined;
-  const rawMessage = typeof b.message === 'string' ? b.message : typeof b.error?.message === 'string' ? b.error.message : res.statusText;
+  const b = (body ?? {}) as {
+    code?: unknown;
+    message?: unknown;
+    error?: { code?: unknown; message?: unknown };
+  };
+  const code =
+    typeof b.code === 'string' ? b.code : typeof b.error?.code === 'string' ? b.error.code : undefined;
+  const rawMessage =
+    typeof b.message === 'string'
+      ? b.message
+      : typeof b.error?.message === 'string'
+        ? b.error.message
+        : res.statusText;
   if (code && Object.prototype.hasOwnProperty.call(ERROR_CODES, code)) {
     return new FedsslError(code as ErrorCode, `enrollment refused: ${rawMessage}`, { status: res.status });
   }
-  return new FedsslError('ENROLLMENT_TOKEN_INVALID', `enrollment refused (HTTP ${res.status}${code ? ` ${code}` : ''}): ${rawMessage}`, { status: res.status });
+  return new FedsslError(
+    'ENROLLMENT_TOKEN_INVALID',
+    `enrollment refused (HTTP ${res.status}${code ? ` ${code}` : ''}): ${rawMessage}`,
+    { status: res.status },
+  );
 }
 
 /**
@@ -116,7 +137,10 @@ async function errorFromResponse(res: Response): Promise<FedsslError> {
 export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Promise<number> {
   const config = await loadAgentConfig(opts.home);
   if (config.siteId !== null && !opts.force) {
-    throw new FedsslError('AGENT_CONFIG_INVALID', `this agent is already enrolled as ${config.siteId}; pass --force to enroll again`);
+    throw new FedsslError(
+      'AGENT_CONFIG_INVALID',
+      `this agent is already enrolled as ${config.siteId}; pass --force to enroll again`,
+    );
   }
   const keys = await loadPartyKeys(opts.home);
   const base = opts.coordinator.replace(/\/+$/, '');
@@ -131,7 +155,11 @@ export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Prom
   const res = await retry(
     async () => {
       try {
-        return await doFetch(`${base}/api/v1/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        return await doFetch(`${base}/api/v1/enroll`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
       } catch (e) {
         throw new FedsslError('COORDINATOR_UNREACHABLE', `cannot reach ${base}: ${(e as Error).message}`);
       }
@@ -140,14 +168,18 @@ export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Prom
   );
   if (!res.ok) throw await errorFromResponse(res);
   const parsed = enrollResponseSchema.safeParse(await res.json());
-  if (!parsed.success) throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'coordinator sent a malformed enrollment response');
+  if (!parsed.success)
+    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'coordinator sent a malformed enrollment response');
   const coord = parsed.data.coordinator;
   // Recompute rather than trust: the fingerprint the admin reads out must be of the keys we pin.
   const sigPk = fromBase64(coord.signingPublicKey, 32);
   const boxPk = fromBase64(coord.boxPublicKey, 32);
   const fp = fingerprint(sigPk, boxPk);
   if (fp !== coord.fingerprint || keyId(sigPk) !== coord.keyId) {
-    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'the coordinator fingerprint or key id does not match its keys; not pinning');
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      'the coordinator fingerprint or key id does not match its keys; not pinning',
+    );
   }
   await saveAgentConfig(opts.home, {
     ...config,
@@ -199,9 +231,16 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   });
   secret.fill(0);
   const version = agentVersion();
-  const client = new CoordinatorClient({ url: config.coordinatorUrl, siteId: config.siteId, signingSecretKey: keys.signing.secretKey, agentVersion: version, logger: log });
+  const client = new CoordinatorClient({
+    url: config.coordinatorUrl,
+    siteId: config.siteId,
+    signingSecretKey: keys.signing.secretKey,
+    agentVersion: version,
+    logger: log,
+  });
   let state: AgentStatus['state'] = 'idle';
-  const pushStatus = () => client.setStatus({ state, backend: backend.name, exampleCount: report.images, agentVersion: version });
+  const pushStatus = () =>
+    client.setStatus({ state, backend: backend.name, exampleCount: report.images, agentVersion: version });
   pushStatus();
 
   let finish!: (code: number) => void;
@@ -210,13 +249,20 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   const runner = new TaskRunner({
     uplink: client,
     siteId: config.siteId,
-    coordinator: { signingPublicKey: fromBase64(config.coordinator.signingPublicKey, 32), boxPublicKey: fromBase64(config.coordinator.boxPublicKey, 32) },
+    coordinator: {
+      signingPublicKey: fromBase64(config.coordinator.signingPublicKey, 32),
+      boxPublicKey: fromBase64(config.coordinator.boxPublicKey, 32),
+    },
     siteSigningSecretKey: keys.signing.secretKey,
     uploadChunkSize: config.uploadChunkSize,
     home: opts.home,
     dataset: async () => dataset,
     train: trainRound,
-    localStates: fileLocalStateStore(agentPaths(opts.home).stateDir, { encode: encodeLocalState, decode: decodeLocalState }, log),
+    localStates: fileLocalStateStore(
+      agentPaths(opts.home).stateDir,
+      { encode: encodeLocalState, decode: decodeLocalState },
+      log,
+    ),
     logger: log,
     onState: (s) => {
       state = s;
@@ -224,7 +270,10 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     },
     onOutcome: (o: TaskOutcome) => {
       ended++;
-      log.info({ taskId: o.taskId, runId: o.runId, round: o.round, status: o.status, code: o.error?.code }, 'task ended');
+      log.info(
+        { taskId: o.taskId, runId: o.runId, round: o.round, status: o.status, code: o.error?.code },
+        'task ended',
+      );
       if (opts.exitAfterTasks !== undefined && ended >= opts.exitAfterTasks) finish(0);
     },
   });
@@ -259,9 +308,13 @@ export async function ledgerCommand(opts: { home: string; json?: boolean }, io: 
   }
   for (const e of entries) {
     if (e.kind === 'download') {
-      io.out(`${e.time}  download  run ${e.runId} round ${e.round}  model ${e.modelVersion}  ${e.bytes} B  sha256 ${e.modelSha256.slice(0, 16)}…  ${e.verified ? 'verified' : 'UNVERIFIED'}`);
+      io.out(
+        `${e.time}  download  run ${e.runId} round ${e.round}  model ${e.modelVersion}  ${e.bytes} B  sha256 ${e.modelSha256.slice(0, 16)}…  ${e.verified ? 'verified' : 'UNVERIFIED'}`,
+      );
     } else {
-      const result = e.accepted ? `accepted ${e.updateId ?? ''}`.trim() : `REJECTED ${e.error?.code ?? ''}`.trim();
+      const result = e.accepted
+        ? `accepted ${e.updateId ?? ''}`.trim()
+        : `REJECTED ${e.error?.code ?? ''}`.trim();
       io.out(
         `${e.time}  upload    run ${e.runId} round ${e.round}  task ${e.taskId}  ${e.bytesSent} B  ${e.tensors.length} tensors  ${e.exampleCount} examples  sha256 ${e.plaintextSha256.slice(0, 16)}…  ${result}`,
       );
@@ -274,7 +327,14 @@ export async function ledgerCommand(opts: { home: string; json?: boolean }, io: 
 
 /** `fedssl-agent check-data`: what the agent would train on (counts only, no ids). */
 export async function checkDataCommand(
-  opts: { data: string; manifest?: string; patientColumn?: string; imageSize?: number; json?: boolean; logger?: Logger },
+  opts: {
+    data: string;
+    manifest?: string;
+    patientColumn?: string;
+    imageSize?: number;
+    json?: boolean;
+    logger?: Logger;
+  },
   io: CliIo,
 ): Promise<number> {
   // A throwaway secret: patients are counted, never named, and nothing is kept.
@@ -302,11 +362,17 @@ export function formatReport(r: DatasetReport): string {
     `Patients:          ${r.patients}${r.manifestUsed ? '' : ' (no manifest: every image is its own class)'}`,
     `Without patient:   ${r.unidentifiedImages}`,
     `Metadata classes:  ${r.metadataClasses}`,
-    `Original sizes:    ${r.sizes.minWidth}–${r.sizes.maxWidth} × ${r.sizes.minHeight}–${r.sizes.maxHeight} px; bit depths ${Object.entries(r.sizes.bitDepths)
+    `Original sizes:    ${r.sizes.minWidth}–${r.sizes.maxWidth} × ${r.sizes.minHeight}–${r.sizes.maxHeight} px; bit depths ${Object.entries(
+      r.sizes.bitDepths,
+    )
       .map(([d, n]) => `${d}-bit: ${n}`)
       .join(', ')}`,
     `Working size:      ${r.imageSize} × ${r.imageSize}`,
   ];
-  lines.push(r.skipped.length === 0 ? 'Skipped:           none' : `Skipped:           ${r.skipped.map((s) => `${s.reason} ${s.count}`).join(', ')}`);
+  lines.push(
+    r.skipped.length === 0
+      ? 'Skipped:           none'
+      : `Skipped:           ${r.skipped.map((s) => `${s.reason} ${s.count}`).join(', ')}`,
+  );
   return lines.join('\n');
 }

@@ -66,11 +66,17 @@ describe('initAgentHome', () => {
   it('refuses to overwrite existing keys without force, replaces them with force', async () => {
     const home = await tempHome();
     const first = await initAgentHome({ home, data: { path: '/data' } });
-    await expect(initAgentHome({ home, data: { path: '/data' } })).rejects.toMatchObject({ code: 'AGENT_CONFIG_INVALID' });
-    expect(toBase64((await loadPartyKeys(home)).signing.publicKey)).toBe(toBase64(first.keys.signing.publicKey));
+    await expect(initAgentHome({ home, data: { path: '/data' } })).rejects.toMatchObject({
+      code: 'AGENT_CONFIG_INVALID',
+    });
+    expect(toBase64((await loadPartyKeys(home)).signing.publicKey)).toBe(
+      toBase64(first.keys.signing.publicKey),
+    );
     const secretBefore = await loadPseudonymSecret(home);
     const second = await initAgentHome({ home, data: { path: '/data' }, force: true });
-    expect(toBase64((await loadPartyKeys(home)).signing.publicKey)).toBe(toBase64(second.keys.signing.publicKey));
+    expect(toBase64((await loadPartyKeys(home)).signing.publicKey)).toBe(
+      toBase64(second.keys.signing.publicKey),
+    );
     expect(toBase64(second.keys.signing.publicKey)).not.toBe(toBase64(first.keys.signing.publicKey));
     expect(toBase64(await loadPseudonymSecret(home))).not.toBe(toBase64(secretBefore));
   });
@@ -94,7 +100,9 @@ describe('config validation', () => {
   };
 
   it('names the bad field', () => {
-    expect(() => parseAgentConfig({ ...valid, data: { path: '/data', imageSize: 4 } })).toThrow(/^config\.json: data\.imageSize: /);
+    expect(() => parseAgentConfig({ ...valid, data: { path: '/data', imageSize: 4 } })).toThrow(
+      /^config\.json: data\.imageSize: /,
+    );
     expect(() => parseAgentConfig({ ...valid, uploadChunkSize: 'big' })).toThrow(/uploadChunkSize/);
     expect(() => parseAgentConfig({ ...valid, extra: 1 })).toThrow(/Unrecognized key/);
     expect(codeOf(() => parseAgentConfig({ ...valid, backend: 'gpu' }))).toBe('AGENT_CONFIG_INVALID');
@@ -110,8 +118,19 @@ describe('config validation', () => {
     const home = await tempHome();
     await initAgentHome({ home, data: { path: '/data' } });
     const k = generatePartyKeys();
-    const coordinator = { keyId: 'abcd', signingPublicKey: toBase64(k.signing.publicKey), boxPublicKey: toBase64(k.box.publicKey), fingerprint: 'ab12 cd34' };
-    const config = { ...(await loadAgentConfig(home)), siteId: 'site-1', siteName: 'Hospital A', coordinatorUrl: 'http://localhost:3000', coordinator };
+    const coordinator = {
+      keyId: 'abcd',
+      signingPublicKey: toBase64(k.signing.publicKey),
+      boxPublicKey: toBase64(k.box.publicKey),
+      fingerprint: 'ab12 cd34',
+    };
+    const config = {
+      ...(await loadAgentConfig(home)),
+      siteId: 'site-1',
+      siteName: 'Hospital A',
+      coordinatorUrl: 'http://localhost:3000',
+      coordinator,
+    };
     await saveAgentConfig(home, config);
     expect(await mode(agentPaths(home).config)).toBe(0o600);
     expect(requireEnrolled(await loadAgentConfig(home)).coordinator).toEqual(coordinator);
@@ -138,7 +157,9 @@ describe('keys file', () => {
     const other = generatePartyKeys();
     const tampered = JSON.parse(text) as { signing: { publicKey: string } };
     tampered.signing.publicKey = toBase64(other.signing.publicKey);
-    expect(() => decodeKeysFile(JSON.stringify(tampered))).toThrow('keys.json: signing.publicKey does not match signing.secretKey');
+    expect(() => decodeKeysFile(JSON.stringify(tampered))).toThrow(
+      'keys.json: signing.publicKey does not match signing.secretKey',
+    );
   });
 });
 

@@ -14,7 +14,12 @@ import {
   type PartyKeys,
 } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
-import { MAX_CHUNK_BYTES, coordinatorKeysSchema, idSchema, type CoordinatorKeys } from '@fedssl/shared/protocol';
+import {
+  MAX_CHUNK_BYTES,
+  coordinatorKeysSchema,
+  idSchema,
+  type CoordinatorKeys,
+} from '@fedssl/shared/protocol';
 import { ensureSecureDir, exists, fileMode, writeSecureFile } from './secure-files';
 
 /**
@@ -66,7 +71,12 @@ export const agentConfigSchema = z
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 
 /** A config after `enroll`: the coordinator is known and pinned. */
-export type EnrolledAgentConfig = AgentConfig & { siteId: string; siteName: string; coordinatorUrl: string; coordinator: CoordinatorKeys };
+export type EnrolledAgentConfig = AgentConfig & {
+  siteId: string;
+  siteName: string;
+  coordinatorUrl: string;
+  coordinator: CoordinatorKeys;
+};
 
 const keyPairFileSchema = z.object({ publicKey: z.string(), secretKey: z.string() }).strict();
 const keysFileSchema = z.object({ signing: keyPairFileSchema, box: keyPairFileSchema }).strict();
@@ -86,7 +96,9 @@ export interface AgentPaths {
  * @example resolveAgentHome(opts.home, process.env)
  */
 export function resolveAgentHome(explicit?: string, env: NodeJS.ProcessEnv = process.env): string {
-  const chosen = explicit ?? (env.FEDSSL_AGENT_HOME && env.FEDSSL_AGENT_HOME.length > 0 ? env.FEDSSL_AGENT_HOME : DEFAULT_AGENT_HOME);
+  const chosen =
+    explicit ??
+    (env.FEDSSL_AGENT_HOME && env.FEDSSL_AGENT_HOME.length > 0 ? env.FEDSSL_AGENT_HOME : DEFAULT_AGENT_HOME);
   return resolve(chosen);
 }
 
@@ -115,7 +127,11 @@ async function readText(path: string, what: string): Promise<string> {
     return await readFile(path, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new FedsslError('AGENT_CONFIG_INVALID', `${what} not found at ${path}: run \`fedssl-agent init\` first`, { file: path });
+      throw new FedsslError(
+        'AGENT_CONFIG_INVALID',
+        `${what} not found at ${path}: run \`fedssl-agent init\` first`,
+        { file: path },
+      );
     }
     throw e;
   }
@@ -125,7 +141,9 @@ function parseJson(text: string, path: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (e) {
-    throw new FedsslError('AGENT_CONFIG_INVALID', `${path} is not valid JSON: ${(e as Error).message}`, { file: path });
+    throw new FedsslError('AGENT_CONFIG_INVALID', `${path} is not valid JSON: ${(e as Error).message}`, {
+      file: path,
+    });
   }
 }
 
@@ -160,9 +178,13 @@ export function parseAgentConfig(value: unknown, source = 'config.json'): AgentC
   // Enrollment fills these four together; a partial set means a hand-edited file.
   const enrolled = [c.siteId, c.siteName, c.coordinatorUrl, c.coordinator].filter((v) => v !== null).length;
   if (enrolled !== 0 && enrolled !== 4) {
-    throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: siteId, siteName, coordinatorUrl and coordinator must all be set (enrolled) or all be null`, {
-      fields: ['siteId', 'siteName', 'coordinatorUrl', 'coordinator'],
-    });
+    throw new FedsslError(
+      'AGENT_CONFIG_INVALID',
+      `${source}: siteId, siteName, coordinatorUrl and coordinator must all be set (enrolled) or all be null`,
+      {
+        fields: ['siteId', 'siteName', 'coordinatorUrl', 'coordinator'],
+      },
+    );
   }
   return c;
 }
@@ -186,8 +208,16 @@ export async function saveAgentConfig(home: string, config: AgentConfig): Promis
  * @throws FedsslError AGENT_NOT_ENROLLED when `enroll` has not been run yet.
  */
 export function requireEnrolled(config: AgentConfig): EnrolledAgentConfig {
-  if (config.siteId === null || config.siteName === null || config.coordinatorUrl === null || config.coordinator === null) {
-    throw new FedsslError('AGENT_NOT_ENROLLED', 'this agent is not enrolled yet: run `fedssl-agent enroll --coordinator URL --token T` first');
+  if (
+    config.siteId === null ||
+    config.siteName === null ||
+    config.coordinatorUrl === null ||
+    config.coordinator === null
+  ) {
+    throw new FedsslError(
+      'AGENT_NOT_ENROLLED',
+      'this agent is not enrolled yet: run `fedssl-agent enroll --coordinator URL --token T` first',
+    );
   }
   return config as EnrolledAgentConfig;
 }
@@ -212,21 +242,34 @@ export function encodeKeysFile(keys: PartyKeys): string {
  */
 export function decodeKeysFile(text: string, source = 'keys.json'): PartyKeys {
   const parsed = keysFileSchema.safeParse(parseJson(text, source));
-  if (!parsed.success) throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: ${describeIssues(parsed.error)}`);
+  if (!parsed.success)
+    throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: ${describeIssues(parsed.error)}`);
   const decode = (field: string, b64: string, len: number): Uint8Array => {
     try {
       return fromBase64(b64, len);
     } catch (e) {
-      throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: ${field}: ${(e as Error).message}`, { fields: [field] });
+      throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: ${field}: ${(e as Error).message}`, {
+        fields: [field],
+      });
     }
   };
-  const signing = signingKeyPairFromSecretKey(decode('signing.secretKey', parsed.data.signing.secretKey, SIGNING_SECRET_KEY_BYTES));
-  const box = boxKeyPairFromSecretKey(decode('box.secretKey', parsed.data.box.secretKey, BOX_SECRET_KEY_BYTES));
+  const signing = signingKeyPairFromSecretKey(
+    decode('signing.secretKey', parsed.data.signing.secretKey, SIGNING_SECRET_KEY_BYTES),
+  );
+  const box = boxKeyPairFromSecretKey(
+    decode('box.secretKey', parsed.data.box.secretKey, BOX_SECRET_KEY_BYTES),
+  );
   if (!equalBytes(signing.publicKey, decode('signing.publicKey', parsed.data.signing.publicKey, 32))) {
-    throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: signing.publicKey does not match signing.secretKey`, { fields: ['signing.publicKey'] });
+    throw new FedsslError(
+      'AGENT_CONFIG_INVALID',
+      `${source}: signing.publicKey does not match signing.secretKey`,
+      { fields: ['signing.publicKey'] },
+    );
   }
   if (!equalBytes(box.publicKey, decode('box.publicKey', parsed.data.box.publicKey, 32))) {
-    throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: box.publicKey does not match box.secretKey`, { fields: ['box.publicKey'] });
+    throw new FedsslError('AGENT_CONFIG_INVALID', `${source}: box.publicKey does not match box.secretKey`, {
+      fields: ['box.publicKey'],
+    });
   }
   return { signing, box };
 }
@@ -247,13 +290,19 @@ export async function loadPseudonymSecret(home: string): Promise<Uint8Array> {
     bytes = await readFile(p.pseudonymSecret);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new FedsslError('AGENT_CONFIG_INVALID', `pseudonym-secret not found at ${p.pseudonymSecret}: run \`fedssl-agent init\` first`);
+      throw new FedsslError(
+        'AGENT_CONFIG_INVALID',
+        `pseudonym-secret not found at ${p.pseudonymSecret}: run \`fedssl-agent init\` first`,
+      );
     }
     throw e;
   }
   await assertPrivate(p.pseudonymSecret);
   if (bytes.length !== PSEUDONYM_SECRET_BYTES) {
-    throw new FedsslError('AGENT_CONFIG_INVALID', `pseudonym-secret: expected ${PSEUDONYM_SECRET_BYTES} bytes, got ${bytes.length}`);
+    throw new FedsslError(
+      'AGENT_CONFIG_INVALID',
+      `pseudonym-secret: expected ${PSEUDONYM_SECRET_BYTES} bytes, got ${bytes.length}`,
+    );
   }
   return new Uint8Array(bytes);
 }
@@ -284,7 +333,10 @@ export interface InitAgentHomeResult {
 export async function initAgentHome(opts: InitAgentHomeOptions): Promise<InitAgentHomeResult> {
   const paths = agentPaths(opts.home);
   if (!opts.force && ((await exists(paths.keys)) || (await exists(paths.pseudonymSecret)))) {
-    throw new FedsslError('AGENT_CONFIG_INVALID', `keys already exist in ${paths.home}; pass --force to replace them (the site will have to enroll again)`);
+    throw new FedsslError(
+      'AGENT_CONFIG_INVALID',
+      `keys already exist in ${paths.home}; pass --force to replace them (the site will have to enroll again)`,
+    );
   }
   const config = parseAgentConfig(
     {

@@ -21,21 +21,29 @@ describe('parseCsv', () => {
   it('round-trips any table written with RFC 4180 quoting', () => {
     const field = fc.string({ unit: fc.constantFrom('a', 'b', ',', '"', '\n', '\r', ' ', 'é') });
     fc.assert(
-      fc.property(fc.array(fc.array(field, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 5 }), (rows) => {
-        const text = rows.map((r) => r.map((f) => `"${f.replace(/"/g, '""')}"`).join(',')).join('\r\n');
-        expect(parseCsv(text)).toEqual(rows);
-      }),
+      fc.property(
+        fc.array(fc.array(field, { minLength: 2, maxLength: 4 }), { minLength: 1, maxLength: 5 }),
+        (rows) => {
+          const text = rows.map((r) => r.map((f) => `"${f.replace(/"/g, '""')}"`).join(',')).join('\r\n');
+          expect(parseCsv(text)).toEqual(rows);
+        },
+      ),
     );
   });
 });
 
 describe('parseCsvTable', () => {
   it('keys records by trimmed header names', () => {
-    expect(parseCsvTable(' file , patient_id\nx.png,P1\n')).toEqual({ header: ['file', 'patient_id'], records: [{ file: 'x.png', patient_id: 'P1' }] });
+    expect(parseCsvTable(' file , patient_id\nx.png,P1\n')).toEqual({
+      header: ['file', 'patient_id'],
+      records: [{ file: 'x.png', patient_id: 'P1' }],
+    });
   });
 
   it('reports field count mismatches by record number without the values', () => {
-    expect(() => parseCsvTable('file,patient_id\nx.png,SECRET-ID,extra\n')).toThrow('CSV manifest record 1: expected 2 fields, got 3');
+    expect(() => parseCsvTable('file,patient_id\nx.png,SECRET-ID,extra\n')).toThrow(
+      'CSV manifest record 1: expected 2 fields, got 3',
+    );
     expect(() => parseCsvTable('file,file\n')).toThrow('CSV manifest: duplicate column "file"');
     expect(() => parseCsvTable('')).toThrow('CSV manifest is empty');
   });

@@ -54,7 +54,10 @@ export function parseCsv(text: string): string[][] {
       afterQuote = false;
       line++;
     } else if (afterQuote) {
-      throw new FedsslError('DATA_SOURCE_INVALID', `CSV line ${line}: unexpected character after a closing quote`);
+      throw new FedsslError(
+        'DATA_SOURCE_INVALID',
+        `CSV line ${line}: unexpected character after a closing quote`,
+      );
     } else if (ch === '"' && field === '') {
       inQuotes = true;
     } else {
@@ -80,7 +83,8 @@ export interface CsvTable {
 export function parseCsvTable(text: string): CsvTable {
   const rows = parseCsv(text);
   const headerRow = rows[0];
-  if (!headerRow) throw new FedsslError('DATA_SOURCE_INVALID', 'CSV manifest is empty (expected a header row)');
+  if (!headerRow)
+    throw new FedsslError('DATA_SOURCE_INVALID', 'CSV manifest is empty (expected a header row)');
   const header = headerRow.map((h) => h.trim());
   const seen = new Set<string>();
   for (const h of header) {
@@ -90,7 +94,10 @@ export function parseCsvTable(text: string): CsvTable {
   const records = rows.slice(1).map((r, k) => {
     if (r.length !== header.length) {
       // Record numbers, not values: a value may be a patient identifier.
-      throw new FedsslError('DATA_SOURCE_INVALID', `CSV manifest record ${k + 1}: expected ${header.length} fields, got ${r.length}`);
+      throw new FedsslError(
+        'DATA_SOURCE_INVALID',
+        `CSV manifest record ${k + 1}: expected ${header.length} fields, got ${r.length}`,
+      );
     }
     const rec: Record<string, string> = {};
     header.forEach((h, j) => {

@@ -20,7 +20,9 @@ async function gray8(value: number, w = 20, h = 20): Promise<Buffer> {
 async function rgb8(r: number, g: number, b: number, w = 20, h = 20): Promise<Buffer> {
   const buf = Buffer.alloc(w * h * 3);
   for (let i = 0; i < w * h; i++) buf.set([r, g, b], i * 3);
-  return sharp(buf, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(buf, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 async function gray16(value: number, w = 20, h = 20): Promise<Buffer> {
   return sharp(new Uint16Array(w * h).fill(value), { raw: { width: w, height: h, channels: 1 } })
@@ -49,7 +51,12 @@ beforeAll(async () => {
   await writeFile(join(root, 'b-rgb.png'), await rgb8(100, 100, 100));
   await writeFile(join(root, 'c-16bit.png'), await gray16(12345));
   await writeFile(join(root, 'sub', 'd-wide.png'), await gray8(200, 40, 20));
-  await writeFile(join(root, 'sub', 'e.JPG'), await sharp(Buffer.alloc(16 * 16 * 3, 90), { raw: { width: 16, height: 16, channels: 3 } }).jpeg().toBuffer());
+  await writeFile(
+    join(root, 'sub', 'e.JPG'),
+    await sharp(Buffer.alloc(16 * 16 * 3, 90), { raw: { width: 16, height: 16, channels: 3 } })
+      .jpeg()
+      .toBuffer(),
+  );
   await writeFile(join(root, 'f-corrupt.png'), 'this is not a png');
   await symlink(join(root, 'does-not-exist.png'), join(root, 'g-dangling.png'));
   await writeFile(join(root, 'h-unlisted.png'), await gray8(10));
@@ -77,11 +84,22 @@ afterAll(async () => {
 
 describe('listImageFiles', () => {
   it('finds PNG/JPEG recursively, sorted, skipping hidden entries and other files', async () => {
-    expect(await listImageFiles(root)).toEqual(['a-gray.png', 'b-rgb.png', 'c-16bit.png', 'f-corrupt.png', 'g-dangling.png', 'h-unlisted.png', 'sub/d-wide.png', 'sub/e.JPG']);
+    expect(await listImageFiles(root)).toEqual([
+      'a-gray.png',
+      'b-rgb.png',
+      'c-16bit.png',
+      'f-corrupt.png',
+      'g-dangling.png',
+      'h-unlisted.png',
+      'sub/d-wide.png',
+      'sub/e.JPG',
+    ]);
   });
 
   it('rejects a path that is not a folder', async () => {
-    await expect(listImageFiles(join(root, 'notes.txt'))).rejects.toMatchObject({ code: 'DATA_SOURCE_INVALID' });
+    await expect(listImageFiles(join(root, 'notes.txt'))).rejects.toMatchObject({
+      code: 'DATA_SOURCE_INVALID',
+    });
     await expect(listImageFiles(join(root, 'nope'))).rejects.toMatchObject({ code: 'DATA_SOURCE_INVALID' });
   });
 });
@@ -123,7 +141,10 @@ describe('decodeGrayscale', () => {
     const h = 20;
     const buf = Buffer.alloc(w * h);
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) buf[y * w + x] = x < 8 ? 0 : 255;
-    const png = await sharp(buf, { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+    const png = await sharp(buf, { raw: { width: w, height: h, channels: 1 } })
+      .toColourspace('b-w')
+      .png()
+      .toBuffer();
     const d = await decodeGrayscale(png, 10);
     expect(d.originalWidth).toBe(40);
     expect(d.originalHeight).toBe(20);
@@ -134,7 +155,15 @@ describe('decodeGrayscale', () => {
 describe('scanFolder', () => {
   it('joins files with the manifest and counts what it leaves out', async () => {
     const scan = await scanFolder({ root });
-    expect(scan.images.map((i) => i.file)).toEqual(['a-gray.png', 'b-rgb.png', 'c-16bit.png', 'f-corrupt.png', 'g-dangling.png', 'sub/d-wide.png', 'sub/e.JPG']);
+    expect(scan.images.map((i) => i.file)).toEqual([
+      'a-gray.png',
+      'b-rgb.png',
+      'c-16bit.png',
+      'f-corrupt.png',
+      'g-dangling.png',
+      'sub/d-wide.png',
+      'sub/e.JPG',
+    ]);
     expect(scan.images[0]).toEqual({ file: 'a-gray.png', patientId: 'Doe, Jane', tags: { view: 'AP' } });
     expect(scan.images[5]!.patientId).toBeNull();
     expect(scan.skipped.toList()).toEqual([
@@ -149,14 +178,19 @@ describe('scanFolder', () => {
     try {
       await writeFile(join(dir, 'x.png'), await gray8(1));
       const scan = await scanFolder({ root: dir });
-      expect(scan).toMatchObject({ manifestPath: null, images: [{ file: 'x.png', patientId: null, tags: {} }] });
+      expect(scan).toMatchObject({
+        manifestPath: null,
+        images: [{ file: 'x.png', patientId: null, tags: {} }],
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });
 
   it('names a missing patient column', async () => {
-    await expect(scanFolder({ root, patientColumn: 'mrn' })).rejects.toThrow('manifest has no "mrn" column (columns: file, patient_id, view)');
+    await expect(scanFolder({ root, patientColumn: 'mrn' })).rejects.toThrow(
+      'manifest has no "mrn" column (columns: file, patient_id, view)',
+    );
   });
 });
 
@@ -192,12 +226,30 @@ describe('loadTrainingDataset', () => {
 
     // Raw ids and file names appear nowhere: not in the dataset, its JSON, the report, or the logs.
     const everything = [JSON.stringify(dataset), JSON.stringify(report), ...lines].join('\n');
-    for (const secretText of ['Doe', 'Jane', 'PAT-0002', 'PAT-0003', 'a-gray', 'f-corrupt', 'g-dangling', 'sub/']) {
+    for (const secretText of [
+      'Doe',
+      'Jane',
+      'PAT-0002',
+      'PAT-0003',
+      'a-gray',
+      'f-corrupt',
+      'g-dangling',
+      'sub/',
+    ]) {
       expect(everything).not.toContain(secretText);
     }
-    expect(Object.keys(dataset).sort()).toEqual(['count', 'height', 'metadataClasses', 'metadataLabels', 'pixels', 'width']);
+    expect(Object.keys(dataset).sort()).toEqual([
+      'count',
+      'height',
+      'metadataClasses',
+      'metadataLabels',
+      'pixels',
+      'width',
+    ]);
     // Skips are visible at debug level by hashed tag only.
-    expect(lines.some((s) => s.includes('"reason":"decode-failed"') && /"fileTag":"[0-9a-f]{12}"/.test(s))).toBe(true);
+    expect(
+      lines.some((s) => s.includes('"reason":"decode-failed"') && /"fileTag":"[0-9a-f]{12}"/.test(s)),
+    ).toBe(true);
   });
 
   it('same inputs → same dataset; another secret → other class numbering, same grouping', async () => {
@@ -208,11 +260,17 @@ describe('loadTrainingDataset', () => {
     const c = await loadTrainingDataset({ path: root, imageSize: 8, secret: new Uint8Array(32).fill(4) });
     const la = Array.from(a.dataset.metadataLabels);
     const lc = Array.from(c.dataset.metadataLabels);
-    for (let i = 0; i < la.length; i++) for (let j = 0; j < la.length; j++) expect(la[i] === la[j]).toBe(lc[i] === lc[j]);
+    for (let i = 0; i < la.length; i++)
+      for (let j = 0; j < la.length; j++) expect(la[i] === la[j]).toBe(lc[i] === lc[j]);
   });
 
   it('can use a categorical column instead of the patient', async () => {
-    const { dataset } = await loadTrainingDataset({ path: root, imageSize: 8, secret, metadataColumn: 'view' });
+    const { dataset } = await loadTrainingDataset({
+      path: root,
+      imageSize: 8,
+      secret,
+      metadataColumn: 'view',
+    });
     expect(Array.from(dataset.metadataLabels)).toEqual([0, 1, 0, 0, 0]);
     expect(dataset.metadataClasses).toBe(2);
   });
@@ -221,7 +279,9 @@ describe('loadTrainingDataset', () => {
     const dir = await mkdtemp(join(tmpdir(), 'fedssl-empty-'));
     try {
       await writeFile(join(dir, 'bad.png'), 'nope');
-      await expect(loadTrainingDataset({ path: dir, imageSize: 8, secret })).rejects.toMatchObject({ code: 'DATA_EMPTY' });
+      await expect(loadTrainingDataset({ path: dir, imageSize: 8, secret })).rejects.toMatchObject({
+        code: 'DATA_EMPTY',
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

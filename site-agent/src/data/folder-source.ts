@@ -55,7 +55,9 @@ export class SkipCounter {
 
   /** `[{reason, count}]` sorted by reason, for reports. */
   toList(): { reason: SkipReason; count: number }[] {
-    return [...this.counts.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([reason, count]) => ({ reason, count }));
+    return [...this.counts.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([reason, count]) => ({ reason, count }));
   }
 
   get total(): number {
@@ -117,7 +119,11 @@ export type Manifest = Map<string, { patientId: string | null; tags: Record<stri
  * Other columns are kept as tags. Duplicate rows for one file are counted in `skipped`.
  * @throws FedsslError DATA_SOURCE_INVALID when the file or a required column is missing.
  */
-export async function readManifest(path: string, patientColumn = 'patient_id', skipped?: SkipCounter): Promise<Manifest> {
+export async function readManifest(
+  path: string,
+  patientColumn = 'patient_id',
+  skipped?: SkipCounter,
+): Promise<Manifest> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -127,7 +133,11 @@ export async function readManifest(path: string, patientColumn = 'patient_id', s
   const table = parseCsvTable(text);
   for (const col of ['file', patientColumn]) {
     if (!table.header.includes(col)) {
-      throw new FedsslError('DATA_SOURCE_INVALID', `manifest has no "${col}" column (columns: ${table.header.join(', ')})`, { missingColumn: col });
+      throw new FedsslError(
+        'DATA_SOURCE_INVALID',
+        `manifest has no "${col}" column (columns: ${table.header.join(', ')})`,
+        { missingColumn: col },
+      );
     }
   }
   const manifest: Manifest = new Map();
@@ -241,7 +251,9 @@ export async function decodeGrayscale(input: string | Buffer, size: number): Pro
   if (info.channels !== 1 || info.width !== size || info.height !== size || data.length !== size * size * 2) {
     // sharp's channel handling has surprised us before (8-bit grey comes out as RGB unless
     // asked otherwise); check instead of trusting.
-    throw new Error(`unexpected decoder output: ${info.channels} channels, ${info.width}x${info.height}, ${data.length} bytes`);
+    throw new Error(
+      `unexpected decoder output: ${info.channels} channels, ${info.width}x${info.height}, ${data.length} bytes`,
+    );
   }
   // Copy to an aligned buffer: the Buffer may start at an odd offset in a shared pool.
   const aligned = new Uint8Array(data.length);

@@ -3,7 +3,8 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { FedsslError } from '@fedssl/shared/errors';
 import type { TrainingDataset } from './dataset';
-import { SkipCounter, decodeGrayscale, pathTag, scanFolder, type SkipReason } from './folder-source';
+import type { SkipCounter } from './folder-source';
+import { decodeGrayscale, pathTag, scanFolder, type SkipReason } from './folder-source';
 import { assignPatientClasses, assignTagClasses } from './pseudonymize';
 
 /** Options of {@link loadTrainingDataset}. */
@@ -38,7 +39,13 @@ export interface DatasetReport {
   metadataClasses: number;
   skipped: { reason: SkipReason; count: number }[];
   /** Original image sizes and sample depths. */
-  sizes: { minWidth: number; maxWidth: number; minHeight: number; maxHeight: number; bitDepths: Record<string, number> };
+  sizes: {
+    minWidth: number;
+    maxWidth: number;
+    minHeight: number;
+    maxHeight: number;
+    bitDepths: Record<string, number>;
+  };
   imageSize: number;
   manifestUsed: boolean;
 }
@@ -50,10 +57,13 @@ export interface DatasetReport {
  * skipped and counted, never fatal.
  * @throws FedsslError DATA_SOURCE_INVALID for a bad folder/manifest, DATA_EMPTY when no image loads.
  */
-export async function loadTrainingDataset(opts: LoadTrainingDatasetOptions): Promise<{ dataset: TrainingDataset; report: DatasetReport }> {
+export async function loadTrainingDataset(
+  opts: LoadTrainingDatasetOptions,
+): Promise<{ dataset: TrainingDataset; report: DatasetReport }> {
   const root = resolve(opts.path);
   const size = opts.imageSize;
-  if (!Number.isInteger(size) || size < 1) throw new FedsslError('DATA_SOURCE_INVALID', `imageSize must be a positive integer, got ${size}`);
+  if (!Number.isInteger(size) || size < 1)
+    throw new FedsslError('DATA_SOURCE_INVALID', `imageSize must be a positive integer, got ${size}`);
   const scan = await scanFolder({
     root,
     ...(opts.manifest !== undefined ? { manifest: opts.manifest } : {}),
@@ -61,7 +71,9 @@ export async function loadTrainingDataset(opts: LoadTrainingDatasetOptions): Pro
     ...(opts.logger ? { logger: opts.logger } : {}),
   });
   const skipped: SkipCounter = scan.skipped;
-  const decoded: ({ pixels: Float32Array; w: number; h: number; depth: number } | null)[] = new Array(scan.images.length).fill(null);
+  const decoded: ({ pixels: Float32Array; w: number; h: number; depth: number } | null)[] = new Array(
+    scan.images.length,
+  ).fill(null);
 
   // A small pool: decoding is CPU-bound in libvips threads, more than a few in flight only costs memory.
   let next = 0;
@@ -75,7 +87,10 @@ export async function loadTrainingDataset(opts: LoadTrainingDatasetOptions): Pro
         bytes = await readFile(full);
       } catch (e) {
         skipped.add('unreadable');
-        opts.logger?.debug({ fileTag: pathTag(img.file), reason: 'unreadable', errno: (e as NodeJS.ErrnoException).code }, 'image skipped');
+        opts.logger?.debug(
+          { fileTag: pathTag(img.file), reason: 'unreadable', errno: (e as NodeJS.ErrnoException).code },
+          'image skipped',
+        );
         continue;
       }
       try {
@@ -89,9 +104,16 @@ export async function loadTrainingDataset(opts: LoadTrainingDatasetOptions): Pro
   };
   await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, () => worker()));
 
-  const kept = scan.images.map((img, k) => ({ img, d: decoded[k] })).filter((x): x is { img: (typeof scan.images)[number]; d: NonNullable<(typeof decoded)[number]> } => x.d !== null);
+  const kept = scan.images
+    .map((img, k) => ({ img, d: decoded[k] }))
+    .filter(
+      (x): x is { img: (typeof scan.images)[number]; d: NonNullable<(typeof decoded)[number]> } =>
+        x.d !== null,
+    );
   if (kept.length === 0) {
-    throw new FedsslError('DATA_EMPTY', `no usable images in the data folder (${skipped.total} skipped)`, { skipped: skipped.toList() });
+    throw new FedsslError('DATA_EMPTY', `no usable images in the data folder (${skipped.total} skipped)`, {
+      skipped: skipped.toList(),
+    });
   }
 
   const pixels = new Float32Array(kept.length * size * size);
@@ -129,7 +151,13 @@ export async function loadTrainingDataset(opts: LoadTrainingDatasetOptions): Pro
     manifestUsed: scan.manifestPath !== null,
   };
   opts.logger?.info(
-    { images: report.images, patients: report.patients, metadataClasses: classes, skipped: report.skipped, imageSize: size },
+    {
+      images: report.images,
+      patients: report.patients,
+      metadataClasses: classes,
+      skipped: report.skipped,
+      imageSize: size,
+    },
     'training data loaded',
   );
   const dataset: TrainingDataset = {

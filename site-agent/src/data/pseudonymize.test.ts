@@ -37,7 +37,9 @@ describe('assignPatientClasses', () => {
   it('numbers patients by sorted pseudonym, so the numbering depends on the secret, not on raw-id order', () => {
     const ids = Array.from({ length: 20 }, (_, i) => `PAT-${String(i).padStart(4, '0')}`);
     const a = assignPatientClasses(secret, ids);
-    const sortedByPseudonym = [...ids].sort((x, y) => (pseudonymize(secret, x) < pseudonymize(secret, y) ? -1 : 1));
+    const sortedByPseudonym = [...ids].sort((x, y) =>
+      pseudonymize(secret, x) < pseudonymize(secret, y) ? -1 : 1,
+    );
     expect(Array.from(a.labels)).toEqual(ids.map((id) => sortedByPseudonym.indexOf(id)));
     expect(Array.from(a.labels)).not.toEqual(ids.map((_, i) => i));
     expect(Array.from(assignPatientClasses(otherSecret, ids).labels)).not.toEqual(Array.from(a.labels));

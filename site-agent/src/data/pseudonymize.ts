@@ -12,7 +12,11 @@ import { FedsslError } from '@fedssl/shared/errors';
 
 /** HMAC-SHA256 of the trimmed raw id under the site secret, lower-case hex. */
 export function pseudonymize(secret: Uint8Array, rawId: string): string {
-  if (secret.length < 16) throw new FedsslError('AGENT_CONFIG_INVALID', `pseudonym secret too short: expected ≥ 16 bytes, got ${secret.length}`);
+  if (secret.length < 16)
+    throw new FedsslError(
+      'AGENT_CONFIG_INVALID',
+      `pseudonym secret too short: expected ≥ 16 bytes, got ${secret.length}`,
+    );
   return createHmac('sha256', secret).update(rawId.trim(), 'utf8').digest('hex');
 }
 
@@ -35,8 +39,13 @@ export interface PatientClasses {
  * id gets its own class after those, in input order (it is its own "patient").
  * @example assignPatientClasses(secret, ['A', 'B', 'A', null]).labels // e.g. [1, 0, 1, 2]
  */
-export function assignPatientClasses(secret: Uint8Array, rawIds: readonly (string | null | undefined)[]): PatientClasses {
-  const pseudonyms = rawIds.map((id) => (id === null || id === undefined || id.trim() === '' ? null : pseudonymize(secret, id)));
+export function assignPatientClasses(
+  secret: Uint8Array,
+  rawIds: readonly (string | null | undefined)[],
+): PatientClasses {
+  const pseudonyms = rawIds.map((id) =>
+    id === null || id === undefined || id.trim() === '' ? null : pseudonymize(secret, id),
+  );
   const distinct = [...new Set(pseudonyms.filter((p): p is string => p !== null))].sort();
   const classOf = new Map(distinct.map((p, i) => [p, i]));
   const labels = new Int32Array(rawIds.length);
@@ -51,7 +60,10 @@ export function assignPatientClasses(secret: Uint8Array, rawIds: readonly (strin
  * Map a categorical (non-identifying) tag such as view or device to classes, sorted by
  * value; images without the tag share one extra "unknown" class.
  */
-export function assignTagClasses(values: readonly (string | null | undefined)[]): { labels: Int32Array; classes: number } {
+export function assignTagClasses(values: readonly (string | null | undefined)[]): {
+  labels: Int32Array;
+  classes: number;
+} {
   const norm = values.map((v) => (v === null || v === undefined || v.trim() === '' ? null : v.trim()));
   const distinct = [...new Set(norm.filter((v): v is string => v !== null))].sort();
   const classOf = new Map(distinct.map((v, i) => [v, i]));

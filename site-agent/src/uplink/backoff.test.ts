@@ -10,7 +10,9 @@ function fakeClock(): Clock & { sleeps: number[] } {
 describe('backoffDelay', () => {
   it('grows exponentially, is capped, and spreads by ±jitter', () => {
     const mid = () => 0.5;
-    expect([0, 1, 2, 3, 10].map((a) => backoffDelay(a, DEFAULT_BACKOFF, mid))).toEqual([1000, 2000, 4000, 8000, 60_000]);
+    expect([0, 1, 2, 3, 10].map((a) => backoffDelay(a, DEFAULT_BACKOFF, mid))).toEqual([
+      1000, 2000, 4000, 8000, 60_000,
+    ]);
     expect(backoffDelay(2, DEFAULT_BACKOFF, () => 0)).toBe(2000);
     expect(backoffDelay(2, DEFAULT_BACKOFF, () => 0.999999)).toBe(6000);
     expect(backoffDelay(10, DEFAULT_BACKOFF, () => 0.999999)).toBe(60_000);
@@ -39,11 +41,16 @@ describe('retry', () => {
 
   it('gives up after the attempts and on non-retryable errors', async () => {
     const clock = fakeClock();
-    await expect(retry(async () => Promise.reject(new Error('always')), { attempts: 3, clock, random: () => 0.5 })).rejects.toThrow('always');
+    await expect(
+      retry(async () => Promise.reject(new Error('always')), { attempts: 3, clock, random: () => 0.5 }),
+    ).rejects.toThrow('always');
     expect(clock.sleeps).toHaveLength(2);
     const clock2 = fakeClock();
     await expect(
-      retry(async () => Promise.reject(new Error('fatal')), { clock: clock2, isRetryable: (e) => (e as Error).message !== 'fatal' }),
+      retry(async () => Promise.reject(new Error('fatal')), {
+        clock: clock2,
+        isRetryable: (e) => (e as Error).message !== 'fatal',
+      }),
     ).rejects.toThrow('fatal');
     expect(clock2.sleeps).toHaveLength(0);
   });

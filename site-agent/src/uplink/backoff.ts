@@ -49,7 +49,11 @@ export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 1000, maxMs: 60_000, 
  * lockstep.
  * @example backoffDelay(3, DEFAULT_BACKOFF, () => 0.5) // 8000
  */
-export function backoffDelay(attempt: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  policy: BackoffPolicy = DEFAULT_BACKOFF,
+  random: () => number = Math.random,
+): number {
   const base = Math.min(policy.maxMs, policy.initialMs * Math.pow(policy.factor, Math.max(0, attempt)));
   const spread = 1 - policy.jitter + 2 * policy.jitter * random();
   return Math.max(0, Math.round(Math.min(policy.maxMs, base * spread)));
@@ -80,7 +84,8 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, opts: RetryO
     try {
       return await fn(attempt);
     } catch (e) {
-      if (attempt + 1 >= attempts || (opts.isRetryable && !opts.isRetryable(e)) || opts.signal?.aborted) throw e;
+      if (attempt + 1 >= attempts || (opts.isRetryable && !opts.isRetryable(e)) || opts.signal?.aborted)
+        throw e;
       const delay = backoffDelay(attempt, opts.policy ?? DEFAULT_BACKOFF, opts.random ?? Math.random);
       opts.onRetry?.(e, attempt, delay);
       await clock.sleep(delay, opts.signal);

@@ -5,7 +5,13 @@ import pino from 'pino';
 import { Server, type Socket as ServerSocket } from 'socket.io';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generatePartyKeys, toBase64, verifyBytes, type PartyKeys } from '@fedssl/shared/crypto';
-import { AGENT_NAMESPACE, authChallengeBytes, type AgentStatus, type AgentToCoordinatorEvents, type CoordinatorToAgentEvents } from '@fedssl/shared/protocol';
+import {
+  AGENT_NAMESPACE,
+  authChallengeBytes,
+  type AgentStatus,
+  type AgentToCoordinatorEvents,
+  type CoordinatorToAgentEvents,
+} from '@fedssl/shared/protocol';
 import type { Clock } from './backoff';
 import { CoordinatorClient } from './coordinator-client';
 
@@ -42,7 +48,9 @@ async function startServer(siteKeys: PartyKeys, siteId = 'site-a'): Promise<Harn
         return;
       }
       socket.on('status', (s) => h.statuses.push(s));
-      socket.on('model:manifest', (_msg, ack) => ack({ ok: false, error: { code: 'MODEL_VERSION_NOT_FOUND', message: 'no such version' } }));
+      socket.on('model:manifest', (_msg, ack) =>
+        ack({ ok: false, error: { code: 'MODEL_VERSION_NOT_FOUND', message: 'no such version' } }),
+      );
       socket.emit('auth:ok', { siteId, serverTime: new Date().toISOString() });
       h.onAuthed?.(socket);
     });
@@ -55,12 +63,20 @@ async function startServer(siteKeys: PartyKeys, siteId = 'site-a'): Promise<Harn
 }
 
 function client(h: Harness, keys: PartyKeys, clock?: Clock): CoordinatorClient {
-  const c = new CoordinatorClient({ url: h.url, siteId: 'site-a', signingSecretKey: keys.signing.secretKey, agentVersion: 'test', logger, ...(clock ? { clock } : {}) });
+  const c = new CoordinatorClient({
+    url: h.url,
+    siteId: 'site-a',
+    signingSecretKey: keys.signing.secretKey,
+    agentVersion: 'test',
+    logger,
+    ...(clock ? { clock } : {}),
+  });
   cleanups.push(() => c.close());
   return c;
 }
 
-const once = <T>(emitter: { once(ev: string, fn: (v: T) => void): unknown }, ev: string) => new Promise<T>((resolve) => emitter.once(ev, resolve));
+const once = <T>(emitter: { once(ev: string, fn: (v: T) => void): unknown }, ev: string) =>
+  new Promise<T>((resolve) => emitter.once(ev, resolve));
 
 describe('CoordinatorClient', () => {
   it('answers the challenge with the site key, authenticates, and sends its status', async () => {
@@ -95,7 +111,9 @@ describe('CoordinatorClient', () => {
     await fatal;
     expect(c.isAuthenticated).toBe(false);
     expect(sleeps).toEqual([]);
-    await expect(c.request('model:manifest', { version: 'v1' })).rejects.toMatchObject({ code: 'COORDINATOR_UNREACHABLE' });
+    await expect(c.request('model:manifest', { version: 'v1' })).rejects.toMatchObject({
+      code: 'COORDINATOR_UNREACHABLE',
+    });
   });
 
   it('reconnects with backoff after a server-side disconnect and authenticates again', async () => {

@@ -15,13 +15,26 @@ import {
   type CoordinatorToAgentEvents,
 } from '@fedssl/shared/protocol';
 import { DEFAULT_BACKOFF, backoffDelay, systemClock, type BackoffPolicy, type Clock } from './backoff';
-import { unwrapAck, type NotifyEvent, type NotifyPayload, type RequestEvent, type RequestPayload, type RequestResult, type Uplink } from './uplink';
+import {
+  unwrapAck,
+  type NotifyEvent,
+  type NotifyPayload,
+  type RequestEvent,
+  type RequestPayload,
+  type RequestResult,
+  type Uplink,
+} from './uplink';
 
 /** The agent's side of the typed socket. */
 export type AgentSocket = Socket<CoordinatorToAgentEvents, AgentToCoordinatorEvents>;
 
 /** Coordinator error codes after which reconnecting cannot help. */
-const FATAL_CODES = new Set(['SITE_REVOKED', 'SITE_NOT_FOUND', 'SITE_AUTH_FAILED', 'PROTOCOL_VERSION_MISMATCH']);
+const FATAL_CODES = new Set([
+  'SITE_REVOKED',
+  'SITE_NOT_FOUND',
+  'SITE_AUTH_FAILED',
+  'PROTOCOL_VERSION_MISMATCH',
+]);
 
 /** Options of {@link CoordinatorClient}. */
 export interface CoordinatorClientOptions {
@@ -70,7 +83,11 @@ export class CoordinatorClient extends EventEmitter implements Uplink {
     this.clock = opts.clock ?? systemClock;
     this.random = opts.random ?? Math.random;
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
-    const auth: AgentHandshake = { siteId: opts.siteId, protocolVersion: PROTOCOL_VERSION, agentVersion: opts.agentVersion };
+    const auth: AgentHandshake = {
+      siteId: opts.siteId,
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: opts.agentVersion,
+    };
     const base = opts.url.replace(/\/+$/, '');
     this.socket = io(`${base}${AGENT_NAMESPACE}`, {
       autoConnect: false,
@@ -97,10 +114,18 @@ export class CoordinatorClient extends EventEmitter implements Uplink {
         return;
       }
       if (parsed.data.protocolVersion !== PROTOCOL_VERSION) {
-        this.fail(new FedsslError('PROTOCOL_VERSION_MISMATCH', `coordinator speaks protocol ${parsed.data.protocolVersion}, this agent ${PROTOCOL_VERSION}`));
+        this.fail(
+          new FedsslError(
+            'PROTOCOL_VERSION_MISMATCH',
+            `coordinator speaks protocol ${parsed.data.protocolVersion}, this agent ${PROTOCOL_VERSION}`,
+          ),
+        );
         return;
       }
-      const signature = signBytes(authChallengeBytes(parsed.data.nonce, this.opts.siteId), this.opts.signingSecretKey);
+      const signature = signBytes(
+        authChallengeBytes(parsed.data.nonce, this.opts.siteId),
+        this.opts.signingSecretKey,
+      );
       s.emit('auth:response', { signature });
     });
     s.on('auth:ok', (msg) => {
@@ -119,7 +144,12 @@ export class CoordinatorClient extends EventEmitter implements Uplink {
       const code = typeof msg?.code === 'string' ? msg.code : 'UNKNOWN';
       this.log.warn({ code, message: msg?.message }, 'coordinator reported an error');
       if (FATAL_CODES.has(code)) {
-        this.fail(new FedsslError(code as 'SITE_REVOKED', `coordinator refused this site: ${String(msg?.message ?? code)}`));
+        this.fail(
+          new FedsslError(
+            code as 'SITE_REVOKED',
+            `coordinator refused this site: ${String(msg?.message ?? code)}`,
+          ),
+        );
       }
     });
     s.on('disconnect', (reason) => {
@@ -210,7 +240,8 @@ export class CoordinatorClient extends EventEmitter implements Uplink {
 
   /** {@inheritDoc Uplink.request} */
   async request<E extends RequestEvent>(event: E, payload: RequestPayload<E>): Promise<RequestResult<E>> {
-    if (!this.authenticated) throw new FedsslError('COORDINATOR_UNREACHABLE', `not connected: cannot send ${event}`);
+    if (!this.authenticated)
+      throw new FedsslError('COORDINATOR_UNREACHABLE', `not connected: cannot send ${event}`);
     let ack: unknown;
     try {
       // The typed emitWithAck cannot see through the generic event; the payload type is checked by the signature above.

@@ -25,7 +25,11 @@ export interface LocalStateCodec {
  * cannot be decoded is logged and ignored: losing the target network costs a little
  * training progress, refusing to train would cost the round.
  */
-export function fileLocalStateStore(stateDir: string, codec: LocalStateCodec, logger: Logger): LocalStateStore {
+export function fileLocalStateStore(
+  stateDir: string,
+  codec: LocalStateCodec,
+  logger: Logger,
+): LocalStateStore {
   // runId matches [A-Za-z0-9._:-]+ (protocol schema), so it cannot escape stateDir.
   const file = (runId: string) => join(stateDir, `${runId}.bin`);
   return {

@@ -40,24 +40,36 @@ export async function downloadModel(args: {
     args.coordinatorSigningKey,
   );
   if (manifest.version !== task.modelVersion) {
-    throw new FedsslError('MODEL_HASH_MISMATCH', `coordinator sent manifest of version ${manifest.version}, the task names ${task.modelVersion}`);
+    throw new FedsslError(
+      'MODEL_HASH_MISMATCH',
+      `coordinator sent manifest of version ${manifest.version}, the task names ${task.modelVersion}`,
+    );
   }
   if (manifest.weightsSha256 !== task.modelHash) {
-    throw new FedsslError('MODEL_HASH_MISMATCH', `manifest weights hash ${manifest.weightsSha256} differs from the task's ${task.modelHash}`);
+    throw new FedsslError(
+      'MODEL_HASH_MISMATCH',
+      `manifest weights hash ${manifest.weightsSha256} differs from the task's ${task.modelHash}`,
+    );
   }
   if (canonicalJson(manifest.model) !== canonicalJson(task.model)) {
-    throw new FedsslError('MODEL_CONFIG_INVALID', 'the model manifest describes a different architecture than the task');
+    throw new FedsslError(
+      'MODEL_CONFIG_INVALID',
+      'the model manifest describes a different architecture than the task',
+    );
   }
   const total = manifest.weightsBytes;
   const step = Math.max(1, Math.min(args.chunkBytes ?? MODEL_CHUNK_BYTES, MODEL_CHUNK_BYTES));
   const bytes = new Uint8Array(total);
   const hash = createSha256();
-  for (let offset = 0; offset < total; ) {
+  for (let offset = 0; offset < total;) {
     args.signal?.throwIfAborted();
     const length = Math.min(step, total - offset);
     const { data } = await uplink.request('model:chunk', { version: manifest.version, offset, length });
     if (!(data instanceof Uint8Array) || data.byteLength !== length) {
-      throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `model chunk at offset ${offset}: expected ${length} bytes, got ${data instanceof Uint8Array ? data.byteLength : typeof data}`);
+      throw new FedsslError(
+        'PROTOCOL_INVALID_MESSAGE',
+        `model chunk at offset ${offset}: expected ${length} bytes, got ${data instanceof Uint8Array ? data.byteLength : typeof data}`,
+      );
     }
     bytes.set(data, offset);
     hash.update(data);
@@ -65,7 +77,10 @@ export async function downloadModel(args: {
   }
   const sha256 = hash.digestHex();
   if (sha256 !== task.modelHash) {
-    throw new FedsslError('MODEL_HASH_MISMATCH', `downloaded weights hash ${sha256} differs from the signed ${task.modelHash}`);
+    throw new FedsslError(
+      'MODEL_HASH_MISMATCH',
+      `downloaded weights hash ${sha256} differs from the signed ${task.modelHash}`,
+    );
   }
   const { tensors } = decodeWeights(bytes, sharedParamSpecs(task.model));
   args.logger.info({ modelVersion: manifest.version, bytes: total }, 'global model downloaded and verified');

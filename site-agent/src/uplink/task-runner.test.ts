@@ -15,7 +15,12 @@ import {
   type PartyKeys,
 } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
-import { initSharedWeights, sharedParamSpecs, tinyModelConfig, trainingConfigSchema } from '@fedssl/shared/model';
+import {
+  initSharedWeights,
+  sharedParamSpecs,
+  tinyModelConfig,
+  trainingConfigSchema,
+} from '@fedssl/shared/model';
 import type { Ack, ModelManifest, SignedTask, Task, UpdateHeader } from '@fedssl/shared/protocol';
 import { readLedger } from '../audit/ledger';
 import type { TrainingDataset } from '../data/dataset';
@@ -86,7 +91,9 @@ function manifestFor(overrides: Partial<ModelManifest> = {}): ModelManifest {
   };
 }
 
-type Handler<E extends RequestEvent> = (payload: RequestPayload<E>) => RequestResult<E> | Promise<RequestResult<E>>;
+type Handler<E extends RequestEvent> = (
+  payload: RequestPayload<E>,
+) => RequestResult<E> | Promise<RequestResult<E>>;
 
 /**
  * A strict fake coordinator: only the request events given handlers are allowed; any other
@@ -114,7 +121,11 @@ class StrictFakeUplink implements Uplink {
 }
 
 /** A fake coordinator that serves the model and really opens and checks the update envelope. */
-function honestCoordinator(coord: PartyKeys, site: PartyKeys, opts: { manifestKey?: PartyKeys; corruptChunk?: boolean; dropAt?: number } = {}) {
+function honestCoordinator(
+  coord: PartyKeys,
+  site: PartyKeys,
+  opts: { manifestKey?: PartyKeys; corruptChunk?: boolean; dropAt?: number } = {},
+) {
   const received = new Map<number, Uint8Array>();
   let header: UpdateHeader | null = null;
   let signature = '';
@@ -144,7 +155,10 @@ function honestCoordinator(coord: PartyKeys, site: PartyKeys, opts: { manifestKe
       expect(uploadId).toBe('up-1');
       if (opts.dropAt === index && !dropped) {
         dropped = true;
-        throw new FedsslError('COORDINATOR_UNREACHABLE', 'no answer to update:chunk: socket has been disconnected');
+        throw new FedsslError(
+          'COORDINATOR_UNREACHABLE',
+          'no answer to update:chunk: socket has been disconnected',
+        );
       }
       state.chunkIndices.push(index);
       received.set(index, data);
@@ -152,7 +166,13 @@ function honestCoordinator(coord: PartyKeys, site: PartyKeys, opts: { manifestKe
     },
     'update:commit': () => {
       const chunks = [...received.keys()].sort((a, b) => a - b).map((k) => received.get(k)!);
-      const plain = openUpdate({ header: header!, signature, chunks, siteSigningPublicKey: site.signing.publicKey, coordinatorBoxSecretKey: coord.box.secretKey });
+      const plain = openUpdate({
+        header: header!,
+        signature,
+        chunks,
+        siteSigningPublicKey: site.signing.publicKey,
+        coordinatorBoxSecretKey: coord.box.secretKey,
+      });
       state.opened = decodeWeights(plain, sharedParamSpecs(model)).tensors;
       return { accepted: true as const, updateId: 'upd-42' };
     },
@@ -172,7 +192,11 @@ function fakeTrain(calls: TrainRoundArgs[]) {
     args.onProgress?.({ step: 1, totalSteps: 2, loss: 1.5, imagesPerSecond: 10, etaSeconds: 1 });
     args.onProgress?.({ step: 2, totalSteps: 2, loss: 1.2, imagesPerSecond: 10, etaSeconds: 0 });
     return {
-      delta: args.globalWeights.map((t) => ({ name: t.name, shape: t.shape, data: new Float32Array(t.data.length).fill(0.01) })),
+      delta: args.globalWeights.map((t) => ({
+        name: t.name,
+        shape: t.shape,
+        data: new Float32Array(t.data.length).fill(0.01),
+      })),
       exampleCount: args.dataset.count,
       metrics: { loss: 1.2, byolLoss: 1, metadataLoss: 0.4, steps: 2, imagesPerSecond: 10, seconds: 0.1 },
       localState: { target: [], metadataHead: [], metadataClasses: args.dataset.metadataClasses },
@@ -190,7 +214,11 @@ beforeEach(async () => {
   site = generatePartyKeys();
 });
 
-function makeRunner(uplink: Uplink, trainCalls: TrainRoundArgs[], extra: { train?: (a: TrainRoundArgs) => Promise<TrainRoundResult>; clock?: Clock } = {}) {
+function makeRunner(
+  uplink: Uplink,
+  trainCalls: TrainRoundArgs[],
+  extra: { train?: (a: TrainRoundArgs) => Promise<TrainRoundResult>; clock?: Clock } = {},
+) {
   const outcomes: TaskOutcome[] = [];
   const states: string[] = [];
   const localStates = memoryStates();
@@ -224,7 +252,13 @@ describe('TaskRunner: offers', () => {
     const { runner, outcomes } = makeRunner(uplink, calls);
     const impostor = generatePartyKeys();
     const ack = await offer(runner, signTask(makeTask(), impostor.signing.secretKey));
-    expect(ack).toEqual({ ok: false, error: { code: 'TASK_SIGNATURE_INVALID', message: 'task signature does not verify against the pinned coordinator key' } });
+    expect(ack).toEqual({
+      ok: false,
+      error: {
+        code: 'TASK_SIGNATURE_INVALID',
+        message: 'task signature does not verify against the pinned coordinator key',
+      },
+    });
     await runner.idle();
     expect(runner.currentTaskId).toBeNull();
     expect(uplink.requests).toEqual([]);
@@ -238,14 +272,25 @@ describe('TaskRunner: offers', () => {
     const { runner } = makeRunner(uplink, []);
     const signed = signTask(makeTask(), coord.signing.secretKey);
     const tampered = { ...signed, task: { ...signed.task, round: 2 } };
-    expect(await offer(runner, tampered)).toMatchObject({ ok: false, error: { code: 'TASK_SIGNATURE_INVALID' } });
+    expect(await offer(runner, tampered)).toMatchObject({
+      ok: false,
+      error: { code: 'TASK_SIGNATURE_INVALID' },
+    });
     expect(await offer(runner, signTask(makeTask({ siteId: 'site-b' }), coord.signing.secretKey))).toEqual({
       ok: false,
-      error: { code: 'TASK_NOT_FOR_THIS_SITE', message: 'task task-1 is addressed to site site-b, this is site-a' },
+      error: {
+        code: 'TASK_NOT_FOR_THIS_SITE',
+        message: 'task task-1 is addressed to site site-b, this is site-a',
+      },
     });
     const past = new Date(Date.now() - 1000).toISOString();
-    expect(await offer(runner, signTask(makeTask({ deadline: past }), coord.signing.secretKey))).toMatchObject({ ok: false, error: { code: 'TASK_EXPIRED' } });
-    expect(await offer(runner, 'not a task')).toMatchObject({ ok: false, error: { code: 'TASK_SIGNATURE_INVALID' } });
+    expect(
+      await offer(runner, signTask(makeTask({ deadline: past }), coord.signing.secretKey)),
+    ).toMatchObject({ ok: false, error: { code: 'TASK_EXPIRED' } });
+    expect(await offer(runner, 'not a task')).toMatchObject({
+      ok: false,
+      error: { code: 'TASK_SIGNATURE_INVALID' },
+    });
     expect(uplink.requests).toEqual([]);
   });
 });
@@ -260,11 +305,15 @@ describe('TaskRunner: a round', () => {
     expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
     // A re-offer of the running task is acknowledged, another task is refused while busy.
     expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
-    expect(await offer(runner, signTask(makeTask({ taskId: 'task-2' }), coord.signing.secretKey))).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
+    expect(
+      await offer(runner, signTask(makeTask({ taskId: 'task-2' }), coord.signing.secretKey)),
+    ).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
     await runner.idle();
 
     expect(uplink.unexpected).toEqual([]);
-    expect(outcomes).toEqual([{ taskId: 'task-1', runId: 'run-1', round: 1, status: 'accepted', updateId: 'upd-42' }]);
+    expect(outcomes).toEqual([
+      { taskId: 'task-1', runId: 'run-1', round: 1, status: 'accepted', updateId: 'upd-42' },
+    ]);
     expect(states).toEqual(['downloading', 'training', 'uploading', 'idle']);
     // The trainer got exactly the verified global weights.
     expect(calls).toHaveLength(1);
@@ -274,7 +323,15 @@ describe('TaskRunner: a round', () => {
     expect(localStates.saved.get('run-1')?.metadataClasses).toBe(2);
     // The coordinator opened a genuine envelope bound to the task.
     const header = fake.header()!;
-    expect(header).toMatchObject({ siteId: 'site-a', runId: 'run-1', round: 1, taskId: 'task-1', taskNonce: task.nonce, baseModelHash: modelHash, exampleCount: 4 });
+    expect(header).toMatchObject({
+      siteId: 'site-a',
+      runId: 'run-1',
+      round: 1,
+      taskId: 'task-1',
+      taskNonce: task.nonce,
+      baseModelHash: modelHash,
+      exampleCount: 4,
+    });
     expect(header.chunkSize).toBe(4096);
     expect(fake.state.opened!.map((t) => t.name)).toEqual(sharedParamSpecs(model).map((s) => s.name));
     expect(fake.state.opened!.every((t) => t.data.every((v) => Math.abs(v - 0.01) < 1e-7))).toBe(true);
@@ -286,7 +343,12 @@ describe('TaskRunner: a round', () => {
 
     const ledger = await readLedger(home);
     expect(ledger.map((e) => e.kind)).toEqual(['download', 'upload']);
-    expect(ledger[0]).toMatchObject({ modelVersion: 'v1', modelSha256: modelHash, bytes: weightBytes.length, verified: true });
+    expect(ledger[0]).toMatchObject({
+      modelVersion: 'v1',
+      modelSha256: modelHash,
+      bytes: weightBytes.length,
+      verified: true,
+    });
     expect(ledger[1]).toMatchObject({
       taskId: 'task-1',
       accepted: true,
@@ -296,7 +358,10 @@ describe('TaskRunner: a round', () => {
       tensors: sharedParamSpecs(model).map((s) => s.name),
     });
     // A finished task offered again is refused.
-    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toMatchObject({ ok: false, error: { code: 'TASK_ALREADY_ANSWERED' } });
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toMatchObject({
+      ok: false,
+      error: { code: 'TASK_ALREADY_ANSWERED' },
+    });
   });
 
   it('resumes an interrupted upload at the index the coordinator asks for', async () => {
@@ -326,7 +391,14 @@ describe('TaskRunner: a round', () => {
     expect(uplink.requests.map((r) => r.event)).toEqual(['model:manifest']);
     expect(outcomes[0]).toMatchObject({ status: 'failed', error: { code: 'MANIFEST_SIGNATURE_INVALID' } });
     expect(uplink.notes).toEqual([
-      { event: 'task:failed', payload: { taskId: 'task-1', code: 'MANIFEST_SIGNATURE_INVALID', message: 'model manifest signature does not verify against the pinned coordinator key' } },
+      {
+        event: 'task:failed',
+        payload: {
+          taskId: 'task-1',
+          code: 'MANIFEST_SIGNATURE_INVALID',
+          message: 'model manifest signature does not verify against the pinned coordinator key',
+        },
+      },
     ]);
   });
 
@@ -345,7 +417,9 @@ describe('TaskRunner: a round', () => {
   it('records a rejected update with the coordinator code', async () => {
     const fake = honestCoordinator(coord, site);
     fake.handlers['update:commit'] = () => {
-      throw new FedsslError('UPDATE_NORM_TOO_LARGE', 'coordinator refused update:commit: norm 9 > 5', { event: 'update:commit' });
+      throw new FedsslError('UPDATE_NORM_TOO_LARGE', 'coordinator refused update:commit: norm 9 > 5', {
+        event: 'update:commit',
+      });
     };
     const uplink = new StrictFakeUplink(fake.handlers);
     const { runner, outcomes } = makeRunner(uplink, []);
@@ -353,12 +427,19 @@ describe('TaskRunner: a round', () => {
     await runner.idle();
     expect(outcomes[0]).toMatchObject({ status: 'rejected', error: { code: 'UPDATE_NORM_TOO_LARGE' } });
     const ledger = await readLedger(home);
-    expect(ledger[1]).toMatchObject({ kind: 'upload', accepted: false, error: { code: 'UPDATE_NORM_TOO_LARGE' } });
+    expect(ledger[1]).toMatchObject({
+      kind: 'upload',
+      accepted: false,
+      error: { code: 'UPDATE_NORM_TOO_LARGE' },
+    });
   });
 
   it('honours task:cancel during training: aborts, uploads nothing', async () => {
     const fake = honestCoordinator(coord, site);
-    const uplink = new StrictFakeUplink({ 'model:manifest': fake.handlers['model:manifest']!, 'model:chunk': fake.handlers['model:chunk']! });
+    const uplink = new StrictFakeUplink({
+      'model:manifest': fake.handlers['model:manifest']!,
+      'model:chunk': fake.handlers['model:chunk']!,
+    });
     let started!: () => void;
     const trainingStarted = new Promise<void>((r) => (started = r));
     const train = (args: TrainRoundArgs) =>
@@ -373,7 +454,15 @@ describe('TaskRunner: a round', () => {
     expect(runner.currentTaskId).toBe('task-1');
     runner.handleCancel({ taskId: 'task-1', reason: 'round closed' });
     await runner.idle();
-    expect(outcomes).toEqual([{ taskId: 'task-1', runId: 'run-1', round: 1, status: 'cancelled', error: { code: 'TRAINING_ABORTED', message: 'cancelled: round closed' } }]);
+    expect(outcomes).toEqual([
+      {
+        taskId: 'task-1',
+        runId: 'run-1',
+        round: 1,
+        status: 'cancelled',
+        error: { code: 'TRAINING_ABORTED', message: 'cancelled: round closed' },
+      },
+    ]);
     expect(uplink.unexpected).toEqual([]);
     expect(uplink.notes).toEqual([]);
   });

@@ -3,7 +3,13 @@ import type { Logger } from 'pino';
 import { encodeWeights } from '@fedssl/shared/codec';
 import { sealUpdate, sha256Hex, verifySignedTask } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
-import { PROTOCOL_VERSION, taskCancelSchema, type Ack, type AgentStatus, type Task } from '@fedssl/shared/protocol';
+import {
+  PROTOCOL_VERSION,
+  taskCancelSchema,
+  type Ack,
+  type AgentStatus,
+  type Task,
+} from '@fedssl/shared/protocol';
 import { appendLedger } from '../audit/ledger';
 import type { TrainingDataset } from '../data/dataset';
 import type { LocalState } from '../train/local-state';
@@ -99,11 +105,20 @@ export class TaskRunner {
       return;
     }
     if (this.finished.has(task.taskId)) {
-      ack({ ok: false, error: { code: 'TASK_ALREADY_ANSWERED', message: `task ${task.taskId} was already handled by this agent` } });
+      ack({
+        ok: false,
+        error: {
+          code: 'TASK_ALREADY_ANSWERED',
+          message: `task ${task.taskId} was already handled by this agent`,
+        },
+      });
       return;
     }
     if (this.current) {
-      ack({ ok: false, error: { code: 'AGENT_BUSY', message: `agent is busy with task ${this.current.task.taskId}` } });
+      ack({
+        ok: false,
+        error: { code: 'AGENT_BUSY', message: `agent is busy with task ${this.current.task.taskId}` },
+      });
       return;
     }
     ack({ ok: true });
@@ -117,9 +132,15 @@ export class TaskRunner {
   }
 
   private verifyOffer(msg: unknown): Task {
-    const task = verifySignedTask(msg as Parameters<typeof verifySignedTask>[0], this.opts.coordinator.signingPublicKey);
+    const task = verifySignedTask(
+      msg as Parameters<typeof verifySignedTask>[0],
+      this.opts.coordinator.signingPublicKey,
+    );
     if (task.siteId !== this.opts.siteId) {
-      throw new FedsslError('TASK_NOT_FOR_THIS_SITE', `task ${task.taskId} is addressed to site ${task.siteId}, this is ${this.opts.siteId}`);
+      throw new FedsslError(
+        'TASK_NOT_FOR_THIS_SITE',
+        `task ${task.taskId} is addressed to site ${task.siteId}, this is ${this.opts.siteId}`,
+      );
     }
     if (Date.parse(task.deadline) <= this.clock.now()) {
       throw new FedsslError('TASK_EXPIRED', `task ${task.taskId} deadline ${task.deadline} has passed`);
@@ -132,7 +153,10 @@ export class TaskRunner {
     const parsed = taskCancelSchema.safeParse(msg);
     if (!parsed.success) return;
     if (this.current?.task.taskId === parsed.data.taskId) {
-      this.log.info({ taskId: parsed.data.taskId, reason: parsed.data.reason }, 'task cancelled by coordinator');
+      this.log.info(
+        { taskId: parsed.data.taskId, reason: parsed.data.reason },
+        'task cancelled by coordinator',
+      );
       this.current.abort.abort(new FedsslError('TRAINING_ABORTED', `cancelled: ${parsed.data.reason}`));
     }
   }
@@ -152,12 +176,24 @@ export class TaskRunner {
     const o = this.opts;
     const log = this.log.child({ taskId: task.taskId, runId: task.runId, round: task.round });
     let phase: 'download' | 'train' | 'upload' = 'download';
-    let uploadFacts: { plaintextSha256: string; ciphertextSha512: string; tensors: string[]; exampleCount: number; bytes: number } | null = null;
+    let uploadFacts: {
+      plaintextSha256: string;
+      ciphertextSha512: string;
+      tensors: string[];
+      exampleCount: number;
+      bytes: number;
+    } | null = null;
     const outcome = (status: TaskOutcome['status'], extra: Partial<TaskOutcome> = {}) =>
       o.onOutcome?.({ taskId: task.taskId, runId: task.runId, round: task.round, status, ...extra });
     try {
       o.onState?.('downloading');
-      const model = await downloadModel({ uplink: o.uplink, task, coordinatorSigningKey: o.coordinator.signingPublicKey, logger: log, signal });
+      const model = await downloadModel({
+        uplink: o.uplink,
+        task,
+        coordinatorSigningKey: o.coordinator.signingPublicKey,
+        logger: log,
+        signal,
+      });
       await appendLedger(o.home, {
         kind: 'download',
         time: new Date(this.clock.now()).toISOString(),
@@ -175,7 +211,10 @@ export class TaskRunner {
       const dataset = await o.dataset();
       let localState: LocalState | undefined = await o.localStates.load(task.runId);
       if (localState && localState.metadataClasses !== dataset.metadataClasses) {
-        log.warn({ saved: localState.metadataClasses, now: dataset.metadataClasses }, 'data changed since the last round: fresh metadata head');
+        log.warn(
+          { saved: localState.metadataClasses, now: dataset.metadataClasses },
+          'data changed since the last round: fresh metadata head',
+        );
         localState = undefined;
       }
       const interval = o.progressIntervalMs ?? 2000;
@@ -184,7 +223,13 @@ export class TaskRunner {
         const now = this.clock.now();
         if (p.step < p.totalSteps && now - lastProgress < interval) return;
         lastProgress = now;
-        if (Number.isFinite(p.loss)) o.uplink.notify('task:progress', { taskId: task.taskId, step: p.step, totalSteps: p.totalSteps, loss: p.loss });
+        if (Number.isFinite(p.loss))
+          o.uplink.notify('task:progress', {
+            taskId: task.taskId,
+            step: p.step,
+            totalSteps: p.totalSteps,
+            loss: p.loss,
+          });
       };
       const result = await o.train({
         model: task.model,
@@ -228,11 +273,17 @@ export class TaskRunner {
         ciphertextSha512: sealed.header.ciphertextSha512,
         tensors: result.delta.map((t) => t.name),
         exampleCount: result.exampleCount,
-        bytes: sealed.chunks.reduce((n, c) => n + c.byteLength, 0) + Buffer.byteLength(JSON.stringify(sealed.header)) + sealed.signature.length,
+        bytes:
+          sealed.chunks.reduce((n, c) => n + c.byteLength, 0) +
+          Buffer.byteLength(JSON.stringify(sealed.header)) +
+          sealed.signature.length,
       };
       const up = await uploadUpdate({ uplink: o.uplink, sealed, logger: log, signal, clock: this.clock });
       await this.ledgerUpload(task, uploadFacts, up.bytesSent, { accepted: true, updateId: up.updateId });
-      log.info({ updateId: up.updateId, bytesSent: up.bytesSent, exampleCount: result.exampleCount }, 'update accepted');
+      log.info(
+        { updateId: up.updateId, bytesSent: up.bytesSent, exampleCount: result.exampleCount },
+        'update accepted',
+      );
       outcome('accepted', { updateId: up.updateId });
     } catch (e) {
       const error = errorOf(e);
@@ -244,13 +295,18 @@ export class TaskRunner {
       log.error({ phase, code: error.code, err: error.message }, 'task failed');
       // A refused commit means the coordinator checked and rejected the update.
       const coded = asCodedError(e);
-      const rejected = phase === 'upload' && coded?.details?.event !== undefined && coded.code !== 'COORDINATOR_UNREACHABLE';
+      const rejected =
+        phase === 'upload' && coded?.details?.event !== undefined && coded.code !== 'COORDINATOR_UNREACHABLE';
       if (uploadFacts) {
-        await this.ledgerUpload(task, uploadFacts, uploadFacts.bytes, { accepted: false, error }).catch((le: unknown) =>
-          log.error({ err: (le as Error).message }, 'could not write the ledger'),
+        await this.ledgerUpload(task, uploadFacts, uploadFacts.bytes, { accepted: false, error }).catch(
+          (le: unknown) => log.error({ err: (le as Error).message }, 'could not write the ledger'),
         );
       }
-      o.uplink.notify('task:failed', { taskId: task.taskId, code: error.code.slice(0, 64), message: error.message });
+      o.uplink.notify('task:failed', {
+        taskId: task.taskId,
+        code: error.code.slice(0, 64),
+        message: error.message,
+      });
       outcome(rejected ? 'rejected' : 'failed', { error });
     }
   }
@@ -259,7 +315,8 @@ export class TaskRunner {
     task: Task,
     facts: { plaintextSha256: string; ciphertextSha512: string; tensors: string[]; exampleCount: number },
     bytesSent: number,
-    result: { accepted: true; updateId: string } | { accepted: false; error: { code: string; message: string } },
+    result:
+      { accepted: true; updateId: string } | { accepted: false; error: { code: string; message: string } },
   ): Promise<void> {
     await appendLedger(this.opts.home, {
       kind: 'upload',

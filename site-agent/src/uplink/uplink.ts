@@ -8,7 +8,8 @@ import type { Ack, AgentToCoordinatorEvents } from '@fedssl/shared/protocol';
  */
 
 /** Agent → coordinator events that take an ack. */
-export type RequestEvent = 'model:manifest' | 'model:chunk' | 'update:begin' | 'update:chunk' | 'update:commit';
+export type RequestEvent =
+  'model:manifest' | 'model:chunk' | 'update:begin' | 'update:chunk' | 'update:commit';
 /** Agent → coordinator events without an ack. */
 export type NotifyEvent = 'task:progress' | 'task:failed' | 'status';
 
@@ -35,13 +36,23 @@ export interface Uplink {
  * Turn a coordinator's error ack into a FedsslError: its code when we know it, else
  * PROTOCOL_INVALID_MESSAGE with the unknown code in the message and details.
  */
-export function ackErrorToFedssl(event: string, error: { code?: unknown; message?: unknown } | undefined): FedsslError {
+export function ackErrorToFedssl(
+  event: string,
+  error: { code?: unknown; message?: unknown } | undefined,
+): FedsslError {
   const code = typeof error?.code === 'string' ? error.code : 'UNKNOWN';
   const message = typeof error?.message === 'string' ? error.message : 'no message';
   if (Object.prototype.hasOwnProperty.call(ERROR_CODES, code)) {
-    return new FedsslError(code as ErrorCode, `coordinator refused ${event}: ${message}`, { event, remoteCode: code });
+    return new FedsslError(code as ErrorCode, `coordinator refused ${event}: ${message}`, {
+      event,
+      remoteCode: code,
+    });
   }
-  return new FedsslError('PROTOCOL_INVALID_MESSAGE', `coordinator refused ${event} with unknown code ${code}: ${message}`, { event, remoteCode: code });
+  return new FedsslError(
+    'PROTOCOL_INVALID_MESSAGE',
+    `coordinator refused ${event} with unknown code ${code}: ${message}`,
+    { event, remoteCode: code },
+  );
 }
 
 /** Unwrap an ack: the payload on success, a FedsslError (thrown) otherwise. */
@@ -62,9 +73,17 @@ export function unwrapAck<T extends object>(event: string, ack: Ack<T> | unknown
  * A FedsslError recognised by shape, not `instanceof`: under test runners (and with two
  * installed copies of @fedssl/shared) the class may come from another module instance.
  */
-export function asCodedError(e: unknown): { code: string; message: string; details?: Record<string, unknown> } | null {
+export function asCodedError(
+  e: unknown,
+): { code: string; message: string; details?: Record<string, unknown> } | null {
   if (typeof e !== 'object' || e === null) return null;
   const x = e as { name?: unknown; code?: unknown; message?: unknown; details?: unknown };
   if (x.name !== 'FedsslError' || typeof x.code !== 'string' || typeof x.message !== 'string') return null;
-  return { code: x.code, message: x.message, ...(typeof x.details === 'object' && x.details !== null ? { details: x.details as Record<string, unknown> } : {}) };
+  return {
+    code: x.code,
+    message: x.message,
+    ...(typeof x.details === 'object' && x.details !== null
+      ? { details: x.details as Record<string, unknown> }
+      : {}),
+  };
 }

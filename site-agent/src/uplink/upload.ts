@@ -36,18 +36,26 @@ export async function uploadUpdate(args: {
   return retry(
     async (attempt) => {
       await uplink.ready(args.signal);
-      const begun = await uplink.request('update:begin', { header: sealed.header, signature: sealed.signature });
+      const begun = await uplink.request('update:begin', {
+        header: sealed.header,
+        signature: sealed.signature,
+      });
       let next = begun.nextIndex;
-      if (attempt > 0) args.logger.info({ uploadId: begun.uploadId, resumeAt: next, chunks: count }, 'resuming upload');
+      if (attempt > 0)
+        args.logger.info({ uploadId: begun.uploadId, resumeAt: next, chunks: count }, 'resuming upload');
       while (next < count) {
         args.signal?.throwIfAborted();
-        if (!Number.isInteger(next) || next < 0) throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `coordinator asked for chunk ${next}`);
+        if (!Number.isInteger(next) || next < 0)
+          throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `coordinator asked for chunk ${next}`);
         const data = sealed.chunks[next]! as Uint8Array<ArrayBuffer>;
         const res = await uplink.request('update:chunk', { uploadId: begun.uploadId, index: next, data });
         bytesSent += data.byteLength;
         // The coordinator is the authority on what it has; it may skip ahead (already stored).
         if (!Number.isInteger(res.nextIndex) || res.nextIndex <= next) {
-          throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `coordinator answered nextIndex ${res.nextIndex} after chunk ${next}`);
+          throw new FedsslError(
+            'PROTOCOL_INVALID_MESSAGE',
+            `coordinator answered nextIndex ${res.nextIndex} after chunk ${next}`,
+          );
         }
         next = res.nextIndex;
       }
@@ -60,7 +68,8 @@ export async function uploadUpdate(args: {
       ...(args.random ? { random: args.random } : {}),
       ...(args.signal ? { signal: args.signal } : {}),
       isRetryable: (e) => asCodedError(e)?.code === 'COORDINATOR_UNREACHABLE',
-      onRetry: (e, attempt, delayMs) => args.logger.warn({ attempt, delayMs, err: (e as Error).message }, 'upload interrupted, will resume'),
+      onRetry: (e, attempt, delayMs) =>
+        args.logger.warn({ attempt, delayMs, err: (e as Error).message }, 'upload interrupted, will resume'),
     },
   );
 }
