@@ -96,6 +96,22 @@ describe('fedssl-admin against an in-process coordinator', () => {
     expect(readdirSync(out).sort()).toEqual(['manifest.json', 'weights.fsw']);
   });
 
+  it('accepts the fingerprint in any case and spacing', async () => {
+    const fp = running.app.get(CoordinatorKeysService).publicKeys().fingerprint;
+    const r = await cli(
+      'models',
+      'pull',
+      '--version',
+      'm.r0',
+      '--out',
+      join(dir, 'pull-fp-loose'),
+      '--fingerprint',
+      fp.replace(/ /g, '').toUpperCase(),
+    );
+    expect(r.code).toBe(0);
+    expect(r.err).toBe('');
+  });
+
   it('warns when the coordinator key is not pinned', async () => {
     const r = await cli('models', 'pull', '--version', 'm.r0', '--out', join(dir, 'pull-unpinned'));
     expect(r.code).toBe(0);

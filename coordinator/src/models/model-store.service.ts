@@ -238,8 +238,13 @@ export class ModelStoreService {
     const out: SignedModelManifest[] = [];
     for (const entry of readdirSync(this.root)) {
       if (entry.startsWith(TMP_PREFIX) || !statSync(join(this.root, entry)).isDirectory()) continue;
-      const m = this.getManifest(entry);
-      if (m) out.push(m);
+      try {
+        const m = this.getManifest(entry);
+        if (m) out.push(m);
+      } catch (e) {
+        // One unreadable manifest must not hide every other version from the listing.
+        this.log.warn({ version: entry, err: e }, 'skipping unreadable model manifest');
+      }
     }
     return out.sort(
       (a, b) =>
