@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import './gradients';
 import type { Logger } from 'pino';
 import type { NamedTensors } from '@fedssl/shared/model';
 import { FedsslError } from '@fedssl/shared/errors';
