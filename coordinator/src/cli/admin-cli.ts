@@ -69,18 +69,17 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
 
   const sites = program.command('sites').description('enrolled sites');
   sites.command('list').action(async () => {
-    const list =
-      await client().get<
-        {
-          id: string;
-          name: string;
-          status: string;
-          online: boolean;
-          lastSeenAt: string | null;
-          backend: string | null;
-          exampleCount: number | null;
-        }[]
-      >('/sites');
+    const list = await client().get<
+      {
+        id: string;
+        name: string;
+        status: string;
+        online: boolean;
+        lastSeenAt: string | null;
+        backend: string | null;
+        exampleCount: number | null;
+      }[]
+    >('/sites');
     print(list, () =>
       list.length === 0
         ? 'no sites\n'
@@ -188,18 +187,17 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
 
   const models = program.command('models').description('published global models');
   models.command('list').action(async () => {
-    const list =
-      await client().get<
-        {
-          manifest: {
-            version: string;
-            round: number;
-            weightsBytes: number;
-            weightsSha256: string;
-            createdAt: string;
-          };
-        }[]
-      >('/models');
+    const list = await client().get<
+      {
+        manifest: {
+          version: string;
+          round: number;
+          weightsBytes: number;
+          weightsSha256: string;
+          createdAt: string;
+        };
+      }[]
+    >('/models');
     print(list, () =>
       list.length === 0
         ? 'no models\n'
