@@ -4,8 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { io, type Socket } from 'socket.io-client';
-import { generatePartyKeys, toBase64 } from '@fedssl/shared/crypto';
-import { AGENT_NAMESPACE, MAX_CHUNK_BYTES, PROTOCOL_VERSION } from '@fedssl/shared/protocol';
+import { generatePartyKeys, signBytes, toBase64, type PartyKeys } from '@fedssl/shared/crypto';
+import {
+  AGENT_NAMESPACE,
+  MAX_CHUNK_BYTES,
+  PROTOCOL_VERSION,
+  authChallengeBytes,
+  type AuthChallenge,
+} from '@fedssl/shared/protocol';
+import { AdminTokenService } from './admin/admin-token.service';
 import { MAX_HTTP_BUFFER_SIZE } from './admin/http/listen';
 import { startCoordinator, type RunningCoordinator } from './main';
 import { EnrollmentService } from './sites/enrollment.service';
@@ -14,6 +21,7 @@ describe('startCoordinator: HTTP and socket.io on one port', () => {
   let dir: string;
   let c: RunningCoordinator;
   let siteId: string;
+  let party: PartyKeys;
   const clients: Socket[] = [];
 
   beforeAll(async () => {
@@ -24,7 +32,7 @@ describe('startCoordinator: HTTP and socket.io on one port', () => {
     );
     const enrollment = c.app.get(EnrollmentService);
     const issued = enrollment.issueToken('Frames', 600);
-    const party = generatePartyKeys();
+    party = generatePartyKeys();
     enrollment.enroll({
       token: issued.token,
       signingPublicKey: toBase64(party.signing.publicKey),
@@ -42,14 +50,18 @@ describe('startCoordinator: HTTP and socket.io on one port', () => {
 
   /** Connects as an enrolled site and waits for the challenge (the socket stays open, unauthenticated). */
   async function connected(): Promise<Socket> {
+    return (await challenged()).socket;
+  }
+
+  async function challenged(): Promise<{ socket: Socket; challenge: AuthChallenge }> {
     const s = io(`${c.url}${AGENT_NAMESPACE}`, {
       auth: { siteId, protocolVersion: PROTOCOL_VERSION, agentVersion: 't' },
       transports: ['websocket'],
       reconnection: false,
     });
     clients.push(s);
-    await new Promise<void>((resolve) => s.once('auth:challenge', () => resolve()));
-    return s;
+    const challenge = await new Promise<AuthChallenge>((resolve) => s.once('auth:challenge', resolve));
+    return { socket: s, challenge };
   }
 
   /** Sends `bytes` of padding; resolves with the ack, or with 'disconnected' if the server dropped the frame. */
@@ -72,5 +84,31 @@ describe('startCoordinator: HTTP and socket.io on one port', () => {
     expect(await send(s, MAX_CHUNK_BYTES)).toMatchObject({ ok: false, error: { code: 'SITE_AUTH_FAILED' } });
     const t = await connected();
     expect(await send(t, MAX_HTTP_BUFFER_SIZE + 1024)).toBe('disconnected: transport close');
+  });
+
+  it('drops an authenticated agent as soon as an admin revokes its site over REST', async () => {
+    const { socket, challenge } = await challenged();
+    const ok = new Promise<void>((resolve) => socket.once('auth:ok', () => resolve()));
+    socket.emit('auth:response', {
+      signature: signBytes(authChallengeBytes(challenge.nonce, siteId), party.signing.secretKey),
+    });
+    await ok;
+    const dropped = new Promise<string>((resolve) => socket.once('disconnect', resolve));
+    const admin = c.app.get(AdminTokenService).create('root', 'admin').token;
+    const res = await fetch(`${c.url}/api/v1/sites/${siteId}/revoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'test' }),
+    });
+    expect(res.status).toBe(200);
+    expect(await dropped).toBe('io server disconnect');
+    const sites = (await (
+      await fetch(`${c.url}/api/v1/sites`, { headers: { authorization: `Bearer ${admin}` } })
+    ).json()) as {
+      id: string;
+      status: string;
+      online: boolean;
+    }[];
+    expect(sites.find((x) => x.id === siteId)).toMatchObject({ status: 'revoked', online: false });
   });
 });
