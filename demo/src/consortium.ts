@@ -134,7 +134,7 @@ export async function startAgent(
     opts.onLine,
   );
   agent.process = proc;
-  await proc.waitForLine((l) => l.msg === 'connected to coordinator', `${agent.name} to connect`, 120_000);
+  await proc.waitForLine((l) => l.msg === 'authenticated', `${agent.name} to authenticate with the coordinator`, 120_000);
   return proc;
 }
 

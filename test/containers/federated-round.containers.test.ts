@@ -67,7 +67,7 @@ describe.skipIf(!hasDocker)('federated round in containers', () => {
           .withNetwork(network)
           .withEntrypoint(['sh', '-c'])
           .withCommand([script])
-          .withWaitStrategy(Wait.forLogMessage(/connected to coordinator/))
+          .withWaitStrategy(Wait.forLogMessage(/"msg":"authenticated"/))
           .start(),
       );
     }

@@ -114,11 +114,21 @@ export class TaskRunner {
       });
       return;
     }
-    if (this.current) {
+    const busy = this.current;
+    if (busy && (busy.task.runId !== task.runId || busy.task.round >= task.round)) {
       ack({
         ok: false,
-        error: { code: 'AGENT_BUSY', message: `agent is busy with task ${this.current.task.taskId}` },
+        error: { code: 'AGENT_BUSY', message: `agent is busy with task ${busy.task.taskId}` },
       });
+      return;
+    }
+    if (busy) {
+      // The coordinator has moved past the current task's round (it published it from the
+      // others, or our upload is committed and only local bookkeeping is left): stop it and
+      // take the new round instead of refusing it.
+      this.log.info({ taskId: busy.task.taskId, next: task.taskId }, 'current task superseded by a later round');
+      busy.abort.abort(new FedsslError('TRAINING_ABORTED', `superseded by round ${task.round}`));
+      void busy.done.then(() => this.handleOffer(msg, ack));
       return;
     }
     ack({ ok: true });
