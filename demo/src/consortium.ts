@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { ManagedProcess} from './processes';
+import type { ManagedProcess } from './processes';
 import { BINS, runNode, startNode, type LogLine } from './processes';
 
 /**
@@ -43,7 +43,10 @@ export class AdminApi {
   async request<T>(method: string, route: string, body?: unknown): Promise<T> {
     const res = await fetch(`${this.baseUrl}/api/v1${route}`, {
       method,
-      headers: { authorization: `Bearer ${this.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();
@@ -84,10 +87,22 @@ export async function startCoordinator(opts: {
   adminToken?: string;
 }): Promise<CoordinatorHandle> {
   await mkdir(opts.dataDir, { recursive: true });
-  const env = { FEDSSL_DATA_DIR: opts.dataDir, FEDSSL_HOST: '127.0.0.1', FEDSSL_LOG_LEVEL: 'info', ...opts.env };
+  const env = {
+    FEDSSL_DATA_DIR: opts.dataDir,
+    FEDSSL_HOST: '127.0.0.1',
+    FEDSSL_LOG_LEVEL: 'info',
+    ...opts.env,
+  };
   const adminToken =
-    opts.adminToken ?? (await runNode(BINS.coordinator, ['bootstrap-admin', '--name', 'demo-admin'], env)).stdout.trim();
-  const proc = startNode('coordinator', BINS.coordinator, ['serve'], { FEDSSL_PORT: '0', ...env }, opts.onLine);
+    opts.adminToken ??
+    (await runNode(BINS.coordinator, ['bootstrap-admin', '--name', 'demo-admin'], env)).stdout.trim();
+  const proc = startNode(
+    'coordinator',
+    BINS.coordinator,
+    ['serve'],
+    { FEDSSL_PORT: '0', ...env },
+    opts.onLine,
+  );
   const ready = await proc.waitForLine((l) => l.msg === 'coordinator listening', 'the coordinator to listen');
   const url = String(ready.url);
   return { process: proc, url, dataDir: opts.dataDir, adminToken, api: new AdminApi(url, adminToken) };
@@ -117,7 +132,15 @@ export async function enrollAgent(opts: {
     opts.dataPath,
     ...(opts.imageSize ? ['--image-size', String(opts.imageSize)] : []),
   ]);
-  await runNode(BINS.agent, ['enroll', '--home', opts.home, '--coordinator', opts.coordinator.url, '--token', token]);
+  await runNode(BINS.agent, [
+    'enroll',
+    '--home',
+    opts.home,
+    '--coordinator',
+    opts.coordinator.url,
+    '--token',
+    token,
+  ]);
   return { name: opts.name, siteId, home: opts.home };
 }
 
@@ -134,7 +157,11 @@ export async function startAgent(
     opts.onLine,
   );
   agent.process = proc;
-  await proc.waitForLine((l) => l.msg === 'authenticated', `${agent.name} to authenticate with the coordinator`, 120_000);
+  await proc.waitForLine(
+    (l) => l.msg === 'authenticated',
+    `${agent.name} to authenticate with the coordinator`,
+    120_000,
+  );
   return proc;
 }
 

@@ -8,7 +8,14 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { consortiumPaths, enrollAgent, startAgent, startCoordinator, waitForRun, type AgentHandle } from './consortium';
+import {
+  consortiumPaths,
+  enrollAgent,
+  startAgent,
+  startCoordinator,
+  waitForRun,
+  type AgentHandle,
+} from './consortium';
 import { generateSyntheticScans } from './synthetic-scans';
 import type { ManagedProcess } from './processes';
 
@@ -35,7 +42,8 @@ async function main(): Promise<void> {
   const steps = Number(values['steps-per-round']);
   if (!Number.isInteger(siteCount) || siteCount < 2 || siteCount > SITE_NAMES.length)
     throw new Error(`--sites must be an integer 2–${SITE_NAMES.length}, got ${values.sites}`);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
+  if (!Number.isInteger(rounds) || rounds < 1)
+    throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
   const realData = values['site-data']?.split(',').map((p) => path.resolve(p));
   if (realData && realData.length !== siteCount)
     throw new Error(`--site-data names ${realData.length} folders for ${siteCount} sites`);
@@ -76,7 +84,12 @@ async function main(): Promise<void> {
 
     const agents: AgentHandle[] = [];
     for (const [i, name] of names.entries()) {
-      const agent = await enrollAgent({ coordinator, name, home: paths.siteHome(name), dataPath: dataPaths[i]! });
+      const agent = await enrollAgent({
+        coordinator,
+        name,
+        home: paths.siteHome(name),
+        dataPath: dataPaths[i]!,
+      });
       agents.push(agent);
       console.log(`  enrolled ${name} as ${agent.siteId}`);
     }
@@ -90,8 +103,21 @@ async function main(): Promise<void> {
       roundDeadlineSeconds: 600,
       strategy: 'fedavg',
       seed: 7,
-      model: { arch: 'tiny', inputSize: 32, widths: [8, 16, 32], projectorHidden: 64, projectionDim: 32, metadataHidden: 32 },
-      training: { localEpochs: 1, maxStepsPerRound: steps, batchSize: 16, learningRate: 0.001, metadataWeight: 0.5 },
+      model: {
+        arch: 'tiny',
+        inputSize: 32,
+        widths: [8, 16, 32],
+        projectorHidden: 64,
+        projectionDim: 32,
+        metadataHidden: 32,
+      },
+      training: {
+        localEpochs: 1,
+        maxStepsPerRound: steps,
+        batchSize: 16,
+        learningRate: 0.001,
+        metadataWeight: 0.5,
+      },
     });
     await coordinator.api.startRun(run.id);
     console.log(`run ${run.id} started: BYOL + metadata head (λ = 0.5), tiny ResNet, 32 px views, FedAvg\n`);

@@ -17,10 +17,12 @@ async function main(): Promise<void> {
   });
   if (!values.out) throw new Error('--out DIR is required');
   const modality = values.modality;
-  if (modality !== 'ultrasound' && modality !== 'xray') throw new Error(`--modality must be ultrasound or xray, got ${modality}`);
+  if (modality !== 'ultrasound' && modality !== 'xray')
+    throw new Error(`--modality must be ultrasound or xray, got ${modality}`);
   const int = (name: keyof typeof values) => {
     const n = Number(values[name]);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new Error(`--${name} must be a positive integer, got ${values[name]}`);
     return n;
   };
   const made = await generateSyntheticScans({

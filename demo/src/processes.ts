@@ -26,7 +26,8 @@ export class ManagedProcess {
   readonly stderr: string[] = [];
   private readonly waiters: { match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  private readonly exitWaiters: ((info: { code: number | null; signal: NodeJS.Signals | null }) => void)[] = [];
+  private readonly exitWaiters: ((info: { code: number | null; signal: NodeJS.Signals | null }) => void)[] =
+    [];
 
   constructor(
     readonly name: string,
@@ -65,7 +66,10 @@ export class ManagedProcess {
     const seen = this.lines.find(match);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error(`${this.name}: timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+      const timer = setTimeout(
+        () => fail(new Error(`${this.name}: timed out after ${timeoutMs} ms waiting for ${what}`)),
+        timeoutMs,
+      );
       const fail = (err: Error) => {
         clearTimeout(timer);
         reject(err);
@@ -78,7 +82,11 @@ export class ManagedProcess {
         },
       });
       this.onExit().then((info) =>
-        fail(new Error(`${this.name} exited (code ${info.code}, signal ${info.signal}) before ${what}\n${this.tail()}`)),
+        fail(
+          new Error(
+            `${this.name} exited (code ${info.code}, signal ${info.signal}) before ${what}\n${this.tail()}`,
+          ),
+        ),
       );
     });
   }
@@ -124,7 +132,11 @@ export function startNode(
 }
 
 /** Runs `node <script> <args>` to completion; rejects with its stderr if it exits non-zero. */
-export function runNode(script: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ stdout: string; stderr: string }> {
+export function runNode(
+  script: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [script, ...args], {
       env: { ...process.env, ...env },
@@ -137,7 +149,12 @@ export function runNode(script: string, args: string[], env: NodeJS.ProcessEnv =
     child.on('error', reject);
     child.on('exit', (code) => {
       if (code === 0) resolve({ stdout, stderr });
-      else reject(new Error(`${path.basename(script)} ${args.join(' ')} exited with ${code}: ${stderr.trim() || stdout.trim()}`));
+      else
+        reject(
+          new Error(
+            `${path.basename(script)} ${args.join(' ')} exited with ${code}: ${stderr.trim() || stdout.trim()}`,
+          ),
+        );
     });
   });
 }

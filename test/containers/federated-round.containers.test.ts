@@ -28,7 +28,9 @@ async function dockerAvailable(): Promise<boolean> {
 
 const hasDocker = await dockerAvailable();
 if (!hasDocker) {
-  console.warn('containers suite skipped: no Docker engine found (the same scenario runs as real processes in test/e2e)');
+  console.warn(
+    'containers suite skipped: no Docker engine found (the same scenario runs as real processes in test/e2e)',
+  );
 }
 
 describe.skipIf(!hasDocker)('federated round in containers', () => {
@@ -39,8 +41,14 @@ describe.skipIf(!hasDocker)('federated round in containers', () => {
 
   beforeAll(async () => {
     const [coordinatorImage, agentImage] = await Promise.all([
-      GenericContainer.fromDockerfile(REPO_ROOT, 'deploy/docker/coordinator.Dockerfile').build('fedssl-coordinator:test', { deleteOnExit: false }),
-      GenericContainer.fromDockerfile(REPO_ROOT, 'deploy/docker/site-agent.Dockerfile').build('fedssl-site-agent:test', { deleteOnExit: false }),
+      GenericContainer.fromDockerfile(REPO_ROOT, 'deploy/docker/coordinator.Dockerfile').build(
+        'fedssl-coordinator:test',
+        { deleteOnExit: false },
+      ),
+      GenericContainer.fromDockerfile(REPO_ROOT, 'deploy/docker/site-agent.Dockerfile').build(
+        'fedssl-site-agent:test',
+        { deleteOnExit: false },
+      ),
     ]);
     network = await new Network().start();
     coordinator = await coordinatorImage
@@ -49,9 +57,16 @@ describe.skipIf(!hasDocker)('federated round in containers', () => {
       .withExposedPorts(8080)
       .withWaitStrategy(Wait.forHttp('/healthz', 8080))
       .start();
-    const boot = await coordinator.exec(['node', '/app/coordinator/dist/cli/coordinator-cli.js', 'bootstrap-admin']);
+    const boot = await coordinator.exec([
+      'node',
+      '/app/coordinator/dist/cli/coordinator-cli.js',
+      'bootstrap-admin',
+    ]);
     const adminToken = boot.stdout.trim();
-    const api = new AdminApi(`http://${coordinator.getHost()}:${coordinator.getMappedPort(8080)}`, adminToken);
+    const api = new AdminApi(
+      `http://${coordinator.getHost()}:${coordinator.getMappedPort(8080)}`,
+      adminToken,
+    );
 
     for (const name of ['alpha', 'beta']) {
       const { token } = await api.createEnrollmentToken(name);
@@ -79,8 +94,21 @@ describe.skipIf(!hasDocker)('federated round in containers', () => {
       roundDeadlineSeconds: 300,
       strategy: 'fedavg',
       seed: 3,
-      model: { arch: 'tiny', inputSize: 32, widths: [8, 16, 32], projectorHidden: 32, projectionDim: 16, metadataHidden: 16 },
-      training: { localEpochs: 1, maxStepsPerRound: 2, batchSize: 8, learningRate: 0.01, metadataWeight: 0.5 },
+      model: {
+        arch: 'tiny',
+        inputSize: 32,
+        widths: [8, 16, 32],
+        projectorHidden: 32,
+        projectionDim: 16,
+        metadataHidden: 16,
+      },
+      training: {
+        localEpochs: 1,
+        maxStepsPerRound: 2,
+        batchSize: 8,
+        learningRate: 0.01,
+        metadataWeight: 0.5,
+      },
     });
     await api.startRun(created.id);
     run = await waitForRun(api, created.id, { timeoutMs: 600_000 });

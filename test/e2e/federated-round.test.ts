@@ -42,7 +42,14 @@ describe('federated BYOL round, end to end', () => {
 
     for (const [i, name] of ['alpha', 'beta', 'tampered'].entries()) {
       const dataPath = path.join(root, 'data', name);
-      await generateSyntheticScans({ outDir: dataPath, patients: 6, imagesPerPatient: 3, size: 48, seed: 50 + i, modality: 'ultrasound' });
+      await generateSyntheticScans({
+        outDir: dataPath,
+        patients: 6,
+        imagesPerPatient: 3,
+        size: 48,
+        seed: 50 + i,
+        modality: 'ultrasound',
+      });
       const agent = await enrollAgent({ coordinator, name, home: path.join(root, 'agents', name), dataPath });
       agents.push(agent);
     }
@@ -61,8 +68,21 @@ describe('federated BYOL round, end to end', () => {
       roundDeadlineSeconds: 300,
       strategy: 'fedavg',
       seed: 3,
-      model: { arch: 'tiny', inputSize: 32, widths: [8, 16, 32], projectorHidden: 32, projectionDim: 16, metadataHidden: 16 },
-      training: { localEpochs: 1, maxStepsPerRound: 2, batchSize: 8, learningRate: 0.01, metadataWeight: 0.5 },
+      model: {
+        arch: 'tiny',
+        inputSize: 32,
+        widths: [8, 16, 32],
+        projectorHidden: 32,
+        projectionDim: 16,
+        metadataHidden: 16,
+      },
+      training: {
+        localEpochs: 1,
+        maxStepsPerRound: 2,
+        batchSize: 8,
+        learningRate: 0.01,
+        metadataWeight: 0.5,
+      },
     });
     await coordinator.api.startRun(created.id);
     run = await waitForRun(coordinator.api, created.id, { timeoutMs: 240_000 });
@@ -105,9 +125,14 @@ describe('federated BYOL round, end to end', () => {
   });
 
   it('publishes models whose signature and hash verify against the coordinator key', async () => {
-    const keys = (await (await fetch(`${coordinator.url}/api/v1/coordinator/keys`)).json()) as CoordinatorKeys;
+    const keys = (await (
+      await fetch(`${coordinator.url}/api/v1/coordinator/keys`)
+    ).json()) as CoordinatorKeys;
     for (const round of run.rounds.filter((r) => r.state === 'published')) {
-      const signed = await coordinator.api.request<SignedModelManifest>('GET', `/models/${round.modelVersion}`);
+      const signed = await coordinator.api.request<SignedModelManifest>(
+        'GET',
+        `/models/${round.modelVersion}`,
+      );
       const manifest = verifySignedModelManifest(signed, fromBase64(keys.signingPublicKey, 32));
       const res = await fetch(`${coordinator.url}/api/v1/models/${round.modelVersion}/weights`, {
         headers: { authorization: `Bearer ${coordinator.adminToken}` },
@@ -119,14 +144,33 @@ describe('federated BYOL round, end to end', () => {
   });
 
   it('pulls the final model with fedssl-admin, verified against the pinned fingerprint', async () => {
-    const keys = (await (await fetch(`${coordinator.url}/api/v1/coordinator/keys`)).json()) as CoordinatorKeys;
+    const keys = (await (
+      await fetch(`${coordinator.url}/api/v1/coordinator/keys`)
+    ).json()) as CoordinatorKeys;
     const out = path.join(root, 'pulled');
-    await runNode(BINS.admin, ['models', 'pull', '--version', run.latestModelVersion!, '--out', out, '--fingerprint', keys.fingerprint], {
-      FEDSSL_URL: coordinator.url,
-      FEDSSL_ADMIN_TOKEN: coordinator.adminToken,
-    });
-    const manifest = JSON.parse(await readFile(path.join(out, 'manifest.json'), 'utf8')) as SignedModelManifest;
-    expect(sha256Hex(new Uint8Array(await readFile(path.join(out, 'weights.fsw'))))).toBe(manifest.manifest.weightsSha256);
+    await runNode(
+      BINS.admin,
+      [
+        'models',
+        'pull',
+        '--version',
+        run.latestModelVersion!,
+        '--out',
+        out,
+        '--fingerprint',
+        keys.fingerprint,
+      ],
+      {
+        FEDSSL_URL: coordinator.url,
+        FEDSSL_ADMIN_TOKEN: coordinator.adminToken,
+      },
+    );
+    const manifest = JSON.parse(
+      await readFile(path.join(out, 'manifest.json'), 'utf8'),
+    ) as SignedModelManifest;
+    expect(sha256Hex(new Uint8Array(await readFile(path.join(out, 'weights.fsw'))))).toBe(
+      manifest.manifest.weightsSha256,
+    );
   });
 
   it('refuses a process that presents a site id with a key the coordinator never enrolled', async () => {
@@ -139,6 +183,10 @@ describe('federated BYOL round, end to end', () => {
     const exit = await impostor.onExit();
     expect(exit.code).not.toBe(0);
     expect(impostor.tail(50)).toMatch(/SITE_AUTH_FAILED/);
-    await coordinator.process.waitForLine((l) => String(l.code ?? '') === 'SITE_AUTH_FAILED', 'the refusal log line', 10_000);
+    await coordinator.process.waitForLine(
+      (l) => String(l.code ?? '') === 'SITE_AUTH_FAILED',
+      'the refusal log line',
+      10_000,
+    );
   });
 });

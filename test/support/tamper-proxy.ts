@@ -14,7 +14,10 @@ export interface TamperProxy {
   close(): Promise<void>;
 }
 
-export async function startTamperProxy(target: { host: string; port: number }, minPayload = 1024): Promise<TamperProxy> {
+export async function startTamperProxy(
+  target: { host: string; port: number },
+  minPayload = 1024,
+): Promise<TamperProxy> {
   let tampered = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -104,7 +107,8 @@ class ClientFrameParser {
       this.header = Buffer.alloc(0);
       this.payloadLength = parsed.length;
       this.remainingPayload = parsed.length;
-      this.payloadTarget = parsed.opcode === 2 && parsed.length >= this.minPayload ? Math.floor(parsed.length / 2) : -1;
+      this.payloadTarget =
+        parsed.opcode === 2 && parsed.length >= this.minPayload ? Math.floor(parsed.length / 2) : -1;
     }
   }
 

@@ -66,9 +66,7 @@ describe('federation over socket.io (whole coordinator on port 0)', () => {
   }
 
   /** Enrolls a site over HTTP and connects + authenticates its agent; resolves on its first task. */
-  async function agent(
-    name: string,
-  ): Promise<{
+  async function agent(name: string): Promise<{
     siteId: string;
     keys: PartyKeys;
     coord: { signing: Uint8Array; box: Uint8Array };

@@ -7,7 +7,12 @@ import type { ModelConfig } from './config';
  */
 export interface EncoderPlan {
   /** Stem convolution `encoder.conv1` + norm `encoder.bn1`. */
-  stem: { kernel: number; stride: number; outChannels: number; /** 3×3 stride-2 max-pool after the stem. */ pool: boolean };
+  stem: {
+    kernel: number;
+    stride: number;
+    outChannels: number;
+    /** 3×3 stride-2 max-pool after the stem. */ pool: boolean;
+  };
   blocks: BlockPlan[];
   /** Width of the globally average-pooled feature vector. */
   featureDim: number;
@@ -92,7 +97,9 @@ export function encoderPlan(config: ModelConfig): EncoderPlan {
     }
   });
   return {
-    stem: large ? { kernel: 7, stride: 2, outChannels: stem, pool: true } : { kernel: 3, stride: 1, outChannels: stem, pool: false },
+    stem: large
+      ? { kernel: 7, stride: 2, outChannels: stem, pool: true }
+      : { kernel: 3, stride: 1, outChannels: stem, pool: false },
     blocks,
     featureDim: inCh,
     norm: config.norm,

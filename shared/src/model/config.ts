@@ -28,7 +28,11 @@ export type ModelConfig = z.infer<typeof modelConfigSchema>;
 export const augmentationConfigSchema = z
   .object({
     randomResizedCrop: z
-      .object({ enabled: z.boolean().default(true), scaleMin: z.number().gt(0).max(1).default(0.3), scaleMax: z.number().gt(0).max(1).default(1) })
+      .object({
+        enabled: z.boolean().default(true),
+        scaleMin: z.number().gt(0).max(1).default(0.3),
+        scaleMax: z.number().gt(0).max(1).default(1),
+      })
       .strict()
       .default({ enabled: true, scaleMin: 0.3, scaleMax: 1 }),
     horizontalFlip: z
@@ -47,7 +51,11 @@ export const augmentationConfigSchema = z
       .strict()
       .default({ localViews: 2, sizeFraction: 0.5, scaleMin: 0.05, scaleMax: 0.3 }),
     gaussianBlur: z
-      .object({ enabled: z.boolean().default(false), probability: z.number().min(0).max(1).default(0.5), sigmaMax: z.number().gt(0).default(2) })
+      .object({
+        enabled: z.boolean().default(false),
+        probability: z.number().min(0).max(1).default(0.5),
+        sigmaMax: z.number().gt(0).default(2),
+      })
       .strict()
       .default({ enabled: false, probability: 0.5, sigmaMax: 2 }),
     colorJitter: z

@@ -2,7 +2,13 @@ import { modelConfigSchema, type ModelConfig } from './config';
 
 /** The small ResNet used by demos and tests: widths [16, 32, 64], CIFAR-style stem. */
 export function tinyModelConfig(inputSize = 32): ModelConfig {
-  return modelConfigSchema.parse({ arch: 'tiny', inputSize, projectorHidden: 128, projectionDim: 64, metadataHidden: 64 });
+  return modelConfigSchema.parse({
+    arch: 'tiny',
+    inputSize,
+    projectorHidden: 128,
+    projectionDim: 64,
+    metadataHidden: 64,
+  });
 }
 
 /** ResNet-18; pass smaller `widths` (5 entries: stem + 4 stages) for CPU-sized runs. */

@@ -29,7 +29,14 @@ export interface DescribeModelOptions {
 }
 
 function conv(name: string, kernel: number, inCh: number, outCh: number): ParamSpec {
-  return { name: `${name}.weight`, shape: [kernel, kernel, inCh, outCh], part: 'encoder', shared: true, trainable: true, init: 'heNormal' };
+  return {
+    name: `${name}.weight`,
+    shape: [kernel, kernel, inCh, outCh],
+    part: 'encoder',
+    shared: true,
+    trainable: true,
+    init: 'heNormal',
+  };
 }
 
 /**
@@ -39,7 +46,13 @@ function conv(name: string, kernel: number, inCh: number, outCh: number): ParamS
  * inference statistics (FedAvg of BN statistics, as in FedAvg-BYOL baselines) instead
  * of needing a recalibration pass on data it never sees. Group norm has no running state.
  */
-function norm(name: string, channels: number, kind: ModelConfig['norm'], part: ModelPart, shared: boolean): ParamSpec[] {
+function norm(
+  name: string,
+  channels: number,
+  kind: ModelConfig['norm'],
+  part: ModelPart,
+  shared: boolean,
+): ParamSpec[] {
   const specs: ParamSpec[] = [
     { name: `${name}.weight`, shape: [channels], part, shared, trainable: true, init: 'ones' },
     { name: `${name}.bias`, shape: [channels], part, shared, trainable: true, init: 'zeros' },
@@ -58,12 +71,33 @@ function norm(name: string, channels: number, kind: ModelConfig['norm'], part: M
  * The MLP norms use batch statistics in every mode (projector, predictor and metadata
  * head only run during training), so they declare no running statistics.
  */
-function mlp(prefix: string, part: ModelPart, shared: boolean, inDim: number, hidden: number, outDim: number): ParamSpec[] {
+function mlp(
+  prefix: string,
+  part: ModelPart,
+  shared: boolean,
+  inDim: number,
+  hidden: number,
+  outDim: number,
+): ParamSpec[] {
   return [
-    { name: `${prefix}.0.weight`, shape: [inDim, hidden], part, shared, trainable: true, init: 'glorotUniform' },
+    {
+      name: `${prefix}.0.weight`,
+      shape: [inDim, hidden],
+      part,
+      shared,
+      trainable: true,
+      init: 'glorotUniform',
+    },
     { name: `${prefix}.0.bias`, shape: [hidden], part, shared, trainable: true, init: 'zeros' },
     ...norm(`${prefix}.1`, hidden, 'batch', part, shared),
-    { name: `${prefix}.3.weight`, shape: [hidden, outDim], part, shared, trainable: true, init: 'glorotUniform' },
+    {
+      name: `${prefix}.3.weight`,
+      shape: [hidden, outDim],
+      part,
+      shared,
+      trainable: true,
+      init: 'glorotUniform',
+    },
     { name: `${prefix}.3.bias`, shape: [outDim], part, shared, trainable: true, init: 'zeros' },
   ];
 }
@@ -103,14 +137,30 @@ export function describeModel(config: ModelConfig, opts: DescribeModelOptions = 
       specs.push(...norm(`${b.prefix}.downsample.1`, b.outChannels, plan.norm, 'encoder', true));
     }
   }
-  specs.push(...mlp('projector', 'projector', true, plan.featureDim, config.projectorHidden, config.projectionDim));
-  specs.push(...mlp('predictor', 'predictor', true, config.projectionDim, config.projectorHidden, config.projectionDim));
+  specs.push(
+    ...mlp('projector', 'projector', true, plan.featureDim, config.projectorHidden, config.projectionDim),
+  );
+  specs.push(
+    ...mlp(
+      'predictor',
+      'predictor',
+      true,
+      config.projectionDim,
+      config.projectorHidden,
+      config.projectionDim,
+    ),
+  );
   const classes = opts.metadataClasses ?? 0;
   if (!Number.isInteger(classes) || classes < 0) {
-    throw new FedsslError('MODEL_CONFIG_INVALID', `metadataClasses must be a non-negative integer, got ${classes}`);
+    throw new FedsslError(
+      'MODEL_CONFIG_INVALID',
+      `metadataClasses must be a non-negative integer, got ${classes}`,
+    );
   }
   if (classes > 0) {
-    specs.push(...mlp('metadata_head', 'metadataHead', false, plan.featureDim, config.metadataHidden, classes));
+    specs.push(
+      ...mlp('metadata_head', 'metadataHead', false, plan.featureDim, config.metadataHidden, classes),
+    );
   }
   return specs;
 }

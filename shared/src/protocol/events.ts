@@ -39,7 +39,10 @@ export interface AgentToCoordinatorEvents {
   'task:progress': (msg: TaskProgress) => void;
   'task:failed': (msg: TaskFailed) => void;
   /** Starts (or resumes) an upload; answers the id and the next chunk index expected. */
-  'update:begin': (msg: UploadBegin, ack: (res: Ack<{ uploadId: string; nextIndex: number }>) => void) => void;
+  'update:begin': (
+    msg: UploadBegin,
+    ack: (res: Ack<{ uploadId: string; nextIndex: number }>) => void,
+  ) => void;
   'update:chunk': (msg: UploadChunk, ack: (res: Ack<{ nextIndex: number }>) => void) => void;
   /** Ends an upload: the coordinator verifies everything and accepts or rejects it. */
   'update:commit': (msg: UploadCommit, ack: (res: Ack<{ accepted: true; updateId: string }>) => void) => void;

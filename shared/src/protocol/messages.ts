@@ -23,7 +23,11 @@ const b64 = (bytes?: number) =>
     .refine((s) => bytes === undefined || Buffer.from(s, 'base64').length === bytes, {
       message: `expected base64 of ${bytes} bytes`,
     });
-const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'expected [A-Za-z0-9._:-]');
+const id = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9._:-]+$/, 'expected [A-Za-z0-9._:-]');
 const hashHex = z.string().regex(/^[0-9a-f]{64}$|^[0-9a-f]{128}$/, 'expected SHA-256 or SHA-512 hex');
 const isoTime = z.string().datetime({ offset: true });
 const bytes = z.instanceof(Uint8Array);
@@ -104,7 +108,12 @@ export const taskCancelSchema = z.object({ taskId: id, reason: z.string().max(50
 export type TaskCancel = z.infer<typeof taskCancelSchema>;
 
 export const taskProgressSchema = z
-  .object({ taskId: id, step: z.number().int().min(0), totalSteps: z.number().int().min(0), loss: z.number() })
+  .object({
+    taskId: id,
+    step: z.number().int().min(0),
+    totalSteps: z.number().int().min(0),
+    loss: z.number(),
+  })
   .strict();
 export type TaskProgress = z.infer<typeof taskProgressSchema>;
 
@@ -121,7 +130,10 @@ export const modelManifestSchema = z
     weightsSha256: z.string().regex(/^[0-9a-f]{64}$/),
     weightsBytes: z.number().int().min(0),
     parentVersion: id.nullable(),
-    parentSha256: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
+    parentSha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .nullable(),
     sites: z.array(z.object({ siteId: id, exampleCount: z.number().int().min(0) }).strict()),
     strategy: z.string().max(64),
     createdAt: isoTime,
@@ -136,7 +148,11 @@ export type SignedModelManifest = z.infer<typeof signedModelManifestSchema>;
 
 export const modelManifestRequestSchema = z.object({ version: id }).strict();
 export const modelChunkRequestSchema = z
-  .object({ version: id, offset: z.number().int().min(0), length: z.number().int().min(1).max(MAX_CHUNK_BYTES) })
+  .object({
+    version: id,
+    offset: z.number().int().min(0),
+    length: z.number().int().min(1).max(MAX_CHUNK_BYTES),
+  })
   .strict();
 export type ModelChunkRequest = z.infer<typeof modelChunkRequestSchema>;
 
@@ -211,11 +227,21 @@ export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
 
 /** The coordinator's public keys, pinned by the agent at enrollment. */
 export const coordinatorKeysSchema = z
-  .object({ keyId: z.string().max(128), signingPublicKey: b64(32), boxPublicKey: b64(32), fingerprint: z.string().max(200) })
+  .object({
+    keyId: z.string().max(128),
+    signingPublicKey: b64(32),
+    boxPublicKey: b64(32),
+    fingerprint: z.string().max(200),
+  })
   .strict();
 export type CoordinatorKeys = z.infer<typeof coordinatorKeysSchema>;
 
 export const enrollResponseSchema = z
-  .object({ siteId: id, siteName: z.string().max(128), coordinator: coordinatorKeysSchema, protocolVersion: z.number().int() })
+  .object({
+    siteId: id,
+    siteName: z.string().max(128),
+    coordinator: coordinatorKeysSchema,
+    protocolVersion: z.number().int(),
+  })
   .strict();
 export type EnrollResponse = z.infer<typeof enrollResponseSchema>;

@@ -33,10 +33,19 @@ describe('augment', () => {
   });
 
   it('flips by swapping box x coordinates', () => {
-    const boxes = randomBoxes(50, mulberry32(3), { enabled: true, scaleMin: 0.3, scaleMax: 1 }, { enabled: true, probability: 1 });
+    const boxes = randomBoxes(
+      50,
+      mulberry32(3),
+      { enabled: true, scaleMin: 0.3, scaleMax: 1 },
+      { enabled: true, probability: 1 },
+    );
     for (let i = 0; i < 50; i++) expect(boxes[i * 4 + 1]!).toBeGreaterThan(boxes[i * 4 + 3]!);
     // With crop disabled and flip forced, the view of a ramp is the reversed ramp.
-    const cfg = augmentationConfigSchema.parse({ randomResizedCrop: { enabled: false }, horizontalFlip: { probability: 1 }, multiCrop: { localViews: 0 } });
+    const cfg = augmentationConfigSchema.parse({
+      randomResizedCrop: { enabled: false },
+      horizontalFlip: { probability: 1 },
+      multiCrop: { localViews: 0 },
+    });
     const img = ramp(1, 8, 8);
     const v = makeViews(img, 8, cfg, mulberry32(4));
     const row = Array.from(v.global[0].dataSync().slice(0, 8));
@@ -46,7 +55,12 @@ describe('augment', () => {
   });
 
   it('keeps crops inside the image with the requested area range', () => {
-    const boxes = randomBoxes(200, mulberry32(5), { enabled: true, scaleMin: 0.3, scaleMax: 0.6 }, { enabled: false, probability: 0 });
+    const boxes = randomBoxes(
+      200,
+      mulberry32(5),
+      { enabled: true, scaleMin: 0.3, scaleMax: 0.6 },
+      { enabled: false, probability: 0 },
+    );
     for (let i = 0; i < 200; i++) {
       const [y1, x1, y2, x2] = Array.from(boxes.slice(i * 4, i * 4 + 4));
       expect(Math.min(y1!, x1!)).toBeGreaterThanOrEqual(0);
@@ -69,7 +83,12 @@ describe('augment', () => {
     expect(tf.mean(centre).dataSync()[0]).toBeCloseTo(0.5, 2);
     const unchanged = gaussianBlur(img, mulberry32(6), { enabled: true, probability: 0, sigmaMax: 2 });
     expect(Array.from(unchanged.dataSync())).toEqual(Array.from(data));
-    const jit = colorJitter(img, mulberry32(7), { enabled: true, probability: 1, brightness: 0.9, contrast: 0.9 });
+    const jit = colorJitter(img, mulberry32(7), {
+      enabled: true,
+      probability: 1,
+      brightness: 0.9,
+      contrast: 0.9,
+    });
     const jv = Array.from(jit.dataSync());
     expect(Math.min(...jv)).toBeGreaterThanOrEqual(0);
     expect(Math.max(...jv)).toBeLessThanOrEqual(1);

@@ -49,7 +49,11 @@ export function randomBoxes(
  * Gaussian blur with a per-image sigma in one depthwise convolution: the batch is moved
  * into channels so every image gets its own kernel; unselected images get a delta kernel.
  */
-export function gaussianBlur(images: tf.Tensor4D, rand: () => number, cfg: AugmentationConfig['gaussianBlur']): tf.Tensor4D {
+export function gaussianBlur(
+  images: tf.Tensor4D,
+  rand: () => number,
+  cfg: AugmentationConfig['gaussianBlur'],
+): tf.Tensor4D {
   const [b, hgt, wid] = images.shape;
   const radius = Math.max(1, Math.ceil(2 * cfg.sigmaMax));
   const k = 2 * radius + 1;
@@ -76,7 +80,11 @@ export function gaussianBlur(images: tf.Tensor4D, rand: () => number, cfg: Augme
 }
 
 /** Per-image brightness (multiplicative) and contrast (around the image mean) jitter, clipped to [0, 1]. */
-export function colorJitter(images: tf.Tensor4D, rand: () => number, cfg: AugmentationConfig['colorJitter']): tf.Tensor4D {
+export function colorJitter(
+  images: tf.Tensor4D,
+  rand: () => number,
+  cfg: AugmentationConfig['colorJitter'],
+): tf.Tensor4D {
   const b = images.shape[0];
   const bright = new Float32Array(b).fill(1);
   const contrast = new Float32Array(b).fill(1);
@@ -89,7 +97,11 @@ export function colorJitter(images: tf.Tensor4D, rand: () => number, cfg: Augmen
   return tf.tidy(() => {
     const x = tf.mul(images, tf.tensor4d(bright, [b, 1, 1, 1]));
     const mean = tf.mean(x, [1, 2, 3], true);
-    return tf.clipByValue(tf.add(tf.mul(tf.sub(x, mean), tf.tensor4d(contrast, [b, 1, 1, 1])), mean), 0, 1) as tf.Tensor4D;
+    return tf.clipByValue(
+      tf.add(tf.mul(tf.sub(x, mean), tf.tensor4d(contrast, [b, 1, 1, 1])), mean),
+      0,
+      1,
+    ) as tf.Tensor4D;
   });
 }
 
@@ -103,7 +115,16 @@ function view(
   const b = images.shape[0];
   const boxes = randomBoxes(b, rand, crop, cfg.horizontalFlip);
   return tf.tidy(() => {
-    let v = tf.image.cropAndResize(images, tf.tensor2d(boxes, [b, 4]), tf.tensor1d(Array.from({ length: b }, (_, i) => i), 'int32'), [size, size], 'bilinear');
+    let v = tf.image.cropAndResize(
+      images,
+      tf.tensor2d(boxes, [b, 4]),
+      tf.tensor1d(
+        Array.from({ length: b }, (_, i) => i),
+        'int32',
+      ),
+      [size, size],
+      'bilinear',
+    );
     if (cfg.gaussianBlur.enabled) v = gaussianBlur(v, rand, cfg.gaussianBlur);
     if (cfg.colorJitter.enabled) v = colorJitter(v, rand, cfg.colorJitter);
     return v;
@@ -115,12 +136,18 @@ function view(
  * from `rand` (seeded by the caller) so a round is reproducible. The caller disposes
  * the returned tensors (or calls this inside `tf.tidy`).
  */
-export function makeViews(images: tf.Tensor4D, inputSize: number, cfg: AugmentationConfig, rand: () => number): ViewBatch {
+export function makeViews(
+  images: tf.Tensor4D,
+  inputSize: number,
+  cfg: AugmentationConfig,
+  rand: () => number,
+): ViewBatch {
   const g1 = view(images, inputSize, rand, cfg, cfg.randomResizedCrop);
   const g2 = view(images, inputSize, rand, cfg, cfg.randomResizedCrop);
   const localSize = Math.max(8, Math.round(cfg.multiCrop.sizeFraction * inputSize));
   const localCrop = { enabled: true, scaleMin: cfg.multiCrop.scaleMin, scaleMax: cfg.multiCrop.scaleMax };
   const local: tf.Tensor4D[] = [];
-  for (let i = 0; i < cfg.multiCrop.localViews; i++) local.push(view(images, localSize, rand, cfg, localCrop));
+  for (let i = 0; i < cfg.multiCrop.localViews; i++)
+    local.push(view(images, localSize, rand, cfg, localCrop));
   return { global: [g1, g2], local };
 }

@@ -30,7 +30,9 @@ function tryRequire(name: string): string | undefined {
     return undefined;
   } catch (e) {
     const code = (e as { code?: string }).code;
-    return code === 'MODULE_NOT_FOUND' ? `${name} is not installed` : `${name} failed to load: ${(e as Error).message}`;
+    return code === 'MODULE_NOT_FOUND'
+      ? `${name} is not installed`
+      : `${name} failed to load: ${(e as Error).message}`;
   }
 }
 
@@ -52,7 +54,10 @@ async function activate(name: string): Promise<boolean> {
  * Logs one info line saying what runs and why the others were skipped.
  * @throws FedsslError BACKEND_UNAVAILABLE when an explicitly requested backend cannot start.
  */
-export async function selectBackend(logger: Logger, preference: BackendPreference = 'auto'): Promise<BackendInfo> {
+export async function selectBackend(
+  logger: Logger,
+  preference: BackendPreference = 'auto',
+): Promise<BackendInfo> {
   const skipped: Skip[] = [];
   const want = (b: BackendPreference) => preference === 'auto' || preference === b;
 
@@ -74,7 +79,11 @@ export async function selectBackend(logger: Logger, preference: BackendPreferenc
       skipped.push({ backend: pkg, reason: 'tensorflow backend did not initialise' });
     }
     if (preference === 'tensorflow') {
-      throw new FedsslError('BACKEND_UNAVAILABLE', 'backend "tensorflow" requested but neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node loads', { skipped });
+      throw new FedsslError(
+        'BACKEND_UNAVAILABLE',
+        'backend "tensorflow" requested but neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node loads',
+        { skipped },
+      );
     }
   }
 
@@ -86,7 +95,10 @@ export async function selectBackend(logger: Logger, preference: BackendPreferenc
       return info;
     }
     skipped.push({ backend: 'wasm', reason: 'wasm backend did not initialise' });
-    if (preference === 'wasm') throw new FedsslError('BACKEND_UNAVAILABLE', 'backend "wasm" requested but it did not initialise', { skipped });
+    if (preference === 'wasm')
+      throw new FedsslError('BACKEND_UNAVAILABLE', 'backend "wasm" requested but it did not initialise', {
+        skipped,
+      });
   }
 
   if (await activate('cpu')) {

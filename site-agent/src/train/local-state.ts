@@ -38,7 +38,8 @@ export function decodeLocalState(bytes: Uint8Array): LocalState {
   const { tensors } = decodeWeights(bytes);
   const state: LocalState = { target: [], metadataHead: [], metadataClasses: -1 };
   for (const t of tensors) {
-    if (t.name.startsWith(TARGET_PREFIX)) state.target.push({ ...t, name: t.name.slice(TARGET_PREFIX.length) });
+    if (t.name.startsWith(TARGET_PREFIX))
+      state.target.push({ ...t, name: t.name.slice(TARGET_PREFIX.length) });
     else if (t.name.startsWith(HEAD_PREFIX)) state.metadataHead.push(t);
     else if (t.name === CLASSES_NAME && t.data.length === 1) state.metadataClasses = t.data[0]!;
     else throw new FedsslError('CODEC_MALFORMED', `local state contains unexpected tensor '${t.name}'`);

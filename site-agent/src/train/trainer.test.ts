@@ -1,7 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import pino from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { describeModel, initSharedWeights, sharedParamSpecs, tinyModelConfig, trainingConfigSchema, type TrainingConfig } from '@fedssl/shared/model';
+import {
+  describeModel,
+  initSharedWeights,
+  sharedParamSpecs,
+  tinyModelConfig,
+  trainingConfigSchema,
+  type TrainingConfig,
+} from '@fedssl/shared/model';
 import { isFedsslError } from '@fedssl/shared/errors';
 import type { TrainingDataset } from '../data/dataset';
 import { selectBackend } from './backend';
@@ -21,7 +28,14 @@ function syntheticDataset(count: number, size = 32): TrainingDataset {
       }
     }
   }
-  return { count, height: size, width: size, pixels, metadataLabels: Int32Array.from({ length: count }, (_, i) => i % 4), metadataClasses: 4 };
+  return {
+    count,
+    height: size,
+    width: size,
+    pixels,
+    metadataLabels: Int32Array.from({ length: count }, (_, i) => i % 4),
+    metadataClasses: 4,
+  };
 }
 
 function config(over: Record<string, unknown>): TrainingConfig {
@@ -56,10 +70,19 @@ describe('trainRound', () => {
     const before = tf.memory().numTensors;
     // τ = 0 with a single step: the target becomes an exact copy of the trained online net,
     // which gives an independent view of the local weights.
-    const r = await trainRound({ model, training: config({ maxStepsPerRound: 1, emaMomentum: 0 }), globalWeights, dataset, seed: 5, logger });
+    const r = await trainRound({
+      model,
+      training: config({ maxStepsPerRound: 1, emaMomentum: 0 }),
+      globalWeights,
+      dataset,
+      seed: 5,
+      logger,
+    });
     expect(tf.memory().numTensors).toBe(before);
     expect(r.delta.map((t) => t.name)).toEqual(sharedParamSpecs(model).map((s) => s.name));
-    expect(r.delta.some((t) => t.name.startsWith('metadata_head') || t.name.startsWith('target'))).toBe(false);
+    expect(r.delta.some((t) => t.name.startsWith('metadata_head') || t.name.startsWith('target'))).toBe(
+      false,
+    );
     expect(r.exampleCount).toBe(16);
     const global = new Map(globalWeights.map((t) => [t.name, t.data]));
     let nonZero = 0;
@@ -75,7 +98,9 @@ describe('trainRound', () => {
     // Predictor is shared and trained too.
     expect(r.delta.find((t) => t.name === 'predictor.0.weight')!.data.some((v) => v !== 0)).toBe(true);
     expect(r.localState.metadataHead.map((t) => t.name)).toEqual(
-      describeModel(model, { metadataClasses: 4 }).filter((s) => !s.shared).map((s) => s.name),
+      describeModel(model, { metadataClasses: 4 })
+        .filter((s) => !s.shared)
+        .map((s) => s.name),
     );
     expect(r.metrics.byolLoss).toBeGreaterThanOrEqual(0);
     expect(r.metrics.byolLoss).toBeLessThanOrEqual(4);
@@ -83,7 +108,15 @@ describe('trainRound', () => {
   });
 
   it('is reproducible for a seed', async () => {
-    const run = () => trainRound({ model, training: config({ maxStepsPerRound: 2 }), globalWeights, dataset, seed: 9, logger });
+    const run = () =>
+      trainRound({
+        model,
+        training: config({ maxStepsPerRound: 2 }),
+        globalWeights,
+        dataset,
+        seed: 9,
+        logger,
+      });
     const [a, b] = [await run(), await run()];
     expect(a.metrics.loss).toBe(b.metrics.loss);
     expect(a.delta[0]!.data).toEqual(b.delta[0]!.data);
@@ -93,7 +126,13 @@ describe('trainRound', () => {
     const losses: number[] = [];
     const r = await trainRound({
       model,
-      training: config({ maxStepsPerRound: 30, localEpochs: 100, metadataWeight: 0, learningRate: 3e-3, augmentation: { multiCrop: { localViews: 0 } } }),
+      training: config({
+        maxStepsPerRound: 30,
+        localEpochs: 100,
+        metadataWeight: 0,
+        learningRate: 3e-3,
+        augmentation: { multiCrop: { localViews: 0 } },
+      }),
       globalWeights,
       dataset,
       seed: 1,
@@ -114,12 +153,27 @@ describe('trainRound', () => {
   });
 
   it('keeps the local state between rounds and round-trips it through the codec', async () => {
-    const first = await trainRound({ model, training: config({ maxStepsPerRound: 1 }), globalWeights, dataset, seed: 2, logger });
+    const first = await trainRound({
+      model,
+      training: config({ maxStepsPerRound: 1 }),
+      globalWeights,
+      dataset,
+      seed: 2,
+      logger,
+    });
     const restored = decodeLocalState(encodeLocalState(first.localState));
     expect(restored.metadataClasses).toBe(4);
     expect(restored.target.map((t) => t.name)).toEqual(first.localState.target.map((t) => t.name));
     expect(restored.metadataHead[0]!.data).toEqual(first.localState.metadataHead[0]!.data);
-    const second = await trainRound({ model, training: config({ maxStepsPerRound: 1 }), globalWeights, dataset, seed: 2, localState: restored, logger });
+    const second = await trainRound({
+      model,
+      training: config({ maxStepsPerRound: 1 }),
+      globalWeights,
+      dataset,
+      seed: 2,
+      localState: restored,
+      logger,
+    });
     // Same seed, different starting head/target: the results must differ.
     expect(second.metrics.loss).not.toBe(first.metrics.loss);
   });
@@ -151,7 +205,16 @@ describe('trainRound', () => {
 
   it('rejects weights that do not fit the model', async () => {
     const wrong = initSharedWeights(tinyModelConfig(96), 1);
-    await expect(trainRound({ model, training: config({ maxStepsPerRound: 1 }), globalWeights: wrong, dataset, seed: 1, logger })).rejects.toMatchObject({
+    await expect(
+      trainRound({
+        model,
+        training: config({ maxStepsPerRound: 1 }),
+        globalWeights: wrong,
+        dataset,
+        seed: 1,
+        logger,
+      }),
+    ).rejects.toMatchObject({
       code: 'MODEL_WEIGHTS_MISMATCH',
     });
   });

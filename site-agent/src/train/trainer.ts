@@ -11,7 +11,14 @@ import {
   type ParamSpec,
   type TrainingConfig,
 } from '@fedssl/shared/model';
-import { createVariables, disposeParams, encoderForward, matchWeights, mlpForward, readWeights } from '@fedssl/shared/model/tf';
+import {
+  createVariables,
+  disposeParams,
+  encoderForward,
+  matchWeights,
+  mlpForward,
+  readWeights,
+} from '@fedssl/shared/model/tf';
 import type { TrainingDataset } from '../data/dataset';
 import { makeViews } from './augment';
 import type { LocalState } from './local-state';
@@ -46,7 +53,14 @@ export interface TrainRoundResult {
   /** Shared parameters only, `local − global`, in spec order. */
   delta: NamedTensors;
   exampleCount: number;
-  metrics: { loss: number; byolLoss: number; metadataLoss: number; steps: number; imagesPerSecond: number; seconds: number };
+  metrics: {
+    loss: number;
+    byolLoss: number;
+    metadataLoss: number;
+    steps: number;
+    imagesPerSecond: number;
+    seconds: number;
+  };
   /** Keep on the site for the next round; never upload. */
   localState: LocalState;
 }
@@ -73,10 +87,16 @@ function byolPairLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
 function validateDataset(ds: TrainingDataset): void {
   if (ds.count < 1) throw new FedsslError('DATA_EMPTY', 'the training dataset has no images');
   if (ds.pixels.length !== ds.count * ds.height * ds.width) {
-    throw new FedsslError('DATA_SOURCE_INVALID', `dataset has ${ds.pixels.length} pixel values, expected count·height·width = ${ds.count * ds.height * ds.width}`);
+    throw new FedsslError(
+      'DATA_SOURCE_INVALID',
+      `dataset has ${ds.pixels.length} pixel values, expected count·height·width = ${ds.count * ds.height * ds.width}`,
+    );
   }
   if (ds.metadataLabels.length !== ds.count) {
-    throw new FedsslError('DATA_SOURCE_INVALID', `dataset has ${ds.metadataLabels.length} metadata labels for ${ds.count} images`);
+    throw new FedsslError(
+      'DATA_SOURCE_INVALID',
+      `dataset has ${ds.metadataLabels.length} metadata labels for ${ds.count} images`,
+    );
   }
   for (const l of ds.metadataLabels) {
     if (l < 0 || l >= ds.metadataClasses) {
@@ -96,7 +116,11 @@ function shuffled(count: number, rand: () => number): Int32Array {
 }
 
 /** Reuse the previous round's tensors when they still fit the specs, else start from `fallback`. */
-function reuseOr(previous: NamedTensors | undefined, specs: readonly ParamSpec[], fallback: () => NamedTensors): NamedTensors {
+function reuseOr(
+  previous: NamedTensors | undefined,
+  specs: readonly ParamSpec[],
+  fallback: () => NamedTensors,
+): NamedTensors {
   if (previous) {
     try {
       matchWeights(previous, specs);
@@ -131,10 +155,16 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   const globalByName = matchWeights(args.globalWeights, sharedSpecs);
 
   const rand = mulberry32(args.seed);
-  const targetInit = reuseOr(args.localState?.target, targetSpecs, () => targetSpecs.map((s) => globalByName.get(s.name)!));
+  const targetInit = reuseOr(args.localState?.target, targetSpecs, () =>
+    targetSpecs.map((s) => globalByName.get(s.name)!),
+  );
   const headInit = useMeta
-    ? reuseOr(args.localState?.metadataClasses === dataset.metadataClasses ? args.localState.metadataHead : undefined, headSpecs, () =>
-        initWeights(headSpecs, (args.seed ^ 0x5eed) >>> 0),
+    ? reuseOr(
+        args.localState?.metadataClasses === dataset.metadataClasses
+          ? args.localState.metadataHead
+          : undefined,
+        headSpecs,
+        () => initWeights(headSpecs, (args.seed ^ 0x5eed) >>> 0),
       )
     : (args.localState?.metadataHead ?? []);
 
@@ -142,7 +172,9 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   const target = createVariables(targetInit, targetSpecs);
   const head = useMeta ? createVariables(headInit, headSpecs) : new Map<string, tf.Variable>();
   const optimizer = tf.train.adam(training.learningRate);
-  const trainable = [...sharedSpecs, ...headSpecs].filter((s) => s.trainable).map((s) => (online.get(s.name) ?? head.get(s.name))!);
+  const trainable = [...sharedSpecs, ...headSpecs]
+    .filter((s) => s.trainable)
+    .map((s) => (online.get(s.name) ?? head.get(s.name))!);
   // Decoupled weight decay on conv/linear kernels only (not norms or biases).
   const decayed = training.weightDecay > 0 ? trainable.filter((v) => v.shape.length >= 2) : [];
 
@@ -163,7 +195,10 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   try {
     for (let step = 0; step < totalSteps; step++) {
       if (args.signal?.aborted) {
-        throw new FedsslError('TRAINING_ABORTED', `training aborted after ${step} of ${totalSteps} steps`, { step, totalSteps });
+        throw new FedsslError('TRAINING_ABORTED', `training aborted after ${step} of ${totalSteps} steps`, {
+          step,
+          totalSteps,
+        });
       }
       // Batch indices: walk a fresh permutation per epoch, wrapping so every batch is full
       // (batch norm needs ≥ 2 samples and equal-sized batches keep steps comparable).
@@ -178,7 +213,10 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
         const idx = order[cursor++]!;
         indices[i] = idx;
         labels[i] = dataset.metadataLabels[idx]!;
-        pixels.set(dataset.pixels.subarray(idx * pixelsPerImage, (idx + 1) * pixelsPerImage), i * pixelsPerImage);
+        pixels.set(
+          dataset.pixels.subarray(idx * pixelsPerImage, (idx + 1) * pixelsPerImage),
+          i * pixelsPerImage,
+        );
       }
       const tau = emaMomentum(training.emaMomentum, step, totalSteps);
 
@@ -187,7 +225,12 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
         const views = makeViews(images, model.inputSize, training.augmentation, rand);
         const globals = tf.concat(views.global, 0) as tf.Tensor4D;
         // Target projections of both global views (outside the tape: no gradient).
-        const tz = mlpForward('projector', target, encoderForward(model, target, globals, { training: true }), { training: true });
+        const tz = mlpForward(
+          'projector',
+          target,
+          encoderForward(model, target, globals, { training: true }),
+          { training: true },
+        );
         const [tz1, tz2] = tf.split(tz, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
         const stats = new Map<string, tf.Tensor>();
         let byolOut: tf.Scalar | undefined;
@@ -195,12 +238,22 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
         const cost = optimizer.minimize(
           () => {
             const feats = encoderForward(model, online, globals, { training: true, statsOut: stats });
-            const p = mlpForward('predictor', online, mlpForward('projector', online, feats, { training: true }), { training: true });
+            const p = mlpForward(
+              'predictor',
+              online,
+              mlpForward('projector', online, feats, { training: true }),
+              { training: true },
+            );
             const [p1, p2] = tf.split(p, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
             const terms: tf.Scalar[] = [byolPairLoss(p1, tz2), byolPairLoss(p2, tz1)];
             for (const lv of views.local) {
               const lf = encoderForward(model, online, lv, { training: true });
-              const lp = mlpForward('predictor', online, mlpForward('projector', online, lf, { training: true }), { training: true });
+              const lp = mlpForward(
+                'predictor',
+                online,
+                mlpForward('projector', online, lf, { training: true }),
+                { training: true },
+              );
               terms.push(byolPairLoss(lp, tz1), byolPairLoss(lp, tz2));
             }
             const byolLoss = tf.div(tf.addN(terms), terms.length) as tf.Scalar;
@@ -222,7 +275,8 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
         }
         for (const v of decayed) v.assign(tf.mul(v, 1 - training.learningRate * training.weightDecay));
         // EMA of online → target for every target parameter (incl. running stats).
-        for (const [name, tv] of target) tv.assign(tf.add(tf.mul(tv, tau), tf.mul(online.get(name)!, 1 - tau)));
+        for (const [name, tv] of target)
+          tv.assign(tf.add(tf.mul(tv, tau), tf.mul(online.get(name)!, 1 - tau)));
         return [cost!, byolOut!, metaOut ?? tf.scalar(0)];
       });
       const [lossV, byolV, metaV] = await Promise.all([loss.data(), byol.data(), meta.data()]);
@@ -233,7 +287,9 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       lastByol = byolV[0]!;
       lastMeta = metaV[0]!;
       if (!Number.isFinite(lastLoss)) {
-        throw new FedsslError('TRAINING_FAILED', `loss became non-finite at step ${step + 1}`, { step: step + 1 });
+        throw new FedsslError('TRAINING_FAILED', `loss became non-finite at step ${step + 1}`, {
+          step: step + 1,
+        });
       }
       lossSum += lastLoss;
       byolSum += lastByol;
@@ -263,7 +319,9 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
     const localState: LocalState = {
       target: readWeights(target, targetSpecs),
       metadataHead: useMeta ? readWeights(head, headSpecs) : headInit,
-      metadataClasses: useMeta ? dataset.metadataClasses : (args.localState?.metadataClasses ?? dataset.metadataClasses),
+      metadataClasses: useMeta
+        ? dataset.metadataClasses
+        : (args.localState?.metadataClasses ?? dataset.metadataClasses),
     };
     const imagesPerSecond = (steps * batch) / Math.max(seconds, 1e-9);
     const metrics = {
@@ -275,7 +333,16 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       seconds,
     };
     logger.info(
-      { steps, seconds: Number(seconds.toFixed(2)), imagesPerSecond: Number(imagesPerSecond.toFixed(1)), loss: metrics.loss, lastLoss, lastByol, lastMeta, backend: tf.getBackend() },
+      {
+        steps,
+        seconds: Number(seconds.toFixed(2)),
+        imagesPerSecond: Number(imagesPerSecond.toFixed(1)),
+        loss: metrics.loss,
+        lastLoss,
+        lastByol,
+        lastMeta,
+        backend: tf.getBackend(),
+      },
       'local training round finished',
     );
     return { delta, exampleCount: dataset.count, metrics, localState };

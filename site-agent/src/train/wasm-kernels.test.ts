@@ -14,7 +14,16 @@ beforeAll(async () => {
 });
 
 /** Gradients of Σ conv2d(x, w)·r w.r.t. x and w on one backend (r fixes dy). */
-async function convGrads(backend: string, xv: Float32Array, xs: number[], wv: Float32Array, ws: number[], rv: Float32Array, stride: number, pad: 'same' | 'valid' | number) {
+async function convGrads(
+  backend: string,
+  xv: Float32Array,
+  xs: number[],
+  wv: Float32Array,
+  ws: number[],
+  rv: Float32Array,
+  stride: number,
+  pad: 'same' | 'valid' | number,
+) {
   await tf.setBackend(backend);
   return tf.tidy(() => {
     const x = tf.tensor4d(xv, xs as [number, number, number, number]);
@@ -64,8 +73,14 @@ describe('wasm training kernels', () => {
   ];
   for (const [xs, ws, stride, pad] of table) {
     it(`matches cpu: x=[${xs}] w=[${ws}] stride=${stride} pad=${pad}`, async () => {
-      const xv = random(xs.reduce((a, b) => a * b), 1);
-      const wv = random(ws.reduce((a, b) => a * b), 2);
+      const xv = random(
+        xs.reduce((a, b) => a * b),
+        1,
+      );
+      const wv = random(
+        ws.reduce((a, b) => a * b),
+        2,
+      );
       const rv = random(xs.reduce((a, b) => a * b) * ws[3]!, 3);
       const [wx, ww] = await convGrads('wasm', xv, xs, wv, ws, rv, stride, pad);
       const [cx, cw] = await convGrads('cpu', xv, xs, wv, ws, rv, stride, pad);
@@ -81,10 +96,24 @@ describe('wasm training kernels', () => {
     await tf.setBackend('wasm');
     const model = tinyModelConfig(32);
     const n = 8;
-    const dataset = { count: n, height: 32, width: 32, pixels: random(n * 32 * 32, 4).map((v) => (v + 1) / 2), metadataLabels: Int32Array.from({ length: n }, (_, i) => i % 2), metadataClasses: 2 };
+    const dataset = {
+      count: n,
+      height: 32,
+      width: 32,
+      pixels: random(n * 32 * 32, 4).map((v) => (v + 1) / 2),
+      metadataLabels: Int32Array.from({ length: n }, (_, i) => i % 2),
+      metadataClasses: 2,
+    };
     const training = trainingConfigSchema.parse({ batchSize: 4, maxStepsPerRound: 1 });
     const before = tf.memory().numTensors;
-    const r = await trainRound({ model, training, globalWeights: initSharedWeights(model, 1), dataset, seed: 1, logger });
+    const r = await trainRound({
+      model,
+      training,
+      globalWeights: initSharedWeights(model, 1),
+      dataset,
+      seed: 1,
+      logger,
+    });
     expect(tf.getBackend()).toBe('wasm');
     expect(r.metrics.steps).toBe(1);
     expect(Number.isFinite(r.metrics.loss)).toBe(true);

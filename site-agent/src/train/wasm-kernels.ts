@@ -1,5 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { Conv2DBackpropFilterAttrs, Conv2DBackpropInputAttrs, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type {
+  Conv2DBackpropFilterAttrs,
+  Conv2DBackpropInputAttrs,
+  KernelFunc,
+  NamedAttrMap,
+  TensorInfo,
+} from '@tensorflow/tfjs-core';
 
 /**
  * Training kernels missing from (or too slow in) tfjs-backend-wasm 4.22, expressed as
@@ -23,7 +29,11 @@ function runner(backend: WasmBackendLike, scratch: TensorInfo[]): Run {
   return (name, inputs, attrs = {}) => {
     const kernel = tf.getKernel(name, BACKEND);
     if (!kernel) throw new Error(`wasm backend has no kernel ${name}`);
-    const out = kernel.kernelFunc({ inputs, backend: backend as unknown as tf.KernelBackend, attrs }) as TensorInfo;
+    const out = kernel.kernelFunc({
+      inputs,
+      backend: backend as unknown as tf.KernelBackend,
+      attrs,
+    }) as TensorInfo;
     scratch.push(out);
     return out;
   };
@@ -37,8 +47,13 @@ function withScratch(backend: WasmBackendLike, body: (run: Run) => TensorInfo): 
   return result;
 }
 
-function convInfo(xShape: number[], filterShape: number[], attrs: Conv2DBackpropFilterAttrs | Conv2DBackpropInputAttrs) {
-  if (attrs.dataFormat !== 'NHWC') throw new Error(`wasm training kernels support NHWC only, got ${attrs.dataFormat}`);
+function convInfo(
+  xShape: number[],
+  filterShape: number[],
+  attrs: Conv2DBackpropFilterAttrs | Conv2DBackpropInputAttrs,
+) {
+  if (attrs.dataFormat !== 'NHWC')
+    throw new Error(`wasm training kernels support NHWC only, got ${attrs.dataFormat}`);
   return tf.backend_util.computeConv2DInfo(
     xShape as [number, number, number, number],
     filterShape as [number, number, number, number],
@@ -61,7 +76,14 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
   const a = attrs as unknown as Conv2DBackpropFilterAttrs;
   const info = convInfo(x.shape, a.filterShape as number[], a);
-  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
+  const {
+    filterHeight: kh,
+    filterWidth: kw,
+    strideHeight: sh,
+    strideWidth: sw,
+    outHeight: oh,
+    outWidth: ow,
+  } = info;
   const { top, left } = info.padInfo;
   const [n, h, w, cin] = x.shape as [number, number, number, number];
   const b = backend as unknown as WasmBackendLike;
@@ -71,7 +93,11 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
     let right = kw + (ow - 1) * sw - w - left;
     let input = x;
     if (bottom < 0 || right < 0) {
-      input = run('Slice', { x }, { begin: [0, 0, 0, 0], size: [n, h + Math.min(0, bottom), w + Math.min(0, right), cin] });
+      input = run(
+        'Slice',
+        { x },
+        { begin: [0, 0, 0, 0], size: [n, h + Math.min(0, bottom), w + Math.min(0, right), cin] },
+      );
       bottom = Math.max(0, bottom);
       right = Math.max(0, right);
     }
@@ -79,7 +105,12 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
     const dyT = run('Transpose', { x: dy }, { perm: [1, 2, 0, 3] });
     const out = run('Conv2D', { x: xT, filter: dyT }, {
       strides: [1, 1],
-      pad: [[0, 0], [top, bottom], [left, right], [0, 0]],
+      pad: [
+        [0, 0],
+        [top, bottom],
+        [left, right],
+        [0, 0],
+      ],
       dilations: [sh, sw],
       dataFormat: 'NHWC',
     } as unknown as NamedAttrMap);
@@ -96,7 +127,14 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
   const a = attrs as unknown as Conv2DBackpropInputAttrs;
   const inputShape = a.inputShape as [number, number, number, number];
   const info = convInfo(inputShape, filter.shape, a);
-  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, outHeight: oh, outWidth: ow } = info;
+  const {
+    filterHeight: kh,
+    filterWidth: kw,
+    strideHeight: sh,
+    strideWidth: sw,
+    outHeight: oh,
+    outWidth: ow,
+  } = info;
   const [n, h, w, cin] = inputShape;
   const cout = info.outChannels;
   const b = backend as unknown as WasmBackendLike;
@@ -107,19 +145,42 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
     let uw = ow;
     if (sh > 1) {
       const r = run('Reshape', { x: up }, { shape: [n * oh, 1, ow * cout] });
-      const p = run('PadV2', { x: r }, { paddings: [[0, 0], [0, sh - 1], [0, 0]], constantValue: 0 });
+      const p = run(
+        'PadV2',
+        { x: r },
+        {
+          paddings: [
+            [0, 0],
+            [0, sh - 1],
+            [0, 0],
+          ],
+          constantValue: 0,
+        },
+      );
       uh = oh * sh;
       up = run('Reshape', { x: p }, { shape: [n, uh, uw, cout] });
     }
     if (sw > 1) {
       const r = run('Reshape', { x: up }, { shape: [n * uh * uw, 1, cout] });
-      const p = run('PadV2', { x: r }, { paddings: [[0, 0], [0, sw - 1], [0, 0]], constantValue: 0 });
+      const p = run(
+        'PadV2',
+        { x: r },
+        {
+          paddings: [
+            [0, 0],
+            [0, sw - 1],
+            [0, 0],
+          ],
+          constantValue: 0,
+        },
+      );
       uw = ow * sw;
       up = run('Reshape', { x: p }, { shape: [n, uh, uw, cout] });
     }
     const padTop = kh - 1 - info.padInfo.top;
     const padLeft = kw - 1 - info.padInfo.left;
-    if (padTop < 0 || padLeft < 0) throw new Error('wasm Conv2DBackpropInput: padding larger than the filter is not supported');
+    if (padTop < 0 || padLeft < 0)
+      throw new Error('wasm Conv2DBackpropInput: padding larger than the filter is not supported');
     // Rows/columns needed: h + kh − 1 in total; trailing upsampling zeros beyond that are cut.
     let padBottom = h + kh - 1 - padTop - uh;
     let padRight = w + kw - 1 - padLeft - uw;
@@ -134,7 +195,12 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
     const swapped = run('Transpose', { x: flipped }, { perm: [0, 1, 3, 2] });
     const dx = run('Conv2D', { x: up, filter: swapped }, {
       strides: [1, 1],
-      pad: [[0, 0], [padTop, padBottom], [padLeft, padRight], [0, 0]],
+      pad: [
+        [0, 0],
+        [padTop, padBottom],
+        [padLeft, padRight],
+        [0, 0],
+      ],
       dilations: [1, 1],
       dataFormat: 'NHWC',
       dimRoundingMode: undefined as unknown as string,

@@ -466,4 +466,44 @@ describe('TaskRunner: a round', () => {
     expect(uplink.unexpected).toEqual([]);
     expect(uplink.notes).toEqual([]);
   });
+
+  it('takes a later round of the same run while the previous task winds down, and refuses other runs', async () => {
+    const fake = honestCoordinator(coord, site);
+    const uplink = new StrictFakeUplink({
+      'model:manifest': fake.handlers['model:manifest']!,
+      'model:chunk': fake.handlers['model:chunk']!,
+    });
+    let started!: () => void;
+    const trainingStarted = new Promise<void>((r) => (started = r));
+    // Training blocks until aborted, as a long local epoch would.
+    const train = (args: TrainRoundArgs) =>
+      new Promise<TrainRoundResult>((_resolve, reject) => {
+        args.signal!.addEventListener('abort', () => reject(args.signal!.reason as Error));
+        started();
+      });
+    const { runner, outcomes } = makeRunner(uplink, [], { train });
+    expect(await offer(runner, signTask(makeTask(), coord.signing.secretKey))).toEqual({ ok: true });
+    await trainingStarted;
+
+    const otherRun = await offer(
+      runner,
+      signTask(makeTask({ taskId: 'task-x', runId: 'run-2', round: 5 }), coord.signing.secretKey),
+    );
+    expect(otherRun).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
+    const sameRound = await offer(runner, signTask(makeTask({ taskId: 'task-1b' }), coord.signing.secretKey));
+    expect(sameRound).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
+
+    const next = await offer(
+      runner,
+      signTask(makeTask({ taskId: 'task-2', round: 2 }), coord.signing.secretKey),
+    );
+    expect(next).toEqual({ ok: true });
+    expect(outcomes[0]).toMatchObject({
+      taskId: 'task-1',
+      status: 'cancelled',
+      error: { code: 'TRAINING_ABORTED' },
+    });
+    expect(runner.currentTaskId).toBe('task-2');
+    await runner.stop();
+  });
 });

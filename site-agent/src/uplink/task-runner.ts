@@ -126,7 +126,10 @@ export class TaskRunner {
       // The coordinator has moved past the current task's round (it published it from the
       // others, or our upload is committed and only local bookkeeping is left): stop it and
       // take the new round instead of refusing it.
-      this.log.info({ taskId: busy.task.taskId, next: task.taskId }, 'current task superseded by a later round');
+      this.log.info(
+        { taskId: busy.task.taskId, next: task.taskId },
+        'current task superseded by a later round',
+      );
       busy.abort.abort(new FedsslError('TRAINING_ABORTED', `superseded by round ${task.round}`));
       void busy.done.then(() => this.handleOffer(msg, ack));
       return;

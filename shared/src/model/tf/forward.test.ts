@@ -84,6 +84,8 @@ describe('tf forward', () => {
       err = e;
     }
     expect(isFedsslError(err, 'MODEL_WEIGHTS_MISMATCH')).toBe(true);
-    expect((err as Error).message).toBe("tensor 'encoder.conv1.weight' has shape [1,1,1,144], expected [3,3,1,16]");
+    expect((err as Error).message).toBe(
+      "tensor 'encoder.conv1.weight' has shape [1,1,1,144], expected [3,3,1,16]",
+    );
   });
 });

@@ -26,7 +26,13 @@ export interface ForwardOptions {
  * Batch norm from batch moments as one scale/shift (x·s + t). Cheaper than
  * tf.batchNorm on wasm, whose gradient tiles the moments to the full input shape.
  */
-function batchNorm(x: tf.Tensor, params: ParamMap, name: string, opts: ForwardOptions, hasRunning: boolean): tf.Tensor {
+function batchNorm(
+  x: tf.Tensor,
+  params: ParamMap,
+  name: string,
+  opts: ForwardOptions,
+  hasRunning: boolean,
+): tf.Tensor {
   const gamma = param(params, `${name}.weight`);
   const beta = param(params, `${name}.bias`);
   const axes = x.shape.slice(0, -1).map((_, i) => i);
@@ -45,7 +51,10 @@ function batchNorm(x: tf.Tensor, params: ParamMap, name: string, opts: ForwardOp
     const rm = param(params, `${name}.running_mean`);
     const rv = param(params, `${name}.running_var`);
     opts.statsOut.set(`${name}.running_mean`, tf.keep(tf.add(tf.mul(rm, 1 - m), tf.mul(mean, m))));
-    opts.statsOut.set(`${name}.running_var`, tf.keep(tf.add(tf.mul(rv, 1 - m), tf.mul(variance, m * unbiased))));
+    opts.statsOut.set(
+      `${name}.running_var`,
+      tf.keep(tf.add(tf.mul(rv, 1 - m), tf.mul(variance, m * unbiased))),
+    );
   }
   return tf.add(tf.mul(x, scale), shift);
 }
@@ -60,8 +69,16 @@ function groupNorm(x: tf.Tensor4D, params: ParamMap, name: string): tf.Tensor {
   return tf.add(tf.mul(normed, param(params, `${name}.weight`)), param(params, `${name}.bias`));
 }
 
-function norm2d(x: tf.Tensor4D, params: ParamMap, name: string, kind: ModelConfig['norm'], opts: ForwardOptions): tf.Tensor4D {
-  return (kind === 'group' ? groupNorm(x, params, name) : batchNorm(x, params, name, opts, true)) as tf.Tensor4D;
+function norm2d(
+  x: tf.Tensor4D,
+  params: ParamMap,
+  name: string,
+  kind: ModelConfig['norm'],
+  opts: ForwardOptions,
+): tf.Tensor4D {
+  return (
+    kind === 'group' ? groupNorm(x, params, name) : batchNorm(x, params, name, opts, true)
+  ) as tf.Tensor4D;
 }
 
 /** Convolution with PyTorch-style symmetric padding floor(k/2), so weights map 1:1 onto torchvision. */
@@ -71,7 +88,13 @@ function conv(x: tf.Tensor4D, params: ParamMap, name: string, stride: number): t
   return tf.conv2d(x, w, stride, Math.floor(k / 2));
 }
 
-function block(x: tf.Tensor4D, params: ParamMap, b: BlockPlan, kind: ModelConfig['norm'], opts: ForwardOptions): tf.Tensor4D {
+function block(
+  x: tf.Tensor4D,
+  params: ParamMap,
+  b: BlockPlan,
+  kind: ModelConfig['norm'],
+  opts: ForwardOptions,
+): tf.Tensor4D {
   const p = b.prefix;
   let out: tf.Tensor4D;
   if (b.kind === 'basic') {
@@ -95,9 +118,16 @@ function block(x: tf.Tensor4D, params: ParamMap, b: BlockPlan, kind: ModelConfig
  *
  * The ImageNet stem's 3×3/2 max-pool is kept (wasm has MaxPoolGrad); PyTorch padding 1.
  */
-export function encoderForward(config: ModelConfig, params: ParamMap, x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor2D {
+export function encoderForward(
+  config: ModelConfig,
+  params: ParamMap,
+  x: tf.Tensor4D,
+  opts: ForwardOptions,
+): tf.Tensor2D {
   const plan = encoderPlan(config);
-  let h = tf.relu(norm2d(conv(x, params, 'encoder.conv1', plan.stem.stride), params, 'encoder.bn1', plan.norm, opts));
+  let h = tf.relu(
+    norm2d(conv(x, params, 'encoder.conv1', plan.stem.stride), params, 'encoder.bn1', plan.norm, opts),
+  );
   if (plan.stem.pool) h = tf.maxPool(h, 3, 2, 1);
   for (const b of plan.blocks) h = block(h, params, b, plan.norm, opts);
   return tf.mean(h, [1, 2]) as tf.Tensor2D;
@@ -108,8 +138,19 @@ export function encoderForward(config: ModelConfig, params: ParamMap, x: tf.Tens
  * `prefix` is `projector`, `predictor` or `metadata_head`. Its norm always uses batch
  * statistics (these heads only run in training; see describeModel).
  */
-export function mlpForward(prefix: string, params: ParamMap, x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
-  const h0 = tf.add(tf.matMul(x, param(params, `${prefix}.0.weight`) as tf.Tensor2D), param(params, `${prefix}.0.bias`));
+export function mlpForward(
+  prefix: string,
+  params: ParamMap,
+  x: tf.Tensor2D,
+  opts: ForwardOptions,
+): tf.Tensor2D {
+  const h0 = tf.add(
+    tf.matMul(x, param(params, `${prefix}.0.weight`) as tf.Tensor2D),
+    param(params, `${prefix}.0.bias`),
+  );
   const h1 = tf.relu(batchNorm(h0, params, `${prefix}.1`, { ...opts, training: true }, false));
-  return tf.add(tf.matMul(h1 as tf.Tensor2D, param(params, `${prefix}.3.weight`) as tf.Tensor2D), param(params, `${prefix}.3.bias`)) as tf.Tensor2D;
+  return tf.add(
+    tf.matMul(h1 as tf.Tensor2D, param(params, `${prefix}.3.weight`) as tf.Tensor2D),
+    param(params, `${prefix}.3.bias`),
+  ) as tf.Tensor2D;
 }
