@@ -103,7 +103,18 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
-/** True when `e` is a {@link FedsslError}, optionally with the given code. */
+/**
+ * True when `e` is a {@link FedsslError}, optionally with the given code. Recognises errors from
+ * another copy of this module too (vitest can load shared twice in one process, so `instanceof`
+ * alone would miss them).
+ */
 export function isFedsslError(e: unknown, code?: ErrorCode): e is FedsslError {
-  return e instanceof FedsslError && (code === undefined || e.code === code);
+  const c = (e as { code?: unknown } | null)?.code;
+  const like =
+    e instanceof FedsslError ||
+    (e instanceof Error &&
+      e.name === 'FedsslError' &&
+      typeof c === 'string' &&
+      Object.hasOwn(ERROR_CODES, c));
+  return like && (code === undefined || (e as FedsslError).code === code);
 }
