@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { signTask, toBase64 } from '@fedssl/shared/crypto';
 import { FedsslError, type ErrorCode } from '@fedssl/shared/errors';
@@ -10,7 +11,14 @@ import { decodeDelta, openEnvelopeFile, type UpdateStore } from '../uploads/upda
 import type { CancelTimer, Clock } from './clock';
 import type { KeyHolder, ModelPublisher, PresenceEvents, SiteDirectory } from './ports';
 import type { RunRepository } from './run.repository';
-import { MAX_ROUND_ATTEMPTS, type RoundRow, type RunRecord, type TaskRow } from './run.types';
+import {
+  MAX_ROUND_ATTEMPTS,
+  type RoundRow,
+  type RoundState,
+  type RunRecord,
+  type RunState,
+  type TaskRow,
+} from './run.types';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 
 /** Everything the engine talks to, injected (see runs.module.ts for the Nest wiring). */
@@ -24,6 +32,15 @@ export interface RoundEngineDeps {
   updates: UpdateStore;
   clock: Clock;
   logger: Logger;
+}
+
+/**
+ * Domain events, emitted after the transition is persisted (the console notifier turns them
+ * into socket messages): `'run'` when a run changes state, `'round'` when a round does.
+ */
+export interface RoundEngineEvents {
+  run: [event: { runId: string; state: RunState }];
+  round: [event: { runId: string; round: number; attempt: number; state: RoundState }];
 }
 
 /** Global model version name of a run's round (round 0 = initial weights). */
@@ -47,6 +64,8 @@ export class RoundEngine {
   private readonly onOnline = (siteId: string): void => this.siteOnline(siteId);
   private readonly onRevoked = (siteId: string): void => this.siteRevoked(siteId);
   private stopped = false;
+  /** See {@link RoundEngineEvents}. */
+  readonly events = new EventEmitter<RoundEngineEvents>();
 
   constructor(private readonly d: RoundEngineDeps) {
     this.log = d.logger.child({ context: 'RoundEngine' });
@@ -90,6 +109,7 @@ export class RoundEngine {
     }
     this.d.repo.updateRun(runId, { state: 'running' }, this.iso());
     this.log.info({ runId }, 'run started');
+    this.events.emit('run', { runId, state: 'running' });
     this.advance(runId);
     return this.getRun(runId);
   }
@@ -180,6 +200,7 @@ export class RoundEngine {
       this.d.repo.updateRun(run.id, { currentRound: round }, this.iso());
     });
     this.log.info({ runId: run.id, round, attempt }, 'round open');
+    this.events.emit('round', { runId: run.id, round, attempt, state: 'open' });
     this.trySelect(run.id);
   }
 
@@ -289,6 +310,12 @@ export class RoundEngine {
       { runId: run.id, round: round.round, attempt: round.attempt, sites: siteIds.length, deadline },
       'round training',
     );
+    this.events.emit('round', {
+      runId: run.id,
+      round: round.round,
+      attempt: round.attempt,
+      state: 'training',
+    });
     this.armDeadline(run.id, round, deadlineMs);
     for (const t of tasks) this.offer(t);
   }
@@ -439,6 +466,7 @@ export class RoundEngine {
     });
     for (const t of open) this.d.transport.cancelTask(t.siteId, t.id, 'round failed');
     this.log.warn({ runId: run.id, round: round.round, attempt: round.attempt, reason }, 'round failed');
+    this.events.emit('round', { runId: run.id, round: round.round, attempt: round.attempt, state: 'failed' });
     this.afterFailed(this.getRun(run.id), { ...round, state: 'failed', reason });
   }
 
@@ -450,6 +478,7 @@ export class RoundEngine {
     const reason = `round ${round.round} failed ${MAX_ROUND_ATTEMPTS} times; last: ${round.reason ?? 'unknown'}`;
     this.d.repo.updateRun(run.id, { state: 'failed', reason }, this.iso());
     this.log.error({ runId: run.id, round: round.round, reason }, 'run failed');
+    this.events.emit('run', { runId: run.id, state: 'failed' });
   }
 
   // ------------------------------------------------------------------ aggregation
@@ -487,6 +516,7 @@ export class RoundEngine {
       { runId, round: round.round, version, sites: manifest.manifest.sites.length },
       'round published',
     );
+    this.events.emit('round', { runId, round: round.round, attempt: round.attempt, state: 'published' });
     this.afterPublished(this.getRun(runId), { ...round, state: 'published' });
   }
 
@@ -532,6 +562,7 @@ export class RoundEngine {
     if (round.round >= run.config.rounds) {
       this.d.repo.updateRun(run.id, { state: 'completed' }, this.iso());
       this.log.info({ runId: run.id, rounds: round.round, version: round.modelVersion }, 'run completed');
+      this.events.emit('run', { runId: run.id, state: 'completed' });
       return;
     }
     this.openRound(run, round.round + 1, 1);
