@@ -9,6 +9,7 @@ import {
   type StartedTestContainer,
 } from 'testcontainers';
 import { AdminApi, waitForRun, type RunView } from '@fedssl/demo';
+import { twoRoundRun } from '../support/scenario';
 
 /**
  * The end-to-end scenario of test/e2e, with the coordinator and two site agents in containers
@@ -87,29 +88,7 @@ describe.skipIf(!hasDocker)('federated round in containers', () => {
       );
     }
 
-    const created = await api.createRun({
-      name: 'containers',
-      rounds: 2,
-      minSites: 2,
-      roundDeadlineSeconds: 300,
-      strategy: 'fedavg',
-      seed: 3,
-      model: {
-        arch: 'tiny',
-        inputSize: 32,
-        widths: [8, 16, 32],
-        projectorHidden: 32,
-        projectionDim: 16,
-        metadataHidden: 16,
-      },
-      training: {
-        localEpochs: 1,
-        maxStepsPerRound: 2,
-        batchSize: 8,
-        learningRate: 0.01,
-        metadataWeight: 0.5,
-      },
-    });
+    const created = await api.createRun(twoRoundRun('containers'));
     await api.startRun(created.id);
     run = await waitForRun(api, created.id, { timeoutMs: 600_000 });
   }, 1_800_000);

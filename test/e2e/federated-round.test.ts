@@ -19,6 +19,7 @@ import {
   type RunView,
 } from '@fedssl/demo';
 import { startTamperProxy, type TamperProxy } from '../support/tamper-proxy';
+import { twoRoundRun } from '../support/scenario';
 
 /**
  * The spine, end to end, with every party a real process on 127.0.0.1: a coordinator, two
@@ -61,29 +62,7 @@ describe('federated BYOL round, end to end', () => {
 
     for (const agent of agents) processes.push(await startAgent(agent));
 
-    const created = await coordinator.api.createRun({
-      name: 'e2e',
-      rounds: 2,
-      minSites: 2,
-      roundDeadlineSeconds: 300,
-      strategy: 'fedavg',
-      seed: 3,
-      model: {
-        arch: 'tiny',
-        inputSize: 32,
-        widths: [8, 16, 32],
-        projectorHidden: 32,
-        projectionDim: 16,
-        metadataHidden: 16,
-      },
-      training: {
-        localEpochs: 1,
-        maxStepsPerRound: 2,
-        batchSize: 8,
-        learningRate: 0.01,
-        metadataWeight: 0.5,
-      },
-    });
+    const created = await coordinator.api.createRun(twoRoundRun('e2e'));
     await coordinator.api.startRun(created.id);
     run = await waitForRun(coordinator.api, created.id, { timeoutMs: 240_000 });
   }, 400_000);
