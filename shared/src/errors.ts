@@ -80,6 +80,8 @@ export const ERROR_CODES = {
   UPLOAD_OUT_OF_ORDER: 6013,
   MODEL_VERSION_NOT_FOUND: 6014,
   UPDATE_TASK_NONCE_MISMATCH: 6015,
+  // 607x coordinator: aggregation strategies
+  STRATEGY_STATE_INVALID: 6070,
   // 609x coordinator: model store
   MODEL_CHUNK_OUT_OF_RANGE: 6090,
   MODEL_VERSION_EXISTS: 6091,

@@ -289,12 +289,12 @@ describe('RoundEngine', () => {
   it('validates run configs with exact messages', () => {
     f = new FederationFixture();
     try {
-      f.runs.create({ ...testRunBody(), rounds: 0, strategy: 'median', extra: 1 });
+      f.runs.create({ ...testRunBody(), rounds: 0, strategy: 'krum', extra: 1 });
       expect.unreachable();
     } catch (e) {
       expect(isFedsslErrorLike(e) && e.code).toBe('RUN_CONFIG_INVALID');
       expect((e as Error).message).toBe(
-        'rounds: Too small: expected number to be >=1; strategy: Invalid input: expected "fedavg"; (root): Unrecognized key: "extra"',
+        'rounds: Too small: expected number to be >=1; strategy: expected one of fedavg, fedavgm, fedadam, median, trimmed-mean or an object with such a name; (root): Unrecognized key: "extra"',
       );
     }
   });

@@ -5,7 +5,8 @@ import { signTask, toBase64 } from '@fedssl/shared/crypto';
 import { FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import { initSharedWeights } from '@fedssl/shared/model';
 import type { Task } from '@fedssl/shared/protocol';
-import { createStrategy } from '../strategies';
+import { strategyLabel, type UpdateSource } from '../strategies';
+import { aggregateRound } from '../strategies/aggregate-round';
 import type { AgentTransport } from '../transport/agent-transport';
 import { decodeDelta, openEnvelopeFile, type UpdateStore } from '../uploads/update-store';
 import type { CancelTimer, Clock } from './clock';
@@ -170,7 +171,7 @@ export class RoundEngine {
         parentVersion: null,
         parentSha256: null,
         sites: [],
-        strategy: run.config.strategy,
+        strategy: strategyLabel(run.config.strategy),
       });
     }
     this.d.repo.updateRun(run.id, { initialModelVersion: version, latestModelVersion: version }, this.iso());
@@ -522,9 +523,7 @@ export class RoundEngine {
 
   /** Folds accepted updates, read back from disk one at a time in siteId order, and publishes. */
   private foldAndPublish(run: RunRecord, round: RoundRow, version: string) {
-    const strategy = createStrategy(run.config.strategy);
-    strategy.begin(this.d.models.readWeights(round.baseModelVersion));
-    const sites: { siteId: string; exampleCount: number }[] = [];
+    const sources: UpdateSource[] = [];
     for (const u of this.d.repo.listUpdates(run.id, round.round, round.attempt)) {
       if (this.d.sites.get(u.siteId)?.status !== 'enrolled') {
         this.log.warn(
@@ -533,28 +532,44 @@ export class RoundEngine {
         );
         continue;
       }
-      const { header } = this.d.updates.readHeader(u.headerPath);
-      const plain = openEnvelopeFile(u.envelopePath, header, this.d.keys.keys.box.secretKey);
-      const delta = decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
-      strategy.accumulate({ delta, exampleCount: u.exampleCount });
-      sites.push({ siteId: u.siteId, exampleCount: u.exampleCount });
+      // Read lazily: strategies hold one decrypted delta at a time (memory O(model)).
+      sources.push({
+        siteId: u.siteId,
+        exampleCount: u.exampleCount,
+        readDelta: () => {
+          const { header } = this.d.updates.readHeader(u.headerPath);
+          const plain = openEnvelopeFile(u.envelopePath, header, this.d.keys.keys.box.secretKey);
+          return decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
+        },
+      });
     }
-    if (sites.length < run.config.minSites) {
+    if (sources.length < run.config.minSites) {
       throw new FedsslError(
         'RUN_INVALID_STATE',
-        `only ${sites.length} update(s) of enrolled sites to aggregate; need ${run.config.minSites}`,
+        `only ${sources.length} update(s) of enrolled sites to aggregate; need ${run.config.minSites}`,
       );
     }
+    // Saves the server optimizer state (if any) durably before the version is published.
+    const { weights, strategyName } = aggregateRound({
+      strategy: run.config.strategy,
+      dataDir: this.d.updates.dataDir,
+      runId: run.id,
+      round: round.round,
+      baseVersion: round.baseModelVersion,
+      version,
+      global: this.d.models.readWeights(round.baseModelVersion),
+      updates: sources,
+    });
     return this.d.models.publish({
       version,
       runId: run.id,
       round: round.round,
       model: run.config.model,
-      weights: strategy.finish(),
+      weights,
       parentVersion: round.baseModelVersion,
       parentSha256: round.baseModelSha256,
-      sites,
-      strategy: strategy.name,
+      sites: sources.map((u) => ({ siteId: u.siteId, exampleCount: u.exampleCount })),
+      strategy: strategyName,
     });
   }
 

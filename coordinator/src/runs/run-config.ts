@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FedsslError } from '@fedssl/shared/errors';
 import { modelConfigSchema, trainingConfigSchema } from '@fedssl/shared/model';
+import { strategyConfigSchema } from '../strategies/config';
 
 /** Largest update L2 norm accepted when a run does not set `maxUpdateNorm`. */
 export const DEFAULT_MAX_UPDATE_NORM = 1e6;
@@ -16,11 +17,14 @@ export const runConfigSchema = z
       .int()
       .min(1)
       .max(30 * 24 * 3600),
-    strategy: z.enum(['fedavg']),
+    /** A strategy name, or `{ name, …options, clipNorm? }` (see strategies/config.ts). */
+    strategy: strategyConfigSchema,
     model: modelConfigSchema,
     training: trainingConfigSchema,
     seed: z.number().int().min(0).max(0xffffffff),
     maxUpdateNorm: z.number().positive().max(1e12).default(DEFAULT_MAX_UPDATE_NORM),
+    /** Sites whose last reported exampleCount is below this are not selected (0 = no minimum). */
+    minExamples: z.number().int().min(0).max(1e9).default(0),
   })
   .strict();
 export type RunConfig = z.infer<typeof runConfigSchema>;

@@ -1,95 +1,84 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import type { NamedTensors } from '@fedssl/shared/codec';
 import { isFedsslError } from '@fedssl/shared/errors';
 import { createStrategy, FedAvgStrategy } from './index';
+import {
+  expectClose,
+  input,
+  plain,
+  sources,
+  scratch,
+  tensorValues,
+  tensors,
+  update,
+  type PlainUpdate,
+} from './test-support';
 
-const SHAPES = [
-  { name: 'a.weight', shape: [2, 3] },
-  { name: 'a.bias', shape: [3] },
-];
-
-function tensors(values: number[][]): NamedTensors {
-  return SHAPES.map((s, i) => ({
-    name: s.name,
-    shape: s.shape.slice(),
-    data: Float32Array.from(values[i]!),
-  }));
-}
-
-/** Independent reference: plain nested loops over the list, float64, no streaming. */
-function reference(
-  global: NamedTensors,
-  updates: { delta: NamedTensors; exampleCount: number }[],
-): number[][] {
+/** Independent reference: plain loops over the list, float64, no streaming. */
+function reference(global: number[][], updates: PlainUpdate[]): number[][] {
   const total = updates.reduce((n, u) => n + u.exampleCount, 0);
-  return global.map((g, t) => {
-    const out: number[] = [];
-    for (let i = 0; i < g.data.length; i++) {
+  return global.map((g, t) =>
+    g.map((gi, i) => {
       let acc = 0;
-      for (const u of updates) acc += (u.exampleCount / total) * u.delta[t]!.data[i]!;
-      out.push(Math.fround(g.data[i]! + acc));
-    }
-    return out;
-  });
+      for (const u of updates) acc += (u.exampleCount / total) * u.values[t]![i]!;
+      return Math.fround(gi + acc);
+    }),
+  );
 }
-
-const f32 = fc.float({ min: -10, max: 10, noNaN: true, noDefaultInfinity: true }).map(Math.fround);
-const tensorValues = fc.tuple(
-  fc.array(f32, { minLength: 6, maxLength: 6 }),
-  fc.array(f32, { minLength: 3, maxLength: 3 }),
-);
-const update = fc.record({ values: tensorValues, exampleCount: fc.integer({ min: 1, max: 100_000 }) });
 
 describe('FedAvgStrategy', () => {
   it('computes global + weighted mean of deltas (worked example)', () => {
-    const s = createStrategy('fedavg');
-    s.begin(
-      tensors([
-        [1, 1, 1, 1, 1, 1],
-        [0, 0, 0],
-      ]),
+    const out = createStrategy('fedavg').aggregate(
+      input(
+        [
+          [1, 1, 1, 1, 1, 1],
+          [0, 0, 0],
+        ],
+        [
+          {
+            values: [
+              [1, 2, 3, 4, 5, 6],
+              [1, 1, 1],
+            ],
+            exampleCount: 1,
+          },
+          {
+            values: [
+              [4, 5, 6, 7, 8, 9],
+              [-2, -2, -2],
+            ],
+            exampleCount: 3,
+          },
+        ],
+      ),
     );
-    s.accumulate({
-      delta: tensors([
-        [1, 2, 3, 4, 5, 6],
-        [1, 1, 1],
-      ]),
-      exampleCount: 1,
-    });
-    s.accumulate({
-      delta: tensors([
-        [4, 5, 6, 7, 8, 9],
-        [-2, -2, -2],
-      ]),
-      exampleCount: 3,
-    });
-    const out = s.finish();
     // (1*1 + 3*4)/4 = 3.25 → 4.25, etc.
-    expect(Array.from(out[0]!.data)).toEqual([4.25, 5.25, 6.25, 7.25, 8.25, 9.25]);
-    expect(Array.from(out[1]!.data)).toEqual([-1.25, -1.25, -1.25]);
-    expect(out.map((t) => t.name)).toEqual(['a.weight', 'a.bias']);
-    expect(out[0]!.shape).toEqual([2, 3]);
+    expect(plain(out.weights)).toEqual([
+      [4.25, 5.25, 6.25, 7.25, 8.25, 9.25],
+      [-1.25, -1.25, -1.25],
+    ]);
+    expect(out.weights.map((t) => t.name)).toEqual(['a.weight', 'a.bias']);
+    expect(out.weights[0]!.shape).toEqual([2, 3]);
+    expect(out.state).toBeNull();
   });
 
-  it('matches an independent weighted-average computation', () => {
+  it('matches an independent weighted-average computation and reads each delta once', () => {
     fc.assert(
       fc.property(tensorValues, fc.array(update, { minLength: 1, maxLength: 6 }), (g, us) => {
-        const global = tensors(g);
-        const updates = us.map((u) => ({ delta: tensors(u.values), exampleCount: u.exampleCount }));
-        const s = new FedAvgStrategy();
-        s.begin(global);
-        for (const u of updates) s.accumulate(u);
-        const out = s.finish();
-        const ref = reference(global, updates);
-        out.forEach((t, i) => {
-          Array.from(t.data).forEach((v, j) => expect(v).toBeCloseTo(ref[i]![j]!, 4));
+        const reads: number[] = [];
+        const out = new FedAvgStrategy().aggregate({
+          global: tensors(g),
+          updates: sources(us, reads),
+          state: null,
+          scratchDir: '/nonexistent',
         });
+        expectClose(plain(out.weights), reference(g, us), 1e-4);
+        expect(reads).toEqual(us.map(() => 1));
       }),
     );
   });
 
-  it('gives byte-identical results for any arrival order once folded in siteId order', () => {
+  it('gives byte-identical results for any arrival order once sorted by siteId', () => {
     fc.assert(
       fc.property(
         tensorValues,
@@ -102,12 +91,13 @@ describe('FedAvgStrategy', () => {
         (g, arrivals, randoms) => {
           const run = (list: typeof arrivals): Uint8Array => {
             const sorted = [...list].sort((a, b) => (a.siteId < b.siteId ? -1 : a.siteId > b.siteId ? 1 : 0));
-            const s = createStrategy('fedavg');
-            s.begin(tensors(g));
-            for (const a of sorted)
-              s.accumulate({ delta: tensors(a.u.values), exampleCount: a.u.exampleCount });
-            const out = s.finish();
-            return new Uint8Array(Buffer.concat(out.map((t) => Buffer.from(t.data.buffer))));
+            const out = createStrategy('fedavg').aggregate({
+              global: tensors(g),
+              updates: sources(sorted.map((a) => a.u)),
+              state: null,
+              scratchDir: '/nonexistent',
+            });
+            return new Uint8Array(Buffer.concat(out.weights.map((t) => Buffer.from(t.data.buffer))));
           };
           const shuffled = [...arrivals];
           const it = randoms[Symbol.iterator]();
@@ -121,41 +111,43 @@ describe('FedAvgStrategy', () => {
     );
   });
 
-  it('rejects a delta whose tensors do not match the global', () => {
+  it('rejects a delta whose tensors do not match the global, and bad example counts', () => {
     const s = new FedAvgStrategy();
-    s.begin(
-      tensors([
-        [0, 0, 0, 0, 0, 0],
-        [0, 0, 0],
-      ]),
-    );
+    const global = tensors([
+      [0, 0, 0, 0, 0, 0],
+      [0, 0, 0],
+    ]);
     const bad = [{ name: 'a.weight', shape: [2, 3], data: new Float32Array(6) }];
-    expect(() => s.accumulate({ delta: bad, exampleCount: 1 })).toThrow(/delta has 1 tensors/);
+    const run = (exampleCount: number, delta = bad) =>
+      s.aggregate({
+        global,
+        updates: [{ siteId: 's', exampleCount, readDelta: () => delta }],
+        state: null,
+        scratchDir: scratch(),
+      });
+    expect(() => run(1)).toThrow('delta has 1 tensors, global has 2');
     try {
-      s.accumulate({ delta: bad, exampleCount: 1 });
+      run(1);
     } catch (e) {
       expect(isFedsslError(e, 'MODEL_WEIGHTS_MISMATCH')).toBe(true);
     }
-    expect(() =>
-      s.accumulate({
-        delta: tensors([
-          [0, 0, 0, 0, 0, 0],
-          [0, 0, 0],
-        ]),
-        exampleCount: 0,
-      }),
-    ).toThrow(/exampleCount/);
+    expect(() => run(0, global)).toThrow('exampleCount must be a positive number, got 0');
   });
 
-  it('refuses to finish with no updates and unknown strategy names', () => {
-    const s = new FedAvgStrategy();
-    s.begin(
-      tensors([
-        [0, 0, 0, 0, 0, 0],
-        [0, 0, 0],
-      ]),
+  it('refuses to aggregate no updates and unknown strategy names', () => {
+    expect(() =>
+      new FedAvgStrategy().aggregate(
+        input(
+          [
+            [0, 0, 0, 0, 0, 0],
+            [0, 0, 0],
+          ],
+          [],
+        ),
+      ),
+    ).toThrow('fedavg: nothing to aggregate without any update');
+    expect(() => createStrategy('krum')).toThrow(
+      'unknown strategy "krum"; known: fedavg, fedavgm, fedadam, median, trimmed-mean',
     );
-    expect(() => s.finish()).toThrow(/without any accumulated update/);
-    expect(() => createStrategy('median')).toThrow('unknown strategy "median"; known: fedavg');
   });
 });

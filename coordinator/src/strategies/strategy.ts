@@ -1,27 +1,47 @@
 import type { NamedTensors } from '@fedssl/shared/codec';
 
-/** One accepted site update as a strategy sees it: a weight delta and its example count. */
-export interface StrategyUpdate {
-  delta: NamedTensors;
-  /** Number of local training examples; FedAvg weights the delta by it. */
-  exampleCount: number;
+/**
+ * One accepted site update as a strategy sees it. The delta is read on demand (decrypted
+ * and validated from its on-disk envelope by the round engine), so a strategy that holds
+ * at most one delta at a time keeps memory O(model) however many sites contributed.
+ */
+export interface UpdateSource {
+  readonly siteId: string;
+  /** Number of local training examples; weighted strategies weight the delta by it. */
+  readonly exampleCount: number;
+  /** The validated delta, same tensors (names, shapes, order) as the global model. */
+  readDelta(): NamedTensors;
+}
+
+/** What a strategy aggregates: the round's base model, its updates and the server state. */
+export interface AggregationInput {
+  global: NamedTensors;
+  /** Accepted updates in a fixed order (siteId order), so results do not depend on arrival order. */
+  updates: readonly UpdateSource[];
+  /**
+   * Server optimizer state saved with the base model version (null at the first round
+   * or for stateless strategies).
+   */
+  state: NamedTensors | null;
+  /** A private, empty directory for temporary files (coordinate-wise strategies spill to it). */
+  scratchDir: string;
+}
+
+export interface AggregationOutput {
+  weights: NamedTensors;
+  /** Server state to persist with the new version (null for stateless strategies). */
+  state: NamedTensors | null;
 }
 
 /**
- * An aggregation strategy (Flower-style): the round engine calls `begin` with the current
- * global weights, then `accumulate` once per accepted update in a fixed order (siteId
- * order), then `finish` to obtain the next global weights. A strategy keeps O(model)
- * state so that updates can be streamed in one at a time from disk.
+ * An aggregation strategy (Flower-style `aggregate_fit`): new global weights (and server
+ * state) from the base weights and the round's accepted updates. One file per strategy,
+ * listed in `index.ts`.
  */
 export interface Strategy {
+  /** Short label recorded in model manifests, e.g. `fedadam` or `median+clip`. */
   readonly name: string;
-  begin(global: NamedTensors): void;
-  accumulate(update: StrategyUpdate): void;
-  /** The new global weights; the strategy is reset and must be `begin`-ed again before reuse. */
-  finish(): NamedTensors;
-}
-
-/** Options shared by every strategy factory (strategies ignore what they do not use). */
-export interface StrategyOptions {
-  [key: string]: unknown;
+  /** True when the strategy carries server state from one round to the next. */
+  readonly stateful: boolean;
+  aggregate(input: AggregationInput): AggregationOutput;
 }
