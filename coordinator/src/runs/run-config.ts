@@ -2,7 +2,6 @@ import { z } from 'zod';
 import { FedsslError } from '@fedssl/shared/errors';
 import { modelConfigSchema, trainingConfigSchema } from '@fedssl/shared/model';
 import { strategyConfigSchema } from '../strategies/config';
-import { strategyConfigSchema } from '../strategies/config';
 
 /** Largest update L2 norm accepted when a run does not set `maxUpdateNorm`. */
 export const DEFAULT_MAX_UPDATE_NORM = 1e6;
