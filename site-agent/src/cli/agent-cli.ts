@@ -12,6 +12,7 @@ import {
   runCommand,
   type CliIo,
 } from './commands';
+import { registerTrainLocal } from './register-tools';
 
 /**
  * `fedssl-agent`: the site agent's command line. Parses arguments and hands off to
@@ -158,6 +159,7 @@ export function buildProgram(): Command {
         );
       },
     );
+  registerTrainLocal(program);
   return program;
 }
 

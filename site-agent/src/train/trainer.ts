@@ -47,6 +47,18 @@ export interface TrainRoundArgs {
   onProgress?: (p: TrainProgress) => void;
   signal?: AbortSignal;
   logger: Logger;
+  /**
+   * Adam state to continue from (as returned in {@link TrainRoundResult.optimizerState});
+   * standalone training resumes across chunks and checkpoints with it.
+   */
+  optimizerState?: NamedTensors;
+  /** Return the Adam state after the last step (off by default: federated rounds start fresh). */
+  keepOptimizerState?: boolean;
+  /**
+   * Place this call's steps inside a longer run for the EMA momentum schedule: step k of
+   * this call is step `offset + k` of `total` (default: this call alone).
+   */
+  schedule?: { offset: number; total: number };
 }
 
 export interface TrainRoundResult {
@@ -63,6 +75,10 @@ export interface TrainRoundResult {
   };
   /** Keep on the site for the next round; never upload. */
   localState: LocalState;
+  /** Shared parameters after training (`global + delta` without rounding), in spec order. */
+  weights: NamedTensors;
+  /** Adam state, only when `keepOptimizerState` was set. */
+  optimizerState?: NamedTensors;
 }
 
 /** Number of optimizer steps of a round: epochs × ceil(count / batch), capped by maxStepsPerRound. */
@@ -132,6 +148,34 @@ function reuseOr(
   return fallback();
 }
 
+/** Adam's slots as plain arrays: `iter` then first and second moments in trainable order. */
+async function saveOptimizer(optimizer: tf.Optimizer): Promise<NamedTensors> {
+  const slots = await optimizer.getWeights();
+  const out: NamedTensors = [];
+  for (const [i, s] of slots.entries()) {
+    out.push({
+      name: i === 0 ? 'optimizer.iter' : `optimizer.slot.${i - 1}`,
+      shape: s.tensor.shape.slice(),
+      data: Float32Array.from(await s.tensor.data()),
+    });
+  }
+  slots[0]?.tensor.dispose(); // the iteration scalar is a fresh tensor; the slots are the optimizer's own
+  return out;
+}
+
+/**
+ * Load state from {@link saveOptimizer}. tfjs's Adam matches slots to variables by
+ * position, and the trainable list has a fixed order, so positions carry over.
+ */
+async function restoreOptimizer(optimizer: tf.Optimizer, state: NamedTensors): Promise<void> {
+  const tensors = state.map((s) => ({ name: s.name, tensor: tf.tensor(s.data, s.shape, 'float32') }));
+  try {
+    await optimizer.setWeights(tensors);
+  } finally {
+    for (const t of tensors) t.tensor.dispose();
+  }
+}
+
 /**
  * Train one federated round locally: BYOL (online encoder+projector+predictor vs an EMA
  * target, symmetrized, with multi-crop local views) plus λ·cross-entropy of the
@@ -172,6 +216,7 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   const target = createVariables(targetInit, targetSpecs);
   const head = useMeta ? createVariables(headInit, headSpecs) : new Map<string, tf.Variable>();
   const optimizer = tf.train.adam(training.learningRate);
+  if (args.optimizerState) await restoreOptimizer(optimizer, args.optimizerState);
   const trainable = [...sharedSpecs, ...headSpecs]
     .filter((s) => s.trainable)
     .map((s) => (online.get(s.name) ?? head.get(s.name))!);
@@ -218,7 +263,9 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
           i * pixelsPerImage,
         );
       }
-      const tau = emaMomentum(training.emaMomentum, step, totalSteps);
+      const tau = args.schedule
+        ? emaMomentum(training.emaMomentum, args.schedule.offset + step, args.schedule.total)
+        : emaMomentum(training.emaMomentum, step, totalSteps);
 
       const [loss, byol, meta] = tf.tidy(() => {
         const images = tf.tensor4d(pixels, [batch, dataset.height, dataset.width, 1]);
@@ -345,7 +392,15 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       },
       'local training round finished',
     );
-    return { delta, exampleCount: dataset.count, metrics, localState };
+    const optimizerState = args.keepOptimizerState ? await saveOptimizer(optimizer) : undefined;
+    return {
+      delta,
+      exampleCount: dataset.count,
+      metrics,
+      localState,
+      weights: local,
+      ...(optimizerState ? { optimizerState } : {}),
+    };
   } finally {
     disposeParams(online);
     disposeParams(target);
