@@ -66,7 +66,9 @@ export class AdminApi {
   getRun(runId: string): Promise<RunView> {
     return this.request('GET', `/runs/${encodeURIComponent(runId)}`);
   }
-  listSites(): Promise<{ id: string; name: string; online: boolean; status: string }[]> {
+  listSites(): Promise<
+    { id: string; name: string; online: boolean; status: string; signingPublicKey: string }[]
+  > {
     return this.request('GET', '/sites');
   }
 }

@@ -18,18 +18,25 @@ import {
   type ManagedProcess,
   type RunView,
 } from '@fedssl/demo';
-import { startTamperProxy, type TamperProxy } from '../support/tamper-proxy';
+import { decodeWeights } from '@fedssl/shared/codec';
+import { modelConfigSchema, sharedParamSpecs } from '@fedssl/shared/model';
+import { openUpdate } from '@fedssl/shared/crypto';
+import type { UpdateHeader } from '@fedssl/shared/protocol';
+import { startWireProxy, type WireProxy } from '../support/wire-proxy';
+import { decodeSentEvents } from '../support/socketio-frames';
 import { twoRoundRun } from '../support/scenario';
 
 /**
  * The spine, end to end, with every party a real process on 127.0.0.1: a coordinator, two
- * honest site agents, a third agent whose upload is altered in flight by a proxy, and a fourth
+ * honest site agents (one of them talking through a recording proxy, so the test sees every
+ * byte it sends), a third agent whose upload is altered in flight by a proxy, and a fourth
  * process holding a key the coordinator never enrolled.
  */
 describe('federated BYOL round, end to end', () => {
   let root: string;
   let coordinator: CoordinatorHandle;
-  let proxy: TamperProxy;
+  let proxy: WireProxy;
+  let audit: WireProxy;
   const agents: AgentHandle[] = [];
   const processes: ManagedProcess[] = [];
   let run: RunView;
@@ -39,7 +46,9 @@ describe('federated BYOL round, end to end', () => {
     coordinator = await startCoordinator({ dataDir: path.join(root, 'coordinator') });
     processes.push(coordinator.process);
     const target = new URL(coordinator.url);
-    proxy = await startTamperProxy({ host: target.hostname, port: Number(target.port) });
+    const upstream = { host: target.hostname, port: Number(target.port) };
+    proxy = await startWireProxy(upstream, { tamperFirstBinaryFrameOver: 1024 });
+    audit = await startWireProxy(upstream);
 
     for (const [i, name] of ['alpha', 'beta', 'tampered'].entries()) {
       const dataPath = path.join(root, 'data', name);
@@ -54,11 +63,17 @@ describe('federated BYOL round, end to end', () => {
       const agent = await enrollAgent({ coordinator, name, home: path.join(root, 'agents', name), dataPath });
       agents.push(agent);
     }
-    // The third site talks to the coordinator through the tampering proxy from now on.
-    const tamperedConfig = path.join(agents[2]!.home, 'config.json');
-    const cfg = JSON.parse(await readFile(tamperedConfig, 'utf8')) as { coordinatorUrl: string };
-    cfg.coordinatorUrl = proxy.url;
-    await writeFile(tamperedConfig, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+    // From now on the first site talks through the recording proxy, the third through the
+    // tampering one.
+    for (const [agent, via] of [
+      [agents[0]!, audit],
+      [agents[2]!, proxy],
+    ] as const) {
+      const file = path.join(agent.home, 'config.json');
+      const cfg = JSON.parse(await readFile(file, 'utf8')) as { coordinatorUrl: string };
+      cfg.coordinatorUrl = via.url;
+      await writeFile(file, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+    }
 
     for (const agent of agents) processes.push(await startAgent(agent));
 
@@ -70,6 +85,7 @@ describe('federated BYOL round, end to end', () => {
   afterAll(async () => {
     await Promise.all(processes.map((p) => p.stop()));
     await proxy?.close();
+    await audit?.close();
     if (root) await rm(root, { recursive: true, force: true });
   });
 
@@ -167,5 +183,70 @@ describe('federated BYOL round, end to end', () => {
       'the refusal log line',
       10_000,
     );
+  });
+
+  it('sends nothing but the declared shared tensors: no patient id, no metadata head, no target network', async () => {
+    const events = decodeSentEvents(audit.frames);
+    const allowed = [
+      'auth:response',
+      'status',
+      'model:manifest',
+      'model:chunk',
+      'task:progress',
+      'update:begin',
+      'update:chunk',
+      'update:commit',
+    ];
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.filter((e) => !allowed.includes(e.name)).map((e) => e.name)).toEqual([]);
+
+    // No raw patient identifier from the site's manifest appears anywhere in what it sent.
+    const manifestCsv = await readFile(path.join(root, 'data', 'alpha', 'manifest.csv'), 'utf8');
+    const patientIds = [
+      ...new Set(
+        manifestCsv
+          .trim()
+          .split('\n')
+          .slice(1)
+          .map((l) => l.split(',')[1]!),
+      ),
+    ];
+    expect(patientIds.length).toBe(6);
+    const sent = Buffer.concat(audit.frames.map((f) => f.payload));
+    for (const id of patientIds) expect(sent.includes(Buffer.from(id)), id).toBe(false);
+
+    // Every upload, opened with the coordinator's key, holds exactly the shared tensors.
+    const keyFile = JSON.parse(
+      await readFile(path.join(root, 'coordinator', 'keys', 'coordinator-keys.json'), 'utf8'),
+    ) as {
+      boxSecretKey: string;
+    };
+    const sites = await coordinator.api.listSites();
+    const alphaKey = sites.find((x) => x.id === agents[0]!.siteId)!.signingPublicKey;
+    const model = modelConfigSchema.parse(twoRoundRun('e2e').model);
+    const expected = sharedParamSpecs(model).map((t) => ({ name: t.name, shape: t.shape }));
+    expect(expected.some((t) => t.name.startsWith('metadata_head'))).toBe(false);
+    const uploads: { header: UpdateHeader; signature: string; chunks: Uint8Array[] }[] = [];
+    for (const e of events) {
+      const msg = e.args[0] as {
+        header?: UpdateHeader;
+        signature?: string;
+        index?: number;
+        data?: Uint8Array;
+      };
+      if (e.name === 'update:begin')
+        uploads.push({ header: msg.header!, signature: msg.signature!, chunks: [] });
+      if (e.name === 'update:chunk') uploads.at(-1)!.chunks[msg.index!] = msg.data!;
+    }
+    expect(uploads.map((u) => u.header.round)).toEqual([1, 2]);
+    for (const u of uploads) {
+      const plaintext = openUpdate({
+        ...u,
+        siteSigningPublicKey: fromBase64(alphaKey, 32),
+        coordinatorBoxSecretKey: fromBase64(keyFile.boxSecretKey, 32),
+      });
+      const { tensors } = decodeWeights(plaintext, expected);
+      expect(tensors.map((t) => t.name)).toEqual(expected.map((t) => t.name));
+    }
   });
 });
