@@ -2,6 +2,7 @@ import { Module, type DynamicModule } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { AdminModule } from './admin/admin.module';
 import type { CoordinatorConfig } from './config/config';
+import { ConsoleModule } from './console/console.module';
 import { CoreModule, type CoreOptions } from './core.module';
 import { GatewayModule } from './gateway/gateway.module';
 import { KeysModule } from './keys/keys.module';
@@ -23,6 +24,7 @@ export class AppModule {
         ModelsModule,
         RunsModule,
         GatewayModule,
+        ConsoleModule,
       ],
     };
   }

@@ -1,0 +1,1054 @@
+// fedssl web console: a plain script (no bundler), talking only to the public REST API under
+// /api/v1 and listening to the /console socket.io namespace for live updates. Everything the
+// API returns is put into the page with textContent / DOM calls, never as HTML.
+/* global Node, URL, document, fetch, io, location, navigator, sessionStorage, setTimeout, window */
+'use strict';
+
+(function () {
+  const API = '/api/v1';
+  const TOKEN_KEY = 'fedssl.console.token';
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  const COLORS = ['#2456c9', '#d1495b', '#1a7f37', '#b25e00', '#7b3fb6', '#00798c', '#6d6875', '#edae49'];
+
+  const main = document.getElementById('main');
+  const nav = document.getElementById('nav');
+  const live = document.getElementById('live');
+  const signoutButton = document.getElementById('signout');
+
+  /** What the signed-in coordinator answers (probed once: endpoints other engineers add). */
+  const features = { runControl: false, audit: false };
+  let socket = null;
+  /** Re-renders the current page when a live event concerns it. */
+  let onLive = null;
+
+  // ------------------------------------------------------------------ DOM helpers
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'class') el.className = v;
+      else if (k in el && k !== 'list' && typeof v !== 'string') el[k] = v;
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    append(el, children);
+    return el;
+  }
+  function append(el, children) {
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  function s(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {}))
+      if (v !== undefined && v !== null) el.setAttribute(k, String(v));
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  const badge = (text) => h('span', { class: `badge ${text}` }, text);
+  const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : '—');
+  const fmtNum = (n, digits = 4) =>
+    n === null || n === undefined || Number.isNaN(n)
+      ? '—'
+      : Number(n)
+          .toPrecision(digits)
+          .replace(/\.?0+$/, '');
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return '—';
+    const units = ['B', 'KiB', 'MiB', 'GiB'];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+      n /= 1024;
+      i++;
+    }
+    return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+  }
+  function toast(message) {
+    const box = document.getElementById('toast');
+    const item = h('div', {}, message);
+    box.append(item);
+    setTimeout(() => item.remove(), 4000);
+  }
+  function errorBox(message) {
+    return h('div', { class: 'error', role: 'alert' }, message);
+  }
+  function page(title, ...children) {
+    main.replaceChildren(h('h1', {}, title), ...children);
+  }
+
+  // ------------------------------------------------------------------ API
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  /** Calls the REST API; a non-2xx answer throws ApiError with the API's own code and message. */
+  async function api(method, route, body, opts = {}) {
+    const res = await fetch(API + route, {
+      method,
+      headers: {
+        authorization: `Bearer ${opts.token || token()}`,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (opts.raw && res.ok) return res;
+    const text = await res.text();
+    let parsed;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (!res.ok) {
+      const err =
+        parsed && parsed.error
+          ? parsed.error
+          : { code: `HTTP_${res.status}`, message: text || res.statusText };
+      if (res.status === 401 && !opts.token) signOut(err.message);
+      throw new ApiError(res.status, err.code, err.message);
+    }
+    return parsed;
+  }
+
+  /** True when the route exists (any answer other than Nest's "no such route" 404). */
+  async function answers(method, route) {
+    try {
+      await api(method, route, method === 'POST' ? {} : undefined);
+      return true;
+    } catch (e) {
+      return !(e instanceof ApiError && e.status === 404 && e.code === 'NOT_FOUND');
+    }
+  }
+
+  async function probeFeatures() {
+    const [runControl, audit] = await Promise.all([
+      answers('POST', '/runs/run-console-probe/pause'),
+      answers('GET', '/audit?limit=1'),
+    ]);
+    features.runControl = runControl;
+    features.audit = audit;
+  }
+
+  // ------------------------------------------------------------------ live updates
+
+  function connectLive() {
+    if (socket || typeof io !== 'function') {
+      if (typeof io !== 'function') live.textContent = 'no live updates';
+      return;
+    }
+    socket = io('/console', { auth: { token: token() }, transports: ['websocket', 'polling'] });
+    socket.on('connect', () => {
+      live.textContent = 'live';
+      live.className = 'live on';
+    });
+    socket.on('disconnect', () => {
+      live.textContent = 'offline';
+      live.className = 'live off';
+    });
+    socket.on('connect_error', (err) => {
+      live.textContent = 'offline';
+      live.className = 'live off';
+      live.title = err.message;
+    });
+    for (const ev of ['site:online', 'site:offline', 'site:revoked', 'run:state', 'round:state']) {
+      socket.on(ev, (payload) => {
+        if (onLive) onLive(ev, payload);
+      });
+    }
+  }
+
+  function disconnectLive() {
+    if (socket) socket.disconnect();
+    socket = null;
+    live.textContent = 'offline';
+    live.className = 'live off';
+  }
+
+  // ------------------------------------------------------------------ sign-in
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    disconnectLive();
+    nav.hidden = true;
+    signoutButton.hidden = true;
+    renderSignIn(message);
+  }
+
+  function renderSignIn(message) {
+    onLive = null;
+    const input = h('input', {
+      type: 'password',
+      name: 'token',
+      autocomplete: 'off',
+      placeholder: 'fsa_…',
+      required: true,
+      'aria-label': 'admin token',
+    });
+    const status = h('div');
+    if (message) status.append(errorBox(message));
+    const form = h(
+      'form',
+      {
+        class: 'card signin',
+        id: 'signin',
+        onsubmit: async (ev) => {
+          ev.preventDefault();
+          status.replaceChildren();
+          const t = input.value.trim();
+          try {
+            await api('GET', '/sites', undefined, { token: t });
+          } catch (e) {
+            status.append(errorBox(e.message));
+            return;
+          }
+          sessionStorage.setItem(TOKEN_KEY, t);
+          await enter();
+        },
+      },
+      h('h1', {}, 'Sign in'),
+      h('p', { class: 'note' }, 'Paste an admin, operator or viewer token. It is kept for this tab only.'),
+      h('label', {}, 'Token', input),
+      h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Sign in')),
+      status,
+    );
+    main.replaceChildren(form);
+  }
+
+  async function enter() {
+    nav.hidden = false;
+    signoutButton.hidden = false;
+    await probeFeatures();
+    connectLive();
+    if (!location.hash || location.hash === '#/') location.hash = '#/sites';
+    else await route();
+  }
+
+  // ------------------------------------------------------------------ pages
+
+  async function sitesPage() {
+    const table = h('table', { id: 'sites-table' });
+    const status = h('div');
+    async function load() {
+      const sites = await api('GET', '/sites');
+      table.replaceChildren(
+        h(
+          'tr',
+          {},
+          ['Site', 'Status', 'Connection', 'Last seen', 'Agent', 'Backend', 'Examples', ''].map((c) =>
+            h('th', {}, c),
+          ),
+        ),
+        sites.length === 0
+          ? h('tr', {}, h('td', { colspan: 8, class: 'note' }, 'No sites yet: create an enrollment token.'))
+          : null,
+        sites.map((site) =>
+          h(
+            'tr',
+            { 'data-site': site.id },
+            h('td', {}, h('div', {}, site.name), h('code', { class: 'note' }, site.id)),
+            h('td', {}, badge(site.status)),
+            h('td', { class: 'connection' }, badge(site.online ? 'online' : 'offline')),
+            h('td', {}, fmtTime(site.lastSeenAt)),
+            h('td', {}, site.agentVersion || '—'),
+            h('td', {}, site.backend || '—'),
+            h('td', { class: 'num' }, site.exampleCount ?? '—'),
+            h(
+              'td',
+              {},
+              site.status === 'revoked'
+                ? h('span', { class: 'note' }, site.revokedReason || '')
+                : revokeForm(site),
+            ),
+          ),
+        ),
+      );
+    }
+    function revokeForm(site) {
+      const reason = h('input', {
+        placeholder: 'reason',
+        'aria-label': `reason to revoke ${site.name}`,
+        size: 12,
+      });
+      return h(
+        'form',
+        {
+          class: 'revoke',
+          onsubmit: async (ev) => {
+            ev.preventDefault();
+            status.replaceChildren();
+            try {
+              await api('POST', `/sites/${encodeURIComponent(site.id)}/revoke`, { reason: reason.value });
+              toast(`${site.name} revoked`);
+              await load();
+            } catch (e) {
+              status.append(errorBox(e.message));
+            }
+          },
+        },
+        reason,
+        h('button', { class: 'danger', type: 'submit' }, 'Revoke'),
+      );
+    }
+    page('Sites', status, table);
+    await load();
+    onLive = (ev) => {
+      if (ev.startsWith('site:')) void load().catch(() => {});
+    };
+  }
+
+  async function tokensPage() {
+    const siteName = h('input', {
+      name: 'siteName',
+      required: true,
+      'aria-label': 'site name',
+      placeholder: 'st-mary',
+    });
+    const hours = h('input', { name: 'expiresInHours', type: 'number', value: '24', min: '1', step: '1' });
+    const result = h('div', { id: 'token-result' });
+    const pending = h('table', { id: 'pending-table' });
+    async function loadPending() {
+      const sites = (await api('GET', '/sites')).filter((x) => x.status === 'pending');
+      pending.replaceChildren(
+        h(
+          'tr',
+          {},
+          ['Site', 'Created', 'Site id'].map((c) => h('th', {}, c)),
+        ),
+        sites.length === 0 ? h('tr', {}, h('td', { colspan: 3, class: 'note' }, 'None waiting.')) : null,
+        sites.map((x) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, x.name),
+            h('td', {}, fmtTime(x.createdAt)),
+            h('td', {}, h('code', {}, x.id)),
+          ),
+        ),
+      );
+    }
+    const form = h(
+      'form',
+      {
+        class: 'card',
+        id: 'token-form',
+        novalidate: true,
+        onsubmit: async (ev) => {
+          ev.preventDefault();
+          result.replaceChildren();
+          const body = { siteName: siteName.value };
+          if (hours.value !== '') body.expiresInSeconds = Math.round(Number(hours.value) * 3600);
+          try {
+            const issued = await api('POST', '/enrollment-tokens', body);
+            const field = h('input', {
+              readonly: true,
+              value: issued.token,
+              id: 'issued-token',
+              'aria-label': 'enrollment token',
+            });
+            result.replaceChildren(
+              h(
+                'div',
+                { class: 'card' },
+                h(
+                  'p',
+                  {},
+                  'One-time token for ',
+                  h('b', {}, issued.siteName),
+                  ` (site ${issued.siteId}), valid until ${fmtTime(issued.expiresAt)}. It is shown once.`,
+                ),
+                h(
+                  'div',
+                  { class: 'secret' },
+                  field,
+                  h('button', { type: 'button', id: 'copy-token', onclick: () => copy(field) }, 'Copy'),
+                ),
+                h(
+                  'p',
+                  { class: 'note' },
+                  'On the hospital server: ',
+                  h(
+                    'code',
+                    {},
+                    `fedssl-agent enroll --home /srv/fedssl-agent --coordinator ${location.origin} --token <token>`,
+                  ),
+                ),
+              ),
+            );
+            await loadPending();
+          } catch (e) {
+            result.append(errorBox(e.message));
+          }
+        },
+      },
+      h(
+        'div',
+        { class: 'grid' },
+        h('label', {}, 'Site name', siteName),
+        h('label', {}, 'Expires in (hours)', hours),
+      ),
+      h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Create token')),
+    );
+    page('Enrollment tokens', form, result, h('h2', {}, 'Sites waiting for enrollment'), pending);
+    await loadPending();
+    onLive = null;
+  }
+
+  async function copy(field) {
+    field.select();
+    try {
+      await navigator.clipboard.writeText(field.value);
+      toast('Token copied');
+    } catch {
+      // Clipboard API needs a secure context; the selected text can still be copied by hand.
+      toast('Press Ctrl+C to copy the selected token');
+    }
+  }
+
+  // -------------------------------- runs
+
+  function runActions(run, after, status) {
+    const act = (label, path, cls) =>
+      h(
+        'button',
+        {
+          type: 'button',
+          class: cls,
+          'data-action': path,
+          onclick: async () => {
+            status.replaceChildren();
+            try {
+              await api('POST', `/runs/${encodeURIComponent(run.id)}/${path}`);
+              toast(`${run.name}: ${path}`);
+              await after();
+            } catch (e) {
+              status.append(errorBox(e.message));
+            }
+          },
+        },
+        label,
+      );
+    const buttons = [];
+    if (run.state === 'created') buttons.push(act('Start', 'start', 'primary'));
+    if (features.runControl) {
+      if (run.state === 'running') buttons.push(act('Pause', 'pause'));
+      if (run.state === 'paused') buttons.push(act('Resume', 'resume', 'primary'));
+      if (['created', 'running', 'paused'].includes(run.state))
+        buttons.push(act('Cancel', 'cancel', 'danger'));
+    }
+    return buttons;
+  }
+
+  function progress(run, published) {
+    const pct = Math.min(100, Math.round((100 * published) / run.config.rounds));
+    const bar = h('span', {});
+    bar.style.width = `${pct}%`;
+    return h('span', {}, h('span', { class: 'progress' }, bar), ` ${published}/${run.config.rounds}`);
+  }
+
+  /** Rounds published so far: versions are named `<runId>.r<round>` (r0 = initial weights). */
+  function publishedRounds(run) {
+    const m = /\.r(\d+)$/.exec(run.latestModelVersion || '');
+    return m ? Number(m[1]) : 0;
+  }
+
+  const numberField = (name, label, value, extra = {}) =>
+    h('label', {}, label, h('input', { name, type: 'number', value: String(value), step: 'any', ...extra }));
+
+  function runForm(status, after) {
+    const form = h(
+      'form',
+      {
+        class: 'card',
+        id: 'run-form',
+        // The API validates; the console shows its exact message.
+        novalidate: true,
+        onsubmit: async (ev) => {
+          ev.preventDefault();
+          status.replaceChildren();
+          try {
+            const run = await api('POST', '/runs', runBody(form));
+            toast(`run ${run.name} created`);
+            await after(run);
+          } catch (e) {
+            status.append(errorBox(e.message));
+          }
+        },
+      },
+      h('h2', {}, 'New run'),
+      h(
+        'div',
+        { class: 'grid' },
+        h('label', {}, 'Name', h('input', { name: 'name', value: 'pretrain-1' })),
+        numberField('rounds', 'Rounds', 3),
+        numberField('minSites', 'Min sites per round', 2),
+        numberField('roundDeadlineSeconds', 'Round deadline (s)', 600),
+        h(
+          'label',
+          {},
+          'Strategy',
+          h('input', { name: 'strategy', value: 'fedavg', list: 'strategies' }),
+          h(
+            'datalist',
+            { id: 'strategies' },
+            ['fedavg', 'fedavgm', 'fedadam', 'median', 'trimmed-mean'].map((x) => h('option', { value: x })),
+          ),
+        ),
+        numberField('seed', 'Seed', 1),
+        h(
+          'label',
+          {},
+          'Architecture',
+          h(
+            'select',
+            { name: 'model.arch' },
+            ['tiny', 'resnet18', 'resnet50'].map((a) => h('option', { value: a }, a)),
+          ),
+        ),
+        numberField('model.inputSize', 'Input size (px)', 32),
+        h(
+          'label',
+          {},
+          'Encoder widths (comma list, optional)',
+          h('input', { name: 'model.widths', value: '8,16,32' }),
+        ),
+        numberField('model.projectorHidden', 'Projector hidden', 32),
+        numberField('model.projectionDim', 'Projection dim', 16),
+        numberField('model.metadataHidden', 'Metadata head hidden', 16),
+        numberField('training.localEpochs', 'Local epochs', 1),
+        numberField('training.maxStepsPerRound', 'Max steps per round (0 = all)', 0),
+        numberField('training.batchSize', 'Batch size', 16),
+        numberField('training.learningRate', 'Learning rate', 0.001),
+        numberField('training.emaMomentum', 'EMA momentum', 0.99),
+        numberField('training.metadataWeight', 'Metadata weight λ', 0.5),
+      ),
+      h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Create run')),
+    );
+    return form;
+  }
+
+  /** The form as the API's JSON body: numbers as numbers, empty optional fields left out. */
+  function runBody(form) {
+    const body = { model: {}, training: {} };
+    for (const el of form.querySelectorAll('input[name], select[name]')) {
+      const path = el.name.split('.');
+      let value = el.value;
+      if (el.name === 'model.widths') {
+        if (value.trim() === '') continue;
+        value = value.split(',').map((x) => (x.trim() === '' ? x : Number(x)));
+      } else if (el.type === 'number') {
+        value = value === '' ? undefined : Number(value);
+        if (value === undefined) continue;
+      }
+      let target = body;
+      for (const p of path.slice(0, -1)) target = target[p];
+      target[path[path.length - 1]] = value;
+    }
+    return body;
+  }
+
+  async function runsPage() {
+    const status = h('div', { id: 'runs-status' });
+    const table = h('table', { id: 'runs-table' });
+    async function load() {
+      const runs = await api('GET', '/runs');
+      table.replaceChildren(
+        h(
+          'tr',
+          {},
+          ['Run', 'State', 'Progress', 'Latest model', 'Created', ''].map((c) => h('th', {}, c)),
+        ),
+        runs.length === 0 ? h('tr', {}, h('td', { colspan: 6, class: 'note' }, 'No runs yet.')) : null,
+        runs.map((run) => {
+          const published = publishedRounds(run);
+          return h(
+            'tr',
+            { 'data-run': run.id },
+            h(
+              'td',
+              {},
+              h('a', { href: `#/runs/${encodeURIComponent(run.id)}` }, run.name),
+              h('div', {}, h('code', { class: 'note' }, run.id)),
+            ),
+            h('td', {}, badge(run.state)),
+            h('td', {}, progress(run, published)),
+            h('td', {}, h('code', {}, run.latestModelVersion || '—')),
+            h('td', {}, fmtTime(run.createdAt)),
+            h('td', {}, runActions(run, load, status)),
+          );
+        }),
+      );
+    }
+    page(
+      'Runs',
+      status,
+      table,
+      runForm(status, async (run) => {
+        await load();
+        location.hash = `#/runs/${encodeURIComponent(run.id)}`;
+      }),
+    );
+    await load();
+    onLive = (ev) => {
+      if (ev === 'run:state' || ev === 'round:state') void load().catch(() => {});
+    };
+  }
+
+  /** Per-round figures the charts draw, from the run detail and the model list. */
+  function roundSeries(run, models) {
+    const bytesOf = new Map(models.map((m) => [m.manifest.version, m.manifest.weightsBytes]));
+    const published = run.rounds.filter((r) => r.state === 'published');
+    const sites = new Map();
+    const global = [];
+    const participation = [];
+    const bytes = [];
+    const time = [];
+    for (const r of published) {
+      const accepted = r.participants.filter((p) => p.state === 'accepted');
+      let w = 0;
+      let sum = 0;
+      for (const p of accepted) {
+        if (!p.metrics || typeof p.metrics.loss !== 'number') continue;
+        const n = p.exampleCount || 1;
+        w += n;
+        sum += n * p.metrics.loss;
+        const key = p.siteName || p.siteId;
+        if (!sites.has(key)) sites.set(key, []);
+        sites.get(key).push([r.round, p.metrics.loss]);
+      }
+      if (w > 0) global.push([r.round, sum / w]);
+      participation.push([r.round, accepted.length, r.participants.length]);
+      const size = bytesOf.get(r.modelVersion) ?? 0;
+      // Down: the model to each offered site; up: one delta of the same tensors per accepted site.
+      bytes.push([r.round, size * (r.participants.length + accepted.length)]);
+      if (r.publishedAt && r.startedAt)
+        time.push([r.round, (Date.parse(r.publishedAt) - Date.parse(r.startedAt)) / 1000]);
+    }
+    return { global, sites, participation, bytes, time };
+  }
+
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  /**
+   * A small SVG chart. `series`: [{ name, points: [[x, y]], kind: 'line' | 'bar' }].
+   * `data-points` on the svg counts the plotted points (tests and scripts read it).
+   */
+  function chart(id, title, yLabel, series, opts = {}) {
+    const W = 520;
+    const H = 220;
+    const L = 52;
+    const R = 12;
+    const T = 12;
+    const B = 34;
+    const xs = series.flatMap((se) => se.points.map((p) => p[0]));
+    const ys = series.flatMap((se) => se.points.map((p) => p[1]));
+    const xMin = xs.length ? Math.min(...xs) : 1;
+    const xMax = xs.length ? Math.max(...xs) : 1;
+    const yMin = opts.zero === false && ys.length ? Math.min(...ys) : 0;
+    const yMax = ys.length ? (opts.zero === false ? Math.max(...ys) : niceMax(Math.max(...ys))) : 1;
+    const ySpan = yMax - yMin || Math.abs(yMax) || 1;
+    const x = (v) => L + (xMax === xMin ? (W - L - R) / 2 : ((v - xMin) / (xMax - xMin)) * (W - L - R));
+    const y = (v) => H - B - ((v - yMin) / ySpan) * (H - T - B);
+    const svg = s('svg', {
+      viewBox: `0 0 ${W} ${H}`,
+      role: 'img',
+      'aria-label': title,
+      'data-chart': id,
+      'data-points': ys.length,
+    });
+    for (let i = 0; i <= 4; i++) {
+      const v = yMin + (ySpan * i) / 4;
+      svg.append(
+        s('line', { class: 'grid-line', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+        s('text', { x: L - 6, y: y(v) + 3, 'text-anchor': 'end' }, fmtNum(v, 3)),
+      );
+    }
+    svg.append(
+      s('line', { class: 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }),
+      s('line', { class: 'axis', x1: L, x2: L, y1: T, y2: H - B }),
+    );
+    const rounds = [...new Set(xs)].sort((a, b) => a - b);
+    for (const r of rounds) svg.append(s('text', { x: x(r), y: H - B + 14, 'text-anchor': 'middle' }, r));
+    svg.append(s('text', { x: (L + W - R) / 2, y: H - 4, 'text-anchor': 'middle' }, 'round'));
+    svg.append(
+      s(
+        'text',
+        {
+          x: 12,
+          y: (T + H - B) / 2,
+          'text-anchor': 'middle',
+          transform: `rotate(-90 12 ${(T + H - B) / 2})`,
+        },
+        yLabel,
+      ),
+    );
+    const bars = series.filter((se) => se.kind === 'bar');
+    const slot = rounds.length > 1 ? (x(rounds[1]) - x(rounds[0])) * 0.7 : 60;
+    const bw = bars.length ? Math.min(40, slot / bars.length) : 0;
+    series.forEach((se, i) => {
+      const color = se.color || COLORS[i % COLORS.length];
+      if (se.kind === 'bar') {
+        const k = bars.indexOf(se);
+        for (const [px, py] of se.points) {
+          const left = x(px) - (bars.length * bw) / 2 + k * bw;
+          svg.append(
+            s(
+              'rect',
+              { x: left, y: y(py), width: bw - 2, height: Math.max(0, H - B - y(py)), fill: color },
+              s('title', {}, `${se.name} r${px}: ${fmtNum(py)}`),
+            ),
+          );
+        }
+      } else {
+        const pts = se.points.map(([px, py]) => `${x(px)},${y(py)}`).join(' ');
+        if (se.points.length > 1)
+          svg.append(
+            s('polyline', { points: pts, fill: 'none', stroke: color, 'stroke-width': se.width || 2 }),
+          );
+        for (const [px, py] of se.points)
+          svg.append(
+            s(
+              'circle',
+              { cx: x(px), cy: y(py), r: se.width ? 4 : 3, fill: color },
+              s('title', {}, `${se.name} r${px}: ${fmtNum(py)}`),
+            ),
+          );
+      }
+    });
+    const legend = h(
+      'div',
+      { class: 'legend' },
+      series.map((se, i) => {
+        const sw = h('span', { class: 'swatch' });
+        sw.style.background = se.color || COLORS[i % COLORS.length];
+        return h('span', {}, sw, se.name);
+      }),
+    );
+    return h(
+      'div',
+      { class: 'chart' },
+      h('h3', {}, title),
+      ys.length ? svg : h('p', { class: 'note' }, 'No published round yet.'),
+      legend,
+    );
+  }
+
+  async function runPage(runId) {
+    const status = h('div');
+    const head = h('div');
+    const charts = h('div', { class: 'charts', id: 'charts' });
+    const rounds = h('table', { id: 'rounds-table' });
+    async function load() {
+      const [run, models] = await Promise.all([
+        api('GET', `/runs/${encodeURIComponent(runId)}`),
+        api('GET', '/models'),
+      ]);
+      const published = run.rounds.filter((r) => r.state === 'published').length;
+      head.replaceChildren(
+        h(
+          'div',
+          { class: 'card' },
+          h(
+            'div',
+            {},
+            h('b', {}, run.name),
+            ' ',
+            h('code', { class: 'note' }, run.id),
+            ' ',
+            badge(run.state),
+            ' ',
+            progress(run, published),
+          ),
+          run.reason ? h('p', { class: 'note' }, run.reason) : null,
+          h(
+            'p',
+            { class: 'note' },
+            `${run.config.model.arch} · ${run.config.model.inputSize}px · strategy ${run.config.strategy} · min ${run.config.minSites} sites · λ ${run.config.training.metadataWeight}`,
+          ),
+          h('div', { class: 'actions' }, runActions(run, load, status)),
+        ),
+      );
+      const d = roundSeries(run, models);
+      charts.replaceChildren(
+        chart(
+          'loss',
+          'Loss per round (global = example-weighted mean)',
+          'loss',
+          [
+            { name: 'global', points: d.global, color: '#16213a', width: 3 },
+            ...[...d.sites.entries()].map(([name, points]) => ({ name, points })),
+          ],
+          { zero: false },
+        ),
+        chart('participation', 'Participation', 'sites', [
+          {
+            name: 'offered',
+            points: d.participation.map(([r, , o]) => [r, o]),
+            kind: 'bar',
+            color: '#c9d4ee',
+          },
+          {
+            name: 'accepted',
+            points: d.participation.map(([r, a]) => [r, a]),
+            kind: 'bar',
+            color: '#1a7f37',
+          },
+        ]),
+        chart('bytes', 'Model bytes moved (down to offered + up from accepted sites)', 'bytes', [
+          { name: 'bytes', points: d.bytes, kind: 'bar', color: '#2456c9' },
+        ]),
+        chart('time', 'Round time (open → published)', 'seconds', [
+          { name: 'seconds', points: d.time, color: '#b25e00' },
+        ]),
+      );
+      rounds.replaceChildren(
+        h(
+          'tr',
+          {},
+          ['Round', 'State', 'Sites', 'Started', 'Published', 'Model', 'Reason'].map((c) => h('th', {}, c)),
+        ),
+        run.rounds.map((r) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, `${r.round}${r.attempt > 1 ? ` (attempt ${r.attempt})` : ''}`),
+            h('td', {}, badge(r.state)),
+            h(
+              'td',
+              {},
+              r.participants.map((p) =>
+                h(
+                  'div',
+                  {},
+                  `${p.siteName || p.siteId} `,
+                  badge(p.state),
+                  p.metrics ? ` loss ${fmtNum(p.metrics.loss)}` : '',
+                ),
+              ),
+            ),
+            h('td', {}, fmtTime(r.startedAt)),
+            h('td', {}, fmtTime(r.publishedAt)),
+            h('td', {}, h('code', {}, r.modelVersion || '—')),
+            h('td', { class: 'note' }, r.reason || ''),
+          ),
+        ),
+      );
+    }
+    page('Run', status, head, h('h2', {}, 'Charts'), charts, h('h2', {}, 'Rounds'), rounds);
+    await load();
+    onLive = (ev, payload) => {
+      if ((ev === 'run:state' || ev === 'round:state') && payload.runId === runId)
+        void load().catch(() => {});
+    };
+  }
+
+  // -------------------------------- models
+
+  async function download(version, status) {
+    try {
+      const res = await api('GET', `/models/${encodeURIComponent(version)}/weights`, undefined, {
+        raw: true,
+      });
+      const blob = await res.blob();
+      const url = URL.createObjectURL(blob);
+      const a = h('a', { href: url, download: `${version}.fsw` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (e) {
+      status.append(errorBox(e.message));
+    }
+  }
+
+  async function modelsPage() {
+    const status = h('div');
+    const detail = h('div', { id: 'manifest' });
+    const models = await api('GET', '/models');
+    const table = h(
+      'table',
+      { id: 'models-table' },
+      h(
+        'tr',
+        {},
+        ['Version', 'Run', 'Round', 'Sites', 'Size', 'SHA-256', 'Created', ''].map((c) => h('th', {}, c)),
+      ),
+      models.length === 0
+        ? h('tr', {}, h('td', { colspan: 8, class: 'note' }, 'No model published yet.'))
+        : null,
+      models.map(({ manifest }) =>
+        h(
+          'tr',
+          { 'data-version': manifest.version },
+          h('td', {}, h('code', {}, manifest.version)),
+          h('td', {}, manifest.runId || '—'),
+          h('td', { class: 'num' }, manifest.round),
+          h('td', { class: 'num' }, manifest.sites.length),
+          h('td', { class: 'num' }, fmtBytes(manifest.weightsBytes)),
+          h(
+            'td',
+            {},
+            h('code', { title: manifest.weightsSha256 }, manifest.weightsSha256.slice(0, 16) + '…'),
+          ),
+          h('td', {}, fmtTime(manifest.createdAt)),
+          h(
+            'td',
+            {},
+            h(
+              'button',
+              {
+                type: 'button',
+                'data-download': manifest.version,
+                onclick: () => download(manifest.version, status),
+              },
+              'Download',
+            ),
+            h(
+              'button',
+              {
+                type: 'button',
+                'data-manifest': manifest.version,
+                onclick: async () => {
+                  const signed = await api('GET', `/models/${encodeURIComponent(manifest.version)}`);
+                  detail.replaceChildren(
+                    h('h2', {}, `Signed manifest of ${manifest.version}`),
+                    h(
+                      'p',
+                      { class: 'note' },
+                      'Verify before use: ',
+                      h(
+                        'code',
+                        {},
+                        `fedssl-admin models pull --version ${manifest.version} --fingerprint "<coordinator fingerprint>"`,
+                      ),
+                    ),
+                    h('pre', { class: 'json' }, JSON.stringify(signed, null, 2)),
+                  );
+                },
+              },
+              'Manifest',
+            ),
+          ),
+        ),
+      ),
+    );
+    page('Model versions', status, table, detail);
+    onLive = null;
+  }
+
+  // -------------------------------- audit
+
+  async function auditPage() {
+    if (!features.audit) {
+      page(
+        'Audit log',
+        h(
+          'p',
+          { class: 'note', id: 'audit-missing' },
+          'This coordinator does not serve the audit log API (GET /api/v1/audit).',
+        ),
+      );
+      onLive = null;
+      return;
+    }
+    const status = h('div');
+    const verify = h('div', { id: 'audit-verify', class: 'card' });
+    const table = h('table', { id: 'audit-table' });
+    page('Audit log', status, verify, table);
+    try {
+      const v = await api('GET', '/audit/verify');
+      const ok = v && (v.ok === true || v.valid === true || v.verified === true);
+      verify.replaceChildren(
+        h('b', {}, 'Hash chain: '),
+        badge(ok ? 'ok' : 'bad'),
+        ' ',
+        h(
+          'span',
+          { class: 'note' },
+          ok ? `${v.entries ?? v.count ?? ''} entries verified` : v.message || v.reason || JSON.stringify(v),
+        ),
+      );
+    } catch (e) {
+      verify.replaceChildren(errorBox(e.message));
+    }
+    const body = await api('GET', '/audit');
+    const entries = Array.isArray(body) ? body : body.entries || body.items || [];
+    const cols = ['seq', 'at', 'actor', 'action', 'target', 'hash'].filter((c) =>
+      entries.some((e) => e[c] !== undefined),
+    );
+    const keys = cols.length ? cols : Object.keys(entries[0] || {}).slice(0, 6);
+    table.replaceChildren(
+      h(
+        'tr',
+        {},
+        keys.map((k) => h('th', {}, k)),
+        h('th', {}, 'details'),
+      ),
+      entries.length === 0
+        ? h('tr', {}, h('td', { colspan: keys.length + 1, class: 'note' }, 'No entries.'))
+        : null,
+      entries.map((e) =>
+        h(
+          'tr',
+          {},
+          keys.map((k) => h('td', {}, typeof e[k] === 'object' ? JSON.stringify(e[k]) : String(e[k] ?? ''))),
+          h(
+            'td',
+            {},
+            h(
+              'code',
+              {},
+              JSON.stringify(Object.fromEntries(Object.entries(e).filter(([k]) => !keys.includes(k)))),
+            ),
+          ),
+        ),
+      ),
+    );
+    onLive = null;
+  }
+
+  // ------------------------------------------------------------------ router
+
+  async function route() {
+    if (!token()) return renderSignIn();
+    const hash = location.hash.replace(/^#\/?/, '');
+    const [name, arg] = hash.split('/');
+    for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.page === name);
+    main.replaceChildren(h('p', { class: 'note' }, 'Loading…'));
+    try {
+      if (name === 'tokens') await tokensPage();
+      else if (name === 'runs' && arg) await runPage(decodeURIComponent(arg));
+      else if (name === 'runs') await runsPage();
+      else if (name === 'models') await modelsPage();
+      else if (name === 'audit') await auditPage();
+      else await sitesPage();
+    } catch (e) {
+      if (token()) main.replaceChildren(errorBox(e.message));
+    }
+  }
+
+  window.addEventListener('hashchange', () => void route());
+  signoutButton.addEventListener('click', () => signOut());
+  if (token()) void enter();
+  else renderSignIn();
+})();
