@@ -12,7 +12,7 @@ import {
   runCommand,
   type CliIo,
 } from './commands';
-import { registerTrainLocal } from './register-tools';
+import { registerProbe, registerTrainLocal } from './register-tools';
 
 /**
  * `fedssl-agent`: the site agent's command line. Parses arguments and hands off to
@@ -160,6 +160,7 @@ export function buildProgram(): Command {
       },
     );
   registerTrainLocal(program);
+  registerProbe(program);
   return program;
 }
 

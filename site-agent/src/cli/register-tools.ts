@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
 import { createLogger, type CliIo } from './commands';
+import { probeCommand } from './probe';
 import { trainLocalCommand } from './train-local';
 import type { ModelConfig } from '@fedssl/shared/model';
 
@@ -138,6 +139,65 @@ export function registerTrainLocal(program: Command): void {
             ...(o.widths !== undefined ? { widths: o.widths } : {}),
             ...(o.lr !== undefined ? { learningRate: o.lr } : {}),
             ...(o.home !== undefined ? { home: o.home } : {}),
+            ...(o.backend !== undefined ? { backend: o.backend } : {}),
+          },
+          io,
+        );
+      },
+    );
+}
+
+export function registerProbe(program: Command): void {
+  program
+    .command('probe')
+    .description('linear probe of a frozen encoder: patient-wise cross-validated AUC and accuracy')
+    .requiredOption('--encoder <dir|random>', 'model folder (manifest.json + weights.fsw), or "random"')
+    .requiredOption('--data <path>', 'folder of images (optional manifest CSV beside it)')
+    .requiredOption('--label-column <name>', 'manifest column with the binary label')
+    .option('--manifest <csv>', 'CSV manifest')
+    .option('--patient-column <name>', 'manifest column holding the patient id')
+    .option('--fold-column <name>', 'manifest column with official patient-wise folds')
+    .option('--folds <k>', 'number of seeded patient-wise folds (without --fold-column)', positiveInt, 5)
+    .addOption(archOption().default('tiny'))
+    .option('--widths <list>', 'with --encoder random: stem and stage widths', intList)
+    .option('--size <px>', 'with --encoder random: input size', positiveInt, 64)
+    .option('--seed <s>', 'seed of the folds and of a random encoder', nonNegativeInt, 1)
+    .option('--l2 <lambda>', 'L2 weight of the logistic regression', nonNegativeNumber)
+    .addOption(backendOption())
+    .option('--json', 'JSON output', false)
+    .action(
+      async (o: {
+        encoder: string;
+        data: string;
+        labelColumn: string;
+        manifest?: string;
+        patientColumn?: string;
+        foldColumn?: string;
+        folds: number;
+        arch: ModelConfig['arch'];
+        widths?: number[];
+        size: number;
+        seed: number;
+        l2?: number;
+        backend?: 'auto';
+        json: boolean;
+      }) => {
+        process.exitCode = await probeCommand(
+          {
+            encoder: o.encoder,
+            data: o.data,
+            labelColumn: o.labelColumn,
+            folds: o.folds,
+            arch: o.arch,
+            size: o.size,
+            seed: o.seed,
+            json: o.json,
+            logger: createLogger(),
+            ...(o.manifest !== undefined ? { manifest: o.manifest } : {}),
+            ...(o.patientColumn !== undefined ? { patientColumn: o.patientColumn } : {}),
+            ...(o.foldColumn !== undefined ? { foldColumn: o.foldColumn } : {}),
+            ...(o.widths !== undefined ? { widths: o.widths } : {}),
+            ...(o.l2 !== undefined ? { l2: o.l2 } : {}),
             ...(o.backend !== undefined ? { backend: o.backend } : {}),
           },
           io,
