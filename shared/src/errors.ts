@@ -101,6 +101,8 @@ export const ERROR_CODES = {
   AGENT_BUSY: 8008,
   COORDINATOR_UNREACHABLE: 8009,
   UPLOAD_FAILED: 8010,
+  // 805x site agent: evaluation (linear probe)
+  PROBE_INVALID: 8050,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
