@@ -1,10 +1,23 @@
-import { createHash } from 'node:crypto';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { FedsslError } from '@fedssl/shared/errors';
 import { parseCsvTable } from './csv';
+import {
+  DEFAULT_LIMITS,
+  SkipCounter,
+  pathTag,
+  skip,
+  type DataLimits,
+  type DataSource,
+  type Pseudonymizer,
+  type ReadResult,
+  type SourceItem,
+  type SourceListing,
+} from './data-source';
+
+export { SkipCounter, pathTag, type SkipReason } from './data-source';
 
 /**
  * A folder of PNG/JPEG images (searched recursively), optionally described by a CSV
@@ -17,19 +30,6 @@ import { parseCsvTable } from './csv';
 /** File extensions read as images (case-insensitive). */
 export const IMAGE_EXTENSIONS: readonly string[] = ['.png', '.jpg', '.jpeg'];
 
-/** Why an image was left out. */
-export type SkipReason =
-  /** The file could not be opened (permissions, I/O error). */
-  | 'unreadable'
-  /** The bytes are not a decodable PNG/JPEG. */
-  | 'decode-failed'
-  /** A manifest is used and does not list this file. */
-  | 'not-in-manifest'
-  /** The manifest lists a file that is not in the folder. */
-  | 'missing-file'
-  /** The manifest lists the same file twice (later rows ignored). */
-  | 'duplicate-manifest-row';
-
 /** One image found in the source, before decoding. */
 export interface SourceImage {
   /** Path relative to the data root, with `/` separators. */
@@ -38,33 +38,6 @@ export interface SourceImage {
   patientId: string | null;
   /** Other manifest columns, as categorical metadata. */
   tags: Record<string, string>;
-}
-
-/** Short, non-reversible tag of a path for debug logs. */
-export function pathTag(path: string): string {
-  return createHash('sha256').update(path).digest('hex').slice(0, 12);
-}
-
-/** A counter of skip reasons. */
-export class SkipCounter {
-  private readonly counts = new Map<SkipReason, number>();
-
-  add(reason: SkipReason, n = 1): void {
-    this.counts.set(reason, (this.counts.get(reason) ?? 0) + n);
-  }
-
-  /** `[{reason, count}]` sorted by reason, for reports. */
-  toList(): { reason: SkipReason; count: number }[] {
-    return [...this.counts.entries()]
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([reason, count]) => ({ reason, count }));
-  }
-
-  get total(): number {
-    let t = 0;
-    for (const c of this.counts.values()) t += c;
-    return t;
-  }
 }
 
 function toPosix(p: string): string {
@@ -236,10 +209,16 @@ export interface DecodedImage {
  *   cropped. Unlike "fill" it never distorts anatomy (aspect ratio kept); what it drops
  *   is a margin of the longer side, where scans usually hold borders and text overlays.
  *
- * @throws whatever sharp throws for unreadable or undecodable input.
+ * @throws whatever sharp throws for unreadable or undecodable input, including "Input image
+ *   exceeds pixel limit" for an image claiming more than `maxPixels` pixels.
  */
-export async function decodeGrayscale(input: string | Buffer, size: number): Promise<DecodedImage> {
-  const image = sharp(input, { failOn: 'error' });
+export async function decodeGrayscale(
+  input: string | Buffer,
+  size: number,
+  maxPixels: number = DEFAULT_LIMITS.maxPixels,
+): Promise<DecodedImage> {
+  // limitInputPixels: sharp checks the header's claimed size before allocating.
+  const image = sharp(input, { failOn: 'error', limitInputPixels: maxPixels });
   const meta = await image.metadata();
   const { data, info } = await image
     .rotate()
@@ -263,4 +242,101 @@ export async function decodeGrayscale(input: string | Buffer, size: number): Pro
   for (let i = 0; i < u16.length; i++) pixels[i] = u16[i]! / 65535;
   const depth = meta.depth === 'ushort' || meta.depth === 'short' ? 16 : 8;
   return { pixels, originalWidth: meta.width ?? 0, originalHeight: meta.height ?? 0, bitDepth: depth };
+}
+
+/** Options of {@link FolderSource}. */
+export interface FolderSourceOptions {
+  root: string;
+  /** CSV manifest (default: `manifest.csv` in `root` if present). */
+  manifest?: string;
+  /** Manifest column with the raw patient id (default `patient_id`). */
+  patientColumn?: string;
+  /** Manifest column holding a label for the probe. */
+  labelColumn?: string;
+  pseudonymize: Pseudonymizer;
+  limits?: DataLimits;
+  logger?: Logger;
+}
+
+/**
+ * A folder of PNG/JPEG images with an optional CSV manifest, as a {@link DataSource}.
+ * Patient ids from the manifest are pseudonymized as the manifest is read.
+ */
+export class FolderSource implements DataSource {
+  readonly kind = 'folder' as const;
+  private readonly root: string;
+  private readonly limits: DataLimits;
+  manifestUsed = false;
+
+  constructor(private readonly opts: FolderSourceOptions) {
+    this.root = resolve(opts.root);
+    this.limits = opts.limits ?? DEFAULT_LIMITS;
+  }
+
+  describe(): string {
+    return `folder of PNG/JPEG images at ${this.root}`;
+  }
+
+  async list(): Promise<SourceListing> {
+    const scan = await scanFolder({
+      root: this.root,
+      ...(this.opts.manifest !== undefined ? { manifest: this.opts.manifest } : {}),
+      ...(this.opts.patientColumn !== undefined ? { patientColumn: this.opts.patientColumn } : {}),
+      ...(this.opts.logger ? { logger: this.opts.logger } : {}),
+    });
+    this.manifestUsed = scan.manifestPath !== null;
+    const labelColumn = this.opts.labelColumn;
+    const columns = new Set<string>();
+    const items: SourceItem[] = scan.images.map((img) => {
+      for (const k of Object.keys(img.tags)) columns.add(k);
+      const label = labelColumn !== undefined ? (img.tags[labelColumn] ?? '').trim() : '';
+      return {
+        key: img.file,
+        patient: img.patientId === null ? null : this.opts.pseudonymize(img.patientId),
+        tags: img.tags,
+        label: label === '' ? null : label,
+      };
+    });
+    if (labelColumn !== undefined && this.manifestUsed && !columns.has(labelColumn) && items.length > 0)
+      throw new FedsslError(
+        'DATA_SOURCE_INVALID',
+        `manifest has no "${labelColumn}" column (columns: ${[...columns].join(', ')})`,
+      );
+    return { items, skipped: scan.skipped, columns: [...columns].sort() };
+  }
+
+  async read(item: SourceItem, size: number): Promise<ReadResult> {
+    const full = join(this.root, item.key);
+    let bytes: Buffer;
+    try {
+      const st = await stat(full);
+      if (st.size > this.limits.maxBytes)
+        return skip('too-large', `file of ${st.size} bytes exceeds the limit of ${this.limits.maxBytes}`);
+      bytes = await readFile(full);
+    } catch (e) {
+      return skip('unreadable', `cannot read the file (${(e as NodeJS.ErrnoException).code ?? 'I/O error'})`);
+    }
+    try {
+      const d = await decodeGrayscale(bytes, size, this.limits.maxPixels);
+      return {
+        ok: true,
+        frames: [
+          {
+            pixels: d.pixels,
+            originalWidth: d.originalWidth,
+            originalHeight: d.originalHeight,
+            bitDepth: d.bitDepth,
+          },
+        ],
+        patient: item.patient,
+        tags: item.tags,
+        label: item.label,
+      };
+    } catch (e) {
+      const msg = (e as Error).message ?? String(e);
+      if (/exceeds pixel limit/i.test(msg))
+        return skip('too-large', `image exceeds the limit of ${this.limits.maxPixels} pixels`);
+      return skip('decode-failed', `not a decodable PNG/JPEG (${msg.split('\n')[0]!.slice(0, 100)})`);
+    }
+  }
 }

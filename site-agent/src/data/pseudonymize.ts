@@ -43,12 +43,22 @@ export function assignPatientClasses(
   secret: Uint8Array,
   rawIds: readonly (string | null | undefined)[],
 ): PatientClasses {
-  const pseudonyms = rawIds.map((id) =>
-    id === null || id === undefined || id.trim() === '' ? null : pseudonymize(secret, id),
+  return assignPseudonymClasses(
+    rawIds.map((id) =>
+      id === null || id === undefined || id.trim() === '' ? null : pseudonymize(secret, id),
+    ),
   );
+}
+
+/**
+ * The same as {@link assignPatientClasses} for ids already pseudonymized at read time (the
+ * data sources do that): classes 0..P-1 in sorted pseudonym order, then one class per
+ * image without a patient.
+ */
+export function assignPseudonymClasses(pseudonyms: readonly (string | null)[]): PatientClasses {
   const distinct = [...new Set(pseudonyms.filter((p): p is string => p !== null))].sort();
   const classOf = new Map(distinct.map((p, i) => [p, i]));
-  const labels = new Int32Array(rawIds.length);
+  const labels = new Int32Array(pseudonyms.length);
   let next = distinct.length;
   pseudonyms.forEach((p, i) => {
     labels[i] = p === null ? next++ : classOf.get(p)!;
