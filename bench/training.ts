@@ -1,0 +1,244 @@
+/**
+ * Training throughput of the BYOL + metadata step on every available tfjs backend,
+ * side by side with the same model and step in PyTorch (CPU), measured interleaved in
+ * one run so the machine's load affects both alike.
+ *
+ *   npx vite-node bench/training.ts [-- --arch tiny,resnet18 --size 32,64 --batch 32
+ *        --steps 5 --warmup 1 --backends wasm,cpu --torch-threads 2]
+ *
+ * Each measured framework/config runs in its own child process (peak RSS is per
+ * process); the parent asks each child for one step in turn. Prints a table, then
+ * `RESULT train_ratio_wasm_over_torch_<size>px_<arch>=<x> x` (torch ms/step ÷ wasm
+ * ms/step, higher is better) and peak-memory ratios.
+ */
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { parseArgs } from 'node:util';
+
+const PYTHON = '/usr/bin/python3';
+const TORCH_SCRIPT = path.join(__dirname, 'reference', 'byol_step.py');
+
+interface ChildConfig {
+  backend: string;
+  arch: 'tiny' | 'resnet18';
+  size: number;
+  batch: number;
+  workers?: number;
+}
+
+/** A child process speaking the line protocol of bench/reference/byol_step.py. */
+class Runner {
+  readonly times: number[] = [];
+  readonly losses: number[] = [];
+  private readonly lines: AsyncIterator<string>;
+  private constructor(
+    readonly label: string,
+    private readonly proc: ChildProcessWithoutNullStreams,
+  ) {
+    this.lines = readline.createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
+    proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[${label}] ${d.toString()}`));
+  }
+
+  static async start(label: string, cmd: string, args: string[]): Promise<Runner> {
+    const r = new Runner(label, spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const ready = await r.read();
+    if (!ready.startsWith('ready')) throw new Error(`${label}: unexpected first line '${ready}'`);
+    return r;
+  }
+
+  private async read(): Promise<string> {
+    const next = await this.lines.next();
+    if (next.done) throw new Error(`${this.label}: child exited early`);
+    return next.value;
+  }
+
+  async ask(cmd: string): Promise<string[]> {
+    this.proc.stdin.write(`${cmd}\n`);
+    return (await this.read()).split(' ');
+  }
+
+  async step(record: boolean): Promise<void> {
+    const [, ms, loss] = await this.ask('step');
+    if (record) {
+      this.times.push(Number(ms));
+      this.losses.push(Number(loss));
+    }
+  }
+
+  async peakRssMiB(): Promise<number> {
+    const [, kib] = await this.ask('rss');
+    return Number(kib) / 1024;
+  }
+
+  async quit(): Promise<void> {
+    const exited = new Promise((resolve) => this.proc.once('exit', resolve));
+    this.proc.stdin.write('quit\n');
+    await exited;
+  }
+}
+
+/** Child mode: one tfjs backend, one config; answers step/rss/quit on stdin. */
+async function child(cfg: ChildConfig): Promise<void> {
+  // Loaded here so the parent never initialises TensorFlow.js.
+  const tf = await import('@tensorflow/tfjs-core');
+  const { selectBackend } = await import('../site-agent/src/train/backend');
+  const { createByolBench } = await import('./byol-step');
+  const { pino } = await import('pino');
+  await selectBackend(pino({ level: 'silent' }), cfg.backend as 'wasm' | 'cpu');
+  const bench = createByolBench(cfg.arch, cfg.size, cfg.batch);
+  process.stdout.write(`ready ${bench.paramCount} ${tf.getBackend()}\n`);
+  for await (const line of readline.createInterface({ input: process.stdin })) {
+    if (line === 'step') {
+      const t0 = performance.now();
+      const loss = bench.step();
+      process.stdout.write(`ms ${(performance.now() - t0).toFixed(3)} ${loss.toFixed(6)}\n`);
+    } else if (line === 'rss') {
+      process.stdout.write(`rss ${process.resourceUsage().maxRSS}\n`);
+    } else if (line === 'quit') {
+      break;
+    }
+  }
+  bench.dispose();
+  process.exit(0);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function torchAvailable(): string | undefined {
+  const r = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+interface Row {
+  arch: string;
+  size: number;
+  framework: string;
+  ms: number[];
+  rssMiB: number;
+  loss: number;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv.filter((a) => a !== '--'),
+    options: {
+      child: { type: 'string' },
+      arch: { type: 'string', default: 'tiny,resnet18' },
+      size: { type: 'string', default: '32,64' },
+      batch: { type: 'string', default: '32' },
+      steps: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '1' },
+      backends: { type: 'string', default: 'wasm,cpu' },
+      'torch-threads': { type: 'string', default: '2' },
+    },
+  });
+  if (values.child) return child(JSON.parse(values.child) as ChildConfig);
+
+  const archs = values.arch.split(',') as ChildConfig['arch'][];
+  const sizes = values.size.split(',').map(Number);
+  const batch = Number(values.batch);
+  const steps = Number(values.steps);
+  const warmup = Number(values.warmup);
+  const backends = values.backends.split(',');
+  const torchVersion = torchAvailable();
+  const rows: Row[] = [];
+  const os = await import('node:os');
+  console.log(
+    `training bench: batch ${batch}, ${steps} measured steps after ${warmup} warm-up, node ${process.version}, ` +
+      `${os.cpus().length} cpus, load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')} at start; ` +
+      (torchVersion
+        ? `torch ${torchVersion}`
+        : `torch not importable by ${PYTHON} (apt-get install python3-torch)`),
+  );
+
+  for (const arch of archs) {
+    for (const size of sizes) {
+      const runners: Runner[] = [];
+      for (const backend of backends) {
+        // The pure-JS cpu backend takes tens of seconds per step: only the smallest config.
+        if (backend === 'cpu' && !(arch === 'tiny' && size <= 32)) continue;
+        const cfg: ChildConfig = { backend, arch, size, batch };
+        runners.push(
+          await Runner.start(`tfjs-${backend}`, process.execPath, [
+            process.argv[1]!,
+            __filename,
+            '--',
+            '--child',
+            JSON.stringify(cfg),
+          ]),
+        );
+      }
+      if (torchVersion) {
+        const cfg = { arch, size, batch, classes: 4, threads: Number(values['torch-threads']) };
+        runners.push(await Runner.start('torch', PYTHON, [TORCH_SCRIPT, JSON.stringify(cfg)]));
+      }
+      for (let i = 0; i < warmup + steps; i++) {
+        for (const r of runners) {
+          // cpu is so slow that one measured step is enough.
+          if (r.label === 'tfjs-cpu' && i > warmup) continue;
+          await r.step(i >= warmup);
+        }
+      }
+      for (const r of runners) {
+        rows.push({
+          arch,
+          size,
+          framework: r.label,
+          ms: r.times,
+          rssMiB: await r.peakRssMiB(),
+          loss: r.losses[r.losses.length - 1] ?? NaN,
+        });
+        await r.quit();
+      }
+      const last = rows.slice(-runners.length);
+      for (const row of last) {
+        const m = median(row.ms);
+        console.log(
+          `${arch.padEnd(8)} ${String(size).padStart(3)}px ${row.framework.padEnd(10)} ` +
+            `median ${m.toFixed(0).padStart(6)} ms/step  min ${Math.min(...row.ms)
+              .toFixed(0)
+              .padStart(6)}  ` +
+            `max ${Math.max(...row.ms)
+              .toFixed(0)
+              .padStart(6)}  ${((batch * 1000) / m).toFixed(1).padStart(6)} img/s  ` +
+            `peak RSS ${row.rssMiB.toFixed(0).padStart(5)} MiB  loss ${row.loss.toFixed(4)}`,
+        );
+      }
+    }
+  }
+
+  console.log(
+    `load average at end: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  for (const arch of archs) {
+    for (const size of sizes) {
+      const wasm = rows.find((r) => r.arch === arch && r.size === size && r.framework === 'tfjs-wasm');
+      const torch = rows.find((r) => r.arch === arch && r.size === size && r.framework === 'torch');
+      if (!wasm || !torch) continue;
+      console.log(
+        `RESULT train_ratio_wasm_over_torch_${size}px_${arch}=${(median(torch.ms) / median(wasm.ms)).toFixed(3)} x`,
+      );
+      console.log(`RESULT train_wasm_ms_per_step_${size}px_${arch}=${median(wasm.ms).toFixed(0)} ms`);
+      console.log(`RESULT train_torch_ms_per_step_${size}px_${arch}=${median(torch.ms).toFixed(0)} ms`);
+      console.log(
+        `RESULT train_peak_rss_ratio_wasm_over_torch_${size}px_${arch}=${(wasm.rssMiB / torch.rssMiB).toFixed(2)} x`,
+      );
+    }
+  }
+}
+
+void main(process.argv.slice(2)).catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
