@@ -85,6 +85,14 @@ export const trainingConfigSchema = z
     /** λ: weight of the metadata cross-entropy added to the BYOL loss (0 disables the head). */
     metadataWeight: z.number().min(0).max(100).default(0.5),
     augmentation: augmentationConfigSchema.default(augmentationConfigSchema.parse({})),
+    /**
+     * How a site starts each round from the new global model: `replace` its online network
+     * (FedAvg-BYOL), or `fedema`: an EMA of its previous local model and the global one with
+     * μ = min(λ·‖w_global − w_local‖, 1) (Zhuang et al., ICLR 2022).
+     */
+    localUpdate: z.enum(['replace', 'fedema']).default('replace'),
+    /** λ of FedEMA's divergence-aware μ (used with `localUpdate: 'fedema'`). */
+    fedemaScaler: z.number().min(0).max(1e6).default(1),
   })
   .strict();
 export type TrainingConfig = z.infer<typeof trainingConfigSchema>;

@@ -11,10 +11,16 @@ export interface LocalState {
   target: NamedTensors;
   metadataHead: NamedTensors;
   metadataClasses: number;
+  /**
+   * The online network's shared weights at the end of the previous round (kept only for
+   * FedEMA, which starts the next round from an EMA of these and the new global model).
+   */
+  online?: NamedTensors;
 }
 
 const TARGET_PREFIX = 'target.';
 const HEAD_PREFIX = 'metadata_head.';
+const ONLINE_PREFIX = 'online.';
 const CLASSES_NAME = 'local_state.metadata_classes';
 
 /**
@@ -26,6 +32,7 @@ export function encodeLocalState(state: LocalState): Uint8Array {
   return encodeWeights([
     ...state.target.map((t) => ({ name: TARGET_PREFIX + t.name, shape: t.shape, data: t.data })),
     ...state.metadataHead,
+    ...(state.online ?? []).map((t) => ({ name: ONLINE_PREFIX + t.name, shape: t.shape, data: t.data })),
     { name: CLASSES_NAME, shape: [1], data: Float32Array.of(state.metadataClasses) },
   ]);
 }
@@ -41,6 +48,8 @@ export function decodeLocalState(bytes: Uint8Array): LocalState {
     if (t.name.startsWith(TARGET_PREFIX))
       state.target.push({ ...t, name: t.name.slice(TARGET_PREFIX.length) });
     else if (t.name.startsWith(HEAD_PREFIX)) state.metadataHead.push(t);
+    else if (t.name.startsWith(ONLINE_PREFIX))
+      (state.online ??= []).push({ ...t, name: t.name.slice(ONLINE_PREFIX.length) });
     else if (t.name === CLASSES_NAME && t.data.length === 1) state.metadataClasses = t.data[0]!;
     else throw new FedsslError('CODEC_MALFORMED', `local state contains unexpected tensor '${t.name}'`);
   }

@@ -507,3 +507,77 @@ describe('TaskRunner: a round', () => {
     await runner.stop();
   });
 });
+
+describe('TaskRunner: FedEMA local update', () => {
+  // The fake trainer moves every weight by +0.01 from where it starts.
+  const movingTrain =
+    (calls: TrainRoundArgs[]) =>
+    async (args: TrainRoundArgs): Promise<TrainRoundResult> => {
+      calls.push(args);
+      const weights = args.globalWeights.map((t) => ({
+        ...t,
+        data: t.data.map((v) => v + 0.01),
+      }));
+      return {
+        delta: weights.map((t) => ({ ...t, data: new Float32Array(t.data.length).fill(0.01) })),
+        weights,
+        exampleCount: args.dataset.count,
+        metrics: { loss: 1, byolLoss: 1, metadataLoss: 0, steps: 1, imagesPerSecond: 1, seconds: 0 },
+        localState: { target: [], metadataHead: [], metadataClasses: args.dataset.metadataClasses },
+      };
+    };
+
+  it('starts from μ·local + (1−μ)·global, uploads the delta against the global model and keeps the new local model', async () => {
+    const fake = honestCoordinator(coord, site);
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const calls: TrainRoundArgs[] = [];
+    const { runner, outcomes, localStates } = makeRunner(uplink, calls, { train: movingTrain(calls) });
+    // Previous local model: global + 0.2 everywhere → ‖w_g − w_l‖ = 0.2·√P; λ gives μ = 0.5.
+    const previous = globalWeights.map((t) => ({ ...t, data: t.data.map((v) => v + 0.2) }));
+    const params = globalWeights.reduce((n, t) => n + t.data.length, 0);
+    const divergence = Math.sqrt(
+      previous.reduce(
+        (s, t, i) => s + t.data.reduce((a, v, j) => a + (v - globalWeights[i]!.data[j]!) ** 2, 0),
+        0,
+      ),
+    );
+    expect(divergence).toBeCloseTo(0.2 * Math.sqrt(params), 2);
+    await localStates.save('run-1', { target: [], metadataHead: [], metadataClasses: 2, online: previous });
+    const task = makeTask({
+      training: { ...training, localUpdate: 'fedema', fedemaScaler: 0.5 / divergence },
+    });
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    await runner.idle();
+
+    expect(outcomes.map((o) => o.status)).toEqual(['accepted']);
+    const init = calls[0]!.globalWeights;
+    expect(
+      init.every((t, i) => t.data.every((v, j) => Math.abs(v - (globalWeights[i]!.data[j]! + 0.1)) < 1e-5)),
+    ).toBe(true);
+    // Uploaded: (init + 0.01) − global = 0.11, not the trainer's 0.01 against its start.
+    expect(fake.state.opened!.every((t) => t.data.every((v) => Math.abs(v - 0.11) < 1e-5))).toBe(true);
+    expect(fake.header()!.metrics.fedemaMu).toBeCloseTo(0.5, 6);
+    const saved = localStates.saved.get('run-1')!;
+    expect(saved.online!.map((t) => t.name)).toEqual(init.map((t) => t.name));
+    expect(
+      saved.online!.every((t, i) =>
+        t.data.every(
+          (v, j) => v === init[i]!.data[j]! + 0.01 || Math.abs(v - init[i]!.data[j]! - 0.01) < 1e-6,
+        ),
+      ),
+    ).toBe(true);
+  });
+
+  it('replaces (μ = 0) in the first round of a FedEMA run and keeps the local model from then on', async () => {
+    const fake = honestCoordinator(coord, site);
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const calls: TrainRoundArgs[] = [];
+    const { runner, localStates } = makeRunner(uplink, calls, { train: movingTrain(calls) });
+    const task = makeTask({ training: { ...training, localUpdate: 'fedema', fedemaScaler: 1 } });
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    await runner.idle();
+    expect(encodeWeights(calls[0]!.globalWeights)).toEqual(weightBytes);
+    expect(fake.header()!.metrics.fedemaMu).toBe(0);
+    expect(localStates.saved.get('run-1')!.online).toBeDefined();
+  });
+});

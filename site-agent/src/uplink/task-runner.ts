@@ -12,6 +12,7 @@ import {
 } from '@fedssl/shared/protocol';
 import { appendLedger } from '../audit/ledger';
 import type { TrainingDataset } from '../data/dataset';
+import { deltaFromGlobal, fedemaInit } from '../train/fedema';
 import type { LocalState } from '../train/local-state';
 import type { TrainProgress, TrainRoundArgs, TrainRoundResult } from '../train/trainer';
 import { systemClock, type Clock } from './backoff';
@@ -244,10 +245,16 @@ export class TaskRunner {
             loss: p.loss,
           });
       };
-      const result = await o.train({
+      // FedEMA: start from an EMA of the previous local model and the global one.
+      const fedema =
+        task.training.localUpdate === 'fedema'
+          ? fedemaInit(model.weights, localState?.online, task.training.fedemaScaler)
+          : null;
+      if (fedema) log.info({ mu: fedema.mu, divergence: fedema.divergence }, 'fedema local update');
+      const trained = await o.train({
         model: task.model,
         training: task.training,
-        globalWeights: model.weights,
+        globalWeights: fedema ? fedema.weights : model.weights,
         dataset,
         seed: taskSeed(task.nonce),
         ...(localState ? { localState } : {}),
@@ -255,7 +262,18 @@ export class TaskRunner {
         signal,
         logger: log,
       });
-      await o.localStates.save(task.runId, result.localState);
+      // The delta stays relative to the global model the coordinator folds it into.
+      const result = fedema
+        ? {
+            ...trained,
+            delta: deltaFromGlobal(trained.weights, model.weights),
+            metrics: { ...trained.metrics, fedemaMu: fedema.mu, fedemaDivergence: fedema.divergence },
+          }
+        : trained;
+      await o.localStates.save(
+        task.runId,
+        fedema ? { ...trained.localState, online: trained.weights } : trained.localState,
+      );
       signal.throwIfAborted();
 
       phase = 'upload';
