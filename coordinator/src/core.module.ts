@@ -6,35 +6,54 @@ import { AdminTokenRepository } from './admin/admin-token.repository';
 import { AdminTokenService } from './admin/admin-token.service';
 import { FedsslExceptionFilter } from './admin/http/fedssl-exception.filter';
 import { CLOCK, systemClock, type Clock } from './config/clock';
-import { CONFIG, LOGGER, sqliteFile, type CoordinatorConfig } from './config/config';
+import { AuditLog } from './audit/audit-log';
+import { CONFIG, LOGGER, type CoordinatorConfig } from './config/config';
 import { CoordinatorKeysService } from './keys/coordinator-keys.service';
 import { ModelStoreService } from './models/model-store.service';
 import { EnrollmentService } from './sites/enrollment.service';
 import { PresenceService } from './sites/presence.service';
 import { SiteRegistryService } from './sites/site-registry.service';
 import { SiteRepository } from './sites/site.repository';
-import { DATABASE, Database } from './store/database';
+import { openStore } from './store/open-store';
+import { SQL_STORE, type SqlStore } from './store/sql-store';
 
 /** Test and embedding seams for {@link CoreModule.forRoot}. */
 export interface CoreOptions {
   /** Defaults to the wall clock. */
   clock?: Clock;
-  /** An already-open database (e.g. shared with a test); otherwise one is opened from the config and closed on shutdown. */
-  database?: Database;
+  /** An already-open store (e.g. shared with a test); otherwise one is opened from the config and closed on shutdown. */
+  store?: SqlStore;
 }
 
 const OWNS_DATABASE = Symbol('OWNS_DATABASE');
 
 const SERVICES = [
   CoordinatorKeysService,
-  SiteRepository,
   SiteRegistryService,
   PresenceService,
   EnrollmentService,
   ModelStoreService,
-  AdminTokenRepository,
   AdminTokenService,
   AdminAuthGuard,
+];
+
+/** Repositories migrate their tables before anything uses them. */
+const REPOSITORIES = [
+  {
+    provide: SiteRepository,
+    useFactory: (db: SqlStore) => new SiteRepository(db).init(),
+    inject: [SQL_STORE],
+  },
+  {
+    provide: AdminTokenRepository,
+    useFactory: (db: SqlStore) => new AdminTokenRepository(db).init(),
+    inject: [SQL_STORE],
+  },
+  {
+    provide: AuditLog,
+    useFactory: (db: SqlStore, clock: Clock) => new AuditLog(db, clock).init(),
+    inject: [SQL_STORE, CLOCK],
+  },
 ];
 
 /**
@@ -47,29 +66,39 @@ const SERVICES = [
 @Module({})
 export class CoreModule implements OnApplicationShutdown {
   constructor(
-    @Inject(DATABASE) private readonly db: Database,
+    @Inject(SQL_STORE) private readonly db: SqlStore,
     @Inject(OWNS_DATABASE) private readonly ownsDatabase: boolean,
   ) {}
 
   static forRoot(config: CoordinatorConfig, logger: Logger, options: CoreOptions = {}): DynamicModule {
-    const ownsDatabase = options.database === undefined;
+    const ownsDatabase = options.store === undefined;
     return {
       module: CoreModule,
       providers: [
         { provide: CONFIG, useValue: config },
         { provide: LOGGER, useValue: logger },
         { provide: CLOCK, useValue: options.clock ?? systemClock },
-        { provide: DATABASE, useFactory: () => options.database ?? Database.open(sqliteFile(config)) },
+        { provide: SQL_STORE, useFactory: () => options.store ?? openStore(config) },
         { provide: OWNS_DATABASE, useValue: ownsDatabase },
+        ...REPOSITORIES,
         ...SERVICES,
         { provide: APP_GUARD, useExisting: AdminAuthGuard },
         { provide: APP_FILTER, useClass: FedsslExceptionFilter },
       ],
-      exports: [CONFIG, LOGGER, CLOCK, DATABASE, ...SERVICES],
+      exports: [
+        CONFIG,
+        LOGGER,
+        CLOCK,
+        SQL_STORE,
+        SiteRepository,
+        AdminTokenRepository,
+        AuditLog,
+        ...SERVICES,
+      ],
     };
   }
 
-  onApplicationShutdown(): void {
-    if (this.ownsDatabase) this.db.close();
+  async onApplicationShutdown(): Promise<void> {
+    if (this.ownsDatabase) await this.db.close();
   }
 }

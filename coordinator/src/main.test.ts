@@ -31,9 +31,9 @@ describe('startCoordinator: HTTP and socket.io on one port', () => {
       pino({ level: 'silent' }),
     );
     const enrollment = c.app.get(EnrollmentService);
-    const issued = enrollment.issueToken('Frames', 600);
+    const issued = await enrollment.issueToken('Frames', 600);
     party = generatePartyKeys();
-    enrollment.enroll({
+    await enrollment.enroll({
       token: issued.token,
       signingPublicKey: toBase64(party.signing.publicKey),
       boxPublicKey: toBase64(party.box.publicKey),
@@ -94,7 +94,7 @@ describe('startCoordinator: HTTP and socket.io on one port', () => {
     });
     await ok;
     const dropped = new Promise<string>((resolve) => socket.once('disconnect', resolve));
-    const admin = c.app.get(AdminTokenService).create('root', 'admin').token;
+    const admin = (await c.app.get(AdminTokenService).create('root', 'admin')).token;
     const res = await fetch(`${c.url}/api/v1/sites/${siteId}/revoke`, {
       method: 'POST',
       headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },

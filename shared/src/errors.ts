@@ -64,6 +64,8 @@ export const ERROR_CODES = {
   COORDINATOR_CONFIG_INVALID: 5010,
   ADMIN_TOKEN_NOT_FOUND: 5011,
   ENROLLMENT_KEY_IN_USE: 5012,
+  // 505x coordinator: store
+  STORE_UNAVAILABLE: 5050,
   // 6xxx coordinator: runs, rounds, updates
   RUN_NOT_FOUND: 6001,
   RUN_INVALID_STATE: 6002,

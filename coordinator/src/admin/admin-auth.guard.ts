@@ -49,7 +49,7 @@ export class AdminAuthGuard implements CanActivate {
     @Inject(AdminTokenService) private readonly tokens: AdminTokenService,
   ) {}
 
-  canActivate(context: ExecutionContext): boolean {
+  async canActivate(context: ExecutionContext): Promise<boolean> {
     if (context.getType() !== 'http') return true;
     const targets = [context.getHandler(), context.getClass()];
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC_KEY, targets)) return true;
@@ -64,7 +64,7 @@ export class AdminAuthGuard implements CanActivate {
         'missing bearer token: send "Authorization: Bearer <admin token>"',
       );
     }
-    const principal = this.tokens.authenticate(match[1]);
+    const principal = await this.tokens.authenticate(match[1]);
     if (!roleAllows(principal.role, required)) {
       throw new FedsslError(
         'ADMIN_FORBIDDEN',

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DATABASE, type Database } from '../store/database';
+import { SQL_STORE, type SqlStore } from '../store/sql-store';
 
 /** Admin API roles, strongest first. */
 export const ADMIN_ROLES = ['admin', 'operator', 'viewer'] as const;
@@ -31,45 +31,56 @@ export const ADMIN_MIGRATIONS: readonly string[] = [
 ];
 
 const COLUMNS =
-  'id, name, role, created_at AS createdAt, revoked_at AS revokedAt, last_used_at AS lastUsedAt';
+  'id, name, role, created_at AS "createdAt", revoked_at AS "revokedAt", last_used_at AS "lastUsedAt"';
 
-/** SQL for admin tokens. */
+/** SQL for admin tokens. Call {@link init} (migrations) once before use; the Nest provider does. */
 @Injectable()
 export class AdminTokenRepository {
-  constructor(@Inject(DATABASE) private readonly db: Database) {
-    db.migrate(ADMIN_COMPONENT, ADMIN_MIGRATIONS);
+  constructor(@Inject(SQL_STORE) private readonly db: SqlStore) {}
+
+  /** Applies this component's migrations. */
+  async init(): Promise<this> {
+    await this.db.migrate(ADMIN_COMPONENT, ADMIN_MIGRATIONS);
+    return this;
   }
 
-  insert(row: { id: string; name: string; role: AdminRole; tokenHash: string; createdAt: string }): void {
-    this.db.sqlite
-      .prepare('INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)')
-      .run(row.id, row.name, row.role, row.tokenHash, row.createdAt);
+  async insert(row: {
+    id: string;
+    name: string;
+    role: AdminRole;
+    tokenHash: string;
+    createdAt: string;
+  }): Promise<void> {
+    await this.db.execute(
+      'INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)',
+      [row.id, row.name, row.role, row.tokenHash, row.createdAt],
+    );
   }
 
-  get(id: string): AdminTokenRecord | undefined {
-    return this.db.sqlite.prepare(`SELECT ${COLUMNS} FROM admin_tokens WHERE id = ?`).get(id) as
-      AdminTokenRecord | undefined;
+  get(id: string): Promise<AdminTokenRecord | undefined> {
+    return this.db.one<AdminTokenRecord>(`SELECT ${COLUMNS} FROM admin_tokens WHERE id = $1`, [id]);
   }
 
-  getByHash(tokenHash: string): AdminTokenRecord | undefined {
-    return this.db.sqlite
-      .prepare(`SELECT ${COLUMNS} FROM admin_tokens WHERE token_hash = ?`)
-      .get(tokenHash) as AdminTokenRecord | undefined;
+  getByHash(tokenHash: string): Promise<AdminTokenRecord | undefined> {
+    return this.db.one<AdminTokenRecord>(`SELECT ${COLUMNS} FROM admin_tokens WHERE token_hash = $1`, [
+      tokenHash,
+    ]);
   }
 
-  list(): AdminTokenRecord[] {
-    return this.db.sqlite
-      .prepare(`SELECT ${COLUMNS} FROM admin_tokens ORDER BY created_at, rowid`)
-      .all() as AdminTokenRecord[];
+  list(): Promise<AdminTokenRecord[]> {
+    return this.db.query<AdminTokenRecord>(`SELECT ${COLUMNS} FROM admin_tokens ORDER BY created_at, id`);
   }
 
-  revoke(id: string, at: string): void {
-    this.db.sqlite
-      .prepare('UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
-      .run(at, id);
+  /** Revokes a live token; false when it was already revoked (or does not exist). */
+  async revoke(id: string, at: string): Promise<boolean> {
+    const r = await this.db.execute(
+      'UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL',
+      [at, id],
+    );
+    return r.rowCount === 1;
   }
 
-  touch(id: string, at: string): void {
-    this.db.sqlite.prepare('UPDATE admin_tokens SET last_used_at = ? WHERE id = ?').run(at, id);
+  async touch(id: string, at: string): Promise<void> {
+    await this.db.execute('UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2', [at, id]);
   }
 }

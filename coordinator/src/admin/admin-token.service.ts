@@ -4,6 +4,8 @@ import { FedsslError } from '@fedssl/shared/errors';
 import { LOGGER } from '../config/config';
 import { CLOCK, isoNow, type Clock } from '../config/clock';
 import { hashSecretToken, newId, newSecretToken } from '../keys/secret-token';
+import { AuditLog, type AuditActor } from '../audit/audit-log';
+import { SQL_STORE, type SqlStore } from '../store/sql-store';
 import { AdminTokenRepository, type AdminRole, type AdminTokenRecord } from './admin-token.repository';
 
 /** Token prefix, so scanners and humans recognise an admin token. */
@@ -23,6 +25,8 @@ export class AdminTokenService {
 
   constructor(
     @Inject(AdminTokenRepository) private readonly repo: AdminTokenRepository,
+    @Inject(AuditLog) private readonly audit: AuditLog,
+    @Inject(SQL_STORE) private readonly db: SqlStore,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(LOGGER) logger: Logger,
   ) {
@@ -30,36 +34,56 @@ export class AdminTokenService {
   }
 
   /** Creates a token; the secret is returned once and never stored. */
-  create(name: string, role: AdminRole): AdminTokenRecord & { token: string } {
+  async create(
+    name: string,
+    role: AdminRole,
+    actor: AuditActor = 'system',
+  ): Promise<AdminTokenRecord & { token: string }> {
     const token = newSecretToken(ADMIN_TOKEN_PREFIX);
     const id = newId('adm');
-    this.repo.insert({ id, name, role, tokenHash: hashSecretToken(token), createdAt: isoNow(this.clock) });
+    const rec = await this.db.transaction(async () => {
+      await this.repo.insert({
+        id,
+        name,
+        role,
+        tokenHash: hashSecretToken(token),
+        createdAt: isoNow(this.clock),
+      });
+      await this.audit.append(actor, 'admin-token.created', id, { name, role });
+      return (await this.repo.get(id)) as AdminTokenRecord;
+    });
     this.log.info({ tokenId: id, name, role }, 'admin token created');
-    return { ...(this.repo.get(id) as AdminTokenRecord), token };
+    return { ...rec, token };
   }
 
-  list(): AdminTokenRecord[] {
+  list(): Promise<AdminTokenRecord[]> {
     return this.repo.list();
   }
 
   /** @throws FedsslError ADMIN_TOKEN_NOT_FOUND */
-  revoke(id: string): AdminTokenRecord {
-    if (!this.repo.get(id)) throw new FedsslError('ADMIN_TOKEN_NOT_FOUND', `no admin token with id ${id}`);
-    this.repo.revoke(id, isoNow(this.clock));
+  async revoke(id: string, actor: AuditActor = 'system'): Promise<AdminTokenRecord> {
+    const rec = await this.db.transaction(async () => {
+      if (!(await this.repo.get(id)))
+        throw new FedsslError('ADMIN_TOKEN_NOT_FOUND', `no admin token with id ${id}`);
+      if (await this.repo.revoke(id, isoNow(this.clock))) {
+        await this.audit.append(actor, 'admin-token.revoked', id, {});
+      }
+      return (await this.repo.get(id)) as AdminTokenRecord;
+    });
     this.log.warn({ tokenId: id }, 'admin token revoked');
-    return this.repo.get(id) as AdminTokenRecord;
+    return rec;
   }
 
   /**
    * The principal for a presented bearer token.
    * @throws FedsslError ADMIN_UNAUTHORIZED for unknown or revoked tokens (one message for both).
    */
-  authenticate(token: string): AdminPrincipal {
-    const rec = this.repo.getByHash(hashSecretToken(token));
+  async authenticate(token: string): Promise<AdminPrincipal> {
+    const rec = await this.repo.getByHash(hashSecretToken(token));
     if (!rec || rec.revokedAt !== null) {
       throw new FedsslError('ADMIN_UNAUTHORIZED', 'invalid or revoked admin token');
     }
-    this.repo.touch(rec.id, isoNow(this.clock));
+    await this.repo.touch(rec.id, isoNow(this.clock));
     return { tokenId: rec.id, name: rec.name, role: rec.role };
   }
 }

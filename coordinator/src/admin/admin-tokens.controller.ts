@@ -1,4 +1,6 @@
 import { Body, Controller, Get, HttpCode, Inject, Param, Post } from '@nestjs/common';
+import { Actor } from '../audit/actor.decorator';
+import type { AuditActor } from '../audit/audit-log';
 import { Roles } from './admin-auth.guard';
 import type { AdminTokenRecord } from './admin-token.repository';
 import { AdminTokenService } from './admin-token.service';
@@ -13,18 +15,19 @@ export class AdminTokensController {
   @Post()
   create(
     @Body(new ZodBodyPipe(createAdminTokenSchema)) body: CreateAdminTokenDto,
-  ): AdminTokenRecord & { token: string } {
-    return this.tokens.create(body.name, body.role);
+    @Actor() actor: AuditActor,
+  ): Promise<AdminTokenRecord & { token: string }> {
+    return this.tokens.create(body.name, body.role, actor);
   }
 
   @Get()
-  list(): AdminTokenRecord[] {
+  list(): Promise<AdminTokenRecord[]> {
     return this.tokens.list();
   }
 
   @Post(':id/revoke')
   @HttpCode(200)
-  revoke(@Param('id') id: string): AdminTokenRecord {
-    return this.tokens.revoke(id);
+  revoke(@Param('id') id: string, @Actor() actor: AuditActor): Promise<AdminTokenRecord> {
+    return this.tokens.revoke(id, actor);
   }
 }

@@ -57,8 +57,8 @@ describe('fedssl-admin against an in-process coordinator', () => {
     dir = mkdtempSync(join(tmpdir(), 'fedssl-cli-'));
     const config = loadConfig({ FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0' });
     running = await startCoordinator(config, silent);
-    token = running.app.get(AdminTokenService).create('cli', 'admin').token;
-    viewerToken = running.app.get(AdminTokenService).create('viewer', 'viewer').token;
+    token = (await running.app.get(AdminTokenService).create('cli', 'admin')).token;
+    viewerToken = (await running.app.get(AdminTokenService).create('viewer', 'viewer')).token;
     running.app.get(ModelStoreService).publish(publishArgs('m.r0'));
     // A second store over the same directory, to plant versions the server reads lazily from disk.
     offline = new ModelStoreService(

@@ -4,31 +4,34 @@ import pino from 'pino';
 import { AdminTokenRepository, ADMIN_ROLES, type AdminRole } from '../admin/admin-token.repository';
 import { AdminTokenService } from '../admin/admin-token.service';
 import { systemClock } from '../config/clock';
-import { loadConfig, sqliteFile } from '../config/config';
+import { loadConfig } from '../config/config';
 import { startCoordinator } from '../main';
-import { Database } from '../store/database';
+import { AuditLog } from '../audit/audit-log';
+import { openStore } from '../store/open-store';
+import type { SqlStore } from '../store/sql-store';
 import { formatCliError, processIo, type CliIo } from './io';
 
 /**
  * Creates an admin token directly in the store (no server needed) and returns it. Used to
  * get the first token on a fresh install; calling it again creates another.
  */
-export function bootstrapAdmin(
+export async function bootstrapAdmin(
   env: NodeJS.ProcessEnv,
   name: string,
   role: AdminRole,
-): { token: string; id: string; existing: number } {
+): Promise<{ token: string; id: string; existing: number }> {
   const config = loadConfig(env);
-  const db = Database.open(sqliteFile(config));
+  const db: SqlStore = await openStore(config);
   try {
     // Logs go to stderr: stdout carries only the token.
     const logger = pino({ level: config.logLevel }, pino.destination(2));
-    const repo = new AdminTokenRepository(db);
-    const existing = repo.list().filter((t) => t.role === 'admin' && t.revokedAt === null).length;
-    const created = new AdminTokenService(repo, systemClock, logger).create(name, role);
+    const repo = await new AdminTokenRepository(db).init();
+    const audit = await new AuditLog(db, systemClock).init();
+    const existing = (await repo.list()).filter((t) => t.role === 'admin' && t.revokedAt === null).length;
+    const created = await new AdminTokenService(repo, audit, db, systemClock, logger).create(name, role);
     return { token: created.token, id: created.id, existing };
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
@@ -82,11 +85,11 @@ export async function runCoordinatorCli(
     .description('create an admin token directly in the store (FEDSSL_DATA_DIR); prints only the token')
     .option('--name <name>', 'token name', 'bootstrap')
     .option('--role <role>', `role (${ADMIN_ROLES.join('|')})`, 'admin')
-    .action((o: { name: string; role: string }) => {
+    .action(async (o: { name: string; role: string }) => {
       if (!(ADMIN_ROLES as readonly string[]).includes(o.role)) {
         throw new Error(`--role must be one of ${ADMIN_ROLES.join('|')}`);
       }
-      const r = bootstrapAdmin(env, o.name, o.role as AdminRole);
+      const r = await bootstrapAdmin(env, o.name, o.role as AdminRole);
       if (r.existing > 0) {
         io.stderr(
           `note: ${r.existing} active admin token(s) already existed; created another (id ${r.id})\n`,

@@ -105,7 +105,7 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     socket.disconnect(true);
   }
 
-  handleConnection(socket: Sock): void {
+  async handleConnection(socket: Sock): Promise<void> {
     const hs = agentHandshakeSchema.safeParse(socket.handshake.auth);
     if (!hs.success)
       return this.refuse(
@@ -122,7 +122,8 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
         `agent speaks protocol ${protocolVersion}, coordinator speaks ${PROTOCOL_VERSION}`,
       );
     }
-    const site = this.sites.get(siteId);
+    const site = await this.sites.get(siteId);
+    if (socket.disconnected) return;
     if (!site) return this.refuse(socket, 'SITE_NOT_FOUND', `site ${siteId} is not registered`);
     if (site.status === 'revoked') return this.refuse(socket, 'SITE_REVOKED', `site ${siteId} is revoked`);
     if (site.status !== 'enrolled')
@@ -137,7 +138,12 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     }, AUTH_TIMEOUT_MS);
     socket.data.authTimer.unref();
     // The response listener is attached here, before the challenge is sent, so it cannot be missed.
-    socket.once('auth:response', (msg) => this.authenticate(socket, msg));
+    socket.once('auth:response', (msg) => {
+      this.authenticate(socket, msg).catch((e: unknown) => {
+        this.log.error({ err: e }, 'authentication failed unexpectedly');
+        this.refuse(socket, 'SITE_AUTH_FAILED', 'authentication failed');
+      });
+    });
     socket.emit('auth:challenge', {
       nonce,
       serverTime: new Date().toISOString(),
@@ -145,10 +151,11 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     });
   }
 
-  private authenticate(socket: Sock, msg: unknown): void {
+  private async authenticate(socket: Sock, msg: unknown): Promise<void> {
     clearTimeout(socket.data.authTimer);
     const { siteId, nonce } = socket.data;
-    const site = siteId === undefined ? undefined : this.sites.get(siteId);
+    const site = siteId === undefined ? undefined : await this.sites.get(siteId);
+    if (socket.disconnected) return;
     const parsed = authResponseSchema.safeParse(msg);
     if (!siteId || !nonce || !site || site.status !== 'enrolled' || !parsed.success) {
       return this.refuse(socket, 'SITE_AUTH_FAILED', 'authentication failed');
@@ -195,9 +202,9 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
   }
 
   /** Runs a handler; errors become a coded ack. */
-  private handle<T extends object>(fn: () => T): ({ ok: true } & T) | AckError {
+  private async handle<T extends object>(fn: () => T | Promise<T>): Promise<({ ok: true } & T) | AckError> {
     try {
-      return { ok: true, ...fn() };
+      return { ok: true, ...(await fn()) };
     } catch (e) {
       if (!isFedsslErrorLike(e)) this.log.error({ err: e }, 'agent handler failed');
       return ackError(e);
@@ -206,8 +213,8 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   @SubscribeMessage('status')
   onStatus(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => {
-      this.sites.recordStatus(this.siteOf(socket), parse(agentStatusSchema, body));
+    return this.handle(async () => {
+      await this.sites.recordStatus(this.siteOf(socket), parse(agentStatusSchema, body));
       return {};
     });
   }
@@ -244,10 +251,10 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   @SubscribeMessage('task:failed')
   onTaskFailed(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => {
+    return this.handle(async () => {
       const siteId = this.siteOf(socket);
       const f = parse(taskFailedSchema, body);
-      this.engine.taskFailed(siteId, f.taskId, f.code, f.message);
+      await this.engine.taskFailed(siteId, f.taskId, f.code, f.message);
       return {};
     });
   }

@@ -46,7 +46,7 @@ describe('federation over socket.io (whole coordinator on port 0)', () => {
       { host: '127.0.0.1', port: 0, dataDir, databaseUrl: null, logLevel: 'silent' },
       pino({ level: 'silent' }),
     );
-    admin = c.app.get(AdminTokenService).create('admin', 'admin').token;
+    admin = (await c.app.get(AdminTokenService).create('admin', 'admin')).token;
   });
   afterAll(async () => {
     for (const s of sockets) s.disconnect();

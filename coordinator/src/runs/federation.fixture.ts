@@ -22,7 +22,8 @@ import { PROTOCOL_VERSION, type SignedTask, type Task, type UpdateHeader } from 
 import type { CoordinatorConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { ModelStoreService } from '../models/model-store.service';
-import { Database } from '../store/database';
+import { AuditLog } from '../audit/audit-log';
+import { SqliteStore } from '../store/sqlite-store';
 import { InMemoryTransport } from '../transport/in-memory-transport';
 import { UpdateStore } from '../uploads/update-store';
 import { UploadService } from '../uploads/upload.service';
@@ -165,8 +166,9 @@ export class FederationFixture {
   readonly presence = new EventEmitter();
   readonly transport = new InMemoryTransport();
   readonly sites = new Map<string, SiteView>();
-  readonly directory = { get: (id: string) => this.sites.get(id) };
-  db!: Database;
+  readonly directory = { get: (id: string) => Promise.resolve(this.sites.get(id)) };
+  db!: SqliteStore;
+  audit!: AuditLog;
   keys!: CoordinatorKeysService;
   models!: ModelStoreService;
   repo!: RunRepository;
@@ -175,12 +177,18 @@ export class FederationFixture {
   uploads!: UploadService;
   runs!: RunService;
 
-  constructor(logger?: Logger) {
+  private constructor(logger?: Logger) {
     this.logger = logger ?? pino({ level: 'silent' });
-    this.build();
   }
 
-  private build(): void {
+  /** A fixture over a fresh data dir (SQLite store, migrated). */
+  static async create(logger?: Logger): Promise<FederationFixture> {
+    const f = new FederationFixture(logger);
+    await f.build();
+    return f;
+  }
+
+  private async build(): Promise<void> {
     const config: CoordinatorConfig = {
       host: '127.0.0.1',
       port: 0,
@@ -188,10 +196,11 @@ export class FederationFixture {
       databaseUrl: null,
       logLevel: 'silent',
     };
-    this.db = Database.open(join(this.dataDir, 'fedssl.sqlite'));
+    this.db = SqliteStore.open(join(this.dataDir, 'fedssl.sqlite'));
+    this.audit = await new AuditLog(this.db, this.clock).init();
     this.keys = new CoordinatorKeysService(config, this.logger);
     this.models = new ModelStoreService(config, this.keys, this.clock, this.logger);
-    this.repo = new RunRepository(this.db);
+    this.repo = await new RunRepository(this.db).init();
     this.updates = new UpdateStore(this.dataDir);
     const deps = {
       repo: this.repo,
@@ -203,17 +212,19 @@ export class FederationFixture {
       updates: this.updates,
       clock: this.clock,
       logger: this.logger,
+      audit: this.audit,
     };
     this.engine = new RoundEngine(deps);
     this.uploads = new UploadService({ ...deps, engine: this.engine });
-    this.runs = new RunService(this.repo, this.engine, this.directory, this.clock);
+    this.runs = new RunService(this.repo, this.engine, this.directory, this.clock, this.audit);
   }
 
   /** Simulates a coordinator restart: everything rebuilt from the same database and data dir. */
-  restart(): void {
+  async restart(): Promise<void> {
+    await this.engine.idle();
     this.engine.stop();
-    this.db.close();
-    this.build();
+    await this.db.close();
+    await this.build();
   }
 
   agent(
@@ -234,21 +245,24 @@ export class FederationFixture {
   }
 
   /** Uploads a sealed update through UploadService in chunk order. */
-  upload(
+  async upload(
     siteId: string,
     sealed: ReturnType<FakeAgent['seal']>,
     mutateChunk?: (i: number, c: Uint8Array) => Uint8Array,
   ) {
-    const { uploadId } = this.uploads.begin(siteId, { header: sealed.header, signature: sealed.signature });
-    sealed.chunks.forEach((c, i) =>
-      this.uploads.chunk(siteId, { uploadId, index: i, data: mutateChunk ? mutateChunk(i, c) : c }),
-    );
+    const { uploadId } = await this.uploads.begin(siteId, {
+      header: sealed.header,
+      signature: sealed.signature,
+    });
+    for (const [i, c] of sealed.chunks.entries())
+      await this.uploads.chunk(siteId, { uploadId, index: i, data: mutateChunk ? mutateChunk(i, c) : c });
     return this.uploads.commit(siteId, { uploadId });
   }
 
-  close(): void {
+  async close(): Promise<void> {
+    await this.engine.idle();
     this.engine.stop();
-    this.db.close();
+    await this.db.close();
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

@@ -15,10 +15,12 @@ export interface SiteView {
   name: string;
   signingPublicKey: string;
   status: 'pending' | 'enrolled' | 'revoked';
+  /** The site's last reported number of training examples (null/absent: never reported). */
+  exampleCount?: number | null;
 }
 
 export interface SiteDirectory {
-  get(siteId: string): SiteView | undefined;
+  get(siteId: string): Promise<SiteView | undefined>;
 }
 
 /** Presence notifications (PresenceService is an EventEmitter with these events). */

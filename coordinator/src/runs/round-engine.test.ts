@@ -35,12 +35,12 @@ describe('RoundEngine', () => {
   afterEach(() => f?.close());
 
   it('runs two rounds to completion, FedAvg-weighting real sealed deltas, publishing verifiable manifests', async () => {
-    f = new FederationFixture();
+    f = await FederationFixture.create();
     const a = f.agent('site-a', 100, 0.01);
     const b = f.agent('site-b', 300, -0.02);
     f.connect(a);
     f.connect(b);
-    const run = f.runs.create(testRunBody({ rounds: 2, minSites: 2 }));
+    const run = await f.runs.create(testRunBody({ rounds: 2, minSites: 2 }));
     const ta = a.nextTask();
     const tb = b.nextTask();
     expect(f.runs.start(run.id).state).toBe('running');
@@ -52,13 +52,13 @@ describe('RoundEngine', () => {
       expect(taskA!.round).toBe(round);
       expect(taskA!.modelVersion).toBe(`${run.id}.r${round - 1}`);
       const next = round === 1 ? [a.nextTask(), b.nextTask()] : [];
-      f.upload('site-a', a.seal(taskA!));
+      await f.upload('site-a', a.seal(taskA!));
       expect(f.repo.getRun(run.id)!.latestModelVersion).toBe(`${run.id}.r${round - 1}`); // still waiting for b
-      f.upload('site-b', b.seal(taskB!));
+      await f.upload('site-b', b.seal(taskB!));
       if (next.length) await Promise.all(next);
     }
 
-    const detail = f.runs.get(run.id);
+    const detail = await f.runs.get(run.id);
     expect(detail.state).toBe('completed');
     expect(detail.latestModelVersion).toBe(`${run.id}.r2`);
     expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([
@@ -106,15 +106,15 @@ describe('RoundEngine', () => {
   });
 
   it('rejects a tampered update while the round completes from the others', async () => {
-    f = new FederationFixture();
+    f = await FederationFixture.create();
     const agents = [f.agent('site-a', 10, 0.1), f.agent('site-b', 10, 0.2), f.agent('site-c', 10, 0.3)];
     const offered = agents.map((a) => a.nextTask());
     agents.forEach((a) => f.connect(a));
-    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
-    f.runs.start(run.id);
+    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    await f.runs.start(run.id);
     const [ta, tb, tc] = await Promise.all(offered);
 
-    f.upload('site-a', agents[0]!.seal(ta!));
+    await f.upload('site-a', agents[0]!.seal(ta!));
     const flip = (i: number, c: Uint8Array) => {
       if (i !== 1) return c;
       const copy = c.slice();
@@ -123,7 +123,7 @@ describe('RoundEngine', () => {
     };
     let code = '';
     try {
-      f.upload('site-b', agents[1]!.seal(tb!), flip);
+      await f.upload('site-b', agents[1]!.seal(tb!), flip);
     } catch (e) {
       code = isFedsslErrorLike(e) ? e.code : 'not a FedsslError';
     }
@@ -131,14 +131,14 @@ describe('RoundEngine', () => {
     // A replay of the honest envelope for the rejected task is refused: the task is answered.
     let replay = '';
     try {
-      f.upload('site-b', agents[1]!.seal(tb!));
+      await f.upload('site-b', agents[1]!.seal(tb!));
     } catch (e) {
       replay = isFedsslErrorLike(e) ? e.code : 'not a FedsslError';
     }
     expect(replay).toBe('TASK_ALREADY_ANSWERED');
-    f.upload('site-c', agents[2]!.seal(tc!));
+    await f.upload('site-c', agents[2]!.seal(tc!));
 
-    const detail = f.runs.get(run.id);
+    const detail = await f.runs.get(run.id);
     expect(detail.state).toBe('completed');
     const p = detail.rounds[0]!.participants;
     expect(p.map((x) => [x.siteId, x.state])).toEqual([
@@ -157,11 +157,11 @@ describe('RoundEngine', () => {
 
   it('waits for enough sites (logging how many), fails a round at the deadline with too few, and retries', async () => {
     const log = capture();
-    f = new FederationFixture(log.logger);
+    f = await FederationFixture.create(log.logger);
     const a = f.agent('site-a', 5, 0.1);
     const b = f.agent('site-b', 5, 0.1);
-    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2, roundDeadlineSeconds: 60 }));
-    f.runs.start(run.id);
+    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2, roundDeadlineSeconds: 60 }));
+    await f.runs.start(run.id);
     f.connect(a);
     expect(
       log.lines.filter((l) => l.msg === 'waiting for sites').map((l) => [l.online, l.waitingFor]),
@@ -174,12 +174,12 @@ describe('RoundEngine', () => {
     const tb = b.nextTask();
     f.connect(b);
     const [taskA] = await Promise.all([ta, tb]);
-    f.upload('site-a', a.seal(taskA));
+    await f.upload('site-a', a.seal(taskA));
     const retryA = a.nextTask();
     const retryB = b.nextTask();
     f.clock.advance(60_001);
 
-    let detail = f.runs.get(run.id);
+    let detail = await f.runs.get(run.id);
     expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([
       [1, 1, 'failed'],
       [1, 2, 'training'],
@@ -187,36 +187,36 @@ describe('RoundEngine', () => {
     expect(detail.rounds[0]!.reason).toBe('deadline passed with 1 accepted update(s); need 2');
     expect(detail.rounds[0]!.participants.map((p) => p.state)).toEqual(['accepted', 'dropped']);
     expect(f.transport.cancels).toEqual([
-      { siteId: 'site-b', taskId: f.repo.listTasks(run.id, 1, 1)[1]!.id, reason: 'round failed' },
+      { siteId: 'site-b', taskId: (await f.repo.listTasks(run.id, 1, 1))[1]!.id, reason: 'round failed' },
     ]);
 
     const [ra, rb] = await Promise.all([retryA, retryB]);
     expect(ra.taskId).not.toBe(taskA.taskId);
     expect(ra.nonce).not.toBe(taskA.nonce);
     // The old task of the failed attempt can no longer be answered.
-    expect(() => f.upload('site-a', a.seal(taskA))).toThrow(/passed its deadline/);
-    f.upload('site-a', a.seal(ra));
-    f.upload('site-b', b.seal(rb));
-    detail = f.runs.get(run.id);
+    await expect(f.upload('site-a', a.seal(taskA))).rejects.toThrow(/passed its deadline/);
+    await f.upload('site-a', a.seal(ra));
+    await f.upload('site-b', b.seal(rb));
+    detail = await f.runs.get(run.id);
     expect(detail.state).toBe('completed');
     expect(detail.rounds.map((r) => r.state)).toEqual(['failed', 'published']);
   });
 
   it('drops a revoked site at once and leaves its accepted update out of the aggregate', async () => {
-    f = new FederationFixture();
+    f = await FederationFixture.create();
     const agents = [f.agent('site-a', 10, 0.1), f.agent('site-b', 10, 0.2), f.agent('site-c', 10, 0.3)];
     const offered = agents.map((a) => a.nextTask());
     agents.forEach((a) => f.connect(a));
-    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
-    f.runs.start(run.id);
+    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    await f.runs.start(run.id);
     const [ta, tb] = await Promise.all(offered);
-    f.upload('site-a', agents[0]!.seal(ta!));
-    f.upload('site-b', agents[1]!.seal(tb!));
+    await f.upload('site-a', agents[0]!.seal(ta!));
+    await f.upload('site-b', agents[1]!.seal(tb!));
     for (const id of ['site-b', 'site-c']) {
       f.sites.set(id, { ...f.sites.get(id)!, status: 'revoked' });
       f.presence.emit('revoked', id);
     }
-    const detail = f.runs.get(run.id);
+    const detail = await f.runs.get(run.id);
     const first = detail.rounds[0]!;
     expect(first.participants.map((p) => [p.siteId, p.state, p.reason])).toEqual([
       ['site-a', 'accepted', null],
@@ -233,13 +233,13 @@ describe('RoundEngine', () => {
   });
 
   it('fails the run after three failed attempts of a round', async () => {
-    f = new FederationFixture();
+    f = await FederationFixture.create();
     const a = f.agent('site-a', 5, 0.1);
     f.connect(a);
-    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 1, roundDeadlineSeconds: 10 }));
-    f.runs.start(run.id);
+    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 1, roundDeadlineSeconds: 10 }));
+    await f.runs.start(run.id);
     for (let i = 0; i < 3; i++) f.clock.advance(10_001);
-    const detail = f.runs.get(run.id);
+    const detail = await f.runs.get(run.id);
     expect(detail.rounds.map((r) => r.state)).toEqual(['failed', 'failed', 'failed']);
     expect(detail.state).toBe('failed');
     expect(detail.reason).toMatch(/^round 1 failed 3 times; last: deadline passed with 0 accepted/);
@@ -247,49 +247,51 @@ describe('RoundEngine', () => {
   });
 
   it('resumes after a restart on the same database and data dir without losing accepted updates', async () => {
-    f = new FederationFixture();
+    f = await FederationFixture.create();
     const a = f.agent('site-a', 10, 0.1);
     const b = f.agent('site-b', 30, 0.5);
     const ta = a.nextTask();
     const tb = b.nextTask();
     f.connect(a);
     f.connect(b);
-    const run = f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
-    f.runs.start(run.id);
+    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    await f.runs.start(run.id);
     const [taskA, taskB] = await Promise.all([ta, tb]);
-    f.upload('site-a', a.seal(taskA));
-    const accepted = f.repo.listUpdates(run.id, 1, 1)[0]!;
+    await f.upload('site-a', a.seal(taskA));
+    const accepted = (await f.repo.listUpdates(run.id, 1, 1))[0]!;
     expect(existsSync(accepted.envelopePath)).toBe(true);
 
-    f.restart();
+    await f.restart();
     // The outstanding task is offered again on resume; the accepted one is not.
     const reoffered = b.nextTask();
-    f.engine.resumeAll();
+    await f.engine.resumeAll();
     const again = await reoffered;
     expect(again.taskId).toBe(taskB.taskId);
     expect(f.transport.offers.filter((o) => o.siteId === 'site-a')).toHaveLength(1);
     expect(f.repo.listUpdates(run.id, 1, 1).map((u) => u.siteId)).toEqual(['site-a']);
 
-    f.upload('site-b', b.seal(again));
-    const detail = f.runs.get(run.id);
+    await f.upload('site-b', b.seal(again));
+    const detail = await f.runs.get(run.id);
     expect(detail.state).toBe('completed');
     const w0 = f.models.readWeights(`${run.id}.r0`)[0]!.data;
     const w1 = f.models.readWeights(`${run.id}.r1`)[0]!.data;
     expect(w1[0]! - w0[0]!).toBeCloseTo((10 * 0.1 + 30 * 0.5) / 40, 5);
   });
 
-  it('refuses to start a run twice and reports unknown runs', () => {
-    f = new FederationFixture();
-    const run = f.runs.create(testRunBody({ minSites: 1 }));
-    f.runs.start(run.id);
-    expect(() => f.runs.start(run.id)).toThrow(`run ${run.id} is running; only a created run can be started`);
-    expect(() => f.runs.get('run-nope')).toThrow('run run-nope does not exist');
+  it('refuses to start a run twice and reports unknown runs', async () => {
+    f = await FederationFixture.create();
+    const run = await f.runs.create(testRunBody({ minSites: 1 }));
+    await f.runs.start(run.id);
+    await expect(f.runs.start(run.id)).rejects.toThrow(
+      `run ${run.id} is running; only a created run can be started`,
+    );
+    await expect(f.runs.get('run-nope')).rejects.toThrow('run run-nope does not exist');
   });
 
-  it('validates run configs with exact messages', () => {
-    f = new FederationFixture();
+  it('validates run configs with exact messages', async () => {
+    f = await FederationFixture.create();
     try {
-      f.runs.create({ ...testRunBody(), rounds: 0, strategy: 'krum', extra: 1 });
+      await f.runs.create({ ...testRunBody(), rounds: 0, strategy: 'krum', extra: 1 });
       expect.unreachable();
     } catch (e) {
       expect(isFedsslErrorLike(e) && e.code).toBe('RUN_CONFIG_INVALID');

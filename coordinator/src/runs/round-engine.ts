@@ -9,6 +9,7 @@ import { strategyLabel, type UpdateSource } from '../strategies';
 import { aggregateRound } from '../strategies/aggregate-round';
 import type { AgentTransport } from '../transport/agent-transport';
 import { decodeDelta, openEnvelopeFile, type UpdateStore } from '../uploads/update-store';
+import type { AuditActor, AuditAction } from '../audit/audit-log';
 import type { CancelTimer, Clock } from './clock';
 import type { KeyHolder, ModelPublisher, PresenceEvents, SiteDirectory } from './ports';
 import type { RunRepository } from './run.repository';
@@ -22,6 +23,16 @@ import {
 } from './run.types';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 
+/** Where the engine appends its audit entries (the AuditLog satisfies it). */
+export interface AuditSink {
+  append(
+    actor: AuditActor,
+    action: AuditAction,
+    target: string,
+    details?: Record<string, unknown>,
+  ): Promise<unknown>;
+}
+
 /** Everything the engine talks to, injected (see runs.module.ts for the Nest wiring). */
 export interface RoundEngineDeps {
   repo: RunRepository;
@@ -33,6 +44,7 @@ export interface RoundEngineDeps {
   updates: UpdateStore;
   clock: Clock;
   logger: Logger;
+  audit: AuditSink;
 }
 
 /**
@@ -51,19 +63,33 @@ export function modelVersionOf(runId: string, round: number): string {
 
 /**
  * The persisted round state machine (ARCHITECTURE.md §2):
- *   run:   created → running → completed | cancelled | failed
+ *   run:   created → running → (paused ⇄ running) → completed | cancelled | failed
  *   round: open → training → aggregating → published   (or → failed, retried as a new attempt)
  * Every transition is written to the store before it is acted on, so {@link resumeAll}
  * after a restart continues from the store alone. In-memory state is limited to timers
  * and "waiting for sites" flags, both rebuilt by resume.
+ *
+ * Store calls are async, so each run's transitions are serialised by a per-run lock
+ * ({@link exclusive}): two answers arriving together cannot both aggregate a round. Public
+ * methods take the lock; private ones assume it is held.
+ *
+ * Pause stops the run from moving on: a round already training keeps collecting (and is
+ * aggregated when complete), but no round is opened, retried or completed until resume.
+ *
+ * Several runs at once: a site trains one task at a time, so a site with an unanswered task
+ * of another run is not selected ("busy"); the run waits in its open round until enough
+ * free sites are online and is re-tried whenever a task anywhere is answered.
  */
 export class RoundEngine {
   private readonly log: Logger;
   private readonly deadlines = new Map<string, CancelTimer>();
   /** Runs whose open round waits for sites, with the online count last logged. */
   private readonly waiting = new Map<string, number>();
-  private readonly onOnline = (siteId: string): void => this.siteOnline(siteId);
-  private readonly onRevoked = (siteId: string): void => this.siteRevoked(siteId);
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly onOnline = (siteId: string): void =>
+    this.background(this.siteOnline(siteId), 'site online');
+  private readonly onRevoked = (siteId: string): void =>
+    this.background(this.siteRevoked(siteId), 'site revoked');
   private stopped = false;
   /** See {@link RoundEngineEvents}. */
   readonly events = new EventEmitter<RoundEngineEvents>();
@@ -84,12 +110,37 @@ export class RoundEngine {
     this.waiting.clear();
   }
 
+  /** Resolves once every queued transition has run (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.locks.size > 0) await Promise.allSettled([...this.locks.values()]);
+  }
+
+  /** Runs `fn` after every earlier transition of the same run has finished. */
+  private exclusive<T>(runId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(runId) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.locks.set(runId, settled);
+    void settled.then(() => {
+      if (this.locks.get(runId) === settled) this.locks.delete(runId);
+    });
+    return next;
+  }
+
+  /** Fire-and-forget work from events and timers: errors are logged, never thrown at an emitter. */
+  private background(p: Promise<unknown>, what: string): void {
+    p.catch((e: unknown) => this.log.error({ err: e }, `${what}: could not update run state`));
+  }
+
   private iso(): string {
     return new Date(this.d.clock.now()).toISOString();
   }
 
-  private getRun(runId: string): RunRecord {
-    const run = this.d.repo.getRun(runId);
+  private async getRun(runId: string): Promise<RunRecord> {
+    const run = await this.d.repo.getRun(runId);
     if (!run) throw new FedsslError('RUN_NOT_FOUND', `run ${runId} does not exist`);
     return run;
   }
@@ -100,27 +151,131 @@ export class RoundEngine {
    * Starts a created run: publishes version 0 from the run's seed and opens round 1.
    * @throws FedsslError RUN_NOT_FOUND; RUN_INVALID_STATE unless the run is `created`.
    */
-  start(runId: string): RunRecord {
-    const run = this.getRun(runId);
-    if (run.state !== 'created') {
-      throw new FedsslError(
-        'RUN_INVALID_STATE',
-        `run ${runId} is ${run.state}; only a created run can be started`,
+  start(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
+    return this.exclusive(runId, async () => {
+      await this.transition(runId, ['created'], 'running', 'run.started', actor, (s) =>
+        s === 'paused'
+          ? `run ${runId} is paused; resume it instead of starting it`
+          : `run ${runId} is ${s}; only a created run can be started`,
       );
-    }
-    this.d.repo.updateRun(runId, { state: 'running' }, this.iso());
-    this.log.info({ runId }, 'run started');
-    this.events.emit('run', { runId, state: 'running' });
-    this.advance(runId);
-    return this.getRun(runId);
+      this.log.info({ runId }, 'run started');
+      await this.advance(runId);
+      return this.getRun(runId);
+    });
+  }
+
+  /**
+   * Pauses a running run: no new round or task until {@link resume}; a round already training
+   * keeps collecting updates.
+   * @throws FedsslError RUN_NOT_FOUND; RUN_INVALID_STATE unless the run is `running`.
+   */
+  pause(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
+    return this.exclusive(runId, async () => {
+      await this.transition(
+        runId,
+        ['running'],
+        'paused',
+        'run.paused',
+        actor,
+        (s) => `run ${runId} is ${s}; only a running run can be paused`,
+      );
+      this.waiting.delete(runId);
+      this.log.info({ runId }, 'run paused');
+      return this.getRun(runId);
+    });
+  }
+
+  /**
+   * Resumes a paused run where it stopped.
+   * @throws FedsslError RUN_NOT_FOUND; RUN_INVALID_STATE unless the run is `paused`.
+   */
+  resume(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
+    return this.exclusive(runId, async () => {
+      await this.transition(
+        runId,
+        ['paused'],
+        'running',
+        'run.resumed',
+        actor,
+        (s) => `run ${runId} is ${s}; only a paused run can be resumed`,
+      );
+      this.log.info({ runId }, 'run resumed');
+      await this.advance(runId, false);
+      return this.getRun(runId);
+    });
+  }
+
+  /**
+   * Cancels a run that has not ended: its open round fails with "run cancelled", its
+   * unanswered tasks are dropped (persisted first) and their agents told to stop.
+   * @throws FedsslError RUN_NOT_FOUND; RUN_INVALID_STATE for a completed, cancelled or failed run.
+   */
+  cancel(
+    runId: string,
+    actor: AuditActor = 'system',
+    reason = 'cancelled by an operator',
+  ): Promise<RunRecord> {
+    return this.exclusive(runId, async () => {
+      const open = await this.d.repo.transaction(async () => {
+        await this.transition(
+          runId,
+          ['created', 'running', 'paused'],
+          'cancelled',
+          'run.cancelled',
+          actor,
+          (s) => `run ${runId} is ${s}; only a created, running or paused run can be cancelled`,
+          reason,
+        );
+        const round = await this.d.repo.latestRound(runId);
+        if (!round || !['open', 'training', 'aggregating'].includes(round.state)) return [];
+        const tasks = (await this.d.repo.listTasks(runId, round.round, round.attempt)).filter(
+          (t) => t.state === 'offered',
+        );
+        for (const t of tasks) await this.d.repo.answerTask(t.id, 'dropped', 'run cancelled', this.iso());
+        await this.d.repo.updateRound(runId, round.round, round.attempt, {
+          state: 'failed',
+          reason: 'run cancelled',
+        });
+        return tasks;
+      });
+      this.deadlines.get(runId)?.();
+      this.deadlines.delete(runId);
+      this.waiting.delete(runId);
+      for (const t of open) this.d.transport.cancelTask(t.siteId, t.id, 'run cancelled');
+      this.log.info({ runId, droppedTasks: open.length }, 'run cancelled');
+      this.events.emit('run', { runId, state: 'cancelled' });
+      this.kickWaiting(runId);
+      return this.getRun(runId);
+    });
+  }
+
+  /** Compare-and-set of the run state with its audit entry, in one transaction. */
+  private async transition(
+    runId: string,
+    from: readonly RunState[],
+    to: RunState,
+    action: AuditAction,
+    actor: AuditActor,
+    illegal: (state: RunState) => string,
+    reason: string | null = null,
+  ): Promise<void> {
+    await this.d.repo.transaction(async () => {
+      const run = await this.getRun(runId);
+      if (!from.includes(run.state)) throw new FedsslError('RUN_INVALID_STATE', illegal(run.state));
+      if (!(await this.d.repo.transitionRun(runId, from, to, reason, this.iso()))) {
+        throw new FedsslError('RUN_INVALID_STATE', illegal((await this.getRun(runId)).state));
+      }
+      await this.d.audit.append(actor, action, runId, reason === null ? {} : { reason });
+    });
+    if (to !== 'cancelled') this.events.emit('run', { runId, state: to });
   }
 
   /** Resumes every run that was running when the coordinator stopped. */
-  resumeAll(): void {
-    for (const run of this.d.repo.listRuns('running')) {
+  async resumeAll(): Promise<void> {
+    for (const run of await this.d.repo.listRuns('running')) {
       this.log.info({ runId: run.id, round: run.currentRound }, 'resuming run');
       try {
-        this.advance(run.id);
+        await this.exclusive(run.id, () => this.advance(run.id));
       } catch (e) {
         this.log.error({ runId: run.id, err: e }, 'could not resume run');
       }
@@ -129,26 +284,27 @@ export class RoundEngine {
 
   /**
    * Moves a running run forward from whatever its persisted state is. Idempotent: calling
-   * it again in the same state does nothing new (used by start and resume).
+   * it again in the same state does nothing new (used by start, resume and restart).
+   * `reoffer`: send outstanding tasks again (after a restart the agents may not have them).
    */
-  private advance(runId: string): void {
+  private async advance(runId: string, reoffer = true): Promise<void> {
     if (this.stopped) return;
-    const run = this.getRun(runId);
+    const run = await this.getRun(runId);
     if (run.state !== 'running') return;
     if (run.initialModelVersion === null) {
-      this.publishInitial(run);
-      return this.advance(runId);
+      await this.publishInitial(run);
+      return this.advance(runId, reoffer);
     }
-    const round = this.d.repo.latestRound(runId);
+    const round = await this.d.repo.latestRound(runId);
     if (!round) {
-      this.openRound(this.getRun(runId), 1, 1);
+      await this.openRound(await this.getRun(runId), 1, 1);
       return;
     }
     switch (round.state) {
       case 'open':
         return this.trySelect(runId);
       case 'training':
-        return this.resumeTraining(run, round);
+        return this.resumeTraining(run, round, reoffer);
       case 'aggregating':
         return this.aggregate(runId, round);
       case 'published':
@@ -158,7 +314,7 @@ export class RoundEngine {
     }
   }
 
-  private publishInitial(run: RunRecord): void {
+  private async publishInitial(run: RunRecord): Promise<void> {
     const version = modelVersionOf(run.id, 0);
     const existing = this.d.models.getManifest(version);
     if (!existing) {
@@ -174,17 +330,21 @@ export class RoundEngine {
         strategy: strategyLabel(run.config.strategy),
       });
     }
-    this.d.repo.updateRun(run.id, { initialModelVersion: version, latestModelVersion: version }, this.iso());
+    await this.d.repo.updateRun(
+      run.id,
+      { initialModelVersion: version, latestModelVersion: version },
+      this.iso(),
+    );
     this.log.info({ runId: run.id, version }, 'initial model published');
   }
 
-  private openRound(run: RunRecord, round: number, attempt: number): void {
+  private async openRound(run: RunRecord, round: number, attempt: number): Promise<void> {
     const base = run.latestModelVersion;
     const manifest = base === null ? undefined : this.d.models.getManifest(base);
     if (!base || !manifest)
       throw new FedsslError('MODEL_VERSION_NOT_FOUND', `base model of run ${run.id} is missing`);
-    this.d.repo.transaction(() => {
-      this.d.repo.insertRound({
+    await this.d.repo.transaction(async () => {
+      await this.d.repo.insertRound({
         runId: run.id,
         round,
         attempt,
@@ -198,52 +358,78 @@ export class RoundEngine {
         modelSha256: null,
         reason: null,
       });
-      this.d.repo.updateRun(run.id, { currentRound: round }, this.iso());
+      await this.d.repo.updateRun(run.id, { currentRound: round }, this.iso());
     });
     this.log.info({ runId: run.id, round, attempt }, 'round open');
     this.events.emit('round', { runId: run.id, round, attempt, state: 'open' });
-    this.trySelect(run.id);
+    await this.trySelect(run.id);
   }
 
-  /** Sites that may take part now: online, enrolled (hence not revoked or pending). */
-  private eligibleSites(): string[] {
-    return this.d.transport
-      .onlineSiteIds()
-      .filter((id) => this.d.sites.get(id)?.status === 'enrolled')
-      .sort();
+  /**
+   * Sites that may take part in `run` now: online, enrolled (hence not revoked or pending),
+   * not busy with another run's task, and with at least `minExamples` examples. Skipped
+   * sites are logged with the reason.
+   */
+  private async eligibleSites(run: RunRecord): Promise<string[]> {
+    const busy = new Map<string, string>();
+    for (const t of await this.d.repo.listOfferedTasks()) if (t.runId !== run.id) busy.set(t.siteId, t.runId);
+    const minExamples = run.config.minExamples ?? 0;
+    const eligible: string[] = [];
+    for (const id of this.d.transport.onlineSiteIds()) {
+      const site = await this.d.sites.get(id);
+      if (site?.status !== 'enrolled') continue;
+      let skip: string | null = null;
+      if (busy.has(id)) skip = `busy with a task of run ${busy.get(id)}`;
+      else if (minExamples > 0 && (site.exampleCount ?? 0) < minExamples)
+        skip =
+          site.exampleCount === null || site.exampleCount === undefined
+            ? `no example count reported; run needs ${minExamples}`
+            : `${site.exampleCount} examples; run needs ${minExamples}`;
+      if (skip) this.log.info({ runId: run.id, siteId: id, reason: skip }, 'site not selected');
+      else eligible.push(id);
+    }
+    return eligible.sort();
   }
 
-  private siteOnline(siteId: string): void {
-    for (const runId of [...this.waiting.keys()]) this.trySelect(runId);
+  private async siteOnline(siteId: string): Promise<void> {
+    for (const runId of [...this.waiting.keys()]) await this.exclusive(runId, () => this.trySelect(runId));
     // A site that reconnects during training gets its outstanding task again (same task,
     // same nonce): the agent may have lost it with the connection.
-    for (const run of this.d.repo.listRuns('running')) {
-      const round = this.d.repo.latestRound(run.id);
-      if (round?.state !== 'training') continue;
-      const task = this.d.repo.listTasks(run.id, round.round, round.attempt).find((t) => t.siteId === siteId);
-      if (task?.state === 'offered') this.offer(task);
+    for (const task of await this.d.repo.listOfferedTasks()) {
+      if (task.siteId !== siteId) continue;
+      const round = await this.d.repo.latestRound(task.runId);
+      if (round?.state === 'training' && round.round === task.round && round.attempt === task.attempt)
+        this.offer(task);
     }
   }
 
   /** A revoked site's open tasks are dropped at once; its accepted updates are left out at aggregation. */
-  private siteRevoked(siteId: string): void {
-    for (const run of this.d.repo.listRuns('running')) {
-      const round = this.d.repo.latestRound(run.id);
-      if (round?.state !== 'training') continue;
-      const task = this.d.repo.listTasks(run.id, round.round, round.attempt).find((t) => t.siteId === siteId);
-      if (task?.state === 'offered') this.answer(task.id, 'dropped', 'site revoked');
+  private async siteRevoked(siteId: string): Promise<void> {
+    for (const task of await this.d.repo.listOfferedTasks()) {
+      if (task.siteId === siteId) await this.answer(task.id, 'dropped', 'site revoked');
     }
   }
 
-  private trySelect(runId: string): void {
+  /** Re-tries selection for runs waiting for sites (a site may have become free). */
+  private kickWaiting(exceptRunId: string): void {
+    for (const runId of [...this.waiting.keys()]) {
+      if (runId !== exceptRunId)
+        this.background(
+          this.exclusive(runId, () => this.trySelect(runId)),
+          'retry selection',
+        );
+    }
+  }
+
+  private async trySelect(runId: string): Promise<void> {
     if (this.stopped) return;
-    const run = this.getRun(runId);
-    const round = this.d.repo.latestRound(runId);
+    const run = await this.getRun(runId);
+    const round = await this.d.repo.latestRound(runId);
     if (run.state !== 'running' || round?.state !== 'open') {
       this.waiting.delete(runId);
       return;
     }
-    const eligible = this.eligibleSites();
+    const eligible = await this.eligibleSites(run);
     const { minSites } = run.config;
     if (eligible.length < minSites) {
       if (this.waiting.get(runId) !== eligible.length) {
@@ -263,10 +449,10 @@ export class RoundEngine {
       return;
     }
     this.waiting.delete(runId);
-    this.issueTasks(run, round, eligible);
+    await this.issueTasks(run, round, eligible);
   }
 
-  private issueTasks(run: RunRecord, round: RoundRow, siteIds: string[]): void {
+  private async issueTasks(run: RunRecord, round: RoundRow, siteIds: string[]): Promise<void> {
     const now = this.d.clock.now();
     const deadlineMs = now + run.config.roundDeadlineSeconds * 1000;
     const deadline = new Date(deadlineMs).toISOString();
@@ -303,9 +489,9 @@ export class RoundEngine {
       };
     });
     // Persist tasks and the training state before anything is sent.
-    this.d.repo.transaction(() => {
-      for (const t of tasks) this.d.repo.insertTask(t);
-      this.d.repo.updateRound(run.id, round.round, round.attempt, { state: 'training', deadline });
+    await this.d.repo.transaction(async () => {
+      for (const t of tasks) await this.d.repo.insertTask(t);
+      await this.d.repo.updateRound(run.id, round.round, round.attempt, { state: 'training', deadline });
     });
     this.log.info(
       { runId: run.id, round: round.round, attempt: round.attempt, sites: siteIds.length, deadline },
@@ -324,10 +510,14 @@ export class RoundEngine {
   private offer(task: TaskRow): void {
     this.d.transport.offerTask(task.siteId, task.signedTask).then(
       (res) => {
-        if (!res.accepted) this.answer(task.id, 'dropped', `task declined: ${res.reason}`);
+        if (!res.accepted)
+          this.background(this.answer(task.id, 'dropped', `task declined: ${res.reason}`), 'task declined');
       },
       (e: unknown) =>
-        this.answer(task.id, 'dropped', `task offer failed: ${e instanceof Error ? e.message : String(e)}`),
+        this.background(
+          this.answer(task.id, 'dropped', `task offer failed: ${e instanceof Error ? e.message : String(e)}`),
+          'task offer failed',
+        ),
     );
   }
 
@@ -335,18 +525,21 @@ export class RoundEngine {
     this.deadlines.get(runId)?.();
     const cancel = this.d.clock.schedule(deadlineMs - this.d.clock.now(), () => {
       this.deadlines.delete(runId);
-      this.onDeadline(runId, round.round, round.attempt);
+      this.background(
+        this.exclusive(runId, () => this.onDeadline(runId, round.round, round.attempt)),
+        'round deadline',
+      );
     });
     this.deadlines.set(runId, cancel);
   }
 
-  private resumeTraining(run: RunRecord, round: RoundRow): void {
+  private async resumeTraining(run: RunRecord, round: RoundRow, reoffer: boolean): Promise<void> {
     const deadlineMs = Date.parse(round.deadline ?? this.iso());
     if (deadlineMs <= this.d.clock.now()) return this.onDeadline(run.id, round.round, round.attempt);
-    this.armDeadline(run.id, round, deadlineMs);
-    const tasks = this.d.repo.listTasks(run.id, round.round, round.attempt);
-    for (const t of tasks) if (t.state === 'offered') this.offer(t);
-    this.checkComplete(run.id, round.round, round.attempt);
+    if (reoffer || !this.deadlines.has(run.id)) this.armDeadline(run.id, round, deadlineMs);
+    const tasks = await this.d.repo.listTasks(run.id, round.round, round.attempt);
+    if (reoffer) for (const t of tasks) if (t.state === 'offered') this.offer(t);
+    await this.checkComplete(run.id, round.round, round.attempt);
   }
 
   // ------------------------------------------------------------------ answers
@@ -355,7 +548,7 @@ export class RoundEngine {
    * Checks that an update for `task` may still be accepted now; returns the error code and
    * message if not (used by UploadService before and after receiving the bytes).
    */
-  taskAnswerability(task: TaskRow): { code: ErrorCode; message: string } | null {
+  async taskAnswerability(task: TaskRow): Promise<{ code: ErrorCode; message: string } | null> {
     if (this.d.clock.now() > Date.parse(task.deadline))
       return { code: 'TASK_EXPIRED', message: `task ${task.id} passed its deadline ${task.deadline}` };
     if (task.state !== 'offered')
@@ -363,8 +556,8 @@ export class RoundEngine {
         code: 'TASK_ALREADY_ANSWERED',
         message: `task ${task.id} was already answered (${task.state})`,
       };
-    const round = this.d.repo.getRound(task.runId, task.round, task.attempt);
-    const latest = this.d.repo.latestRound(task.runId);
+    const round = await this.d.repo.getRound(task.runId, task.round, task.attempt);
+    const latest = await this.d.repo.latestRound(task.runId);
     if (round?.state !== 'training' || latest?.attempt !== task.attempt || latest.round !== task.round) {
       return {
         code: 'TASK_EXPIRED',
@@ -378,154 +571,193 @@ export class RoundEngine {
    * Records a non-accepted answer of a task (declined, rejected update, agent failure) and
    * re-evaluates the round. A task answered already keeps its first answer.
    */
-  answer(taskId: string, state: 'rejected' | 'failed' | 'dropped', reason: string): boolean {
-    const task = this.d.repo.getTask(taskId);
+  async answer(taskId: string, state: 'rejected' | 'failed' | 'dropped', reason: string): Promise<boolean> {
+    const task = await this.d.repo.getTask(taskId);
     if (!task) return false;
-    const changed = this.d.repo.answerTask(taskId, state, reason.slice(0, 500), this.iso());
-    if (changed) {
-      this.log.info(
-        { runId: task.runId, round: task.round, siteId: task.siteId, taskId, state, reason },
-        'task answered',
-      );
-      this.checkComplete(task.runId, task.round, task.attempt);
-    }
-    return changed;
+    return this.exclusive(task.runId, async () => {
+      const text = reason.slice(0, 500);
+      const changed = await this.d.repo.transaction(async () => {
+        const ok = await this.d.repo.answerTask(taskId, state, text, this.iso());
+        if (ok && state === 'rejected') {
+          await this.d.audit.append('system', 'update.rejected', taskId, {
+            siteId: task.siteId,
+            runId: task.runId,
+            round: task.round,
+            reason: text,
+          });
+        }
+        return ok;
+      });
+      if (changed) {
+        this.log.info(
+          { runId: task.runId, round: task.round, siteId: task.siteId, taskId, state, reason },
+          'task answered',
+        );
+        await this.checkComplete(task.runId, task.round, task.attempt);
+        this.kickWaiting(task.runId);
+      }
+      return changed;
+    });
   }
 
   /** An agent reported that it could not complete a task (`task:failed`). */
-  taskFailed(siteId: string, taskId: string, code: string, message: string): void {
-    const task = this.d.repo.getTask(taskId);
+  async taskFailed(siteId: string, taskId: string, code: string, message: string): Promise<void> {
+    const task = await this.d.repo.getTask(taskId);
     if (!task || task.siteId !== siteId) {
       throw new FedsslError('TASK_UNKNOWN', `task ${taskId} was not issued to this site`);
     }
-    this.answer(taskId, 'failed', `${code}: ${message}`);
+    await this.answer(taskId, 'failed', `${code}: ${message}`);
   }
 
   /** Called by UploadService after an accepted update and its task answer were stored. */
-  updateAccepted(taskId: string): void {
-    const task = this.d.repo.getTask(taskId);
-    if (task) this.checkComplete(task.runId, task.round, task.attempt);
+  async updateAccepted(taskId: string): Promise<void> {
+    const task = await this.d.repo.getTask(taskId);
+    if (!task) return;
+    await this.exclusive(task.runId, () => this.checkComplete(task.runId, task.round, task.attempt));
+    this.kickWaiting(task.runId);
   }
 
-  private checkComplete(runId: string, roundNo: number, attempt: number): void {
+  private async checkComplete(runId: string, roundNo: number, attempt: number): Promise<void> {
     if (this.stopped) return;
-    const round = this.d.repo.getRound(runId, roundNo, attempt);
+    const round = await this.d.repo.getRound(runId, roundNo, attempt);
     if (round?.state !== 'training') return;
-    const tasks = this.d.repo.listTasks(runId, roundNo, attempt);
+    const tasks = await this.d.repo.listTasks(runId, roundNo, attempt);
     if (tasks.some((t) => t.state === 'offered')) return;
-    const run = this.getRun(runId);
+    const run = await this.getRun(runId);
     const accepted = tasks.filter((t) => t.state === 'accepted').length;
-    if (accepted >= run.config.minSites) this.aggregate(runId, round);
+    if (accepted >= run.config.minSites) await this.aggregate(runId, round);
     else
-      this.failRound(
+      await this.failRound(
         run,
         round,
         `every task answered with ${accepted} accepted update(s); need ${run.config.minSites}`,
       );
   }
 
-  private onDeadline(runId: string, roundNo: number, attempt: number): void {
+  private async onDeadline(runId: string, roundNo: number, attempt: number): Promise<void> {
     if (this.stopped) return;
-    const round = this.d.repo.getRound(runId, roundNo, attempt);
+    const round = await this.d.repo.getRound(runId, roundNo, attempt);
     if (round?.state !== 'training') return;
-    const run = this.getRun(runId);
-    const accepted = this.d.repo
-      .listTasks(runId, roundNo, attempt)
-      .filter((t) => t.state === 'accepted').length;
+    const run = await this.getRun(runId);
+    const accepted = (await this.d.repo.listTasks(runId, roundNo, attempt)).filter(
+      (t) => t.state === 'accepted',
+    ).length;
     if (accepted >= run.config.minSites) {
-      this.dropOutstanding(round, 'round deadline passed');
-      this.aggregate(runId, round);
+      await this.dropOutstanding(round, 'round deadline passed');
+      await this.aggregate(runId, round);
     } else {
-      this.failRound(
+      await this.failRound(
         run,
         round,
         `deadline passed with ${accepted} accepted update(s); need ${run.config.minSites}`,
       );
     }
+    this.kickWaiting(runId);
   }
 
   /** Marks still-offered tasks dropped (persisted first), then tells their agents to stop. */
-  private dropOutstanding(round: RoundRow, reason: string): void {
-    const open = this.d.repo
-      .listTasks(round.runId, round.round, round.attempt)
-      .filter((t) => t.state === 'offered');
-    this.d.repo.transaction(() => {
-      for (const t of open) this.d.repo.answerTask(t.id, 'dropped', reason, this.iso());
+  private async dropOutstanding(round: RoundRow, reason: string): Promise<void> {
+    const open = (await this.d.repo.listTasks(round.runId, round.round, round.attempt)).filter(
+      (t) => t.state === 'offered',
+    );
+    await this.d.repo.transaction(async () => {
+      for (const t of open) await this.d.repo.answerTask(t.id, 'dropped', reason, this.iso());
     });
     for (const t of open) this.d.transport.cancelTask(t.siteId, t.id, reason);
   }
 
-  private failRound(run: RunRecord, round: RoundRow, reason: string): void {
+  private async failRound(run: RunRecord, round: RoundRow, reason: string): Promise<void> {
     this.deadlines.get(run.id)?.();
     this.deadlines.delete(run.id);
-    const open = this.d.repo
-      .listTasks(round.runId, round.round, round.attempt)
-      .filter((t) => t.state === 'offered');
-    this.d.repo.transaction(() => {
-      for (const t of open) this.d.repo.answerTask(t.id, 'dropped', 'round failed', this.iso());
-      this.d.repo.updateRound(run.id, round.round, round.attempt, { state: 'failed', reason });
+    const open = (await this.d.repo.listTasks(round.runId, round.round, round.attempt)).filter(
+      (t) => t.state === 'offered',
+    );
+    await this.d.repo.transaction(async () => {
+      for (const t of open) await this.d.repo.answerTask(t.id, 'dropped', 'round failed', this.iso());
+      await this.d.repo.updateRound(run.id, round.round, round.attempt, { state: 'failed', reason });
+      await this.d.audit.append('system', 'round.failed', run.id, {
+        round: round.round,
+        attempt: round.attempt,
+        reason,
+      });
     });
     for (const t of open) this.d.transport.cancelTask(t.siteId, t.id, 'round failed');
     this.log.warn({ runId: run.id, round: round.round, attempt: round.attempt, reason }, 'round failed');
     this.events.emit('round', { runId: run.id, round: round.round, attempt: round.attempt, state: 'failed' });
-    this.afterFailed(this.getRun(run.id), { ...round, state: 'failed', reason });
+    await this.afterFailed(await this.getRun(run.id), { ...round, state: 'failed', reason });
   }
 
-  private afterFailed(run: RunRecord, round: RoundRow): void {
+  private async afterFailed(run: RunRecord, round: RoundRow): Promise<void> {
+    if (run.state !== 'running') return; // paused: retried on resume
     if (round.attempt < MAX_ROUND_ATTEMPTS) {
-      this.openRound(run, round.round, round.attempt + 1);
+      await this.openRound(run, round.round, round.attempt + 1);
       return;
     }
     const reason = `round ${round.round} failed ${MAX_ROUND_ATTEMPTS} times; last: ${round.reason ?? 'unknown'}`;
-    this.d.repo.updateRun(run.id, { state: 'failed', reason }, this.iso());
+    await this.d.repo.transaction(async () => {
+      await this.d.repo.updateRun(run.id, { state: 'failed', reason }, this.iso());
+      await this.d.audit.append('system', 'run.failed', run.id, { reason });
+    });
     this.log.error({ runId: run.id, round: round.round, reason }, 'run failed');
     this.events.emit('run', { runId: run.id, state: 'failed' });
   }
 
   // ------------------------------------------------------------------ aggregation
 
-  private aggregate(runId: string, roundIn: RoundRow): void {
+  private async aggregate(runId: string, roundIn: RoundRow): Promise<void> {
     this.deadlines.get(runId)?.();
     this.deadlines.delete(runId);
-    const run = this.getRun(runId);
-    this.d.repo.updateRound(runId, roundIn.round, roundIn.attempt, { state: 'aggregating' });
+    const run = await this.getRun(runId);
+    await this.d.repo.updateRound(runId, roundIn.round, roundIn.attempt, { state: 'aggregating' });
     const round = { ...roundIn, state: 'aggregating' as const };
     const version = modelVersionOf(runId, round.round);
     let manifest = this.d.models.getManifest(version);
     if (!manifest) {
       try {
-        manifest = this.foldAndPublish(run, round, version);
+        manifest = await this.foldAndPublish(run, round, version);
       } catch (e) {
         const reason = `aggregation failed: ${isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : String(e)}`;
         this.log.error({ runId, round: round.round, err: e }, 'aggregation failed');
-        this.d.repo.updateRound(runId, round.round, round.attempt, { state: 'training' });
-        this.failRound(run, round, reason);
+        await this.d.repo.updateRound(runId, round.round, round.attempt, { state: 'training' });
+        await this.failRound(run, round, reason);
         return;
       }
     }
     const publishedAt = this.iso();
-    this.d.repo.transaction(() => {
-      this.d.repo.updateRound(runId, round.round, round.attempt, {
+    const published = manifest;
+    await this.d.repo.transaction(async () => {
+      await this.d.repo.updateRound(runId, round.round, round.attempt, {
         state: 'published',
         publishedAt,
         modelVersion: version,
-        modelSha256: manifest.manifest.weightsSha256,
+        modelSha256: published.manifest.weightsSha256,
       });
-      this.d.repo.updateRun(runId, { latestModelVersion: version }, publishedAt);
+      await this.d.repo.updateRun(runId, { latestModelVersion: version }, publishedAt);
+      await this.d.audit.append('system', 'round.published', runId, {
+        round: round.round,
+        attempt: round.attempt,
+        version,
+        sha256: published.manifest.weightsSha256,
+        sites: published.manifest.sites.map((s) => s.siteId),
+      });
     });
     this.log.info(
       { runId, round: round.round, version, sites: manifest.manifest.sites.length },
       'round published',
     );
     this.events.emit('round', { runId, round: round.round, attempt: round.attempt, state: 'published' });
-    this.afterPublished(this.getRun(runId), { ...round, state: 'published' });
+    await this.afterPublished(await this.getRun(runId), {
+      ...round,
+      state: 'published',
+      modelVersion: version,
+    });
   }
 
   /** Folds accepted updates, read back from disk one at a time in siteId order, and publishes. */
-  private foldAndPublish(run: RunRecord, round: RoundRow, version: string) {
+  private async foldAndPublish(run: RunRecord, round: RoundRow, version: string) {
     const sources: UpdateSource[] = [];
-    for (const u of this.d.repo.listUpdates(run.id, round.round, round.attempt)) {
-      if (this.d.sites.get(u.siteId)?.status !== 'enrolled') {
+    for (const u of await this.d.repo.listUpdates(run.id, round.round, round.attempt)) {
+      if ((await this.d.sites.get(u.siteId))?.status !== 'enrolled') {
         this.log.warn(
           { runId: run.id, round: round.round, siteId: u.siteId },
           'update of a site no longer enrolled left out',
@@ -573,13 +805,20 @@ export class RoundEngine {
     });
   }
 
-  private afterPublished(run: RunRecord, round: RoundRow): void {
+  private async afterPublished(run: RunRecord, round: RoundRow): Promise<void> {
+    if (run.state !== 'running') return; // paused: the next round opens on resume
     if (round.round >= run.config.rounds) {
-      this.d.repo.updateRun(run.id, { state: 'completed' }, this.iso());
+      await this.d.repo.transaction(async () => {
+        await this.d.repo.updateRun(run.id, { state: 'completed' }, this.iso());
+        await this.d.audit.append('system', 'run.completed', run.id, {
+          rounds: round.round,
+          version: round.modelVersion,
+        });
+      });
       this.log.info({ runId: run.id, rounds: round.round, version: round.modelVersion }, 'run completed');
       this.events.emit('run', { runId: run.id, state: 'completed' });
       return;
     }
-    this.openRound(run, round.round + 1, 1);
+    await this.openRound(run, round.round + 1, 1);
   }
 }

@@ -1,4 +1,4 @@
-import type { Database } from '../store/database';
+import type { SqlParam, SqlStore } from '../store/sql-store';
 import type { SignedTask } from '@fedssl/shared/protocol';
 import type { RunConfig } from './run-config';
 import type { ParticipantState, RoundRow, RunRecord, RunState, TaskRow, UpdateRow } from './run.types';
@@ -179,142 +179,226 @@ const toUpdate = (r: UpdateDb): UpdateRow => ({
   receivedAt: r.received_at,
 });
 
+const RUN_PATCH_COLUMNS = {
+  state: 'state',
+  currentRound: 'current_round',
+  initialModelVersion: 'initial_model_version',
+  latestModelVersion: 'latest_model_version',
+  reason: 'reason',
+} as const;
+const ROUND_PATCH_COLUMNS = {
+  state: 'state',
+  deadline: 'deadline',
+  publishedAt: 'published_at',
+  modelVersion: 'model_version',
+  modelSha256: 'model_sha256',
+  reason: 'reason',
+} as const;
+
+/** `a = $1, b = $2` for the defined keys of a patch, with their values. */
+function setClause(
+  patch: Record<string, SqlParam | undefined>,
+  columns: Record<string, string>,
+): { sets: string[]; values: SqlParam[] } {
+  const sets: string[] = [];
+  const values: SqlParam[] = [];
+  for (const [k, v] of Object.entries(patch)) {
+    const col = columns[k];
+    if (col === undefined || v === undefined) continue;
+    values.push(v);
+    sets.push(`${col} = $${values.length}`);
+  }
+  return { sets, values };
+}
+
 /**
  * Persistence of runs, round attempts, tasks and accepted updates on the coordinator's
- * Database. Pure data access: no state machine logic here (that is RoundEngine's).
+ * {@link SqlStore}. Pure data access: no state machine logic here (that is RoundEngine's).
+ * Call {@link init} once before use (migrations).
  */
 export class RunRepository {
-  constructor(readonly db: Database) {
-    db.migrate('runs', RUNS_MIGRATIONS);
+  constructor(readonly db: SqlStore) {}
+
+  /** Applies this component's migrations. */
+  async init(): Promise<this> {
+    await this.db.migrate('runs', RUNS_MIGRATIONS);
+    return this;
   }
 
-  /** Runs `fn` atomically. */
-  transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn);
+  /** Runs `fn` atomically (every repository call inside joins the transaction). */
+  transaction<T>(fn: () => Promise<T>): Promise<T> {
+    return this.db.transaction(() => fn());
   }
 
-  insertRun(run: RunRecord): void {
-    this.db.sqlite
-      .prepare(
-        `INSERT INTO runs (id, name, state, config, current_round, initial_model_version, latest_model_version, reason, created_at, updated_at)
-         VALUES (@id, @name, @state, @config, @currentRound, @initialModelVersion, @latestModelVersion, @reason, @createdAt, @updatedAt)`,
-      )
-      .run({ ...run, config: JSON.stringify(run.config) });
+  async insertRun(run: RunRecord): Promise<void> {
+    await this.db.execute(
+      `INSERT INTO runs (id, name, state, config, current_round, initial_model_version, latest_model_version, reason, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [
+        run.id,
+        run.name,
+        run.state,
+        JSON.stringify(run.config),
+        run.currentRound,
+        run.initialModelVersion,
+        run.latestModelVersion,
+        run.reason,
+        run.createdAt,
+        run.updatedAt,
+      ],
+    );
   }
 
-  getRun(id: string): RunRecord | undefined {
-    const row = this.db.sqlite.prepare('SELECT * FROM runs WHERE id = ?').get(id) as RunDb | undefined;
+  async getRun(id: string): Promise<RunRecord | undefined> {
+    const row = await this.db.one<RunDb>('SELECT * FROM runs WHERE id = $1', [id]);
     return row && toRun(row);
   }
 
-  /** All runs, oldest first. */
-  listRuns(state?: RunState): RunRecord[] {
-    const rows = (
+  /** All runs (or those in one state), oldest first. */
+  async listRuns(state?: RunState): Promise<RunRecord[]> {
+    const rows =
       state === undefined
-        ? this.db.sqlite.prepare('SELECT * FROM runs ORDER BY created_at, id').all()
-        : this.db.sqlite.prepare('SELECT * FROM runs WHERE state = ? ORDER BY created_at, id').all(state)
-    ) as RunDb[];
+        ? await this.db.query<RunDb>('SELECT * FROM runs ORDER BY created_at, id')
+        : await this.db.query<RunDb>('SELECT * FROM runs WHERE state = $1 ORDER BY created_at, id', [state]);
     return rows.map(toRun);
   }
 
-  updateRun(
+  async updateRun(
     id: string,
     patch: Partial<
       Pick<RunRecord, 'state' | 'currentRound' | 'initialModelVersion' | 'latestModelVersion' | 'reason'>
     >,
     now: string,
-  ): void {
-    const cols: Record<string, string> = {
-      state: 'state',
-      currentRound: 'current_round',
-      initialModelVersion: 'initial_model_version',
-      latestModelVersion: 'latest_model_version',
-      reason: 'reason',
-    };
-    const sets = Object.keys(patch).map((k) => `${cols[k]} = @${k}`);
-    this.db.sqlite
-      .prepare(`UPDATE runs SET ${[...sets, 'updated_at = @now'].join(', ')} WHERE id = @id`)
-      .run({ ...patch, now, id });
+  ): Promise<void> {
+    const { sets, values } = setClause(patch, RUN_PATCH_COLUMNS);
+    values.push(now, id);
+    sets.push(`updated_at = $${values.length - 1}`);
+    await this.db.execute(`UPDATE runs SET ${sets.join(', ')} WHERE id = $${values.length}`, values);
   }
 
-  insertRound(row: RoundRow): void {
-    this.db.sqlite
-      .prepare(
-        `INSERT INTO rounds (run_id, round, attempt, state, started_at, deadline, published_at, base_model_version, base_model_sha256, model_version, model_sha256, reason)
-         VALUES (@runId, @round, @attempt, @state, @startedAt, @deadline, @publishedAt, @baseModelVersion, @baseModelSha256, @modelVersion, @modelSha256, @reason)`,
-      )
-      .run(row);
+  /**
+   * Moves a run from one of `from` to `to` (and sets `reason`) only if it is still in one of
+   * `from`; returns false when another caller changed it first (compare-and-set).
+   */
+  async transitionRun(
+    id: string,
+    from: readonly RunState[],
+    to: RunState,
+    reason: string | null,
+    now: string,
+  ): Promise<boolean> {
+    const marks = from.map((_s, i) => `$${i + 5}`).join(', ');
+    const r = await this.db.execute(
+      `UPDATE runs SET state = $1, reason = $2, updated_at = $3 WHERE id = $4 AND state IN (${marks})`,
+      [to, reason, now, id, ...from],
+    );
+    return r.rowCount === 1;
   }
 
-  updateRound(
+  async insertRound(row: RoundRow): Promise<void> {
+    await this.db.execute(
+      `INSERT INTO rounds (run_id, round, attempt, state, started_at, deadline, published_at, base_model_version, base_model_sha256, model_version, model_sha256, reason)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+      [
+        row.runId,
+        row.round,
+        row.attempt,
+        row.state,
+        row.startedAt,
+        row.deadline,
+        row.publishedAt,
+        row.baseModelVersion,
+        row.baseModelSha256,
+        row.modelVersion,
+        row.modelSha256,
+        row.reason,
+      ],
+    );
+  }
+
+  async updateRound(
     runId: string,
     round: number,
     attempt: number,
     patch: Partial<
       Pick<RoundRow, 'state' | 'deadline' | 'publishedAt' | 'modelVersion' | 'modelSha256' | 'reason'>
     >,
-  ): void {
-    const cols: Record<string, string> = {
-      state: 'state',
-      deadline: 'deadline',
-      publishedAt: 'published_at',
-      modelVersion: 'model_version',
-      modelSha256: 'model_sha256',
-      reason: 'reason',
-    };
-    const sets = Object.keys(patch).map((k) => `${cols[k]} = @${k}`);
+  ): Promise<void> {
+    const { sets, values } = setClause(patch, ROUND_PATCH_COLUMNS);
     if (sets.length === 0) return;
-    this.db.sqlite
-      .prepare(
-        `UPDATE rounds SET ${sets.join(', ')} WHERE run_id = @runId AND round = @round AND attempt = @attempt`,
-      )
-      .run({ ...patch, runId, round, attempt });
+    const n = values.length;
+    await this.db.execute(
+      `UPDATE rounds SET ${sets.join(', ')} WHERE run_id = $${n + 1} AND round = $${n + 2} AND attempt = $${n + 3}`,
+      [...values, runId, round, attempt],
+    );
   }
 
-  getRound(runId: string, round: number, attempt: number): RoundRow | undefined {
-    const row = this.db.sqlite
-      .prepare('SELECT * FROM rounds WHERE run_id = ? AND round = ? AND attempt = ?')
-      .get(runId, round, attempt) as RoundDb | undefined;
+  async getRound(runId: string, round: number, attempt: number): Promise<RoundRow | undefined> {
+    const row = await this.db.one<RoundDb>(
+      'SELECT * FROM rounds WHERE run_id = $1 AND round = $2 AND attempt = $3',
+      [runId, round, attempt],
+    );
     return row && toRound(row);
   }
 
   /** The newest attempt of the newest round of a run. */
-  latestRound(runId: string): RoundRow | undefined {
-    const row = this.db.sqlite
-      .prepare('SELECT * FROM rounds WHERE run_id = ? ORDER BY round DESC, attempt DESC LIMIT 1')
-      .get(runId) as RoundDb | undefined;
+  async latestRound(runId: string): Promise<RoundRow | undefined> {
+    const row = await this.db.one<RoundDb>(
+      'SELECT * FROM rounds WHERE run_id = $1 ORDER BY round DESC, attempt DESC LIMIT 1',
+      [runId],
+    );
     return row && toRound(row);
   }
 
   /** Every attempt of every round of a run, in order. */
-  listRounds(runId: string): RoundRow[] {
+  async listRounds(runId: string): Promise<RoundRow[]> {
     return (
-      this.db.sqlite
-        .prepare('SELECT * FROM rounds WHERE run_id = ? ORDER BY round, attempt')
-        .all(runId) as RoundDb[]
+      await this.db.query<RoundDb>('SELECT * FROM rounds WHERE run_id = $1 ORDER BY round, attempt', [runId])
     ).map(toRound);
   }
 
-  insertTask(task: TaskRow): void {
-    this.db.sqlite
-      .prepare(
-        `INSERT INTO tasks (id, run_id, round, attempt, site_id, nonce, model_version, model_hash, issued_at, deadline, state, reason, answered_at, signed_task)
-         VALUES (@id, @runId, @round, @attempt, @siteId, @nonce, @modelVersion, @modelHash, @issuedAt, @deadline, @state, @reason, @answeredAt, @signedTask)`,
-      )
-      .run({ ...task, signedTask: JSON.stringify(task.signedTask) });
+  async insertTask(task: TaskRow): Promise<void> {
+    await this.db.execute(
+      `INSERT INTO tasks (id, run_id, round, attempt, site_id, nonce, model_version, model_hash, issued_at, deadline, state, reason, answered_at, signed_task)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+      [
+        task.id,
+        task.runId,
+        task.round,
+        task.attempt,
+        task.siteId,
+        task.nonce,
+        task.modelVersion,
+        task.modelHash,
+        task.issuedAt,
+        task.deadline,
+        task.state,
+        task.reason,
+        task.answeredAt,
+        JSON.stringify(task.signedTask),
+      ],
+    );
   }
 
-  getTask(id: string): TaskRow | undefined {
-    const row = this.db.sqlite.prepare('SELECT * FROM tasks WHERE id = ?').get(id) as TaskDb | undefined;
+  async getTask(id: string): Promise<TaskRow | undefined> {
+    const row = await this.db.one<TaskDb>('SELECT * FROM tasks WHERE id = $1', [id]);
     return row && toTask(row);
   }
 
   /** Tasks of one round attempt, in siteId order. */
-  listTasks(runId: string, round: number, attempt: number): TaskRow[] {
+  async listTasks(runId: string, round: number, attempt: number): Promise<TaskRow[]> {
     return (
-      this.db.sqlite
-        .prepare('SELECT * FROM tasks WHERE run_id = ? AND round = ? AND attempt = ? ORDER BY site_id')
-        .all(runId, round, attempt) as TaskDb[]
+      await this.db.query<TaskDb>(
+        'SELECT * FROM tasks WHERE run_id = $1 AND round = $2 AND attempt = $3 ORDER BY site_id',
+        [runId, round, attempt],
+      )
+    ).map(toTask);
+  }
+
+  /** Every task still waiting for an answer, across runs, oldest first. */
+  async listOfferedTasks(): Promise<TaskRow[]> {
+    return (
+      await this.db.query<TaskDb>("SELECT * FROM tasks WHERE state = 'offered' ORDER BY issued_at, id")
     ).map(toTask);
   }
 
@@ -322,44 +406,56 @@ export class RunRepository {
    * Records the answer of a task that is still `offered`; returns false (and changes
    * nothing) if it was already answered, so an answer can never be overwritten.
    */
-  answerTask(
+  async answerTask(
     id: string,
     state: Exclude<ParticipantState, 'offered'>,
     reason: string | null,
     at: string,
-  ): boolean {
-    const res = this.db.sqlite
-      .prepare(`UPDATE tasks SET state = ?, reason = ?, answered_at = ? WHERE id = ? AND state = 'offered'`)
-      .run(state, reason, at, id);
-    return res.changes === 1;
+  ): Promise<boolean> {
+    const res = await this.db.execute(
+      `UPDATE tasks SET state = $1, reason = $2, answered_at = $3 WHERE id = $4 AND state = 'offered'`,
+      [state, reason, at, id],
+    );
+    return res.rowCount === 1;
   }
 
-  insertUpdate(update: UpdateRow): void {
-    this.db.sqlite
-      .prepare(
-        `INSERT INTO updates (id, task_id, run_id, round, attempt, site_id, example_count, metrics, envelope_path, header_path, received_at)
-         VALUES (@id, @taskId, @runId, @round, @attempt, @siteId, @exampleCount, @metrics, @envelopePath, @headerPath, @receivedAt)`,
-      )
-      .run({ ...update, metrics: JSON.stringify(update.metrics) });
+  async insertUpdate(update: UpdateRow): Promise<void> {
+    await this.db.execute(
+      `INSERT INTO updates (id, task_id, run_id, round, attempt, site_id, example_count, metrics, envelope_path, header_path, received_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+      [
+        update.id,
+        update.taskId,
+        update.runId,
+        update.round,
+        update.attempt,
+        update.siteId,
+        update.exampleCount,
+        JSON.stringify(update.metrics),
+        update.envelopePath,
+        update.headerPath,
+        update.receivedAt,
+      ],
+    );
   }
 
   /** Accepted updates of one round attempt, in siteId order (the aggregation order). */
-  listUpdates(runId: string, round: number, attempt: number): UpdateRow[] {
+  async listUpdates(runId: string, round: number, attempt: number): Promise<UpdateRow[]> {
     return (
-      this.db.sqlite
-        .prepare('SELECT * FROM updates WHERE run_id = ? AND round = ? AND attempt = ? ORDER BY site_id')
-        .all(runId, round, attempt) as UpdateDb[]
+      await this.db.query<UpdateDb>(
+        'SELECT * FROM updates WHERE run_id = $1 AND round = $2 AND attempt = $3 ORDER BY site_id',
+        [runId, round, attempt],
+      )
     ).map(toUpdate);
   }
 
-  getUpdateByTask(taskId: string): UpdateRow | undefined {
-    const row = this.db.sqlite.prepare('SELECT * FROM updates WHERE task_id = ?').get(taskId) as
-      UpdateDb | undefined;
+  async getUpdateByTask(taskId: string): Promise<UpdateRow | undefined> {
+    const row = await this.db.one<UpdateDb>('SELECT * FROM updates WHERE task_id = $1', [taskId]);
     return row && toUpdate(row);
   }
 
   /** Total number of accepted updates (diagnostics and tests). */
-  countUpdates(): number {
-    return (this.db.sqlite.prepare('SELECT COUNT(*) AS n FROM updates').get() as { n: number }).n;
+  async countUpdates(): Promise<number> {
+    return (await this.db.one<{ n: number }>('SELECT CAST(COUNT(*) AS INTEGER) AS n FROM updates'))?.n ?? 0;
   }
 }

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import type { Clock } from './clock';
 import type { SiteDirectory } from './ports';
-import type { RoundEngine } from './round-engine';
+import type { AuditActor } from '../audit/audit-log';
+import type { AuditSink, RoundEngine } from './round-engine';
 import { parseRunConfig } from './run-config';
 import type { RunRepository } from './run.repository';
 import type { RunDetail, RunRecord, RoundView } from './run.types';
@@ -14,13 +15,14 @@ export class RunService {
     private readonly engine: RoundEngine,
     private readonly sites: SiteDirectory,
     private readonly clock: Clock,
+    private readonly audit: AuditSink,
   ) {}
 
   /**
    * Creates a run in state `created` from an operator's request body.
    * @throws FedsslError RUN_CONFIG_INVALID with every problem as `<path>: <issue>; …`.
    */
-  create(body: unknown): RunRecord {
+  async create(body: unknown, actor: AuditActor = 'system'): Promise<RunRecord> {
     const config = parseRunConfig(body);
     const now = new Date(this.clock.now()).toISOString();
     const run: RunRecord = {
@@ -35,16 +37,34 @@ export class RunService {
       updatedAt: now,
       reason: null,
     };
-    this.repo.insertRun(run);
+    await this.repo.transaction(async () => {
+      await this.repo.insertRun(run);
+      await this.audit.append(actor, 'run.created', run.id, { name: run.name, rounds: config.rounds });
+    });
     return run;
   }
 
   /** Starts a created run (publishes version 0, opens round 1). */
-  start(runId: string): RunRecord {
-    return this.engine.start(runId);
+  start(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
+    return this.engine.start(runId, actor);
   }
 
-  list(): RunRecord[] {
+  /** Pauses a running run (see RoundEngine.pause). */
+  pause(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
+    return this.engine.pause(runId, actor);
+  }
+
+  /** Resumes a paused run. */
+  resume(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
+    return this.engine.resume(runId, actor);
+  }
+
+  /** Cancels a run that has not ended; outstanding tasks are cancelled at the agents. */
+  cancel(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
+    return this.engine.cancel(runId, actor);
+  }
+
+  list(): Promise<RunRecord[]> {
     return this.repo.listRuns();
   }
 
@@ -52,12 +72,27 @@ export class RunService {
    * A run with every round attempt and its participants.
    * @throws FedsslError RUN_NOT_FOUND.
    */
-  get(runId: string): RunDetail {
-    const run = this.repo.getRun(runId);
+  async get(runId: string): Promise<RunDetail> {
+    const run = await this.repo.getRun(runId);
     if (!run) throw new FedsslError('RUN_NOT_FOUND', `run ${runId} does not exist`);
-    const rounds: RoundView[] = this.repo.listRounds(runId).map((r) => {
-      const updates = new Map(this.repo.listUpdates(runId, r.round, r.attempt).map((u) => [u.taskId, u]));
-      return {
+    const rounds: RoundView[] = [];
+    for (const r of await this.repo.listRounds(runId)) {
+      const updates = new Map(
+        (await this.repo.listUpdates(runId, r.round, r.attempt)).map((u) => [u.taskId, u]),
+      );
+      const participants = [];
+      for (const t of await this.repo.listTasks(runId, r.round, r.attempt)) {
+        const u = updates.get(t.id);
+        participants.push({
+          siteId: t.siteId,
+          siteName: (await this.sites.get(t.siteId))?.name ?? null,
+          state: t.state,
+          exampleCount: u?.exampleCount ?? null,
+          metrics: u?.metrics ?? null,
+          reason: t.reason,
+        });
+      }
+      rounds.push({
         round: r.round,
         attempt: r.attempt,
         state: r.state,
@@ -67,19 +102,9 @@ export class RunService {
         modelVersion: r.modelVersion,
         modelSha256: r.modelSha256,
         reason: r.reason,
-        participants: this.repo.listTasks(runId, r.round, r.attempt).map((t) => {
-          const u = updates.get(t.id);
-          return {
-            siteId: t.siteId,
-            siteName: this.sites.get(t.siteId)?.name ?? null,
-            state: t.state,
-            exampleCount: u?.exampleCount ?? null,
-            metrics: u?.metrics ?? null,
-            reason: t.reason,
-          };
-        }),
-      };
-    });
+        participants,
+      });
+    }
     return { ...run, rounds };
   }
 }

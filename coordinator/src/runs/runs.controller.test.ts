@@ -19,8 +19,8 @@ describe('RunsController over HTTP (whole coordinator on port 0)', () => {
       { host: '127.0.0.1', port: 0, dataDir, databaseUrl: null, logLevel: 'silent' },
       pino({ level: 'silent' }),
     );
-    operator = c.app.get(AdminTokenService).create('op', 'operator').token;
-    viewer = c.app.get(AdminTokenService).create('view', 'viewer').token;
+    operator = (await c.app.get(AdminTokenService).create('op', 'operator')).token;
+    viewer = (await c.app.get(AdminTokenService).create('view', 'viewer')).token;
   });
   afterAll(async () => {
     await c.close();

@@ -12,7 +12,8 @@ import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { ModelStoreService } from '../models/model-store.service';
 import { PresenceService } from '../sites/presence.service';
 import { SiteRegistryService } from '../sites/site-registry.service';
-import { DATABASE, type Database } from '../store/database';
+import { AuditLog } from '../audit/audit-log';
+import { SQL_STORE, type SqlStore } from '../store/sql-store';
 import { AGENT_TRANSPORT, type AgentTransport } from '../transport/agent-transport';
 import { UpdateStore } from '../uploads/update-store';
 import { UploadService } from '../uploads/upload.service';
@@ -29,8 +30,8 @@ export const ENGINE_CLOCK = Symbol('ENGINE_CLOCK');
 @Injectable()
 export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
   constructor(@Inject(RoundEngine) private readonly engine: RoundEngine) {}
-  onApplicationBootstrap(): void {
-    this.engine.resumeAll();
+  async onApplicationBootstrap(): Promise<void> {
+    await this.engine.resumeAll();
   }
   onModuleDestroy(): void {
     this.engine.stop();
@@ -46,7 +47,11 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
   controllers: [RunsController],
   providers: [
     { provide: ENGINE_CLOCK, useValue: systemClock },
-    { provide: RunRepository, useFactory: (db: Database) => new RunRepository(db), inject: [DATABASE] },
+    {
+      provide: RunRepository,
+      useFactory: (db: SqlStore) => new RunRepository(db).init(),
+      inject: [SQL_STORE],
+    },
     {
       provide: UpdateStore,
       useFactory: (c: CoordinatorConfig) => new UpdateStore(c.dataDir),
@@ -64,7 +69,8 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
         updates: UpdateStore,
         clock: Clock,
         logger: Logger,
-      ) => new RoundEngine({ repo, transport, sites, presence, models, keys, updates, clock, logger }),
+        audit: AuditLog,
+      ) => new RoundEngine({ repo, transport, sites, presence, models, keys, updates, clock, logger, audit }),
       inject: [
         RunRepository,
         AGENT_TRANSPORT,
@@ -75,6 +81,7 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
         UpdateStore,
         ENGINE_CLOCK,
         LOGGER,
+        AuditLog,
       ],
     },
     {
@@ -87,7 +94,8 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
         updates: UpdateStore,
         clock: Clock,
         logger: Logger,
-      ) => new UploadService({ repo, engine, sites, keys, updates, clock, logger }),
+        audit: AuditLog,
+      ) => new UploadService({ repo, engine, sites, keys, updates, clock, logger, audit }),
       inject: [
         RunRepository,
         RoundEngine,
@@ -96,13 +104,19 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
         UpdateStore,
         ENGINE_CLOCK,
         LOGGER,
+        AuditLog,
       ],
     },
     {
       provide: RunService,
-      useFactory: (repo: RunRepository, engine: RoundEngine, sites: SiteRegistryService, clock: Clock) =>
-        new RunService(repo, engine, sites, clock),
-      inject: [RunRepository, RoundEngine, SiteRegistryService, ENGINE_CLOCK],
+      useFactory: (
+        repo: RunRepository,
+        engine: RoundEngine,
+        sites: SiteRegistryService,
+        clock: Clock,
+        audit: AuditLog,
+      ) => new RunService(repo, engine, sites, clock, audit),
+      inject: [RunRepository, RoundEngine, SiteRegistryService, ENGINE_CLOCK, AuditLog],
     },
     RunsLifecycle,
   ],

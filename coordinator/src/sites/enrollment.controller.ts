@@ -2,6 +2,8 @@ import { Body, Controller, Inject, Post, HttpCode } from '@nestjs/common';
 import { enrollRequestSchema, type EnrollRequest, type EnrollResponse } from '@fedssl/shared/protocol';
 import { Public, Roles } from '../admin/admin-auth.guard';
 import { ZodBodyPipe } from '../admin/http/zod-body.pipe';
+import { Actor } from '../audit/actor.decorator';
+import type { AuditActor } from '../audit/audit-log';
 import { createEnrollmentTokenSchema, type CreateEnrollmentTokenDto } from './dtos/site.dto';
 import { EnrollmentService, type IssuedEnrollmentToken } from './enrollment.service';
 
@@ -13,7 +15,7 @@ export class EnrollmentController {
   @Public()
   @Post('enroll')
   @HttpCode(200)
-  enroll(@Body(new ZodBodyPipe(enrollRequestSchema)) body: EnrollRequest): EnrollResponse {
+  enroll(@Body(new ZodBodyPipe(enrollRequestSchema)) body: EnrollRequest): Promise<EnrollResponse> {
     return this.enrollment.enroll(body);
   }
 
@@ -21,7 +23,8 @@ export class EnrollmentController {
   @Post('enrollment-tokens')
   issue(
     @Body(new ZodBodyPipe(createEnrollmentTokenSchema)) body: CreateEnrollmentTokenDto,
-  ): IssuedEnrollmentToken {
-    return this.enrollment.issueToken(body.siteName, body.expiresInSeconds);
+    @Actor() actor: AuditActor,
+  ): Promise<IssuedEnrollmentToken> {
+    return this.enrollment.issueToken(body.siteName, body.expiresInSeconds, actor);
   }
 }

@@ -12,7 +12,8 @@ import { LOGGER } from '../config/config';
 import { CLOCK, type Clock } from '../config/clock';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { hashSecretToken, newId, newSecretToken } from '../keys/secret-token';
-import { DATABASE, type Database } from '../store/database';
+import { AuditLog, type AuditActor } from '../audit/audit-log';
+import { SQL_STORE, type SqlStore } from '../store/sql-store';
 import { SiteRepository } from './site.repository';
 
 /** What an admin gets back once, when issuing an enrollment token. */
@@ -34,7 +35,8 @@ export class EnrollmentService {
   constructor(
     @Inject(SiteRepository) private readonly repo: SiteRepository,
     @Inject(CoordinatorKeysService) private readonly keys: CoordinatorKeysService,
-    @Inject(DATABASE) private readonly db: Database,
+    @Inject(SQL_STORE) private readonly db: SqlStore,
+    @Inject(AuditLog) private readonly audit: AuditLog,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(LOGGER) logger: Logger,
   ) {
@@ -46,22 +48,27 @@ export class EnrollmentService {
    * `expiresInSeconds`. The token is returned once; only its hash is stored.
    * @throws FedsslError SITE_NAME_TAKEN
    */
-  issueToken(siteName: string, expiresInSeconds: number): IssuedEnrollmentToken {
+  async issueToken(
+    siteName: string,
+    expiresInSeconds: number,
+    actor: AuditActor = 'system',
+  ): Promise<IssuedEnrollmentToken> {
     const now = new Date(this.clock.now());
     const token = newSecretToken(ENROLLMENT_TOKEN_PREFIX);
     const siteId = newId('site');
     const expiresAt = new Date(now.getTime() + expiresInSeconds * 1000).toISOString();
-    this.db.transaction(() => {
-      if (this.repo.getByName(siteName)) {
+    await this.db.transaction(async () => {
+      if (await this.repo.getByName(siteName)) {
         throw new FedsslError('SITE_NAME_TAKEN', `a site named "${siteName}" already exists`, { siteName });
       }
-      this.repo.insertPending(siteId, siteName, now.toISOString());
-      this.repo.insertToken({
+      await this.repo.insertPending(siteId, siteName, now.toISOString());
+      await this.repo.insertToken({
         tokenHash: hashSecretToken(token),
         siteId,
         createdAt: now.toISOString(),
         expiresAt,
       });
+      await this.audit.append(actor, 'enrollment-token.created', siteId, { siteName, expiresAt });
     });
     this.log.info({ siteId, siteName, expiresAt }, 'enrollment token issued');
     return { token, siteId, siteName, expiresAt };
@@ -74,7 +81,7 @@ export class EnrollmentService {
    * @throws FedsslError PROTOCOL_INVALID_MESSAGE, PROTOCOL_VERSION_MISMATCH, ENROLLMENT_TOKEN_INVALID,
    *   ENROLLMENT_TOKEN_USED, ENROLLMENT_TOKEN_EXPIRED, SITE_REVOKED, ENROLLMENT_KEY_IN_USE, CRYPTO_INVALID_ARGUMENT
    */
-  enroll(request: EnrollRequest): EnrollResponse {
+  async enroll(request: EnrollRequest): Promise<EnrollResponse> {
     const parsed = enrollRequestSchema.safeParse(request);
     if (!parsed.success) {
       throw new FedsslError(
@@ -101,8 +108,8 @@ export class EnrollmentService {
     const tokenHash = hashSecretToken(req.token);
     const now = new Date(this.clock.now());
 
-    const site = this.db.transaction(() => {
-      const token = this.repo.getToken(tokenHash);
+    const site = await this.db.transaction(async () => {
+      const token = await this.repo.getToken(tokenHash);
       if (!token)
         throw new FedsslError(
           'ENROLLMENT_TOKEN_INVALID',
@@ -120,31 +127,35 @@ export class EnrollmentService {
           `enrollment token expired at ${token.expiresAt}; ask the consortium admin for a new one`,
         );
       }
-      const pending = this.repo.get(token.siteId);
+      const pending = await this.repo.get(token.siteId);
       if (!pending) throw new FedsslError('SITE_NOT_FOUND', `no site with id ${token.siteId}`);
       if (pending.status === 'revoked') {
         throw new FedsslError('SITE_REVOKED', `site ${pending.name} was revoked and cannot enroll`, {
           siteId: pending.id,
         });
       }
-      const holder = this.repo.getBySigningKey(signingPublicKey);
+      const holder = await this.repo.getBySigningKey(signingPublicKey);
       if (holder && holder.id !== pending.id) {
         throw new FedsslError(
           'ENROLLMENT_KEY_IN_USE',
           'this signing key is already registered to another site; generate new keys',
         );
       }
-      if (!this.repo.markTokenUsed(tokenHash, now.toISOString())) {
+      if (!(await this.repo.markTokenUsed(tokenHash, now.toISOString()))) {
         throw new FedsslError(
           'ENROLLMENT_TOKEN_USED',
           'enrollment token was already used; ask the consortium admin for a new one',
         );
       }
-      this.repo.setEnrolled(
+      await this.repo.setEnrolled(
         pending.id,
         { signingPublicKey, boxPublicKey, agentVersion: req.agentVersion },
         now.toISOString(),
       );
+      await this.audit.append(`site:${pending.id}`, 'site.enrolled', pending.id, {
+        siteName: pending.name,
+        agentVersion: req.agentVersion,
+      });
       return pending;
     });
     this.log.info({ siteId: site.id, siteName: site.name, agentVersion: req.agentVersion }, 'site enrolled');

@@ -4,7 +4,8 @@ import { FedsslError } from '@fedssl/shared/errors';
 import type { AgentStatus } from '@fedssl/shared/protocol';
 import { LOGGER } from '../config/config';
 import { CLOCK, isoNow, type Clock } from '../config/clock';
-import { DATABASE, type Database } from '../store/database';
+import { AuditLog, type AuditActor } from '../audit/audit-log';
+import { SQL_STORE, type SqlStore } from '../store/sql-store';
 import { PresenceService } from './presence.service';
 import { SiteRepository, type SiteRecord } from './site.repository';
 
@@ -18,32 +19,33 @@ export class SiteRegistryService {
   constructor(
     @Inject(SiteRepository) private readonly repo: SiteRepository,
     @Inject(PresenceService) private readonly presence: PresenceService,
-    @Inject(DATABASE) private readonly db: Database,
+    @Inject(SQL_STORE) private readonly db: SqlStore,
+    @Inject(AuditLog) private readonly audit: AuditLog,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(LOGGER) logger: Logger,
   ) {
     this.log = logger.child({ context: 'SiteRegistryService' });
   }
 
-  get(siteId: string): SiteRecord | undefined {
+  get(siteId: string): Promise<SiteRecord | undefined> {
     return this.repo.get(siteId);
   }
 
   /** Like {@link get} but throws SITE_NOT_FOUND. */
-  require(siteId: string): SiteRecord {
-    const site = this.repo.get(siteId);
+  async require(siteId: string): Promise<SiteRecord> {
+    const site = await this.repo.get(siteId);
     if (!site) throw new FedsslError('SITE_NOT_FOUND', `no site with id ${siteId}`, { siteId });
     return site;
   }
 
   /** All sites, oldest first. */
-  list(): SiteRecord[] {
+  list(): Promise<SiteRecord[]> {
     return this.repo.list();
   }
 
   /** Stores an agent's self-reported status (last seen, backend, example count, version). */
-  recordStatus(siteId: string, status: AgentStatus): void {
-    this.repo.setStatus(siteId, {
+  async recordStatus(siteId: string, status: AgentStatus): Promise<void> {
+    await this.repo.setStatus(siteId, {
       lastSeenAt: isoNow(this.clock),
       backend: status.backend,
       exampleCount: status.exampleCount,
@@ -52,8 +54,8 @@ export class SiteRegistryService {
   }
 
   /** Updates only `lastSeenAt` (e.g. on an authenticated connection). */
-  recordSeen(siteId: string): void {
-    this.repo.setStatus(siteId, { lastSeenAt: isoNow(this.clock) });
+  async recordSeen(siteId: string): Promise<void> {
+    await this.repo.setStatus(siteId, { lastSeenAt: isoNow(this.clock) });
   }
 
   /**
@@ -61,10 +63,13 @@ export class SiteRegistryService {
    * (via the presence `'revoked'` event). Revoking twice keeps the first revocation.
    * @throws FedsslError SITE_NOT_FOUND
    */
-  revoke(siteId: string, reason: string): SiteRecord {
-    const site = this.db.transaction(() => {
-      const current = this.require(siteId);
-      if (current.status !== 'revoked') this.repo.setRevoked(siteId, reason, isoNow(this.clock));
+  async revoke(siteId: string, reason: string, actor: AuditActor = 'system'): Promise<SiteRecord> {
+    const site = await this.db.transaction(async () => {
+      const current = await this.require(siteId);
+      if (current.status !== 'revoked') {
+        await this.repo.setRevoked(siteId, reason, isoNow(this.clock));
+        await this.audit.append(actor, 'site.revoked', siteId, { reason });
+      }
       return this.require(siteId);
     });
     this.log.warn({ siteId, reason }, 'site revoked');

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DATABASE, type Database } from '../store/database';
+import { SQL_STORE, type SqlStore } from '../store/sql-store';
 
 /** A site as the registry reports it (the `GET /sites` shape, minus `online`). */
 export interface SiteRecord {
@@ -90,93 +90,108 @@ function toRecord(r: SiteRow): SiteRecord {
   };
 }
 
-/** SQL for sites and enrollment tokens; no rules here, only storage. */
+const TOKEN_COLUMNS =
+  'token_hash AS "tokenHash", site_id AS "siteId", created_at AS "createdAt", expires_at AS "expiresAt", used_at AS "usedAt"';
+
+/**
+ * SQL for sites and enrollment tokens; no rules here, only storage. Call {@link init}
+ * (migrations) once before use; the Nest provider does.
+ */
 @Injectable()
 export class SiteRepository {
-  constructor(@Inject(DATABASE) private readonly db: Database) {
-    db.migrate(SITES_COMPONENT, SITES_MIGRATIONS);
+  constructor(@Inject(SQL_STORE) private readonly db: SqlStore) {}
+
+  /** Applies this component's migrations. */
+  async init(): Promise<this> {
+    await this.db.migrate(SITES_COMPONENT, SITES_MIGRATIONS);
+    return this;
   }
 
-  get(id: string): SiteRecord | undefined {
-    const r = this.db.sqlite.prepare('SELECT * FROM sites WHERE id = ?').get(id) as SiteRow | undefined;
+  async get(id: string): Promise<SiteRecord | undefined> {
+    const r = await this.db.one<SiteRow>('SELECT * FROM sites WHERE id = $1', [id]);
     return r && toRecord(r);
   }
 
-  getByName(name: string): SiteRecord | undefined {
-    const r = this.db.sqlite.prepare('SELECT * FROM sites WHERE name = ?').get(name) as SiteRow | undefined;
+  async getByName(name: string): Promise<SiteRecord | undefined> {
+    const r = await this.db.one<SiteRow>('SELECT * FROM sites WHERE name = $1', [name]);
     return r && toRecord(r);
   }
 
-  getBySigningKey(signingPublicKey: string): SiteRecord | undefined {
-    const r = this.db.sqlite
-      .prepare('SELECT * FROM sites WHERE signing_public_key = ?')
-      .get(signingPublicKey) as SiteRow | undefined;
+  async getBySigningKey(signingPublicKey: string): Promise<SiteRecord | undefined> {
+    const r = await this.db.one<SiteRow>('SELECT * FROM sites WHERE signing_public_key = $1', [
+      signingPublicKey,
+    ]);
     return r && toRecord(r);
   }
 
-  list(): SiteRecord[] {
-    return (this.db.sqlite.prepare('SELECT * FROM sites ORDER BY created_at, rowid').all() as SiteRow[]).map(
-      toRecord,
+  async list(): Promise<SiteRecord[]> {
+    return (await this.db.query<SiteRow>('SELECT * FROM sites ORDER BY created_at, id')).map(toRecord);
+  }
+
+  async insertPending(id: string, name: string, createdAt: string): Promise<void> {
+    await this.db.execute("INSERT INTO sites (id, name, status, created_at) VALUES ($1, $2, 'pending', $3)", [
+      id,
+      name,
+      createdAt,
+    ]);
+  }
+
+  async insertToken(row: Omit<EnrollmentTokenRow, 'usedAt'>): Promise<void> {
+    await this.db.execute(
+      'INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at) VALUES ($1, $2, $3, $4)',
+      [row.tokenHash, row.siteId, row.createdAt, row.expiresAt],
     );
   }
 
-  insertPending(id: string, name: string, createdAt: string): void {
-    this.db.sqlite
-      .prepare("INSERT INTO sites (id, name, status, created_at) VALUES (?, ?, 'pending', ?)")
-      .run(id, name, createdAt);
+  async getToken(tokenHash: string): Promise<EnrollmentTokenRow | undefined> {
+    return this.db.one<EnrollmentTokenRow>(
+      `SELECT ${TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = $1`,
+      [tokenHash],
+    );
   }
 
-  insertToken(row: Omit<EnrollmentTokenRow, 'usedAt'>): void {
-    this.db.sqlite
-      .prepare(
-        'INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at) VALUES (?, ?, ?, ?)',
-      )
-      .run(row.tokenHash, row.siteId, row.createdAt, row.expiresAt);
-  }
-
-  getToken(tokenHash: string): EnrollmentTokenRow | undefined {
-    return this.db.sqlite
-      .prepare(
-        'SELECT token_hash AS tokenHash, site_id AS siteId, created_at AS createdAt, expires_at AS expiresAt, used_at AS usedAt FROM enrollment_tokens WHERE token_hash = ?',
-      )
-      .get(tokenHash) as EnrollmentTokenRow | undefined;
+  /** Enrollment tokens of a site, oldest first (never the token itself). */
+  async listTokens(siteId: string): Promise<EnrollmentTokenRow[]> {
+    return this.db.query<EnrollmentTokenRow>(
+      `SELECT ${TOKEN_COLUMNS} FROM enrollment_tokens WHERE site_id = $1 ORDER BY created_at, token_hash`,
+      [siteId],
+    );
   }
 
   /** Marks the token used if it was not; returns false when another request got there first. */
-  markTokenUsed(tokenHash: string, usedAt: string): boolean {
-    return (
-      this.db.sqlite
-        .prepare('UPDATE enrollment_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL')
-        .run(usedAt, tokenHash).changes === 1
+  async markTokenUsed(tokenHash: string, usedAt: string): Promise<boolean> {
+    const r = await this.db.execute(
+      'UPDATE enrollment_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL',
+      [usedAt, tokenHash],
     );
+    return r.rowCount === 1;
   }
 
-  setEnrolled(
+  async setEnrolled(
     id: string,
     keys: { signingPublicKey: string; boxPublicKey: string; agentVersion: string },
     at: string,
-  ): void {
-    this.db.sqlite
-      .prepare(
-        "UPDATE sites SET status = 'enrolled', signing_public_key = ?, box_public_key = ?, agent_version = ?, enrolled_at = ? WHERE id = ?",
-      )
-      .run(keys.signingPublicKey, keys.boxPublicKey, keys.agentVersion, at, id);
+  ): Promise<void> {
+    await this.db.execute(
+      "UPDATE sites SET status = 'enrolled', signing_public_key = $1, box_public_key = $2, agent_version = $3, enrolled_at = $4 WHERE id = $5",
+      [keys.signingPublicKey, keys.boxPublicKey, keys.agentVersion, at, id],
+    );
   }
 
-  setRevoked(id: string, reason: string, at: string): void {
-    this.db.sqlite
-      .prepare("UPDATE sites SET status = 'revoked', revoked_at = ?, revoke_reason = ? WHERE id = ?")
-      .run(at, reason, id);
+  async setRevoked(id: string, reason: string, at: string): Promise<void> {
+    await this.db.execute(
+      "UPDATE sites SET status = 'revoked', revoked_at = $1, revoke_reason = $2 WHERE id = $3",
+      [at, reason, id],
+    );
   }
 
-  setStatus(
+  async setStatus(
     id: string,
     s: { lastSeenAt: string; backend?: string; exampleCount?: number; agentVersion?: string },
-  ): void {
-    this.db.sqlite
-      .prepare(
-        'UPDATE sites SET last_seen_at = ?, backend = COALESCE(?, backend), example_count = COALESCE(?, example_count), agent_version = COALESCE(?, agent_version) WHERE id = ?',
-      )
-      .run(s.lastSeenAt, s.backend ?? null, s.exampleCount ?? null, s.agentVersion ?? null, id);
+  ): Promise<void> {
+    await this.db.execute(
+      'UPDATE sites SET last_seen_at = $1, backend = COALESCE($2, backend), example_count = COALESCE($3, example_count), agent_version = COALESCE($4, agent_version) WHERE id = $5',
+      [s.lastSeenAt, s.backend ?? null, s.exampleCount ?? null, s.agentVersion ?? null, id],
+    );
   }
 }

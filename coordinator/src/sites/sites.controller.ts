@@ -1,5 +1,7 @@
 import { Body, Controller, Get, HttpCode, Inject, Param, Post } from '@nestjs/common';
 import { Roles } from '../admin/admin-auth.guard';
+import { Actor } from '../audit/actor.decorator';
+import type { AuditActor } from '../audit/audit-log';
 import { ZodBodyPipe } from '../admin/http/zod-body.pipe';
 import { revokeSiteSchema, toSiteResponse, type RevokeSiteDto, type SiteResponse } from './dtos/site.dto';
 import { PresenceService } from './presence.service';
@@ -14,17 +16,18 @@ export class SitesController {
 
   @Roles('viewer')
   @Get()
-  list(): SiteResponse[] {
-    return this.registry.list().map((s) => toSiteResponse(s, this.presence.isOnline(s.id)));
+  async list(): Promise<SiteResponse[]> {
+    return (await this.registry.list()).map((s) => toSiteResponse(s, this.presence.isOnline(s.id)));
   }
 
   @Roles('admin')
   @Post(':id/revoke')
   @HttpCode(200)
-  revoke(
+  async revoke(
     @Param('id') id: string,
     @Body(new ZodBodyPipe(revokeSiteSchema)) body: RevokeSiteDto,
-  ): SiteResponse {
-    return toSiteResponse(this.registry.revoke(id, body.reason), this.presence.isOnline(id));
+    @Actor() actor: AuditActor,
+  ): Promise<SiteResponse> {
+    return toSiteResponse(await this.registry.revoke(id, body.reason, actor), this.presence.isOnline(id));
   }
 }

@@ -33,17 +33,17 @@ interface Ctx {
 
 /** Two sites, one run (minSites 2, one round) in training with a task each. */
 async function setup(maxUpdateNorm?: number): Promise<Ctx> {
-  const f = new FederationFixture();
+  const f = await FederationFixture.create();
   const a = f.agent('site-a', 10, 0.01);
   const b = f.agent('site-b', 10, 0.01);
   const pa = a.nextTask();
   const pb = b.nextTask();
   f.connect(a);
   f.connect(b);
-  const run = f.runs.create(
+  const run = await f.runs.create(
     testRunBody({ rounds: 1, minSites: 2, ...(maxUpdateNorm ? { maxUpdateNorm } : {}) }),
   );
-  f.runs.start(run.id);
+  await f.runs.start(run.id);
   const [ta, tb] = await Promise.all([pa, pb]);
   return { f, a, b, ta, tb };
 }
@@ -69,19 +69,20 @@ const CASES: Case[] = [
     code: 'ENVELOPE_SIGNATURE_INVALID',
     taskState: 'offered',
     act: ({ f, a, ta }) =>
-      f.upload('site-a', a.seal(ta, { signingSecretKey: generatePartyKeys().signing.secretKey })),
+      await f.upload('site-a', a.seal(ta, { signingSecretKey: generatePartyKeys().signing.secretKey })),
   },
   {
     name: "another site's task",
     code: 'TASK_UNKNOWN',
     taskState: 'offered',
-    act: ({ f, b, ta }) => f.upload('site-b', b.seal(ta, { fields: (h) => void (h.siteId = 'site-b') })),
+    act: ({ f, b, ta }) =>
+      await f.upload('site-b', b.seal(ta, { fields: (h) => void (h.siteId = 'site-b') })),
   },
   {
     name: 'a header for site-a sent over site-b’s connection',
     code: 'SITE_AUTH_FAILED',
     taskState: 'offered',
-    act: ({ f, a, ta }) => f.upload('site-b', a.seal(ta)),
+    act: ({ f, a, ta }) => await f.upload('site-b', a.seal(ta)),
   },
   {
     name: 'replayed task (already answered)',
@@ -89,8 +90,8 @@ const CASES: Case[] = [
     taskState: 'accepted',
     act: ({ f, a, ta }) => {
       const sealed = a.seal(ta);
-      f.upload('site-a', sealed);
-      f.upload('site-a', sealed);
+      await f.upload('site-a', sealed);
+      await f.upload('site-a', sealed);
     },
   },
   {
@@ -98,7 +99,7 @@ const CASES: Case[] = [
     code: 'UPDATE_TASK_NONCE_MISMATCH',
     taskState: 'rejected',
     act: ({ f, a, ta }) =>
-      f.upload(
+      await f.upload(
         'site-a',
         a.seal(ta, { fields: (h) => void (h.taskNonce = Buffer.alloc(32, 7).toString('base64')) }),
       ),
@@ -108,25 +109,26 @@ const CASES: Case[] = [
     code: 'UPDATE_BASE_MODEL_MISMATCH',
     taskState: 'rejected',
     act: ({ f, a, ta }) =>
-      f.upload('site-a', a.seal(ta, { fields: (h) => void (h.baseModelHash = 'ab'.repeat(32)) })),
+      await f.upload('site-a', a.seal(ta, { fields: (h) => void (h.baseModelHash = 'ab'.repeat(32)) })),
   },
   {
     name: 'example count 0',
     code: 'UPDATE_EXAMPLE_COUNT_INVALID',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 0) })),
+    act: ({ f, a, ta }) => await f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 0) })),
   },
   {
     name: 'example count above 1e9',
     code: 'UPDATE_EXAMPLE_COUNT_INVALID',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 1e9 + 1) })),
+    act: ({ f, a, ta }) =>
+      await f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 1e9 + 1) })),
   },
   {
     name: 'altered chunk',
     code: 'ENVELOPE_CHUNK_INVALID',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta), flipByte(0)),
+    act: ({ f, a, ta }) => await f.upload('site-a', a.seal(ta), flipByte(0)),
   },
   {
     name: 'wrong tensor shapes',
@@ -135,7 +137,7 @@ const CASES: Case[] = [
     act: ({ f, a, ta }) => {
       const delta = constantDelta(ta.model, 0.01);
       delta[0] = { name: delta[0]!.name, shape: [1, delta[0]!.data.length], data: delta[0]!.data };
-      f.upload('site-a', a.seal(ta, { delta }));
+      await f.upload('site-a', a.seal(ta, { delta }));
     },
   },
   {
@@ -145,14 +147,14 @@ const CASES: Case[] = [
     act: ({ f, a, ta }) => {
       const delta = constantDelta(ta.model, 0.01);
       delta[1]!.data[0] = Number.NaN;
-      f.upload('site-a', a.seal(ta, { delta }));
+      await f.upload('site-a', a.seal(ta, { delta }));
     },
   },
   {
     name: 'norm too large',
     code: 'UPDATE_NORM_TOO_LARGE',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta, { delta: constantDelta(ta.model, 1e6) })),
+    act: ({ f, a, ta }) => await f.upload('site-a', a.seal(ta, { delta: constantDelta(ta.model, 1e6) })),
   },
 ];
 
@@ -168,7 +170,7 @@ describe('UploadService rejections', () => {
     expect(f.repo.countUpdates()).toBe(expectedUpdates);
     expect(files(join(f.dataDir, 'updates')).filter((n) => n.endsWith('.env'))).toHaveLength(expectedUpdates);
     expect(files(join(f.dataDir, 'uploads'))).toEqual([]);
-    const task = f.repo.getTask(ta.taskId)!;
+    const task = (await f.repo.getTask(ta.taskId))!;
     expect(task.state).toBe(c.taskState);
     if (c.taskState === 'rejected') expect(task.reason).toMatch(new RegExp(`^${c.code}: `));
     // The other site's task is never touched, and the round is not aggregated.
@@ -182,14 +184,14 @@ describe('UploadService rejections', () => {
     const sealed = a.seal(ta, { chunkSize: 1024 });
     expect(sealed.chunks.length).toBeGreaterThan(2);
     const begin = { header: sealed.header, signature: sealed.signature };
-    const { uploadId, nextIndex } = f.uploads.begin('site-a', begin);
+    const { uploadId, nextIndex } = await f.uploads.begin('site-a', begin);
     expect(nextIndex).toBe(0);
     expect(f.uploads.chunk('site-a', { uploadId, index: 0, data: sealed.chunks[0] })).toEqual({
       nextIndex: 1,
     });
     let err: unknown;
     try {
-      f.uploads.chunk('site-a', { uploadId, index: 2, data: sealed.chunks[2] });
+      await f.uploads.chunk('site-a', { uploadId, index: 2, data: sealed.chunks[2] });
     } catch (e) {
       err = e;
     }
@@ -200,12 +202,12 @@ describe('UploadService rejections', () => {
     ]);
     // Same envelope again: the same upload, resumed where it stopped.
     expect(f.uploads.begin('site-a', begin)).toEqual({ uploadId, nextIndex: 1 });
-    expect(codeOf(() => f.uploads.chunk('site-b', { uploadId, index: 1, data: sealed.chunks[1] }))).toBe(
-      'UPLOAD_UNKNOWN',
-    );
-    expect(codeOf(() => f.uploads.commit('site-a', { uploadId }))).toBe('ENVELOPE_CHUNK_COUNT');
+    expect(
+      codeOf(() => await f.uploads.chunk('site-b', { uploadId, index: 1, data: sealed.chunks[1] })),
+    ).toBe('UPLOAD_UNKNOWN');
+    expect(codeOf(() => await f.uploads.commit('site-a', { uploadId }))).toBe('ENVELOPE_CHUNK_COUNT');
     for (let i = 1; i < sealed.chunks.length; i++)
-      f.uploads.chunk('site-a', { uploadId, index: i, data: sealed.chunks[i] });
+      await f.uploads.chunk('site-a', { uploadId, index: i, data: sealed.chunks[i] });
     expect(f.uploads.commit('site-a', { uploadId })).toMatchObject({ accepted: true });
     expect(f.repo.getTask(ta.taskId)!.state).toBe('accepted');
     expect(files(join(f.dataDir, 'uploads'))).toEqual([]);
@@ -216,14 +218,17 @@ describe('UploadService rejections', () => {
     const { f, a, b, ta, tb } = ctx;
     const sealedB = b.seal(tb);
     f.sites.set('site-b', { ...b.site('revoked') });
-    expect(codeOf(() => f.upload('site-b', sealedB))).toBe('SITE_REVOKED');
+    expect(codeOf(() => await f.upload('site-b', sealedB))).toBe('SITE_REVOKED');
     // Begun and fully sent before the deadline, committed after it.
     const sealed = a.seal(ta);
-    const { uploadId } = f.uploads.begin('site-a', { header: sealed.header, signature: sealed.signature });
-    sealed.chunks.forEach((data, index) => f.uploads.chunk('site-a', { uploadId, index, data }));
+    const { uploadId } = await f.uploads.begin('site-a', {
+      header: sealed.header,
+      signature: sealed.signature,
+    });
+    sealed.chunks.forEach((data, index) => await f.uploads.chunk('site-a', { uploadId, index, data }));
     f.clock.advance(600_001);
-    expect(codeOf(() => f.uploads.commit('site-a', { uploadId }))).toBe('TASK_EXPIRED');
-    expect(codeOf(() => f.upload('site-a', sealed))).toBe('TASK_EXPIRED');
+    expect(codeOf(() => await f.uploads.commit('site-a', { uploadId }))).toBe('TASK_EXPIRED');
+    expect(codeOf(() => await f.upload('site-a', sealed))).toBe('TASK_EXPIRED');
     expect(files(join(f.dataDir, 'uploads'))).toEqual([]);
     expect(f.repo.countUpdates()).toBe(0);
   });

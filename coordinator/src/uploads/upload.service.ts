@@ -11,7 +11,7 @@ import {
 } from '@fedssl/shared/protocol';
 import type { Clock } from '../runs/clock';
 import type { KeyHolder, SiteDirectory } from '../runs/ports';
-import type { RoundEngine } from '../runs/round-engine';
+import type { AuditSink, RoundEngine } from '../runs/round-engine';
 import { formatIssues } from '../runs/run-config';
 import type { RunRepository } from '../runs/run.repository';
 import type { TaskRow } from '../runs/run.types';
@@ -29,6 +29,7 @@ export interface UploadServiceDeps {
   updates: UpdateStore;
   clock: Clock;
   logger: Logger;
+  audit: AuditSink;
 }
 
 /** One upload in progress. Only bookkeeping: the bytes are on disk in the part file. */
@@ -62,7 +63,7 @@ export class UploadService {
    * Starts, or resumes (same task and signature), an upload for the authenticated site.
    * @returns the upload id and the next chunk index expected.
    */
-  begin(connSiteId: string, msg: unknown): { uploadId: string; nextIndex: number } {
+  async begin(connSiteId: string, msg: unknown): Promise<{ uploadId: string; nextIndex: number }> {
     const parsed = uploadBeginSchema.safeParse(msg);
     if (!parsed.success) {
       return this.refuse(
@@ -74,7 +75,7 @@ export class UploadService {
     const { header, signature } = parsed.data;
     const taskId = header.taskId;
     try {
-      const site = this.d.sites.get(header.siteId);
+      const site = await this.d.sites.get(header.siteId);
       if (!site || site.signingPublicKey === '')
         throw new FedsslError('SITE_NOT_FOUND', `site ${header.siteId} is not registered`);
       verifyUpdateHeader(header, signature, fromBase64(site.signingPublicKey, 32));
@@ -87,7 +88,7 @@ export class UploadService {
           'update header names a different site than the authenticated connection',
         );
       }
-      const task = this.d.repo.getTask(taskId);
+      const task = await this.d.repo.getTask(taskId);
       if (
         !task ||
         task.siteId !== header.siteId ||
@@ -99,13 +100,13 @@ export class UploadService {
           `task ${taskId} was not issued to this site for run ${header.runId} round ${header.round}`,
         );
       }
-      const closed = this.d.engine.taskAnswerability(task);
+      const closed = await this.d.engine.taskAnswerability(task);
       if (closed) throw new FedsslError(closed.code, closed.message);
       // From here the header is authentic and about this site's own open task: failures reject it.
       try {
         this.checkAgainstTask(header, task);
       } catch (e) {
-        this.reject(task, e);
+        await this.reject(task, e);
         throw e;
       }
       for (const s of this.sessions.values()) {
@@ -156,7 +157,7 @@ export class UploadService {
    * Appends chunk `index` to the upload's part file; chunks must come strictly in order.
    * @throws FedsslError UPLOAD_UNKNOWN; UPLOAD_OUT_OF_ORDER (details.expected); ENVELOPE_CHUNK_INVALID for a wrong length.
    */
-  chunk(connSiteId: string, msg: unknown): { nextIndex: number } {
+  async chunk(connSiteId: string, msg: unknown): Promise<{ nextIndex: number }> {
     const parsed = uploadChunkSchema.safeParse(msg);
     if (!parsed.success) {
       return this.refuse(
@@ -188,7 +189,7 @@ export class UploadService {
       const e = new FedsslError('ENVELOPE_CHUNK_INVALID', `chunk ${index} does not fit the signed header`, {
         index,
       });
-      this.fail(s, e);
+      await this.fail(s, e);
     }
     appendFileSync(this.d.updates.partPath(uploadId), data);
     s.nextIndex++;
@@ -199,7 +200,7 @@ export class UploadService {
    * Verifies the complete envelope and, only if everything checks, stores it as the
    * task's accepted update and tells the round engine.
    */
-  commit(connSiteId: string, msg: unknown): { accepted: true; updateId: string } {
+  async commit(connSiteId: string, msg: unknown): Promise<{ accepted: true; updateId: string }> {
     const parsed = uploadCommitSchema.safeParse(msg);
     if (!parsed.success) {
       return this.refuse(
@@ -229,15 +230,15 @@ export class UploadService {
         ),
       );
     }
-    const task = this.d.repo.getTask(s.taskId);
+    const task = await this.d.repo.getTask(s.taskId);
     const closed = task
-      ? this.d.engine.taskAnswerability(task)
+      ? await this.d.engine.taskAnswerability(task)
       : { code: 'TASK_UNKNOWN' as const, message: `task ${s.taskId} vanished` };
     if (!task || closed) {
       this.dropSession(s);
       return this.refuse(connSiteId, s.taskId, new FedsslError(closed!.code, closed!.message));
     }
-    const run = this.d.repo.getRun(task.runId)!;
+    const run = (await this.d.repo.getRun(task.runId))!;
     try {
       const plain = openEnvelopeFile(
         this.d.updates.partPath(s.uploadId),
@@ -246,7 +247,7 @@ export class UploadService {
       );
       decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
     } catch (e) {
-      this.fail(s, e);
+      await this.fail(s, e);
     }
     const updateId = `upd-${randomBytes(12).toString('hex')}`;
     const paths = this.d.updates.promote(
@@ -259,11 +260,12 @@ export class UploadService {
     );
     this.sessions.delete(s.uploadId);
     const now = new Date(this.d.clock.now()).toISOString();
-    this.d.repo.transaction(() => {
-      if (!this.d.repo.answerTask(task.id, 'accepted', null, now)) {
+    // The accepted answer, the update row and its audit entry commit together or not at all.
+    await this.d.repo.transaction(async () => {
+      if (!(await this.d.repo.answerTask(task.id, 'accepted', null, now))) {
         throw new FedsslError('TASK_ALREADY_ANSWERED', `task ${task.id} was already answered`);
       }
-      this.d.repo.insertUpdate({
+      await this.d.repo.insertUpdate({
         id: updateId,
         taskId: task.id,
         runId: task.runId,
@@ -275,12 +277,18 @@ export class UploadService {
         ...paths,
         receivedAt: now,
       });
+      await this.d.audit.append(`site:${task.siteId}`, 'update.accepted', task.id, {
+        runId: task.runId,
+        round: task.round,
+        updateId,
+        exampleCount: s.header.exampleCount,
+      });
     });
     this.log.info(
       { siteId: task.siteId, taskId: task.id, updateId, exampleCount: s.header.exampleCount },
       'update accepted',
     );
-    this.d.engine.updateAccepted(task.id);
+    await this.d.engine.updateAccepted(task.id);
     return { accepted: true, updateId };
   }
 
@@ -295,16 +303,16 @@ export class UploadService {
   }
 
   /** An authentic envelope failed a check: delete its bytes, mark the task rejected, throw. */
-  private fail(s: UploadSession, e: unknown): never {
+  private async fail(s: UploadSession, e: unknown): Promise<never> {
     this.dropSession(s);
-    const task = this.d.repo.getTask(s.taskId);
-    if (task) this.reject(task, e);
+    const task = await this.d.repo.getTask(s.taskId);
+    if (task) await this.reject(task, e);
     return this.refuse(s.siteId, s.taskId, e);
   }
 
-  private reject(task: TaskRow, e: unknown): void {
+  private async reject(task: TaskRow, e: unknown): Promise<void> {
     const reason = isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : 'update could not be verified';
-    this.d.engine.answer(task.id, 'rejected', reason);
+    await this.d.engine.answer(task.id, 'rejected', reason);
   }
 
   /** Logs a refused step (ids and code only, never payload) and throws a coded error. */

@@ -67,9 +67,9 @@ describe('platform REST API (real HTTP server)', () => {
     running = await listenNestApp(PlatformModule.forRoot(config, logger), config, logger);
     api = `${running.url}/api/v1`;
     const admins = running.app.get(AdminTokenService);
-    tokens.admin = admins.create('root', 'admin').token;
-    tokens.operator = admins.create('ops', 'operator').token;
-    tokens.viewer = admins.create('watcher', 'viewer').token;
+    tokens.admin = (await admins.create('root', 'admin')).token;
+    tokens.operator = (await admins.create('ops', 'operator')).token;
+    tokens.viewer = (await admins.create('watcher', 'viewer')).token;
   });
   afterAll(async () => {
     await running?.close();
