@@ -132,28 +132,51 @@ export function buildProgram(): Command {
 
   program
     .command('check-data')
-    .description('check a data folder: counts, patients, skipped files, sizes (no ids shown)')
-    .requiredOption('--data <path>', 'folder of PNG/JPEG images')
-    .option('--manifest <csv>', 'CSV manifest')
+    .description(
+      'read the data as training would and report counts, patients, unreadable files with reasons, sizes, intensities and metadata columns (no ids shown, nothing sent)',
+    )
+    .requiredOption(
+      '--data <path|url>',
+      'folder of PNG/JPEG or DICOM files, a MedMNIST .npz, or a DICOMweb root URL',
+    )
+    .addOption(
+      new Option('--format <kind>', 'data format (default: detected)').choices([
+        'folder',
+        'dicom',
+        'npz',
+        'dicomweb',
+      ]),
+    )
+    .option('--manifest <csv>', 'CSV manifest of an image folder')
     .option('--patient-column <name>', 'manifest column holding the patient id')
+    .option('--metadata-column <name>', 'column or DICOM tag used as metadata classes instead of the patient')
+    .option('--label-column <name>', 'manifest column holding a label')
+    .addOption(new Option('--split <name>', '.npz split').choices(['train', 'val', 'test', 'all']))
     .option('--image-size <px>', 'working image side in pixels', positiveInt)
     .option('--json', 'JSON output', false)
     .action(
       async (o: {
         data: string;
+        format?: 'folder' | 'dicom' | 'npz' | 'dicomweb';
         manifest?: string;
         patientColumn?: string;
+        metadataColumn?: string;
+        labelColumn?: string;
+        split?: 'train' | 'val' | 'test' | 'all';
         imageSize?: number;
         json: boolean;
       }) => {
+        const { json, ...rest } = o;
+        const defined = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
         process.exitCode = await checkDataCommand(
           {
-            data: o.data,
-            json: o.json,
-            logger: createLogger(),
-            ...(o.manifest !== undefined ? { manifest: o.manifest } : {}),
-            ...(o.patientColumn !== undefined ? { patientColumn: o.patientColumn } : {}),
-            ...(o.imageSize !== undefined ? { imageSize: o.imageSize } : {}),
+            ...(defined as typeof rest),
+            json,
+            // Logs share stdout with the report: only warnings unless asked for more.
+            logger: createLogger({
+              ...process.env,
+              FEDSSL_LOG_LEVEL: process.env.FEDSSL_LOG_LEVEL ?? 'warn',
+            }),
           },
           io,
         );

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -21,7 +20,7 @@ import {
   saveAgentConfig,
   type BackendPreference,
 } from '../config/agent-config';
-import { loadTrainingDataset, type DatasetReport } from '../data/load-dataset';
+import { loadTrainingDataset } from '../data/load-dataset';
 import { retry } from '../uplink/backoff';
 import { CoordinatorClient } from '../uplink/coordinator-client';
 import { fileLocalStateStore } from '../uplink/local-state-store';
@@ -324,55 +323,5 @@ export async function ledgerCommand(opts: { home: string; json?: boolean }, io: 
 }
 
 // ------------------------------------------------------------------ check-data
-
-/** `fedssl-agent check-data`: what the agent would train on (counts only, no ids). */
-export async function checkDataCommand(
-  opts: {
-    data: string;
-    manifest?: string;
-    patientColumn?: string;
-    imageSize?: number;
-    json?: boolean;
-    logger?: Logger;
-  },
-  io: CliIo,
-): Promise<number> {
-  // A throwaway secret: patients are counted, never named, and nothing is kept.
-  const secret = new Uint8Array(randomBytes(32));
-  const { report } = await loadTrainingDataset({
-    path: opts.data,
-    ...(opts.manifest !== undefined ? { manifest: opts.manifest } : {}),
-    ...(opts.patientColumn !== undefined ? { patientColumn: opts.patientColumn } : {}),
-    imageSize: opts.imageSize ?? 64,
-    secret,
-    ...(opts.logger ? { logger: opts.logger } : {}),
-  });
-  if (opts.json) {
-    io.out(JSON.stringify(report, null, 2));
-    return 0;
-  }
-  io.out(formatReport(report));
-  return 0;
-}
-
-/** Human form of a dataset report. */
-export function formatReport(r: DatasetReport): string {
-  const lines = [
-    `Images:            ${r.images}`,
-    `Patients:          ${r.patients}${r.manifestUsed ? '' : ' (no manifest: every image is its own class)'}`,
-    `Without patient:   ${r.unidentifiedImages}`,
-    `Metadata classes:  ${r.metadataClasses}`,
-    `Original sizes:    ${r.sizes.minWidth}–${r.sizes.maxWidth} × ${r.sizes.minHeight}–${r.sizes.maxHeight} px; bit depths ${Object.entries(
-      r.sizes.bitDepths,
-    )
-      .map(([d, n]) => `${d}-bit: ${n}`)
-      .join(', ')}`,
-    `Working size:      ${r.imageSize} × ${r.imageSize}`,
-  ];
-  lines.push(
-    r.skipped.length === 0
-      ? 'Skipped:           none'
-      : `Skipped:           ${r.skipped.map((s) => `${s.reason} ${s.count}`).join(', ')}`,
-  );
-  return lines.join('\n');
-}
+// In check-data.ts (owned by the data work); re-exported for existing importers.
+export { checkDataCommand, formatReport } from './check-data';

@@ -53,6 +53,8 @@ export interface DatasetReport {
   source: DataFormat;
   /** Items (files, instances, array entries) listed. */
   items: number;
+  /** Items that gave at least one image. */
+  readableItems: number;
   /** Images loaded (a multi-frame object gives one per frame). */
   images: number;
   /** Distinct identified patients. */
@@ -180,6 +182,7 @@ export async function loadTrainingDataset(
   const report: DatasetReport = {
     source: source.kind,
     items: listing.items.length,
+    readableItems: perItem.filter((x) => x.length > 0).length,
     images: kept.length,
     patients: patients.patients,
     unidentifiedImages: patients.unidentified,
