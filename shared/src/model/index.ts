@@ -4,3 +4,4 @@ export * from './spec';
 export * from './init';
 export * from './presets';
 export type { NamedTensor, NamedTensors } from '../codec/types';
+export * from './export';

@@ -1,0 +1,3 @@
+export * from './safetensors';
+export * from './torch-names';
+export * from './model-card';
