@@ -100,11 +100,15 @@ export class DicomWebSource implements DataSource {
   }
 
   describe(): string {
-    // Credentials in a URL are dropped from anything printed.
+    return `DICOMweb at ${this.safeRoot()}`;
+  }
+
+  /** The root without credentials, for messages. */
+  private safeRoot(): string {
     const u = new URL(this.root);
     u.username = '';
     u.password = '';
-    return `DICOMweb at ${u.toString()}`;
+    return u.toString().replace(/\/+$/, '');
   }
 
   async list(): Promise<SourceListing> {
@@ -121,14 +125,14 @@ export class DicomWebSource implements DataSource {
       } catch (e) {
         throw new FedsslError(
           'DATA_SOURCE_INVALID',
-          `DICOMweb server not reachable at ${this.describe().slice(13)}: ${(e as Error).message}`,
+          `DICOMweb server not reachable at ${this.safeRoot()}: ${(e as Error).message}`,
         );
       }
       if (res.status === 204) break;
       if (!res.ok)
         throw new FedsslError(
           'DATA_SOURCE_INVALID',
-          `QIDO-RS ${this.describe().slice(13)}/instances answered HTTP ${res.status}`,
+          `QIDO-RS ${this.safeRoot()}/instances answered HTTP ${res.status}`,
         );
       const page = (await res.json()) as Record<string, { Value?: unknown[] }>[];
       if (!Array.isArray(page))
