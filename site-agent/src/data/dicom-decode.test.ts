@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import * as dicomParser from 'dicom-parser';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -281,5 +282,64 @@ describe('decodeDicom on crafted files', () => {
       fragments: [Uint8Array.from([0xff, 0x4f, 0xff, 0x51, 1, 2, 3, 4])],
     });
     expect(await decodeDicom(j2k, opts)).toMatchObject({ ok: false, reason: 'decode-failed' });
+  });
+});
+
+describe('lossy decoding within tolerance', () => {
+  beforeAll(requireDicomDir);
+
+  it('MR_small re-encoded as JPEG-LS near-lossless (NEAR=3) decodes within ±3 of the original', async () => {
+    const ref = ok(await decodeFile('MR_small.dcm'));
+    const stored = ref.modalityValues![0]!; // no rescale in MR_small: modality = stored
+    // Encode with CharLS's encoder (same package, encoder build) in the test.
+    type Enc = {
+      getDecodedBuffer(info: object): Uint8Array;
+      setNearLossless(n: number): void;
+      encode(): void;
+      getEncodedBuffer(): Uint8Array;
+      delete(): void;
+    };
+    const factory = createRequire(__filename)('@cornerstonejs/codec-charls/wasmjs') as (
+      o: object,
+    ) => Promise<{
+      JpegLSEncoder: new () => Enc;
+    }>;
+    const charls = await factory({ print: () => undefined, printErr: () => undefined });
+    const enc = new charls.JpegLSEncoder();
+    const raw = new Int16Array(Array.from(stored));
+    enc
+      .getDecodedBuffer({ width: 64, height: 64, bitsPerSample: 16, componentCount: 1, isSigned: true })
+      .set(new Uint8Array(raw.buffer));
+    enc.setNearLossless(3);
+    enc.encode();
+    const codestream = new Uint8Array(enc.getEncodedBuffer());
+    enc.delete();
+    const dcm = writeDicom({
+      transferSyntax: '1.2.840.10008.1.2.4.81',
+      elements: imageHeader({
+        rows: 64,
+        cols: 64,
+        signed: true,
+        extra: [
+          { tag: 0x00281050, vr: 'DS', value: '600' },
+          { tag: 0x00281051, vr: 'DS', value: '1600' },
+        ],
+      }),
+      fragments: [codestream],
+    });
+    const lossy = ok(await decodeDicom(dcm, opts));
+    const got = lossy.modalityValues![0]!;
+    let maxErr = 0;
+    let differing = 0;
+    for (let i = 0; i < got.length; i++) {
+      const e = Math.abs(got[i]! - stored[i]!);
+      maxErr = Math.max(maxErr, e);
+      if (e > 0) differing++;
+    }
+    expect(maxErr).toBeLessThanOrEqual(3);
+    expect(differing).toBeGreaterThan(0); // it really was lossy
+    // After the 1600-wide window, ±3 stored units are ±3/1599 of the range.
+    for (let i = 0; i < got.length; i++)
+      expect(Math.abs(lossy.frames[0]![i]! - ref.frames[0]![i]!)).toBeLessThanOrEqual(3 / 1599 + 1e-6);
   });
 });
