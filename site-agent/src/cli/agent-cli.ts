@@ -12,7 +12,7 @@ import {
   runCommand,
   type CliIo,
 } from './commands';
-import { registerProbe, registerTrainLocal } from './register-tools';
+import { registerDoctor, registerProbe, registerTrainLocal } from './register-tools';
 
 /**
  * `fedssl-agent`: the site agent's command line. Parses arguments and hands off to
@@ -184,6 +184,7 @@ export function buildProgram(): Command {
     );
   registerTrainLocal(program);
   registerProbe(program);
+  registerDoctor(program);
   return program;
 }
 

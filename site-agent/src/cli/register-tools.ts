@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
+import { resolveAgentHome } from '../config/agent-config';
 import { createLogger, type CliIo } from './commands';
+import { doctorCommand } from './doctor';
 import { probeCommand } from './probe';
 import { trainLocalCommand } from './train-local';
 import type { ModelConfig } from '@fedssl/shared/model';
@@ -204,4 +206,26 @@ export function registerProbe(program: Command): void {
         );
       },
     );
+}
+
+export function registerDoctor(program: Command): void {
+  program
+    .command('doctor')
+    .description('check data, backend/GPU, disk, keys, enrollment, coordinator reachability and clock skew')
+    .option('--home <dir>', 'agent home folder (default: $FEDSSL_AGENT_HOME or ./fedssl-agent)')
+    .option('--data <path>', 'check this data path instead of the configured one')
+    .addOption(backendOption())
+    .option('--json', 'JSON output', false)
+    .action(async (o: { home?: string; data?: string; backend?: 'auto'; json: boolean }) => {
+      process.exitCode = await doctorCommand(
+        {
+          home: resolveAgentHome(o.home),
+          json: o.json,
+          logger: createLogger(),
+          ...(o.data !== undefined ? { data: o.data } : {}),
+          ...(o.backend !== undefined ? { backend: o.backend } : {}),
+        },
+        io,
+      );
+    });
 }
