@@ -1,2 +1,3 @@
 export * from './params';
 export * from './forward';
+export * from './export-layers';
