@@ -228,7 +228,9 @@ describe('ledger and check-data', () => {
     const io2 = captureIo();
     await ledgerCommand({ home }, io2);
     expect(io2.lines).toEqual([
-      `2025-01-02T03:04:05.000Z  upload    run run-1 round 2  task task-9  12345 B  2 tensors  40 examples  sha256 ${'a'.repeat(16)}…  accepted upd-1`,
+      'TIME (UTC)                DIR  RUN    ROUND  TASK    BYTES  SHA-256            TENSORS   EXAMPLES  RESULT',
+      '------------------------  ---  -----  -----  ------  -----  -----------------  --------  --------  --------------',
+      `2025-01-02T03:04:05.000Z  out  run-1      2  task-9  12345  ${'a'.repeat(16)}…  x 1, y 1        40  accepted upd-1`,
     ]);
     const io3 = captureIo();
     await ledgerCommand({ home, json: true }, io3);

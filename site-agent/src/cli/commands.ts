@@ -26,6 +26,7 @@ import { CoordinatorClient } from '../uplink/coordinator-client';
 import { fileLocalStateStore } from '../uplink/local-state-store';
 import { TaskRunner, type TaskOutcome } from '../uplink/task-runner';
 import { asCodedError } from '../uplink/uplink';
+import { formatLedgerTable } from './ledger-table';
 
 /**
  * The agent's commands as plain functions (the commander front end in agent-cli.ts only
@@ -305,20 +306,7 @@ export async function ledgerCommand(opts: { home: string; json?: boolean }, io: 
     io.out('No uploads or downloads recorded yet.');
     return 0;
   }
-  for (const e of entries) {
-    if (e.kind === 'download') {
-      io.out(
-        `${e.time}  download  run ${e.runId} round ${e.round}  model ${e.modelVersion}  ${e.bytes} B  sha256 ${e.modelSha256.slice(0, 16)}…  ${e.verified ? 'verified' : 'UNVERIFIED'}`,
-      );
-    } else {
-      const result = e.accepted
-        ? `accepted ${e.updateId ?? ''}`.trim()
-        : `REJECTED ${e.error?.code ?? ''}`.trim();
-      io.out(
-        `${e.time}  upload    run ${e.runId} round ${e.round}  task ${e.taskId}  ${e.bytesSent} B  ${e.tensors.length} tensors  ${e.exampleCount} examples  sha256 ${e.plaintextSha256.slice(0, 16)}…  ${result}`,
-      );
-    }
-  }
+  for (const line of formatLedgerTable(entries)) io.out(line);
   return 0;
 }
 
