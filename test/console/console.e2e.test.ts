@@ -1,0 +1,231 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SignedModelManifest } from '@fedssl/shared/protocol';
+import {
+  BINS,
+  enrollAgent,
+  generateSyntheticScans,
+  runNode,
+  startAgent,
+  startCoordinator,
+  type AgentHandle,
+  type CoordinatorHandle,
+  type ManagedProcess,
+  type RunView,
+} from '@fedssl/demo';
+
+/**
+ * The web console in headless Chromium against a live coordinator and two real site agents:
+ * sign in, create an enrollment token that an agent then redeems, see the sites come online,
+ * create a run through the form (first with an error the API words), start it, watch the loss
+ * chart grow as rounds are published, download a model and check it against its manifest.
+ * A screenshot of every page goes to `$TMPDIR/fedssl-console-screenshots/`.
+ */
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = path.join(tmpdir(), 'fedssl-console-screenshots');
+
+describe('web console in headless Chromium, end to end', () => {
+  let root: string;
+  let coordinator: CoordinatorHandle;
+  let browser: Browser;
+  let page: Page;
+  const processes: ManagedProcess[] = [];
+  const agents: AgentHandle[] = [];
+  const pageErrors: string[] = [];
+  let runId: string;
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(
+        `${CHROMIUM} is missing: apt-get install chromium (the console tests drive it headless)`,
+      );
+    }
+    root = await mkdtemp(path.join(tmpdir(), 'fedssl-console-e2e-'));
+    await rm(SHOTS, { recursive: true, force: true });
+    await mkdir(SHOTS, { recursive: true });
+    coordinator = await startCoordinator({ dataDir: path.join(root, 'coordinator') });
+    processes.push(coordinator.process);
+    for (const [i, name] of ['alpha', 'beta'].entries()) {
+      await generateSyntheticScans({
+        outDir: path.join(root, 'data', name),
+        patients: 4,
+        imagesPerPatient: 3,
+        size: 40,
+        seed: 70 + i,
+        modality: 'ultrasound',
+      });
+    }
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    });
+    const context = await browser.newContext({
+      viewport: { width: 1280, height: 900 },
+      acceptDownloads: true,
+    });
+    page = await context.newPage();
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => {
+      // Answers with 4xx are expected (wrong token, feature probes); anything else is not.
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(m.text());
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await Promise.all(processes.map((p) => p.stop()));
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+  it('refuses a wrong token with the API message, then signs in with an admin token', async () => {
+    await page.goto(`${coordinator.url}/console`);
+    await page.getByLabel('admin token').fill('fsa_wrong');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect
+      .poll(() => page.locator('#signin .error').textContent())
+      .toBe('invalid or revoked admin token');
+    await shot('01-signin');
+
+    await page.getByLabel('admin token').fill(coordinator.adminToken);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#sites-table').waitFor();
+    await page.locator('#live.on').waitFor();
+    expect(await page.evaluate(() => sessionStorage.getItem('fedssl.console.token'))).toBe(
+      coordinator.adminToken,
+    );
+  });
+
+  it('creates an enrollment token that an agent redeems', async () => {
+    await page.goto(`${coordinator.url}/console/#/tokens`);
+    await page.getByLabel('site name').fill('alpha');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const token = await page.locator('#issued-token').inputValue();
+    expect(token).toMatch(/^fse_/);
+    await page.locator('#copy-token').click();
+    await expect.poll(() => page.locator('#pending-table').textContent()).toContain('alpha');
+    await shot('02-enrollment');
+
+    // Hospital IT on site alpha, with the token copied from the console.
+    const home = path.join(root, 'agents', 'alpha');
+    await runNode(BINS.agent, ['init', '--home', home, '--data', path.join(root, 'data', 'alpha')]);
+    await runNode(BINS.agent, ['enroll', '--home', home, '--coordinator', coordinator.url, '--token', token]);
+    const sites = await coordinator.api.listSites();
+    const alpha = sites.find((s) => s.name === 'alpha');
+    expect(alpha?.status).toBe('enrolled');
+    agents.push({ name: 'alpha', siteId: alpha!.id, home });
+    agents.push(
+      await enrollAgent({
+        coordinator,
+        name: 'beta',
+        home: path.join(root, 'agents', 'beta'),
+        dataPath: path.join(root, 'data', 'beta'),
+      }),
+    );
+  });
+
+  it('shows both sites coming online live, without a reload', async () => {
+    await page.goto(`${coordinator.url}/console/#/sites`);
+    await page.locator('#sites-table').waitFor();
+    const online = page.locator('#sites-table td.connection .badge.online');
+    expect(await online.count()).toBe(0);
+    for (const agent of agents) processes.push(await startAgent(agent));
+    await expect.poll(() => online.count(), { timeout: 30_000 }).toBe(2);
+    // The agents' status reports (backend, example count) arrive on the next refresh.
+    await page.reload();
+    await expect
+      .poll(() => page.locator(`#sites-table tr[data-site="${agents[0]!.siteId}"] td.num`).textContent(), {
+        timeout: 30_000,
+      })
+      .toBe('12');
+    await shot('03-sites');
+  }, 240_000);
+
+  it('shows the API message for an invalid run, then creates and starts one from the form', async () => {
+    await page.goto(`${coordinator.url}/console/#/runs`);
+    const form = page.locator('#run-form');
+    await form.locator('input[name="rounds"]').fill('0');
+    await form.getByRole('button', { name: 'Create run' }).click();
+    await expect
+      .poll(() => page.locator('#runs-status .error').textContent())
+      .toBe('rounds: Too small: expected number to be >=1');
+
+    const values: Record<string, string> = {
+      name: 'console-e2e',
+      rounds: '2',
+      minSites: '2',
+      roundDeadlineSeconds: '300',
+      seed: '3',
+      'model.inputSize': '32',
+      'model.widths': '8,16,32',
+      'model.projectorHidden': '32',
+      'model.projectionDim': '16',
+      'model.metadataHidden': '16',
+      'training.maxStepsPerRound': '2',
+      'training.batchSize': '8',
+      'training.learningRate': '0.01',
+    };
+    for (const [name, value] of Object.entries(values)) await form.locator(`[name="${name}"]`).fill(value);
+    await shot('04-runs');
+    await form.getByRole('button', { name: 'Create run' }).click();
+    await page.waitForURL(/#\/runs\/run-/);
+    runId = decodeURIComponent(page.url().split('#/runs/')[1]!);
+    await page.locator('button[data-action="start"]').click();
+    await page.locator('.badge.running').first().waitFor();
+  });
+
+  it('draws the loss chart and updates it live as each round is published', async () => {
+    const points = () => page.locator('svg[data-chart="loss"]').getAttribute('data-points');
+    // Round 1: a global point plus one per site; round 2 adds as many, pushed over the socket.
+    await expect.poll(points, { timeout: 240_000, intervals: [500] }).toBe('3');
+    await shot('05-run-round-1');
+    await expect.poll(points, { timeout: 240_000, intervals: [500] }).toBe('6');
+    await page.locator('.card .badge.completed').waitFor({ timeout: 30_000 });
+    expect(await page.locator('svg[data-chart="participation"] rect').count()).toBe(4);
+    expect(await page.locator('svg[data-chart="time"] circle').count()).toBe(2);
+    const run = await coordinator.api.getRun(runId);
+    expect(run.state).toBe('completed');
+    await shot('06-run-completed');
+  }, 500_000);
+
+  it('downloads a published model whose bytes match its signed manifest', async () => {
+    const run: RunView = await coordinator.api.getRun(runId);
+    const version = run.latestModelVersion!;
+    await page.goto(`${coordinator.url}/console/#/models`);
+    await page.locator(`button[data-manifest="${version}"]`).click();
+    await expect.poll(() => page.locator('#manifest pre').textContent()).toContain(`"version": "${version}"`);
+    await shot('07-models');
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.locator(`button[data-download="${version}"]`).click(),
+    ]);
+    expect(download.suggestedFilename()).toBe(`${version}.fsw`);
+    const file = path.join(root, 'downloaded.fsw');
+    await download.saveAs(file);
+    const signed = await coordinator.api.request<SignedModelManifest>('GET', `/models/${version}`);
+    const bytes = await readFile(file);
+    expect(bytes.length).toBe(signed.manifest.weightsBytes);
+    expect(createHash('sha256').update(bytes).digest('hex')).toBe(signed.manifest.weightsSha256);
+  });
+
+  it('shows the audit log page (entries and chain status where the API serves them)', async () => {
+    await page.goto(`${coordinator.url}/console/#/audit`);
+    await page.locator('#audit-missing, #audit-verify').first().waitFor();
+    await shot('08-audit');
+    expect(pageErrors).toEqual([]);
+  });
+});
