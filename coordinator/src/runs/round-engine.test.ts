@@ -39,11 +39,13 @@ describe('RoundEngine', () => {
     const a = f.agent('site-a', 100, 0.01);
     const b = f.agent('site-b', 300, -0.02);
     f.connect(a);
+    await f.engine.idle();
     f.connect(b);
+    await f.engine.idle();
     const run = await f.runs.create(testRunBody({ rounds: 2, minSites: 2 }));
     const ta = a.nextTask();
     const tb = b.nextTask();
-    expect(f.runs.start(run.id).state).toBe('running');
+    expect((await f.runs.start(run.id)).state).toBe('running');
     const r0 = `${run.id}.r0`;
     expect(f.models.getManifest(r0)).toBeDefined();
 
@@ -53,7 +55,7 @@ describe('RoundEngine', () => {
       expect(taskA!.modelVersion).toBe(`${run.id}.r${round - 1}`);
       const next = round === 1 ? [a.nextTask(), b.nextTask()] : [];
       await f.upload('site-a', a.seal(taskA!));
-      expect(f.repo.getRun(run.id)!.latestModelVersion).toBe(`${run.id}.r${round - 1}`); // still waiting for b
+      expect((await f.repo.getRun(run.id))!.latestModelVersion).toBe(`${run.id}.r${round - 1}`); // still waiting for b
       await f.upload('site-b', b.seal(taskB!));
       if (next.length) await Promise.all(next);
     }
@@ -163,21 +165,24 @@ describe('RoundEngine', () => {
     const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2, roundDeadlineSeconds: 60 }));
     await f.runs.start(run.id);
     f.connect(a);
+    await f.engine.idle();
     expect(
       log.lines.filter((l) => l.msg === 'waiting for sites').map((l) => [l.online, l.waitingFor]),
     ).toEqual([
       [0, 2],
       [1, 1],
     ]);
-    expect(f.repo.latestRound(run.id)!.state).toBe('open');
+    expect((await f.repo.latestRound(run.id))!.state).toBe('open');
     const ta = a.nextTask();
     const tb = b.nextTask();
     f.connect(b);
+    await f.engine.idle();
     const [taskA] = await Promise.all([ta, tb]);
     await f.upload('site-a', a.seal(taskA));
     const retryA = a.nextTask();
     const retryB = b.nextTask();
     f.clock.advance(60_001);
+    await f.engine.idle();
 
     let detail = await f.runs.get(run.id);
     expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([
@@ -215,6 +220,7 @@ describe('RoundEngine', () => {
     for (const id of ['site-b', 'site-c']) {
       f.sites.set(id, { ...f.sites.get(id)!, status: 'revoked' });
       f.presence.emit('revoked', id);
+      await f.engine.idle();
     }
     const detail = await f.runs.get(run.id);
     const first = detail.rounds[0]!;
@@ -236,9 +242,13 @@ describe('RoundEngine', () => {
     f = await FederationFixture.create();
     const a = f.agent('site-a', 5, 0.1);
     f.connect(a);
+    await f.engine.idle();
     const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 1, roundDeadlineSeconds: 10 }));
     await f.runs.start(run.id);
-    for (let i = 0; i < 3; i++) f.clock.advance(10_001);
+    for (let i = 0; i < 3; i++) {
+      f.clock.advance(10_001);
+      await f.engine.idle();
+    }
     const detail = await f.runs.get(run.id);
     expect(detail.rounds.map((r) => r.state)).toEqual(['failed', 'failed', 'failed']);
     expect(detail.state).toBe('failed');
@@ -253,7 +263,9 @@ describe('RoundEngine', () => {
     const ta = a.nextTask();
     const tb = b.nextTask();
     f.connect(a);
+    await f.engine.idle();
     f.connect(b);
+    await f.engine.idle();
     const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
     await f.runs.start(run.id);
     const [taskA, taskB] = await Promise.all([ta, tb]);
@@ -268,7 +280,7 @@ describe('RoundEngine', () => {
     const again = await reoffered;
     expect(again.taskId).toBe(taskB.taskId);
     expect(f.transport.offers.filter((o) => o.siteId === 'site-a')).toHaveLength(1);
-    expect(f.repo.listUpdates(run.id, 1, 1).map((u) => u.siteId)).toEqual(['site-a']);
+    expect((await f.repo.listUpdates(run.id, 1, 1)).map((u) => u.siteId)).toEqual(['site-a']);
 
     await f.upload('site-b', b.seal(again));
     const detail = await f.runs.get(run.id);

@@ -86,6 +86,8 @@ export class RoundEngine {
   /** Runs whose open round waits for sites, with the online count last logged. */
   private readonly waiting = new Map<string, number>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Fire-and-forget work (events, timers) still running; see {@link idle}. */
+  private readonly pending = new Set<Promise<unknown>>();
   private readonly onOnline = (siteId: string): void =>
     this.background(this.siteOnline(siteId), 'site online');
   private readonly onRevoked = (siteId: string): void =>
@@ -112,7 +114,8 @@ export class RoundEngine {
 
   /** Resolves once every queued transition has run (tests, shutdown). */
   async idle(): Promise<void> {
-    while (this.locks.size > 0) await Promise.allSettled([...this.locks.values()]);
+    while (this.locks.size > 0 || this.pending.size > 0)
+      await Promise.allSettled([...this.locks.values(), ...this.pending]);
   }
 
   /** Runs `fn` after every earlier transition of the same run has finished. */
@@ -132,7 +135,11 @@ export class RoundEngine {
 
   /** Fire-and-forget work from events and timers: errors are logged, never thrown at an emitter. */
   private background(p: Promise<unknown>, what: string): void {
-    p.catch((e: unknown) => this.log.error({ err: e }, `${what}: could not update run state`));
+    const tracked = p.catch((e: unknown) =>
+      this.log.error({ err: e }, `${what}: could not update run state`),
+    );
+    this.pending.add(tracked);
+    void tracked.then(() => this.pending.delete(tracked));
   }
 
   private iso(): string {

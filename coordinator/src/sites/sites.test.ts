@@ -9,7 +9,8 @@ import { PROTOCOL_VERSION, type EnrollRequest } from '@fedssl/shared/protocol';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { hashSecretToken } from '../keys/secret-token';
-import { Database } from '../store/database';
+import { AuditLog } from '../audit/audit-log';
+import { SqliteStore } from '../store/sqlite-store';
 import { EnrollmentService } from './enrollment.service';
 import { PresenceService } from './presence.service';
 import { SiteRegistryService } from './site-registry.service';
@@ -17,9 +18,9 @@ import { SiteRepository } from './site.repository';
 
 const silent = pino({ level: 'silent' });
 
-function codeOf(fn: () => unknown): string {
+async function codeOf(fn: () => unknown): Promise<string> {
   try {
-    fn();
+    await fn();
   } catch (e) {
     if (isFedsslErrorLike(e)) return e.code;
     throw e;
@@ -29,7 +30,7 @@ function codeOf(fn: () => unknown): string {
 
 describe('sites', () => {
   let dir: string;
-  let db: Database;
+  let db: SqliteStore;
   let now: Date;
   let keys: CoordinatorKeysService;
   let repo: SiteRepository;
@@ -45,27 +46,28 @@ describe('sites', () => {
     protocolVersion: PROTOCOL_VERSION,
   });
 
-  beforeEach(() => {
+  beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'fedssl-sites-'));
-    db = Database.open(join(dir, 'fedssl.sqlite'));
+    db = SqliteStore.open(join(dir, 'fedssl.sqlite'));
     now = new Date('2025-01-01T00:00:00.000Z');
     const clock = { now: () => now.getTime() };
     keys = new CoordinatorKeysService(loadConfig({ FEDSSL_DATA_DIR: dir }), silent);
-    repo = new SiteRepository(db);
+    repo = await new SiteRepository(db).init();
+    const audit = await new AuditLog(db, clock).init();
     presence = new PresenceService();
-    registry = new SiteRegistryService(repo, presence, db, clock, silent);
-    enrollment = new EnrollmentService(repo, keys, db, clock, silent);
+    registry = new SiteRegistryService(repo, presence, db, audit, clock, silent);
+    enrollment = new EnrollmentService(repo, keys, db, audit, clock, silent);
   });
-  afterEach(() => {
-    db.close();
+  afterEach(async () => {
+    await db.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('issues a token for a pending site and stores only its hash', () => {
-    const issued = enrollment.issueToken('St Elsewhere', 3600);
+  it('issues a token for a pending site and stores only its hash', async () => {
+    const issued = await enrollment.issueToken('St Elsewhere', 3600);
     expect(issued.token).toMatch(/^fse_[A-Za-z0-9_-]{43}$/);
     expect(issued.expiresAt).toBe('2025-01-01T01:00:00.000Z');
-    const site = registry.get(issued.siteId);
+    const site = await registry.get(issued.siteId);
     expect(site).toMatchObject({
       name: 'St Elsewhere',
       status: 'pending',
@@ -75,20 +77,20 @@ describe('sites', () => {
     const stored = JSON.stringify(db.sqlite.prepare('SELECT * FROM enrollment_tokens').all());
     expect(stored).not.toContain(issued.token);
     expect(stored).toContain(hashSecretToken(issued.token));
-    expect(codeOf(() => enrollment.issueToken('St Elsewhere', 60))).toBe('SITE_NAME_TAKEN');
+    expect(await codeOf(() => enrollment.issueToken('St Elsewhere', 60))).toBe('SITE_NAME_TAKEN');
   });
 
-  it('enrolls once with a valid token and returns the coordinator keys', () => {
-    const issued = enrollment.issueToken('A', 3600);
+  it('enrolls once with a valid token and returns the coordinator keys', async () => {
+    const issued = await enrollment.issueToken('A', 3600);
     const party = generatePartyKeys();
-    const res = enrollment.enroll(request(issued.token, party));
+    const res = await enrollment.enroll(request(issued.token, party));
     expect(res).toEqual({
       siteId: issued.siteId,
       siteName: 'A',
       coordinator: keys.publicKeys(),
       protocolVersion: PROTOCOL_VERSION,
     });
-    expect(registry.get(issued.siteId)).toMatchObject({
+    expect(await registry.get(issued.siteId)).toMatchObject({
       status: 'enrolled',
       signingPublicKey: toBase64(party.signing.publicKey),
       boxPublicKey: toBase64(party.box.publicKey),
@@ -96,68 +98,68 @@ describe('sites', () => {
       agentVersion: '0.1.0',
     });
     // Single use, even with the same keys.
-    expect(codeOf(() => enrollment.enroll(request(issued.token, party)))).toBe('ENROLLMENT_TOKEN_USED');
+    expect(await codeOf(() => enrollment.enroll(request(issued.token, party)))).toBe('ENROLLMENT_TOKEN_USED');
   });
 
-  it('rejects unknown tokens', () => {
-    expect(codeOf(() => enrollment.enroll(request('fse_' + 'x'.repeat(43))))).toBe(
+  it('rejects unknown tokens', async () => {
+    expect(await codeOf(() => enrollment.enroll(request('fse_' + 'x'.repeat(43))))).toBe(
       'ENROLLMENT_TOKEN_INVALID',
     );
   });
 
-  it('rejects an expired token (injected clock) and consumes nothing', () => {
-    const issued = enrollment.issueToken('B', 60);
+  it('rejects an expired token (injected clock) and consumes nothing', async () => {
+    const issued = await enrollment.issueToken('B', 60);
     now = new Date('2025-01-01T00:01:00.000Z'); // exactly at expiry: expired
-    expect(codeOf(() => enrollment.enroll(request(issued.token)))).toBe('ENROLLMENT_TOKEN_EXPIRED');
+    expect(await codeOf(() => enrollment.enroll(request(issued.token)))).toBe('ENROLLMENT_TOKEN_EXPIRED');
     now = new Date('2025-01-01T00:00:59.999Z');
-    expect(enrollment.enroll(request(issued.token)).siteId).toBe(issued.siteId);
+    expect((await enrollment.enroll(request(issued.token))).siteId).toBe(issued.siteId);
   });
 
-  it('refuses enrollment for a revoked site', () => {
-    const issued = enrollment.issueToken('C', 3600);
-    registry.revoke(issued.siteId, 'decommissioned');
-    expect(codeOf(() => enrollment.enroll(request(issued.token)))).toBe('SITE_REVOKED');
-    expect(repo.getToken(hashSecretToken(issued.token))?.usedAt).toBeNull();
+  it('refuses enrollment for a revoked site', async () => {
+    const issued = await enrollment.issueToken('C', 3600);
+    await registry.revoke(issued.siteId, 'decommissioned');
+    expect(await codeOf(() => enrollment.enroll(request(issued.token)))).toBe('SITE_REVOKED');
+    expect((await repo.getToken(hashSecretToken(issued.token)))?.usedAt).toBeNull();
   });
 
-  it('rejects bad keys without consuming the token', () => {
-    const issued = enrollment.issueToken('D', 3600);
+  it('rejects bad keys without consuming the token', async () => {
+    const issued = await enrollment.issueToken('D', 3600);
     const good = request(issued.token);
     const short = { ...good, signingPublicKey: toBase64(new Uint8Array(31)) };
-    expect(codeOf(() => enrollment.enroll(short))).toBe('PROTOCOL_INVALID_MESSAGE');
-    expect(() => enrollment.enroll(short)).toThrow('signingPublicKey: expected base64 of 32 bytes');
-    expect(codeOf(() => enrollment.enroll({ ...good, signingPublicKey: 'not base64!' }))).toBe(
+    expect(await codeOf(() => enrollment.enroll(short))).toBe('PROTOCOL_INVALID_MESSAGE');
+    await expect(enrollment.enroll(short)).rejects.toThrow('signingPublicKey: expected base64 of 32 bytes');
+    expect(await codeOf(() => enrollment.enroll({ ...good, signingPublicKey: 'not base64!' }))).toBe(
       'PROTOCOL_INVALID_MESSAGE',
     );
-    expect(codeOf(() => enrollment.enroll({ ...good, boxPublicKey: good.signingPublicKey }))).toBe(
+    expect(await codeOf(() => enrollment.enroll({ ...good, boxPublicKey: good.signingPublicKey }))).toBe(
       'CRYPTO_INVALID_ARGUMENT',
     );
-    expect(codeOf(() => enrollment.enroll({ ...good, protocolVersion: 99 }))).toBe(
+    expect(await codeOf(() => enrollment.enroll({ ...good, protocolVersion: 99 }))).toBe(
       'PROTOCOL_VERSION_MISMATCH',
     );
     // Still redeemable after all those failures.
-    expect(enrollment.enroll(good).siteId).toBe(issued.siteId);
+    expect((await enrollment.enroll(good)).siteId).toBe(issued.siteId);
   });
 
-  it('refuses a signing key already registered to another site', () => {
+  it('refuses a signing key already registered to another site', async () => {
     const party = generatePartyKeys();
-    enrollment.enroll(request(enrollment.issueToken('E', 3600).token, party));
-    const second = enrollment.issueToken('F', 3600);
-    expect(codeOf(() => enrollment.enroll(request(second.token, party)))).toBe('ENROLLMENT_KEY_IN_USE');
-    expect(registry.get(second.siteId)?.status).toBe('pending');
+    await enrollment.enroll(request((await enrollment.issueToken('E', 3600)).token, party));
+    const second = await enrollment.issueToken('F', 3600);
+    expect(await codeOf(() => enrollment.enroll(request(second.token, party)))).toBe('ENROLLMENT_KEY_IN_USE');
+    expect((await registry.get(second.siteId))?.status).toBe('pending');
   });
 
-  it('records agent status and revocation, announcing revocation to presence listeners', () => {
-    const issued = enrollment.issueToken('G', 3600);
-    enrollment.enroll(request(issued.token));
+  it('records agent status and revocation, announcing revocation to presence listeners', async () => {
+    const issued = await enrollment.issueToken('G', 3600);
+    await enrollment.enroll(request(issued.token));
     now = new Date('2025-01-02T00:00:00.000Z');
-    registry.recordStatus(issued.siteId, {
+    await registry.recordStatus(issued.siteId, {
       state: 'idle',
       backend: 'wasm',
       exampleCount: 120,
       agentVersion: '0.1.1',
     });
-    expect(registry.get(issued.siteId)).toMatchObject({
+    expect(await registry.get(issued.siteId)).toMatchObject({
       lastSeenAt: '2025-01-02T00:00:00.000Z',
       backend: 'wasm',
       exampleCount: 120,
@@ -165,17 +167,17 @@ describe('sites', () => {
     });
     const revoked: string[] = [];
     presence.on('revoked', (id: string) => revoked.push(id));
-    const site = registry.revoke(issued.siteId, 'key leaked');
+    const site = await registry.revoke(issued.siteId, 'key leaked');
     expect(site).toMatchObject({ status: 'revoked', revokedAt: '2025-01-02T00:00:00.000Z' });
     expect(revoked).toEqual([issued.siteId]);
     now = new Date('2025-01-03T00:00:00.000Z');
-    expect(registry.revoke(issued.siteId, 'again').revokedAt).toBe('2025-01-02T00:00:00.000Z');
-    expect(codeOf(() => registry.revoke('site-missing', 'x'))).toBe('SITE_NOT_FOUND');
+    expect((await registry.revoke(issued.siteId, 'again')).revokedAt).toBe('2025-01-02T00:00:00.000Z');
+    expect(await codeOf(() => registry.revoke('site-missing', 'x'))).toBe('SITE_NOT_FOUND');
   });
 });
 
 describe('PresenceService', () => {
-  it('tracks connections per site and emits online/offline on the edges only', () => {
+  it('tracks connections per site and emits online/offline on the edges only', async () => {
     const p = new PresenceService();
     const events: string[] = [];
     p.on('online', (id: string) => events.push(`online:${id}`));

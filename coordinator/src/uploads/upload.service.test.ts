@@ -6,9 +6,9 @@ import type { Task } from '@fedssl/shared/protocol';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { constantDelta, FederationFixture, testRunBody, type FakeAgent } from '../runs/federation.fixture';
 
-function codeOf(fn: () => unknown): string {
+async function codeOf(fn: () => unknown): Promise<string> {
   try {
-    fn();
+    await fn();
   } catch (e) {
     if (isFedsslErrorLike(e)) return e.code;
     throw e;
@@ -53,7 +53,7 @@ type Case = {
   code: string;
   /** Whether the task of site-a ends up `rejected` (authentic envelope) or stays `offered`. */
   taskState: 'rejected' | 'offered' | 'accepted';
-  act: (c: Ctx) => void;
+  act: (c: Ctx) => unknown;
 };
 
 const flipByte = (index: number) => (i: number, c: Uint8Array) => {
@@ -69,26 +69,25 @@ const CASES: Case[] = [
     code: 'ENVELOPE_SIGNATURE_INVALID',
     taskState: 'offered',
     act: ({ f, a, ta }) =>
-      await f.upload('site-a', a.seal(ta, { signingSecretKey: generatePartyKeys().signing.secretKey })),
+      f.upload('site-a', a.seal(ta, { signingSecretKey: generatePartyKeys().signing.secretKey })),
   },
   {
     name: "another site's task",
     code: 'TASK_UNKNOWN',
     taskState: 'offered',
-    act: ({ f, b, ta }) =>
-      await f.upload('site-b', b.seal(ta, { fields: (h) => void (h.siteId = 'site-b') })),
+    act: ({ f, b, ta }) => f.upload('site-b', b.seal(ta, { fields: (h) => void (h.siteId = 'site-b') })),
   },
   {
     name: 'a header for site-a sent over site-b’s connection',
     code: 'SITE_AUTH_FAILED',
     taskState: 'offered',
-    act: ({ f, a, ta }) => await f.upload('site-b', a.seal(ta)),
+    act: ({ f, a, ta }) => f.upload('site-b', a.seal(ta)),
   },
   {
     name: 'replayed task (already answered)',
     code: 'TASK_ALREADY_ANSWERED',
     taskState: 'accepted',
-    act: ({ f, a, ta }) => {
+    act: async ({ f, a, ta }) => {
       const sealed = a.seal(ta);
       await f.upload('site-a', sealed);
       await f.upload('site-a', sealed);
@@ -99,7 +98,7 @@ const CASES: Case[] = [
     code: 'UPDATE_TASK_NONCE_MISMATCH',
     taskState: 'rejected',
     act: ({ f, a, ta }) =>
-      await f.upload(
+      f.upload(
         'site-a',
         a.seal(ta, { fields: (h) => void (h.taskNonce = Buffer.alloc(32, 7).toString('base64')) }),
       ),
@@ -109,32 +108,31 @@ const CASES: Case[] = [
     code: 'UPDATE_BASE_MODEL_MISMATCH',
     taskState: 'rejected',
     act: ({ f, a, ta }) =>
-      await f.upload('site-a', a.seal(ta, { fields: (h) => void (h.baseModelHash = 'ab'.repeat(32)) })),
+      f.upload('site-a', a.seal(ta, { fields: (h) => void (h.baseModelHash = 'ab'.repeat(32)) })),
   },
   {
     name: 'example count 0',
     code: 'UPDATE_EXAMPLE_COUNT_INVALID',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => await f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 0) })),
+    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 0) })),
   },
   {
     name: 'example count above 1e9',
     code: 'UPDATE_EXAMPLE_COUNT_INVALID',
     taskState: 'rejected',
-    act: ({ f, a, ta }) =>
-      await f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 1e9 + 1) })),
+    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta, { fields: (h) => void (h.exampleCount = 1e9 + 1) })),
   },
   {
     name: 'altered chunk',
     code: 'ENVELOPE_CHUNK_INVALID',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => await f.upload('site-a', a.seal(ta), flipByte(0)),
+    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta), flipByte(0)),
   },
   {
     name: 'wrong tensor shapes',
     code: 'MODEL_WEIGHTS_MISMATCH',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => {
+    act: async ({ f, a, ta }) => {
       const delta = constantDelta(ta.model, 0.01);
       delta[0] = { name: delta[0]!.name, shape: [1, delta[0]!.data.length], data: delta[0]!.data };
       await f.upload('site-a', a.seal(ta, { delta }));
@@ -144,7 +142,7 @@ const CASES: Case[] = [
     name: 'NaN in the delta',
     code: 'UPDATE_NOT_FINITE',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => {
+    act: async ({ f, a, ta }) => {
       const delta = constantDelta(ta.model, 0.01);
       delta[1]!.data[0] = Number.NaN;
       await f.upload('site-a', a.seal(ta, { delta }));
@@ -154,27 +152,27 @@ const CASES: Case[] = [
     name: 'norm too large',
     code: 'UPDATE_NORM_TOO_LARGE',
     taskState: 'rejected',
-    act: ({ f, a, ta }) => await f.upload('site-a', a.seal(ta, { delta: constantDelta(ta.model, 1e6) })),
+    act: ({ f, a, ta }) => f.upload('site-a', a.seal(ta, { delta: constantDelta(ta.model, 1e6) })),
   },
 ];
 
 describe('UploadService rejections', () => {
   let ctx: Ctx | undefined;
-  afterEach(() => ctx?.f.close());
+  afterEach(async () => ctx?.f.close());
 
   it.each(CASES)('$name → $code, nothing recorded', async (c) => {
     ctx = await setup();
     const { f, ta } = ctx;
-    expect(codeOf(() => c.act(ctx!))).toBe(c.code);
+    expect(await codeOf(() => c.act(ctx!))).toBe(c.code);
     const expectedUpdates = c.taskState === 'accepted' ? 1 : 0;
-    expect(f.repo.countUpdates()).toBe(expectedUpdates);
+    expect(await f.repo.countUpdates()).toBe(expectedUpdates);
     expect(files(join(f.dataDir, 'updates')).filter((n) => n.endsWith('.env'))).toHaveLength(expectedUpdates);
     expect(files(join(f.dataDir, 'uploads'))).toEqual([]);
     const task = (await f.repo.getTask(ta.taskId))!;
     expect(task.state).toBe(c.taskState);
     if (c.taskState === 'rejected') expect(task.reason).toMatch(new RegExp(`^${c.code}: `));
     // The other site's task is never touched, and the round is not aggregated.
-    expect(f.repo.getTask(ctx.tb.taskId)!.state).toBe('offered');
+    expect((await f.repo.getTask(ctx.tb.taskId))!.state).toBe('offered');
     expect(f.models.getManifest(`${ta.runId}.r1`)).toBeUndefined();
   });
 
@@ -186,7 +184,7 @@ describe('UploadService rejections', () => {
     const begin = { header: sealed.header, signature: sealed.signature };
     const { uploadId, nextIndex } = await f.uploads.begin('site-a', begin);
     expect(nextIndex).toBe(0);
-    expect(f.uploads.chunk('site-a', { uploadId, index: 0, data: sealed.chunks[0] })).toEqual({
+    expect(await f.uploads.chunk('site-a', { uploadId, index: 0, data: sealed.chunks[0] })).toEqual({
       nextIndex: 1,
     });
     let err: unknown;
@@ -201,15 +199,15 @@ describe('UploadService rejections', () => {
       { expected: 1, index: 2 },
     ]);
     // Same envelope again: the same upload, resumed where it stopped.
-    expect(f.uploads.begin('site-a', begin)).toEqual({ uploadId, nextIndex: 1 });
+    expect(await f.uploads.begin('site-a', begin)).toEqual({ uploadId, nextIndex: 1 });
     expect(
-      codeOf(() => await f.uploads.chunk('site-b', { uploadId, index: 1, data: sealed.chunks[1] })),
+      await codeOf(() => f.uploads.chunk('site-b', { uploadId, index: 1, data: sealed.chunks[1] })),
     ).toBe('UPLOAD_UNKNOWN');
-    expect(codeOf(() => await f.uploads.commit('site-a', { uploadId }))).toBe('ENVELOPE_CHUNK_COUNT');
+    expect(await codeOf(() => f.uploads.commit('site-a', { uploadId }))).toBe('ENVELOPE_CHUNK_COUNT');
     for (let i = 1; i < sealed.chunks.length; i++)
       await f.uploads.chunk('site-a', { uploadId, index: i, data: sealed.chunks[i] });
-    expect(f.uploads.commit('site-a', { uploadId })).toMatchObject({ accepted: true });
-    expect(f.repo.getTask(ta.taskId)!.state).toBe('accepted');
+    expect(await f.uploads.commit('site-a', { uploadId })).toMatchObject({ accepted: true });
+    expect((await f.repo.getTask(ta.taskId))!.state).toBe('accepted');
     expect(files(join(f.dataDir, 'uploads'))).toEqual([]);
   });
 
@@ -218,26 +216,28 @@ describe('UploadService rejections', () => {
     const { f, a, b, ta, tb } = ctx;
     const sealedB = b.seal(tb);
     f.sites.set('site-b', { ...b.site('revoked') });
-    expect(codeOf(() => await f.upload('site-b', sealedB))).toBe('SITE_REVOKED');
+    expect(await codeOf(() => f.upload('site-b', sealedB))).toBe('SITE_REVOKED');
     // Begun and fully sent before the deadline, committed after it.
     const sealed = a.seal(ta);
     const { uploadId } = await f.uploads.begin('site-a', {
       header: sealed.header,
       signature: sealed.signature,
     });
-    sealed.chunks.forEach((data, index) => await f.uploads.chunk('site-a', { uploadId, index, data }));
+    for (const [index, data] of sealed.chunks.entries())
+      await f.uploads.chunk('site-a', { uploadId, index, data });
     f.clock.advance(600_001);
-    expect(codeOf(() => await f.uploads.commit('site-a', { uploadId }))).toBe('TASK_EXPIRED');
-    expect(codeOf(() => await f.upload('site-a', sealed))).toBe('TASK_EXPIRED');
+    await f.engine.idle();
+    expect(await codeOf(() => f.uploads.commit('site-a', { uploadId }))).toBe('TASK_EXPIRED');
+    expect(await codeOf(() => f.upload('site-a', sealed))).toBe('TASK_EXPIRED');
     expect(files(join(f.dataDir, 'uploads'))).toEqual([]);
-    expect(f.repo.countUpdates()).toBe(0);
+    expect(await f.repo.countUpdates()).toBe(0);
   });
 
   it('refuses malformed messages with exact messages', async () => {
     ctx = await setup();
     let err: unknown;
     try {
-      ctx.f.uploads.commit('site-a', { uploadId: 'x y' });
+      await ctx.f.uploads.commit('site-a', { uploadId: 'x y' });
     } catch (e) {
       err = e;
     }
