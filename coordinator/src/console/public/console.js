@@ -42,6 +42,11 @@
     }
     return el;
   }
+  /** Like replaceChildren, but flattens arrays and skips null/false (as {@link h} does). */
+  function fill(el, ...children) {
+    el.replaceChildren();
+    return append(el, children);
+  }
   function s(tag, attrs, ...children) {
     const el = document.createElementNS(SVG_NS, tag);
     for (const [k, v] of Object.entries(attrs || {}))
@@ -80,7 +85,7 @@
     return h('div', { class: 'error', role: 'alert' }, message);
   }
   function page(title, ...children) {
-    main.replaceChildren(h('h1', {}, title), ...children);
+    fill(main, h('h1', {}, title), ...children);
   }
 
   // ------------------------------------------------------------------ API
@@ -209,7 +214,7 @@
         id: 'signin',
         onsubmit: async (ev) => {
           ev.preventDefault();
-          status.replaceChildren();
+          fill(status);
           const t = input.value.trim();
           try {
             await api('GET', '/sites', undefined, { token: t });
@@ -227,7 +232,7 @@
       h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Sign in')),
       status,
     );
-    main.replaceChildren(form);
+    fill(main, form);
   }
 
   async function enter() {
@@ -246,7 +251,8 @@
     const status = h('div');
     async function load() {
       const sites = await api('GET', '/sites');
-      table.replaceChildren(
+      fill(
+        table,
         h(
           'tr',
           {},
@@ -291,7 +297,7 @@
           class: 'revoke',
           onsubmit: async (ev) => {
             ev.preventDefault();
-            status.replaceChildren();
+            fill(status);
             try {
               await api('POST', `/sites/${encodeURIComponent(site.id)}/revoke`, { reason: reason.value });
               toast(`${site.name} revoked`);
@@ -324,7 +330,8 @@
     const pending = h('table', { id: 'pending-table' });
     async function loadPending() {
       const sites = (await api('GET', '/sites')).filter((x) => x.status === 'pending');
-      pending.replaceChildren(
+      fill(
+        pending,
         h(
           'tr',
           {},
@@ -350,7 +357,7 @@
         novalidate: true,
         onsubmit: async (ev) => {
           ev.preventDefault();
-          result.replaceChildren();
+          fill(result);
           const body = { siteName: siteName.value };
           if (hours.value !== '') body.expiresInSeconds = Math.round(Number(hours.value) * 3600);
           try {
@@ -361,7 +368,8 @@
               id: 'issued-token',
               'aria-label': 'enrollment token',
             });
-            result.replaceChildren(
+            fill(
+              result,
               h(
                 'div',
                 { class: 'card' },
@@ -431,7 +439,7 @@
           class: cls,
           'data-action': path,
           onclick: async () => {
-            status.replaceChildren();
+            fill(status);
             try {
               await api('POST', `/runs/${encodeURIComponent(run.id)}/${path}`);
               toast(`${run.name}: ${path}`);
@@ -480,7 +488,7 @@
         novalidate: true,
         onsubmit: async (ev) => {
           ev.preventDefault();
-          status.replaceChildren();
+          fill(status);
           try {
             const run = await api('POST', '/runs', runBody(form));
             toast(`run ${run.name} created`);
@@ -567,7 +575,8 @@
     const table = h('table', { id: 'runs-table' });
     async function load() {
       const runs = await api('GET', '/runs');
-      table.replaceChildren(
+      fill(
+        table,
         h(
           'tr',
           {},
@@ -656,14 +665,17 @@
   function chart(id, title, yLabel, series, opts = {}) {
     const W = 520;
     const H = 220;
-    const L = 52;
+    const L = 64;
     const R = 12;
     const T = 12;
     const B = 34;
     const xs = series.flatMap((se) => se.points.map((p) => p[0]));
     const ys = series.flatMap((se) => se.points.map((p) => p[1]));
-    const xMin = xs.length ? Math.min(...xs) : 1;
-    const xMax = xs.length ? Math.max(...xs) : 1;
+    const bars = series.filter((se) => se.kind === 'bar');
+    // Bars are centred on their round: leave half a round of room at both ends.
+    const pad = bars.length ? 0.5 : 0;
+    const xMin = (xs.length ? Math.min(...xs) : 1) - pad;
+    const xMax = (xs.length ? Math.max(...xs) : 1) + pad;
     const yMin = opts.zero === false && ys.length ? Math.min(...ys) : 0;
     const yMax = ys.length ? (opts.zero === false ? Math.max(...ys) : niceMax(Math.max(...ys))) : 1;
     const ySpan = yMax - yMin || Math.abs(yMax) || 1;
@@ -680,7 +692,7 @@
       const v = yMin + (ySpan * i) / 4;
       svg.append(
         s('line', { class: 'grid-line', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
-        s('text', { x: L - 6, y: y(v) + 3, 'text-anchor': 'end' }, fmtNum(v, 3)),
+        s('text', { x: L - 6, y: y(v) + 3, 'text-anchor': 'end' }, (opts.format || ((n) => fmtNum(n, 3)))(v)),
       );
     }
     svg.append(
@@ -702,7 +714,6 @@
         yLabel,
       ),
     );
-    const bars = series.filter((se) => se.kind === 'bar');
     const slot = rounds.length > 1 ? (x(rounds[1]) - x(rounds[0])) * 0.7 : 60;
     const bw = bars.length ? Math.min(40, slot / bars.length) : 0;
     series.forEach((se, i) => {
@@ -764,7 +775,8 @@
         api('GET', '/models'),
       ]);
       const published = run.rounds.filter((r) => r.state === 'published').length;
-      head.replaceChildren(
+      fill(
+        head,
         h(
           'div',
           { class: 'card' },
@@ -789,7 +801,8 @@
         ),
       );
       const d = roundSeries(run, models);
-      charts.replaceChildren(
+      fill(
+        charts,
         chart(
           'loss',
           'Loss per round (global = example-weighted mean)',
@@ -814,14 +827,19 @@
             color: '#1a7f37',
           },
         ]),
-        chart('bytes', 'Model bytes moved (down to offered + up from accepted sites)', 'bytes', [
-          { name: 'bytes', points: d.bytes, kind: 'bar', color: '#2456c9' },
-        ]),
+        chart(
+          'bytes',
+          'Model bytes moved (down to offered + up from accepted sites)',
+          'bytes',
+          [{ name: 'bytes', points: d.bytes, kind: 'bar', color: '#2456c9' }],
+          { format: fmtBytes },
+        ),
         chart('time', 'Round time (open → published)', 'seconds', [
           { name: 'seconds', points: d.time, color: '#b25e00' },
         ]),
       );
-      rounds.replaceChildren(
+      fill(
+        rounds,
         h(
           'tr',
           {},
@@ -930,7 +948,8 @@
                 'data-manifest': manifest.version,
                 onclick: async () => {
                   const signed = await api('GET', `/models/${encodeURIComponent(manifest.version)}`);
-                  detail.replaceChildren(
+                  fill(
+                    detail,
                     h('h2', {}, `Signed manifest of ${manifest.version}`),
                     h(
                       'p',
@@ -978,7 +997,8 @@
     try {
       const v = await api('GET', '/audit/verify');
       const ok = v && (v.ok === true || v.valid === true || v.verified === true);
-      verify.replaceChildren(
+      fill(
+        verify,
         h('b', {}, 'Hash chain: '),
         badge(ok ? 'ok' : 'bad'),
         ' ',
@@ -989,7 +1009,7 @@
         ),
       );
     } catch (e) {
-      verify.replaceChildren(errorBox(e.message));
+      fill(verify, errorBox(e.message));
     }
     const body = await api('GET', '/audit');
     const entries = Array.isArray(body) ? body : body.entries || body.items || [];
@@ -997,7 +1017,8 @@
       entries.some((e) => e[c] !== undefined),
     );
     const keys = cols.length ? cols : Object.keys(entries[0] || {}).slice(0, 6);
-    table.replaceChildren(
+    fill(
+      table,
       h(
         'tr',
         {},
@@ -1034,7 +1055,7 @@
     const hash = location.hash.replace(/^#\/?/, '');
     const [name, arg] = hash.split('/');
     for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.page === name);
-    main.replaceChildren(h('p', { class: 'note' }, 'Loading…'));
+    fill(main, h('p', { class: 'note' }, 'Loading…'));
     try {
       if (name === 'tokens') await tokensPage();
       else if (name === 'runs' && arg) await runPage(decodeURIComponent(arg));
@@ -1043,7 +1064,7 @@
       else if (name === 'audit') await auditPage();
       else await sitesPage();
     } catch (e) {
-      if (token()) main.replaceChildren(errorBox(e.message));
+      if (token()) fill(main, errorBox(e.message));
     }
   }
 
