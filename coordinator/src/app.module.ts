@@ -1,6 +1,7 @@
 import { Module, type DynamicModule } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { AdminModule } from './admin/admin.module';
+import { AuditModule } from './audit/audit.module';
 import type { CoordinatorConfig } from './config/config';
 import { ConsoleModule } from './console/console.module';
 import { CoreModule, type CoreOptions } from './core.module';
@@ -21,6 +22,7 @@ export class AppModule {
         KeysModule,
         SitesModule,
         AdminModule,
+        AuditModule,
         ModelsModule,
         RunsModule,
         GatewayModule,
