@@ -93,7 +93,12 @@ describe('fedssl-admin against an in-process coordinator', () => {
     const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
     expect(manifest).toEqual(running.app.get(ModelStoreService).getManifest('m.r0'));
     expect(manifest.manifest.weightsSha256).toBe(sha256Hex(new Uint8Array(weights)));
-    expect(readdirSync(out).sort()).toEqual(['manifest.json', 'weights.fsw']);
+    expect(readdirSync(out).sort()).toEqual([
+      'MODEL_CARD.md',
+      'manifest.json',
+      'model-card.json',
+      'weights.fsw',
+    ]);
   });
 
   it('accepts the fingerprint in any case and spacing', async () => {

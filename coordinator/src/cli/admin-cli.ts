@@ -3,6 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { readFileSync } from 'node:fs';
 import { AdminClient } from './admin-client';
 import { CliError, formatCliError, processIo, type CliIo } from './io';
+import { EXPORT_FORMATS, type ExportFormat } from '../models/export/export-model';
 import { pullModel } from './model-pull';
 import { waitForRun } from './run-wait';
 
@@ -154,6 +155,12 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     const r = await client().post<{ id: string; state: string }>(`/runs/${encodeURIComponent(id)}/start`);
     print(r, () => `run ${r.id} ${r.state}\n`);
   });
+  for (const verb of ['pause', 'resume', 'cancel'] as const) {
+    runs.command(`${verb} <id>`).action(async (id: string) => {
+      const r = await client().post<{ id: string; state: string }>(`/runs/${encodeURIComponent(id)}/${verb}`);
+      print(r, () => `run ${r.id} ${r.state}\n`);
+    });
+  }
   runs.command('list').action(async () => {
     const list =
       await client().get<
@@ -185,6 +192,34 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
       );
     });
 
+  const audit = program.command('audit').description('the hash-chained audit log');
+  audit
+    .command('list')
+    .option('--after <seq>', 'entries after this seq', int('--after', 0))
+    .option('--limit <n>', 'at most this many entries (1–1000)', int('--limit', 1))
+    .action(async (o: { after?: number; limit?: number }) => {
+      const r = await client().get<{
+        entries: { seq: number; at: string; actor: string; action: string; target: string }[];
+        nextAfter: number | null;
+      }>(`/audit?after=${o.after ?? 0}&limit=${o.limit ?? 100}`);
+      print(r, () =>
+        r.entries.length === 0
+          ? 'no entries\n'
+          : r.entries.map((e) => `${e.seq}  ${e.at}  ${e.actor}  ${e.action}  ${e.target}`).join('\n') + '\n',
+      );
+    });
+  audit.command('verify').action(async () => {
+    const r = await client().get<{ ok: boolean; entries: number; firstBadSeq?: number; reason?: string }>(
+      '/audit/verify',
+    );
+    print(r, () =>
+      r.ok
+        ? `audit log intact: ${r.entries} entries\n`
+        : `audit log BROKEN at entry ${r.firstBadSeq ?? '?'}: ${r.reason ?? ''}\n`,
+    );
+    if (!r.ok) setExit(2);
+  });
+
   const models = program.command('models').description('published global models');
   models.command('list').action(async () => {
     const list = await client().get<
@@ -211,11 +246,24 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
   });
   models
     .command('pull')
-    .requiredOption('--version <version>', 'model version, e.g. <runId>.r3')
+    .requiredOption('--version <version>', 'model version, e.g. <runId>.r3, or "latest"')
     .requiredOption('--out <dir>', 'output directory')
+    .addOption(
+      new Option(
+        '--format <format>',
+        'fsw (signed bytes), safetensors (PyTorch) or tfjs (encoder LayersModel)',
+      )
+        .choices(EXPORT_FORMATS)
+        .default('fsw'),
+    )
     .option('--fingerprint <fp>', 'expected coordinator key fingerprint (compare out of band)')
-    .action(async (o: { version: string; out: string; fingerprint?: string }) => {
-      const r = await pullModel(client(), { version: o.version, outDir: o.out, fingerprint: o.fingerprint });
+    .action(async (o: { version: string; out: string; format: ExportFormat; fingerprint?: string }) => {
+      const r = await pullModel(client(), {
+        version: o.version,
+        outDir: o.out,
+        format: o.format,
+        fingerprint: o.fingerprint,
+      });
       if (r.unpinned) {
         io.stderr(
           `warning: coordinator key not pinned; its fingerprint is "${r.coordinatorFingerprint}" — compare it out of band and pass --fingerprint\n`,
@@ -224,12 +272,14 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
       print(
         {
           version: r.manifest.version,
+          format: r.format,
+          files: r.files,
           weightsPath: r.weightsPath,
           manifestPath: r.manifestPath,
           sha256: r.manifest.weightsSha256,
         },
         () =>
-          `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}) → ${r.weightsPath}\n`,
+          `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}, verified) as ${r.format} → ${o.out}: ${r.files.join(', ')}\n`,
       );
     });
 

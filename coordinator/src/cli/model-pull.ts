@@ -1,17 +1,21 @@
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fingerprint, fromBase64, sha256Hex, verifySignedModelManifest } from '@fedssl/shared/crypto';
+import { trainingConfigSchema, type TrainingConfig } from '@fedssl/shared/model';
 import {
   coordinatorKeysSchema,
   signedModelManifestSchema,
   type ModelManifest,
 } from '@fedssl/shared/protocol';
+import { exportModel, type ExportFormat } from '../models/export/export-model';
 import type { AdminClient } from './admin-client';
 import { CliError } from './io';
 
 export interface PullOptions {
+  /** A version id, or `latest` (the most recently published version). */
   version: string;
   outDir: string;
+  /** Output format (default `fsw`, the signed bytes as published). */
+  format?: ExportFormat;
   /** Expected coordinator fingerprint (as printed by `GET /coordinator/keys`, compared out of band). */
   fingerprint?: string;
 }
@@ -19,6 +23,9 @@ export interface PullOptions {
 export interface PullResult {
   manifest: ModelManifest;
   coordinatorFingerprint: string;
+  format: ExportFormat;
+  /** Names of the files written into `outDir`. */
+  files: string[];
   weightsPath: string;
   manifestPath: string;
   /** True when no --fingerprint pinned the coordinator key. */
@@ -28,10 +35,11 @@ export interface PullResult {
 const normalizeFingerprint = (f: string): string => f.replace(/[\s:]/g, '').toLowerCase();
 
 /**
- * Downloads a published model and writes `weights.fsw` + `manifest.json` into `outDir`
- * only after every check passed: the coordinator keys match `--fingerprint` (if given), the
- * manifest signature verifies with those keys, and the weights match the signed size and
- * SHA-256. On any mismatch nothing is written.
+ * Downloads a published model and writes it into `outDir` in the asked format (see
+ * models/export) with its signed manifest and a model card, only after every check
+ * passed: the coordinator keys match `--fingerprint` (if given), the manifest signature
+ * verifies with those keys, and the weights match the signed size and SHA-256. Nothing is
+ * converted or written before that; on any mismatch nothing is written.
  */
 export async function pullModel(client: AdminClient, opts: PullOptions): Promise<PullResult> {
   const keysParsed = coordinatorKeysSchema.safeParse(await client.get('/coordinator/keys'));
@@ -51,8 +59,9 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
     );
   }
 
+  const version = opts.version === 'latest' ? await latestVersion(client) : opts.version;
   const signedParsed = signedModelManifestSchema.safeParse(
-    await client.get(`/models/${encodeURIComponent(opts.version)}`),
+    await client.get(`/models/${encodeURIComponent(version)}`),
   );
   if (!signedParsed.success)
     throw new CliError('PROTOCOL_INVALID_MESSAGE', 'model manifest response is malformed');
@@ -62,44 +71,73 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
   } catch {
     throw new CliError(
       'MANIFEST_SIGNATURE_INVALID',
-      `manifest of ${opts.version} is not signed by the coordinator key; nothing written`,
+      `manifest of ${version} is not signed by the coordinator key; nothing written`,
     );
   }
-  if (manifest.version !== opts.version) {
+  if (manifest.version !== version) {
     throw new CliError(
       'MANIFEST_SIGNATURE_INVALID',
-      `server answered manifest ${manifest.version} for ${opts.version}; nothing written`,
+      `server answered manifest ${manifest.version} for ${version}; nothing written`,
     );
   }
 
-  const weights = await client.getBytes(`/models/${encodeURIComponent(opts.version)}/weights`);
+  const weights = await client.getBytes(`/models/${encodeURIComponent(version)}/weights`);
   if (weights.length !== manifest.weightsBytes || sha256Hex(weights) !== manifest.weightsSha256) {
     throw new CliError(
       'MODEL_HASH_MISMATCH',
-      `weights of ${opts.version} do not match the signed manifest (${weights.length} bytes, sha256 ${sha256Hex(weights)}); nothing written`,
+      `weights of ${version} do not match the signed manifest (${weights.length} bytes, sha256 ${sha256Hex(weights)}); nothing written`,
     );
   }
 
-  const weightsPath = join(opts.outDir, 'weights.fsw');
-  const manifestPath = join(opts.outDir, 'manifest.json');
-  mkdirSync(opts.outDir, { recursive: true });
-  writeAtomic(weightsPath, weights);
-  writeAtomic(manifestPath, new TextEncoder().encode(`${JSON.stringify(signedParsed.data, null, 2)}\n`));
+  // Verified: only now convert and write.
+  const format = opts.format ?? 'fsw';
+  const files = await exportModel({
+    signed: signedParsed.data,
+    manifest,
+    weights,
+    format,
+    outDir: opts.outDir,
+    coordinatorFingerprint: actual,
+    training: manifest.runId ? await runTraining(client, manifest.runId) : null,
+  });
   return {
     manifest,
     coordinatorFingerprint: actual,
-    weightsPath,
-    manifestPath,
+    format,
+    files,
+    weightsPath: join(opts.outDir, files[0]!),
+    manifestPath: join(opts.outDir, 'manifest.json'),
     unpinned: opts.fingerprint === undefined,
   };
 }
 
-function writeAtomic(file: string, bytes: Uint8Array): void {
-  const tmp = `${file}.tmp-${process.pid}`;
+/** The most recently published version (the list is only used to pick it; it is verified like any other). */
+async function latestVersion(client: AdminClient): Promise<string> {
+  const list = (await client.get('/models')) as { manifest?: { version?: unknown; createdAt?: unknown } }[];
+  const versions = Array.isArray(list)
+    ? list
+        .map((m) => m.manifest)
+        .filter(
+          (m): m is { version: string; createdAt: string } =>
+            typeof m?.version === 'string' && typeof m.createdAt === 'string',
+        )
+    : [];
+  const last = versions
+    .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.version.localeCompare(b.version))
+    .pop();
+  if (!last) throw new CliError('MODEL_VERSION_NOT_FOUND', 'no published model version yet');
+  return last.version;
+}
+
+/** The run's training hyperparameters for the model card, or null when the run cannot be read. */
+async function runTraining(client: AdminClient, runId: string): Promise<TrainingConfig | null> {
   try {
-    writeFileSync(tmp, bytes);
-    renameSync(tmp, file);
-  } finally {
-    if (existsSync(tmp)) rmSync(tmp, { force: true });
+    const run = (await client.get(`/runs/${encodeURIComponent(runId)}`)) as {
+      config?: { training?: unknown };
+    };
+    const parsed = trainingConfigSchema.safeParse(run?.config?.training);
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
   }
 }

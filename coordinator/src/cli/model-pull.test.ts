@@ -1,0 +1,199 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {
+  decodeSafetensors,
+  featureDim,
+  initSharedWeights,
+  tinyModelConfig,
+  toTorchStateDict,
+} from '@fedssl/shared/model';
+import { fileLoadHandler } from '@fedssl/shared/model/tf';
+import { AdminTokenService } from '../admin/admin-token.service';
+import { loadConfig } from '../config/config';
+import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { startCoordinator, type RunningCoordinator } from '../main';
+import { ModelStoreService } from '../models/model-store.service';
+import { runAdminCli } from './admin-cli';
+
+const model = tinyModelConfig(32);
+const weights = initSharedWeights(model, 5);
+
+describe('fedssl-admin models pull --format', () => {
+  let dir: string;
+  let running: RunningCoordinator;
+  let token: string;
+
+  const cli = async (...argv: string[]) => {
+    let out = '';
+    let err = '';
+    const code = await runAdminCli(argv, {
+      io: { stdout: (t) => void (out += t), stderr: (t) => void (err += t) },
+      env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: token },
+    });
+    return { code, out, err };
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'fedssl-pull-'));
+    running = await startCoordinator(
+      loadConfig({ FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0' }),
+      pino({ level: 'silent' }),
+    );
+    token = (await running.app.get(AdminTokenService).create('cli', 'admin')).token;
+    const store = running.app.get(ModelStoreService);
+    for (const [version, round] of [
+      ['real.r1', 1],
+      ['real.r2', 2],
+    ] as const) {
+      store.publish({
+        version,
+        runId: null,
+        round,
+        model,
+        weights,
+        parentVersion: null,
+        parentSha256: null,
+        sites: [
+          { siteId: 'site-a', exampleCount: 40 },
+          { siteId: 'site-b', exampleCount: 60 },
+        ],
+        strategy: 'fedadam+clip',
+      });
+    }
+  });
+  afterAll(async () => {
+    await running?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('writes safetensors with torchvision names, the signed manifest and a model card (latest version)', async () => {
+    const out = join(dir, 'st');
+    const fp = running.app.get(CoordinatorKeysService).publicKeys().fingerprint;
+    const r = await cli(
+      '--json',
+      'models',
+      'pull',
+      '--version',
+      'latest',
+      '--format',
+      'safetensors',
+      '--out',
+      out,
+      '--fingerprint',
+      fp,
+    );
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({
+      version: 'real.r2',
+      format: 'safetensors',
+      files: ['model.safetensors', 'manifest.json', 'model-card.json', 'MODEL_CARD.md'],
+    });
+    expect(readdirSync(out).sort()).toEqual([
+      'MODEL_CARD.md',
+      'manifest.json',
+      'model-card.json',
+      'model.safetensors',
+    ]);
+    const st = decodeSafetensors(new Uint8Array(readFileSync(join(out, 'model.safetensors'))));
+    const expected = toTorchStateDict(model, weights);
+    expect(st.tensors.map((t) => t.name)).toEqual(expected.map((t) => t.name));
+    expect(st.tensors[0]).toEqual(expected[0]);
+    expect(st.tensors.find((t) => t.name === 'conv1.weight')!.shape).toEqual([16, 1, 3, 3]);
+    const served = running.app.get(ModelStoreService).getManifest('real.r2');
+    expect(JSON.parse(st.metadata['fedssl.signed_manifest']!)).toEqual(served);
+    expect(st.metadata).toMatchObject({
+      format: 'pt',
+      'fedssl.version': 'real.r2',
+      'fedssl.coordinator_fingerprint': fp,
+    });
+
+    const card = JSON.parse(readFileSync(join(out, 'model-card.json'), 'utf8'));
+    expect(card).toMatchObject({
+      schema: 'fedssl-model-card/1',
+      version: 'real.r2',
+      round: 2,
+      architecture: { arch: 'tiny', norm: 'batch', featureDim: featureDim(model) },
+      input: { channels: 1, size: 32 },
+      federation: { strategy: 'fedadam+clip', totalExamples: 100 },
+      hyperparameters: null,
+      provenance: { weightsSha256: served!.manifest.weightsSha256, coordinatorFingerprint: fp },
+    });
+    const md = readFileSync(join(out, 'MODEL_CARD.md'), 'utf8');
+    expect(md).toContain('# fedssl model real.r2');
+    expect(md).toContain('| site-b | 60 |');
+    expect(md).toContain('load_file("model.safetensors")');
+    expect(md).toContain('tf.loadLayersModel');
+  });
+
+  it('writes a TF.js LayersModel of the encoder that loads and runs', async () => {
+    const out = join(dir, 'tfjs');
+    const r = await cli('models', 'pull', '--version', 'real.r1', '--format', 'tfjs', '--out', out);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(
+      /^pulled real\.r1 \(\d+ bytes, sha256 [0-9a-f]{64}, verified\) as tfjs → .*: model\.json, weights\.bin, manifest\.json, model-card\.json, MODEL_CARD\.md\n$/,
+    );
+    const loaded = await tfl.loadLayersModel(fileLoadHandler(out));
+    const y = loaded.predict(tf.ones([1, 32, 32, 1])) as tf.Tensor;
+    expect(y.shape).toEqual([1, featureDim(model)]);
+    tf.dispose(y);
+    loaded.dispose();
+  });
+
+  it('verifies before converting: a tampered manifest writes nothing in any format', async () => {
+    // Published through a second store over the same directory: the server reads it from disk.
+    const offline = new ModelStoreService(
+      loadConfig({ FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0' }),
+      running.app.get(CoordinatorKeysService),
+      { now: () => Date.now() },
+      pino({ level: 'silent' }),
+    );
+    offline.publish({
+      version: 'real.tampered',
+      runId: null,
+      round: 3,
+      model,
+      weights,
+      parentVersion: null,
+      parentSha256: null,
+      sites: [{ siteId: 'site-a', exampleCount: 40 }],
+      strategy: 'fedavg',
+    });
+    const file = join(dir, 'models', 'real.tampered', 'manifest.json');
+    const signed = JSON.parse(readFileSync(file, 'utf8'));
+    signed.manifest.sites[0].exampleCount = 4000; // schema-valid, no longer what was signed
+    writeFileSync(file, JSON.stringify(signed));
+    for (const format of ['safetensors', 'tfjs']) {
+      const out = join(dir, `tampered-${format}`);
+      const r = await cli('models', 'pull', '--version', 'real.tampered', '--format', format, '--out', out);
+      expect(r.code).toBe(1);
+      expect(r.err).toBe(
+        'error: MANIFEST_SIGNATURE_INVALID: manifest of real.tampered is not signed by the coordinator key; nothing written\n',
+      );
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
+  it('refuses an unknown format', async () => {
+    const r = await cli(
+      'models',
+      'pull',
+      '--version',
+      'real.r1',
+      '--format',
+      'onnx',
+      '--out',
+      join(dir, 'x'),
+    );
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain(
+      "error: option '--format <format>' argument 'onnx' is invalid. Allowed choices are fsw, tfjs, safetensors.",
+    );
+    expect(existsSync(join(dir, 'x'))).toBe(false);
+  });
+});

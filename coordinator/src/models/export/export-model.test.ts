@@ -1,0 +1,96 @@
+import { describe, it, expect } from 'vitest';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { encodeWeights } from '@fedssl/shared/codec';
+import { generatePartyKeys, keyId, sha256Hex, signModelManifest } from '@fedssl/shared/crypto';
+import {
+  initSharedWeights,
+  modelConfigSchema,
+  tinyModelConfig,
+  trainingConfigSchema,
+} from '@fedssl/shared/model';
+import type { ModelManifest } from '@fedssl/shared/protocol';
+import { exportModel, type ExportFormat } from './export-model';
+
+function published(model = tinyModelConfig(32)) {
+  const bytes = encodeWeights(initSharedWeights(model, 2));
+  const manifest: ModelManifest = {
+    version: 'run-9.r4',
+    runId: 'run-9',
+    round: 4,
+    model,
+    weightsSha256: sha256Hex(bytes),
+    weightsBytes: bytes.length,
+    parentVersion: 'run-9.r3',
+    parentSha256: 'a'.repeat(64),
+    sites: [{ siteId: 'st-mary', exampleCount: 120 }],
+    strategy: 'median',
+    createdAt: '2026-01-02T03:04:05.000Z',
+  };
+  const keys = generatePartyKeys();
+  const signed = signModelManifest(manifest, keys.signing.secretKey, keyId(keys.signing.publicKey));
+  return { bytes, manifest, signed };
+}
+
+const training = trainingConfigSchema.parse({
+  localUpdate: 'fedema',
+  fedemaScaler: 0.3,
+  learningRate: 0.002,
+});
+
+describe('exportModel', () => {
+  it('fsw: the signed bytes unchanged, the manifest and a card with the hyperparameters; no temp files left', async () => {
+    const p = published();
+    const out = mkdtempSync(join(tmpdir(), 'fedssl-export-'));
+    const files = await exportModel({
+      signed: p.signed,
+      manifest: p.manifest,
+      weights: p.bytes,
+      format: 'fsw',
+      outDir: out,
+      coordinatorFingerprint: 'ab cd',
+      training,
+    });
+    expect(files).toEqual(['weights.fsw', 'manifest.json', 'model-card.json', 'MODEL_CARD.md']);
+    expect(readdirSync(out).sort()).toEqual([
+      'MODEL_CARD.md',
+      'manifest.json',
+      'model-card.json',
+      'weights.fsw',
+    ]);
+    expect(new Uint8Array(readFileSync(join(out, 'weights.fsw')))).toEqual(p.bytes);
+    expect(JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'))).toEqual(p.signed);
+    const card = JSON.parse(readFileSync(join(out, 'model-card.json'), 'utf8'));
+    expect(card.hyperparameters).toEqual(training);
+    expect(card.provenance).toEqual({
+      weightsSha256: p.manifest.weightsSha256,
+      weightsBytes: p.bytes.length,
+      parentVersion: 'run-9.r3',
+      parentSha256: 'a'.repeat(64),
+      coordinatorFingerprint: 'ab cd',
+      manifestKeyId: p.signed.keyId,
+    });
+    const md = readFileSync(join(out, 'MODEL_CARD.md'), 'utf8');
+    expect(md).toContain('- local update: fedema (λ = 0.3)');
+    expect(md).toContain('learning rate 0.002');
+    expect(md).toContain('3×3 stride-1 stem without max-pool');
+  });
+
+  it('tfjs: refuses a group-norm encoder before writing anything', async () => {
+    const p = published(modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'group' }));
+    const out = mkdtempSync(join(tmpdir(), 'fedssl-export-'));
+    await expect(
+      exportModel({
+        signed: p.signed,
+        manifest: p.manifest,
+        weights: p.bytes,
+        format: 'tfjs' as ExportFormat,
+        outDir: out,
+        coordinatorFingerprint: 'x',
+        training: null,
+      }),
+    ).rejects.toThrow('the TF.js export supports batch-norm encoders only, this one uses group norm');
+    expect(readdirSync(out)).toEqual([]);
+  });
+});
