@@ -161,12 +161,6 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
       print(r, () => `run ${r.id} ${r.state}\n`);
     });
   }
-  for (const verb of ['pause', 'resume', 'cancel'] as const) {
-    runs.command(`${verb} <id>`).action(async (id: string) => {
-      const r = await client().post<{ id: string; state: string }>(`/runs/${encodeURIComponent(id)}/${verb}`);
-      print(r, () => `run ${r.id} ${r.state}\n`);
-    });
-  }
   runs.command('list').action(async () => {
     const list =
       await client().get<
@@ -197,34 +191,6 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
         }),
       );
     });
-
-  const audit = program.command('audit').description('the hash-chained audit log');
-  audit
-    .command('list')
-    .option('--after <seq>', 'entries after this seq', int('--after', 0))
-    .option('--limit <n>', 'at most this many entries (1–1000)', int('--limit', 1))
-    .action(async (o: { after?: number; limit?: number }) => {
-      const r = await client().get<{
-        entries: { seq: number; at: string; actor: string; action: string; target: string }[];
-        nextAfter: number | null;
-      }>(`/audit?after=${o.after ?? 0}&limit=${o.limit ?? 100}`);
-      print(r, () =>
-        r.entries.length === 0
-          ? 'no entries\n'
-          : r.entries.map((e) => `${e.seq}  ${e.at}  ${e.actor}  ${e.action}  ${e.target}`).join('\n') + '\n',
-      );
-    });
-  audit.command('verify').action(async () => {
-    const r = await client().get<{ ok: boolean; entries: number; firstBadSeq?: number; reason?: string }>(
-      '/audit/verify',
-    );
-    print(r, () =>
-      r.ok
-        ? `audit log intact: ${r.entries} entries\n`
-        : `audit log BROKEN at entry ${r.firstBadSeq ?? '?'}: ${r.reason ?? ''}\n`,
-    );
-    if (!r.ok) setExit(2);
-  });
 
   const audit = program.command('audit').description('the hash-chained audit log');
   audit
