@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import pino from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initSharedWeights, tinyModelConfig, trainingConfigSchema } from '@fedssl/shared/model';
+import { batchNormCore } from '@fedssl/shared/model/tf';
 import { selectBackend } from './backend';
 import { trainRound } from './trainer';
 import { registerWasmTrainingKernels } from './wasm-kernels';
@@ -58,6 +59,8 @@ describe('wasm training kernels', () => {
     registerWasmTrainingKernels();
     expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
     expect(tf.getKernel('Conv2DBackpropInput', 'wasm')).toBeDefined();
+    expect(tf.getKernel('Sum', 'wasm')).toBeDefined();
+    expect(tf.getKernel('Mean', 'wasm')).toBeDefined();
   });
 
   const table: [number[], number[], number, 'same' | 'valid' | number][] = [
@@ -90,6 +93,81 @@ describe('wasm training kernels', () => {
       expect(relErr(wx!, cx!)).toBeLessThan(1e-4);
       expect(relErr(ww!, cw!)).toBeLessThan(1e-4);
     });
+  }
+
+  const reductions: [number[], number[], boolean][] = [
+    [[4, 6, 6, 5], [0, 1, 2], false],
+    [[4, 6, 6, 5], [0, 1, 2], true],
+    [[64, 17], [0], false],
+    [[3, 4, 5], [0, 1, 2], false],
+    [[3, 4, 5], [1, 0], true],
+    [[3, 4, 5], [2], false], // innermost axis: the backend's own kernel
+    [[3, 4, 5], [0, 2], false], // not a leading prefix: the backend's own kernel
+  ];
+  for (const op of ['sum', 'mean'] as const) {
+    for (const [shape, axes, keepDims] of reductions) {
+      it(`${op} matches cpu: x=[${shape}] axes=[${axes}] keepDims=${keepDims}`, async () => {
+        const xv = random(
+          shape.reduce((a, b) => a * b),
+          5,
+        );
+        const run = async (backend: string) => {
+          await tf.setBackend(backend);
+          return tf.tidy(() => {
+            const y = tf[op](tf.tensor(xv, shape), axes, keepDims);
+            return { shape: y.shape, data: y.dataSync() as Float32Array };
+          });
+        };
+        const w = await run('wasm');
+        const c = await run('cpu');
+        await tf.setBackend('wasm');
+        expect(w.shape).toEqual(c.shape);
+        expect(relErr(w.data, c.data)).toBeLessThan(1e-4);
+      });
+    }
+  }
+
+  for (const backend of ['wasm', 'cpu']) {
+    for (const shape of [
+      [4, 5, 5, 3],
+      [6, 7],
+    ]) {
+      it(`batch norm's hand-written gradient equals autodiff of moments + scale/shift on ${backend}: [${shape}]`, async () => {
+        await tf.setBackend(backend);
+        const c = shape[shape.length - 1]!;
+        const axes = shape.slice(0, -1).map((_, i) => i);
+        const n = shape.reduce((a, b) => a * b);
+        const before = tf.memory().numTensors;
+        const x = tf.tensor(
+          random(n, 11).map((v) => 3 * v + 0.5),
+          shape,
+        );
+        const g = tf.tensor1d(random(c, 12).map((v) => 1 + v / 2));
+        const b = tf.tensor1d(random(c, 13));
+        const r = tf.tensor(random(n, 14), shape);
+        const reference = (xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor) => {
+          const { mean, variance } = tf.moments(xi, axes);
+          const scale = tf.mul(gi, tf.rsqrt(tf.add(variance, 1e-5)));
+          return tf.add(tf.mul(xi, scale), tf.sub(bi, tf.mul(mean, scale)));
+        };
+        const loss = (bn: typeof reference) => (xi: tf.Tensor, gi: tf.Tensor, bi: tf.Tensor) =>
+          tf.sum(tf.mul(bn(xi, gi, bi), r));
+        const mine = tf.tidy(() => [
+          batchNormCore(x, g, b),
+          ...tf.grads(loss((xi, gi, bi) => batchNormCore(xi, gi, bi)))([x, g, b]),
+        ]);
+        const ref = tf.tidy(() => [reference(x, g, b), ...tf.grads(loss(reference))([x, g, b])]);
+        for (let i = 0; i < 4; i++) {
+          expect(mine[i]!.shape).toEqual(ref[i]!.shape);
+          expect(
+            relErr(mine[i]!.dataSync() as Float32Array, ref[i]!.dataSync() as Float32Array),
+          ).toBeLessThan(1e-5);
+        }
+        tf.dispose([...mine, ...ref, x, g, b, r]);
+        expect(tf.memory().numTensors).toBe(before);
+        await tf.setBackend('wasm');
+      });
+    }
   }
 
   it('runs a full training step of the tiny model on wasm without leaking tensors', async () => {

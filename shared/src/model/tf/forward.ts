@@ -23,9 +23,52 @@ export interface ForwardOptions {
 }
 
 /**
- * Batch norm from batch moments as one scale/shift (x·s + t). Cheaper than
- * tf.batchNorm on wasm, whose gradient tiles the moments to the full input shape.
+ * Batch norm from batch moments, y = (x − μ)·γ/√(σ² + ε) + β over all axes but the
+ * last, with a hand-written gradient. Autodiff through `tf.moments` and a scale/shift
+ * keeps a dozen full-size intermediates per norm (mean's gradient even tiles a tensor of
+ * ones); this keeps x, μ and 1/√(σ² + ε) and needs five full-size passes backwards:
+ *   x̂ = (x − μ)·r,  dβ = Σ dy,  dγ = Σ dy·x̂,  dx = γr·(dy − (x̂·dγ + dβ)/n).
+ * Same maths as before (checked against autodiff in the tests), fewer passes and tensors.
  */
+export function batchNormCore(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  onMoments?: (mean: tf.Tensor, variance: tf.Tensor) => void,
+): tf.Tensor {
+  const axes = x.shape.slice(0, -1).map((_, i) => i);
+  const n = x.size / (x.shape[x.shape.length - 1] ?? 1);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xt, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [mean, variance] = tf.tidy(() => {
+      const m = tf.mean(xt, axes);
+      return [m, tf.mean(tf.square(tf.sub(xt, m)), axes)];
+    });
+    onMoments?.(mean, variance);
+    const rstd = tf.rsqrt(tf.add(variance, EPS));
+    save([xt, mean, rstd, g]);
+    // x·s + t with s = γr, t = β − μs: two full-size passes.
+    const value = tf.tidy(() => {
+      const scale = tf.mul(g, rstd);
+      return tf.add(tf.mul(xt, scale), tf.sub(b, tf.mul(mean, scale)));
+    });
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sm, sr, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+        const xhat = tf.mul(tf.sub(sx, sm), sr);
+        const dBeta = tf.sum(dy, axes);
+        const dGamma = tf.sum(tf.mul(dy, xhat), axes);
+        const k = tf.mul(sg, sr);
+        const corr = tf.add(tf.mul(xhat, tf.div(dGamma, n)), tf.div(dBeta, n));
+        return [tf.mul(tf.sub(dy, corr), k), dGamma, dBeta];
+      },
+    };
+  });
+  return f(x, gamma, beta);
+}
+
+/** Batch norm with batch moments in training; with running statistics in inference. */
 function batchNorm(
   x: tf.Tensor,
   params: ParamMap,
@@ -35,28 +78,30 @@ function batchNorm(
 ): tf.Tensor {
   const gamma = param(params, `${name}.weight`);
   const beta = param(params, `${name}.bias`);
-  const axes = x.shape.slice(0, -1).map((_, i) => i);
   if (!opts.training && hasRunning) {
     const scale = tf.mul(gamma, tf.rsqrt(tf.add(param(params, `${name}.running_var`), EPS)));
     const shift = tf.sub(beta, tf.mul(param(params, `${name}.running_mean`), scale));
     return tf.add(tf.mul(x, scale), shift);
   }
-  const { mean, variance } = tf.moments(x, axes);
-  const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, EPS)));
-  const shift = tf.sub(beta, tf.mul(mean, scale));
-  if (opts.training && hasRunning && opts.statsOut) {
-    const m = opts.momentum ?? DEFAULT_BN_MOMENTUM;
-    const n = x.size / (x.shape[x.shape.length - 1] ?? 1);
-    const unbiased = n > 1 ? n / (n - 1) : 1;
-    const rm = param(params, `${name}.running_mean`);
-    const rv = param(params, `${name}.running_var`);
-    opts.statsOut.set(`${name}.running_mean`, tf.keep(tf.add(tf.mul(rm, 1 - m), tf.mul(mean, m))));
-    opts.statsOut.set(
-      `${name}.running_var`,
-      tf.keep(tf.add(tf.mul(rv, 1 - m), tf.mul(variance, m * unbiased))),
-    );
-  }
-  return tf.add(tf.mul(x, scale), shift);
+  const statsOut = opts.training && hasRunning ? opts.statsOut : undefined;
+  return batchNormCore(
+    x,
+    gamma,
+    beta,
+    statsOut &&
+      ((mean, variance) => {
+        const m = opts.momentum ?? DEFAULT_BN_MOMENTUM;
+        const n = x.size / (x.shape[x.shape.length - 1] ?? 1);
+        const unbiased = n > 1 ? n / (n - 1) : 1;
+        const rm = param(params, `${name}.running_mean`);
+        const rv = param(params, `${name}.running_var`);
+        statsOut.set(`${name}.running_mean`, tf.keep(tf.add(tf.mul(rm, 1 - m), tf.mul(mean, m))));
+        statsOut.set(
+          `${name}.running_var`,
+          tf.keep(tf.add(tf.mul(rv, 1 - m), tf.mul(variance, m * unbiased))),
+        );
+      }),
+  );
 }
 
 /** Group norm over NHWC (no running state; identical in training and inference). */
