@@ -23,7 +23,8 @@ import {
  * The web console in headless Chromium against a live coordinator and two real site agents:
  * sign in, create an enrollment token that an agent then redeems, see the sites come online,
  * create a run through the form (first with an error the API words), start it, watch the loss
- * chart grow as rounds are published, download a model and check it against its manifest.
+ * chart grow as rounds are published (pausing and resuming in between), download a model and
+ * check it against its manifest, read the verified audit log, cancel a run.
  * A screenshot of every page goes to `$TMPDIR/fedssl-console-screenshots/`.
  */
 const CHROMIUM = '/usr/bin/chromium';
@@ -193,6 +194,12 @@ describe('web console in headless Chromium, end to end', () => {
     // Round 1: a global point plus one per site; round 2 adds as many, pushed over the socket.
     await expect.poll(points, { timeout: 240_000, intervals: [500] }).toBe('3');
     await shot('05-run-round-1');
+    // Pause and resume from the run page; the badge follows over the socket.
+    await page.locator('button[data-action="pause"]').click();
+    await page.locator('.card .badge.paused').waitFor({ timeout: 60_000 });
+    await shot('05b-run-paused');
+    await page.locator('button[data-action="resume"]').click();
+    await page.locator('.card .badge.running, .card .badge.completed').first().waitFor({ timeout: 60_000 });
     await expect.poll(points, { timeout: 240_000, intervals: [500] }).toBe('6');
     await page.locator('.card .badge.completed').waitFor({ timeout: 30_000 });
     expect(await page.locator('svg[data-chart="participation"] rect').count()).toBe(4);
@@ -222,10 +229,29 @@ describe('web console in headless Chromium, end to end', () => {
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(signed.manifest.weightsSha256);
   });
 
-  it('shows the audit log page (entries and chain status where the API serves them)', async () => {
+  it('shows the audit log with a verified hash chain and the run control actions', async () => {
     await page.goto(`${coordinator.url}/console/#/audit`);
-    await page.locator('#audit-missing, #audit-verify').first().waitFor();
+    await page.locator('#audit-verify .badge.ok').waitFor();
+    const actions = await page.locator('#audit-table tr td:nth-child(4)').allTextContents();
+    expect(actions).toEqual(expect.arrayContaining(['run.started', 'run.paused', 'run.resumed']));
     await shot('08-audit');
     expect(pageErrors).toEqual([]);
+  });
+
+  it('cancels a created run from the runs page', async () => {
+    const created = await coordinator.api.createRun({
+      name: 'to-cancel',
+      rounds: 1,
+      minSites: 1,
+      roundDeadlineSeconds: 60,
+      strategy: 'fedavg',
+      seed: 1,
+      model: { arch: 'tiny', inputSize: 32 },
+      training: {},
+    });
+    await page.goto(`${coordinator.url}/console/#/runs`);
+    await page.locator(`tr[data-run="${created.id}"] button[data-action="cancel"]`).click();
+    await page.locator(`tr[data-run="${created.id}"] .badge.cancelled`).waitFor();
+    expect((await coordinator.api.getRun(created.id)).state).toBe('cancelled');
   });
 });

@@ -977,6 +977,9 @@
 
   // -------------------------------- audit
 
+  /** Most entries the console reads in one view (pages of 1000, newest shown first). */
+  const AUDIT_MAX = 5000;
+
   async function auditPage() {
     if (!features.audit) {
       page(
@@ -990,60 +993,64 @@
       onLive = null;
       return;
     }
-    const status = h('div');
     const verify = h('div', { id: 'audit-verify', class: 'card' });
     const table = h('table', { id: 'audit-table' });
-    page('Audit log', status, verify, table);
+    const more = h('p', { class: 'note' });
+    page('Audit log', verify, table, more);
     try {
       const v = await api('GET', '/audit/verify');
-      const ok = v && (v.ok === true || v.valid === true || v.verified === true);
       fill(
         verify,
         h('b', {}, 'Hash chain: '),
-        badge(ok ? 'ok' : 'bad'),
+        badge(v.ok ? 'ok' : 'bad'),
         ' ',
         h(
           'span',
           { class: 'note' },
-          ok ? `${v.entries ?? v.count ?? ''} entries verified` : v.message || v.reason || JSON.stringify(v),
+          v.ok
+            ? `all ${v.entries} entries link and hash correctly`
+            : `broken at entry ${v.firstBadSeq ?? '?'}: ${v.reason ?? 'unknown reason'} (${v.entries} checked)`,
         ),
       );
     } catch (e) {
       fill(verify, errorBox(e.message));
     }
-    const body = await api('GET', '/audit');
-    const entries = Array.isArray(body) ? body : body.entries || body.items || [];
-    const cols = ['seq', 'at', 'actor', 'action', 'target', 'hash'].filter((c) =>
-      entries.some((e) => e[c] !== undefined),
-    );
-    const keys = cols.length ? cols : Object.keys(entries[0] || {}).slice(0, 6);
+    const entries = [];
+    let after = 0;
+    for (;;) {
+      const body = await api('GET', `/audit?after=${after}&limit=1000`);
+      entries.push(...body.entries);
+      if (body.nextAfter === null || entries.length >= AUDIT_MAX) break;
+      after = body.nextAfter;
+    }
+    entries.reverse();
     fill(
       table,
       h(
         'tr',
         {},
-        keys.map((k) => h('th', {}, k)),
-        h('th', {}, 'details'),
+        ['#', 'When', 'Actor', 'Action', 'Target', 'Details', 'Hash'].map((c) => h('th', {}, c)),
       ),
-      entries.length === 0
-        ? h('tr', {}, h('td', { colspan: keys.length + 1, class: 'note' }, 'No entries.'))
-        : null,
+      entries.length === 0 ? h('tr', {}, h('td', { colspan: 7, class: 'note' }, 'No entries.')) : null,
       entries.map((e) =>
         h(
           'tr',
-          {},
-          keys.map((k) => h('td', {}, typeof e[k] === 'object' ? JSON.stringify(e[k]) : String(e[k] ?? ''))),
-          h(
-            'td',
-            {},
-            h(
-              'code',
-              {},
-              JSON.stringify(Object.fromEntries(Object.entries(e).filter(([k]) => !keys.includes(k)))),
-            ),
-          ),
+          { 'data-seq': e.seq },
+          h('td', { class: 'num' }, e.seq),
+          h('td', {}, fmtTime(e.at)),
+          h('td', {}, e.actor),
+          h('td', {}, h('code', {}, e.action)),
+          h('td', {}, h('code', {}, e.target)),
+          h('td', {}, h('code', { class: 'note' }, JSON.stringify(e.details))),
+          h('td', {}, h('code', { title: e.hash }, String(e.hash).slice(0, 12) + '…')),
         ),
       ),
+    );
+    fill(
+      more,
+      entries.length >= AUDIT_MAX
+        ? `Showing the ${AUDIT_MAX} oldest entries, newest first; use fedssl-admin for the rest.`
+        : '',
     );
     onLive = null;
   }
