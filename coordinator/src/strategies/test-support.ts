@@ -1,7 +1,8 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import { afterAll } from 'vitest';
 import type { NamedTensors } from '@fedssl/shared/codec';
 import type { AggregationInput, UpdateSource } from './strategy';
 
@@ -42,8 +43,17 @@ export function sources(updates: readonly PlainUpdate[], reads: number[] = []): 
   }));
 }
 
+let root: string | null = null;
+// Registered while the importing test file is collected: its scratch dirs go with it.
+afterAll(() => {
+  if (root) rmSync(root, { recursive: true, force: true });
+  root = null;
+});
+
+/** A fresh empty directory, removed after the test file. */
 export function scratch(): string {
-  return mkdtempSync(join(tmpdir(), 'fedssl-strategy-'));
+  root ??= mkdtempSync(join(tmpdir(), 'fedssl-strategy-'));
+  return mkdtempSync(join(root, 's-'));
 }
 
 export function input(
