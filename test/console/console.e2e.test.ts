@@ -106,9 +106,13 @@ describe('web console in headless Chromium, end to end', () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.locator('#sites-table').waitFor();
     await page.locator('#live.on').waitFor();
-    expect(await page.evaluate(() => sessionStorage.getItem('fedssl.console.token'))).toBe(
-      coordinator.adminToken,
-    );
+    expect(
+      await page.evaluate(() =>
+        (
+          globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }
+        ).sessionStorage.getItem('fedssl.console.token'),
+      ),
+    ).toBe(coordinator.adminToken);
   });
 
   it('creates an enrollment token that an agent redeems', async () => {
@@ -192,7 +196,7 @@ describe('web console in headless Chromium, end to end', () => {
   it('draws the loss chart and updates it live as each round is published', async () => {
     const points = () => page.locator('svg[data-chart="loss"]').getAttribute('data-points');
     // Round 1: a global point plus one per site; round 2 adds as many, pushed over the socket.
-    await expect.poll(points, { timeout: 240_000, intervals: [500] }).toBe('3');
+    await expect.poll(points, { timeout: 240_000, interval: 500 }).toBe('3');
     await shot('05-run-round-1');
     // Pause and resume from the run page; the badge follows over the socket.
     await page.locator('button[data-action="pause"]').click();
@@ -200,7 +204,7 @@ describe('web console in headless Chromium, end to end', () => {
     await shot('05b-run-paused');
     await page.locator('button[data-action="resume"]').click();
     await page.locator('.card .badge.running, .card .badge.completed').first().waitFor({ timeout: 60_000 });
-    await expect.poll(points, { timeout: 240_000, intervals: [500] }).toBe('6');
+    await expect.poll(points, { timeout: 240_000, interval: 500 }).toBe('6');
     await page.locator('.card .badge.completed').waitFor({ timeout: 30_000 });
     expect(await page.locator('svg[data-chart="participation"] rect').count()).toBe(4);
     expect(await page.locator('svg[data-chart="time"] circle').count()).toBe(2);
