@@ -56,7 +56,7 @@ describe.skipIf(!hasDocker)('federated round in containers', () => {
       .withNetwork(network)
       .withNetworkAliases('coordinator')
       .withExposedPorts(8080)
-      .withWaitStrategy(Wait.forHttp('/healthz', 8080))
+      .withWaitStrategy(Wait.forHttp('/api/v1/healthz', 8080))
       .start();
     const boot = await coordinator.exec([
       'node',
