@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { AdminClient } from './admin-client';
 import { CliError, formatCliError, processIo, type CliIo } from './io';
 import { EXPORT_FORMATS, type ExportFormat } from '../models/export/export-model';
+import { STRATEGY_NAMES } from '../strategies/config';
 import { pullModel } from './model-pull';
 import { waitForRun } from './run-wait';
 
@@ -116,6 +117,22 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     .option('--max-steps <n>', 'max optimizer steps per round (0 = no bound)', int('--max-steps', 0))
     .option('--lambda <l>', 'metadata loss weight λ', num('--lambda'))
     .option('--seed <n>', 'seed of the initial weights', int('--seed', 0), 0)
+    .addOption(
+      new Option(
+        '--strategy <name>',
+        'aggregation strategy (options at their defaults; use --config for more)',
+      )
+        .choices(STRATEGY_NAMES)
+        .default('fedavg'),
+    )
+    .option('--clip-norm <C>', 'clip each update to L2 norm C before aggregating', num('--clip-norm'))
+    .addOption(
+      new Option('--local-update <mode>', 'how sites start a round from the global model').choices([
+        'replace',
+        'fedema',
+      ]),
+    )
+    .option('--fedema-scaler <λ>', "FedEMA's λ in μ = min(λ·‖w_g − w_l‖, 1)", num('--fedema-scaler'))
     .option('--config <file>', 'full run config as JSON (instead of the flags)')
     .action(async (o: Record<string, unknown>) => {
       let body: unknown;
@@ -137,12 +154,15 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
         if (o['batchSize'] !== undefined) training['batchSize'] = o['batchSize'];
         if (o['maxSteps'] !== undefined) training['maxStepsPerRound'] = o['maxSteps'];
         if (o['lambda'] !== undefined) training['metadataWeight'] = o['lambda'];
+        if (o['localUpdate'] !== undefined) training['localUpdate'] = o['localUpdate'];
+        if (o['fedemaScaler'] !== undefined) training['fedemaScaler'] = o['fedemaScaler'];
         body = {
           name: o['name'],
           rounds: o['rounds'],
           minSites: o['minSites'],
           roundDeadlineSeconds: o['deadline'],
-          strategy: 'fedavg',
+          strategy:
+            o['clipNorm'] === undefined ? o['strategy'] : { name: o['strategy'], clipNorm: o['clipNorm'] },
           model: { arch: o['arch'], inputSize: o['size'] },
           training,
           seed: o['seed'],

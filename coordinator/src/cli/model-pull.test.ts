@@ -179,6 +179,34 @@ describe('fedssl-admin models pull --format', () => {
     }
   });
 
+  it('runs create takes the strategy, clipping and FedEMA flags', async () => {
+    const base = ['--json', 'runs', 'create', '--name', 'robust', '--rounds', '2', '--min-sites', '1'];
+    const r = await cli(
+      ...base,
+      '--strategy',
+      'trimmed-mean',
+      '--clip-norm',
+      '5',
+      '--local-update',
+      'fedema',
+      '--fedema-scaler',
+      '0.5',
+    );
+    expect(r.err).toBe('');
+    expect(JSON.parse(r.out).config).toMatchObject({
+      strategy: { name: 'trimmed-mean', clipNorm: 5 },
+      training: { localUpdate: 'fedema', fedemaScaler: 0.5 },
+    });
+    const plain = JSON.parse((await cli(...base)).out);
+    expect(plain.config.strategy).toBe('fedavg');
+    expect(plain.config.training).toMatchObject({ localUpdate: 'replace', fedemaScaler: 1 });
+    const bad = await cli(...base, '--strategy', 'krum');
+    expect(bad.code).not.toBe(0);
+    expect(bad.err).toContain(
+      "error: option '--strategy <name>' argument 'krum' is invalid. Allowed choices are fedavg, fedavgm, fedadam, median, trimmed-mean.",
+    );
+  });
+
   it('refuses an unknown format', async () => {
     const r = await cli(
       'models',
