@@ -40,8 +40,11 @@ class Runner {
     proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[${label}] ${d.toString()}`));
   }
 
-  static async start(label: string, cmd: string, args: string[]): Promise<Runner> {
-    const r = new Runner(label, spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
+  static async start(label: string, cmd: string, args: string[], cwd?: string): Promise<Runner> {
+    const r = new Runner(
+      label,
+      spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) }),
+    );
     const ready = await r.read();
     if (!ready.startsWith('ready')) throw new Error(`${label}: unexpected first line '${ready}'`);
     return r;
@@ -135,6 +138,8 @@ export async function main(argv: string[]): Promise<void> {
       warmup: { type: 'string', default: '1' },
       backends: { type: 'string', default: 'wasm,cpu' },
       'torch-threads': { type: 'string', default: '2' },
+      /** Another checkout (e.g. a git worktree of an older commit) whose wasm path is measured alongside. */
+      compare: { type: 'string' },
     },
   });
   if (values.child) return child(JSON.parse(values.child) as ChildConfig);
@@ -174,6 +179,18 @@ export async function main(argv: string[]): Promise<void> {
             '--child',
             JSON.stringify(cfg),
           ]),
+        );
+      }
+      if (values.compare) {
+        const dir = path.resolve(values.compare);
+        const cfg: ChildConfig = { backend: 'wasm', arch, size, batch };
+        runners.push(
+          await Runner.start(
+            'wasm@compare',
+            process.execPath,
+            [process.argv[1]!, path.join(dir, 'bench', 'training.ts'), '--', '--child', JSON.stringify(cfg)],
+            dir,
+          ),
         );
       }
       if (torchVersion) {
@@ -234,6 +251,12 @@ export async function main(argv: string[]): Promise<void> {
       console.log(
         `RESULT train_peak_rss_ratio_wasm_over_torch_${size}px_${arch}=${(wasm.rssMiB / torch.rssMiB).toFixed(2)} x`,
       );
+      const other = rows.find((r) => r.arch === arch && r.size === size && r.framework === 'wasm@compare');
+      if (other) {
+        console.log(
+          `RESULT train_speedup_wasm_over_compare_${size}px_${arch}=${(median(other.ms) / median(wasm.ms)).toFixed(3)} x`,
+        );
+      }
     }
   }
 }
