@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { pino } from 'pino';
 import { selectBackend } from '../site-agent/src/train/backend';
-import { createByolBench, type BenchArch } from './byol-step';
+import { createByolBench, type BenchArch } from './lib/byol-step';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

@@ -86,7 +86,7 @@ async function child(cfg: ChildConfig): Promise<void> {
   // Loaded here so the parent never initialises TensorFlow.js.
   const tf = await import('@tensorflow/tfjs-core');
   const { selectBackend } = await import('../site-agent/src/train/backend');
-  const { createByolBench } = await import('./byol-step');
+  const { createByolBench } = await import('./lib/byol-step');
   const { pino } = await import('pino');
   await selectBackend(pino({ level: 'silent' }), cfg.backend as 'wasm' | 'cpu');
   const bench = createByolBench(cfg.arch, cfg.size, cfg.batch);
