@@ -149,6 +149,20 @@ describe('trainLocal', () => {
     expect(maxDiff).toBeLessThan(1e-4);
   });
 
+  it('with a time budget, a short first chunk measures the speed and stops the run in time', async () => {
+    const r = await trainLocal({
+      model,
+      training,
+      dataset: data,
+      seed: 1,
+      outDir: tmp(),
+      budget: { seconds: 0.001 },
+      checkpointEvery: 50,
+      logger,
+    });
+    expect(r).toMatchObject({ steps: 5, stoppedBy: 'time' });
+  });
+
   it('refuses to resume a checkpoint of other settings', async () => {
     const out = tmp();
     const base = { model, training, dataset: data, outDir: out, budget: { steps: 1 }, logger };

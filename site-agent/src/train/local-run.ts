@@ -26,6 +26,8 @@ export const MANIFEST_FILE = 'manifest.json';
 export const CHECKPOINT_DIR = 'checkpoint';
 const CHECKPOINT_META = 'checkpoint.json';
 const CHECKPOINT_FORMAT = 'fedssl-train-local-checkpoint/1';
+/** Steps of the first chunk of a time-budgeted run, which measures the speed. */
+const FIRST_TIMED_CHUNK = 5;
 
 /** Options of {@link trainLocal}. */
 export interface TrainLocalOptions {
@@ -225,11 +227,13 @@ export async function trainLocal(o: TrainLocalOptions): Promise<TrainLocalResult
     // With a time budget the total is an estimate from the speed so far (it sets the
     // EMA schedule and the ETA); with a step budget it is exact.
     const secPerStep = step > 0 ? seconds / step : NaN;
-    const byTime = Number.isFinite(secPerStep)
-      ? step + Math.ceil((maxSeconds - seconds) / secPerStep)
-      : every;
-    const total = Math.max(step + 1, Math.min(maxSteps, Number.isFinite(maxSeconds) ? byTime : maxSteps));
-    const n = Math.max(1, Math.min(every, total - step));
+    const timed = Number.isFinite(maxSeconds);
+    const known = Number.isFinite(secPerStep);
+    // Before the speed is known, a short first chunk measures it (a full chunk could overrun
+    // the budget) while the schedule assumes a long run (τ stays near its base).
+    const byTime = known ? step + Math.ceil((maxSeconds - seconds) / secPerStep) : step + 1000;
+    const total = Math.max(step + 1, Math.min(maxSteps, timed ? byTime : maxSteps));
+    const n = Math.max(1, Math.min(every, total - step, timed && !known ? FIRST_TIMED_CHUNK : Infinity));
     const r = await trainRound({
       model: o.model,
       training: { ...o.training, localEpochs: Number.MAX_SAFE_INTEGER, maxStepsPerRound: n },
