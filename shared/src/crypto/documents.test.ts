@@ -51,6 +51,8 @@ const task: Task = {
     weightDecay: 0,
     emaMomentum: 0.99,
     metadataWeight: 0.5,
+    localUpdate: 'replace',
+    fedemaScaler: 1,
     augmentation: {
       randomResizedCrop: { enabled: true, scaleMin: 0.3, scaleMax: 1 },
       horizontalFlip: { enabled: true, probability: 0.5 },
