@@ -54,6 +54,8 @@ export interface RoundEngineDeps {
 export interface RoundEngineEvents {
   run: [event: { runId: string; state: RunState }];
   round: [event: { runId: string; round: number; attempt: number; state: RoundState }];
+  /** One aggregation attempt finished (metrics): wall time of fold-and-publish, and whether it succeeded. */
+  aggregation: [event: { runId: string; round: number; seconds: number; ok: boolean }];
 }
 
 /** Global model version name of a run's round (round 0 = initial weights). */
@@ -720,9 +722,16 @@ export class RoundEngine {
     const version = modelVersionOf(runId, round.round);
     let manifest = this.d.models.getManifest(version);
     if (!manifest) {
+      const started = performance.now();
+      const timed = (ok: boolean): void => {
+        const seconds = (performance.now() - started) / 1000;
+        this.events.emit('aggregation', { runId, round: round.round, seconds, ok });
+      };
       try {
         manifest = await this.foldAndPublish(run, round, version);
+        timed(true);
       } catch (e) {
+        timed(false);
         const reason = `aggregation failed: ${isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : String(e)}`;
         this.log.error({ runId, round: round.round, err: e }, 'aggregation failed');
         await this.d.repo.updateRound(runId, round.round, round.attempt, { state: 'training' });

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { appendFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -32,6 +33,16 @@ export interface UploadServiceDeps {
   audit: AuditSink;
 }
 
+/**
+ * Ingest outcomes for metrics (no ids, no payload): ciphertext bytes appended, an update
+ * accepted, or any step refused with its error code.
+ */
+export interface UploadEvents {
+  bytes: [count: number];
+  accepted: [];
+  refused: [code: string];
+}
+
 /** One upload in progress. Only bookkeeping: the bytes are on disk in the part file. */
 interface UploadSession {
   uploadId: string;
@@ -54,6 +65,8 @@ interface UploadSession {
 export class UploadService {
   private readonly log: Logger;
   private readonly sessions = new Map<string, UploadSession>();
+  /** See {@link UploadEvents}. */
+  readonly events = new EventEmitter<UploadEvents>();
 
   constructor(private readonly d: UploadServiceDeps) {
     this.log = d.logger.child({ context: 'UploadService' });
@@ -193,6 +206,7 @@ export class UploadService {
     }
     appendFileSync(this.d.updates.partPath(uploadId), data);
     s.nextIndex++;
+    this.events.emit('bytes', data.byteLength);
     return { nextIndex: s.nextIndex };
   }
 
@@ -288,6 +302,7 @@ export class UploadService {
       { siteId: task.siteId, taskId: task.id, updateId, exampleCount: s.header.exampleCount },
       'update accepted',
     );
+    this.events.emit('accepted');
     await this.d.engine.updateAccepted(task.id);
     return { accepted: true, updateId };
   }
@@ -321,6 +336,7 @@ export class UploadService {
       ? e
       : new FedsslError('PROTOCOL_INVALID_MESSAGE', 'update could not be processed');
     this.log.warn({ siteId, taskId, code: err.code }, 'update refused');
+    this.events.emit('refused', err.code);
     if (!isFedsslErrorLike(e))
       this.log.error({ siteId, taskId, err: e }, 'unexpected error while ingesting an update');
     throw err;

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { ServerOptions } from 'socket.io';
 import { MAX_CHUNK_BYTES } from '@fedssl/shared/protocol';
 import type { CoordinatorConfig } from '../../config/config';
+import { setupOpenApi } from '../../ops/openapi';
 
 /** REST prefix; every endpoint lives under it. */
 export const API_PREFIX = 'api/v1';
@@ -69,6 +70,7 @@ export async function listenNestApp(
   app.setGlobalPrefix(API_PREFIX);
   app.useBodyParser('json', { limit: '1mb' });
   app.useWebSocketAdapter(new FedsslIoAdapter(app));
+  setupOpenApi(app);
   // No enableShutdownHooks(): app.close() runs the shutdown hooks; signals are the CLI's job.
   await app.listen(config.port, config.host);
 
