@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 
 /**
  * The one interface every kind of hospital data is read through (folder of PNG/JPEG,
@@ -161,5 +162,20 @@ export class SkipCounter {
     let t = 0;
     for (const c of this.counts.values()) t += c;
     return t;
+  }
+}
+
+/**
+ * Reads one file of a source, refusing it before reading when it is larger than `maxBytes`.
+ * Returns the bytes, or the skip that says why the file could not be used.
+ */
+export async function readBoundedFile(path: string, maxBytes: number): Promise<Buffer | ReadResult> {
+  try {
+    const st = await stat(path);
+    if (st.size > maxBytes)
+      return skip('too-large', `file of ${st.size} bytes exceeds the limit of ${maxBytes}`);
+    return await readFile(path);
+  } catch (e) {
+    return skip('unreadable', `cannot read the file (${(e as NodeJS.ErrnoException).code ?? 'I/O error'})`);
   }
 }

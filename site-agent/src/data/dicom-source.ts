@@ -1,4 +1,4 @@
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { extname, join, relative, resolve, sep } from 'node:path';
 import { FedsslError } from '@fedssl/shared/errors';
 import {
@@ -11,6 +11,7 @@ import {
   type ReadResult,
   type SourceItem,
   type SourceListing,
+  readBoundedFile,
 } from './data-source';
 import { decodeDicom, type DicomDecodeResult, type DicomMeta } from './dicom-decode';
 import { squareFromUnit } from './gray-image';
@@ -128,15 +129,8 @@ export class DicomFolderSource implements DataSource {
 
   async read(item: SourceItem, size: number): Promise<ReadResult> {
     const full = join(this.root, item.key);
-    let bytes: Buffer;
-    try {
-      const st = await stat(full);
-      if (st.size > this.limits.maxBytes)
-        return skip('too-large', `file of ${st.size} bytes exceeds the limit of ${this.limits.maxBytes}`);
-      bytes = await readFile(full);
-    } catch (e) {
-      return skip('unreadable', `cannot read the file (${(e as NodeJS.ErrnoException).code ?? 'I/O error'})`);
-    }
+    const bytes = await readBoundedFile(full, this.limits.maxBytes);
+    if (!Buffer.isBuffer(bytes)) return bytes;
     const decoded = await decodeDicom(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
       limits: this.limits,
     });

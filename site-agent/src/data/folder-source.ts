@@ -15,6 +15,7 @@ import {
   type ReadResult,
   type SourceItem,
   type SourceListing,
+  readBoundedFile,
 } from './data-source';
 
 export { SkipCounter, pathTag, type SkipReason } from './data-source';
@@ -307,15 +308,8 @@ export class FolderSource implements DataSource {
 
   async read(item: SourceItem, size: number): Promise<ReadResult> {
     const full = join(this.root, item.key);
-    let bytes: Buffer;
-    try {
-      const st = await stat(full);
-      if (st.size > this.limits.maxBytes)
-        return skip('too-large', `file of ${st.size} bytes exceeds the limit of ${this.limits.maxBytes}`);
-      bytes = await readFile(full);
-    } catch (e) {
-      return skip('unreadable', `cannot read the file (${(e as NodeJS.ErrnoException).code ?? 'I/O error'})`);
-    }
+    const bytes = await readBoundedFile(full, this.limits.maxBytes);
+    if (!Buffer.isBuffer(bytes)) return bytes;
     try {
       const d = await decodeGrayscale(bytes, size, this.limits.maxPixels);
       return {
