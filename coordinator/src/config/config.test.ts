@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { resolve, join } from 'node:path';
 import { FedsslError } from '@fedssl/shared/errors';
-import { loadConfig, sqliteFile } from './config';
+import { sqliteFileFor } from '../store/open-store';
+import { loadConfig } from './config';
 
 function errorOf(fn: () => unknown): FedsslError {
   try {
@@ -41,8 +42,8 @@ describe('loadConfig', () => {
       databaseUrl: 'sqlite:db.sqlite',
       logLevel: 'debug',
     });
-    expect(sqliteFile(c)).toBe('/var/lib/fedssl/db.sqlite');
-    expect(sqliteFile({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
+    expect(sqliteFileFor(c)).toBe('/var/lib/fedssl/db.sqlite');
+    expect(sqliteFileFor({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
   });
 
   it('lists all invalid variables in one error', () => {
@@ -72,9 +73,10 @@ describe('loadConfig', () => {
     expect(errorOf(() => loadConfig({ FEDSSL_PORT: '80.5' })).message).toContain('got "80.5"');
   });
 
-  it('refuses PostgreSQL URLs at open time with a clear message', () => {
+  it('keeps a PostgreSQL URL for the PostgreSQL store (no SQLite file)', () => {
     const c = loadConfig({ FEDSSL_DATABASE_URL: 'postgres://u@h/db' });
     expect(c.databaseUrl).toBe('postgres://u@h/db');
-    expect(() => sqliteFile(c)).toThrow(/PostgreSQL is not supported/);
+    expect(sqliteFileFor(c)).toBeNull();
+    expect(sqliteFileFor({ ...c, databaseUrl: 'postgresql://u@h/db?schema=x' })).toBeNull();
   });
 });

@@ -1,4 +1,4 @@
-import { resolve, join } from 'node:path';
+import { resolve } from 'node:path';
 import { z } from 'zod';
 import { FedsslError } from '@fedssl/shared/errors';
 
@@ -81,17 +81,4 @@ export function loadConfig(env: NodeJS.ProcessEnv): CoordinatorConfig {
     databaseUrl: e.FEDSSL_DATABASE_URL ? e.FEDSSL_DATABASE_URL : null,
     logLevel: e.FEDSSL_LOG_LEVEL,
   });
-}
-
-/** Resolves the SQLite file to open: `sqlite:<file>` or the default inside the data dir. */
-export function sqliteFile(config: CoordinatorConfig): string {
-  if (config.databaseUrl === null) return join(config.dataDir, 'fedssl.sqlite');
-  if (config.databaseUrl.startsWith('sqlite:')) {
-    const file = config.databaseUrl.slice('sqlite:'.length);
-    return file === ':memory:' ? file : resolve(config.dataDir, file);
-  }
-  throw new FedsslError(
-    'COORDINATOR_CONFIG_INVALID',
-    'invalid configuration: FEDSSL_DATABASE_URL: PostgreSQL is not supported by this build yet; unset it to use SQLite',
-  );
 }

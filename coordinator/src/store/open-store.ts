@@ -13,11 +13,20 @@ import { SqliteStore } from './sqlite-store';
 export async function openStore(
   config: Pick<CoordinatorConfig, 'dataDir' | 'databaseUrl'>,
 ): Promise<SqlStore> {
+  const file = sqliteFileFor(config);
+  return file === null ? PostgresStore.open({ url: config.databaseUrl! }) : SqliteStore.open(file);
+}
+
+/**
+ * The SQLite file the configuration names (`sqlite:<file>` relative to the data dir, or
+ * `<dataDir>/fedssl.sqlite` by default), or null when it names PostgreSQL.
+ */
+export function sqliteFileFor(config: Pick<CoordinatorConfig, 'dataDir' | 'databaseUrl'>): string | null {
   const url = config.databaseUrl;
-  if (url !== null && /^postgres(ql)?:\/\//.test(url)) return PostgresStore.open({ url });
+  if (url !== null && /^postgres(ql)?:\/\//.test(url)) return null;
   if (url !== null && url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
-    return SqliteStore.open(file === ':memory:' ? file : resolve(config.dataDir, file));
+    return file === ':memory:' ? file : resolve(config.dataDir, file);
   }
-  return SqliteStore.open(join(config.dataDir, 'fedssl.sqlite'));
+  return join(config.dataDir, 'fedssl.sqlite');
 }
