@@ -28,7 +28,7 @@ import type { LocalState } from '../train/local-state';
 import type { TrainRoundArgs, TrainRoundResult } from '../train/trainer';
 import type { Clock } from './backoff';
 import type { LocalStateStore } from './local-state-store';
-import { TaskRunner, type TaskOutcome } from './task-runner';
+import { TaskRunner, taskSeed, type TaskOutcome } from './task-runner';
 import type { NotifyEvent, RequestEvent, RequestPayload, RequestResult, Uplink } from './uplink';
 
 const logger = pino({ level: 'silent' });
@@ -579,5 +579,33 @@ describe('TaskRunner: FedEMA local update', () => {
     expect(encodeWeights(calls[0]!.globalWeights)).toEqual(weightBytes);
     expect(fake.header()!.metrics.fedemaMu).toBe(0);
     expect(localStates.saved.get('run-1')!.online).toBeDefined();
+  });
+});
+
+describe('TaskRunner: training seed', () => {
+  it('seeds the same work the same way whatever the task id and nonce, and other work differently', async () => {
+    const calls: TrainRoundArgs[] = [];
+    for (const [taskId, fill] of [
+      ['task-seed-1', 1],
+      ['task-seed-2', 2],
+    ] as const) {
+      const { runner } = makeRunner(new StrictFakeUplink(honestCoordinator(coord, site).handlers), calls);
+      const task = makeTask({ taskId, nonce: toBase64(new Uint8Array(32).fill(fill)) });
+      expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+      await runner.idle();
+    }
+    expect(calls).toHaveLength(2);
+    // A task offered again with a fresh nonce (new coordinator process, retried round, a second
+    // run of the same config) trains with the same seed, so it produces the same update.
+    expect(calls[0]!.seed).toBe(calls[1]!.seed);
+    expect(calls[0]!.seed).toBe(taskSeed(makeTask()));
+    const base = makeTask();
+    const seeds = new Set([
+      taskSeed(base),
+      taskSeed({ ...base, round: 2 }),
+      taskSeed({ ...base, siteId: 'site-b' }),
+      taskSeed({ ...base, modelHash: 'f'.repeat(64) }),
+    ]);
+    expect(seeds.size).toBe(4);
   });
 });

@@ -54,9 +54,20 @@ export interface TaskRunnerOptions {
   onOutcome?: (outcome: TaskOutcome) => void;
 }
 
-/** Seed for a task's augmentations and batch order, derived from its (random, signed) nonce. */
-export function taskSeed(nonceB64: string): number {
-  return createHash('sha256').update(nonceB64).digest().readUInt32BE(0);
+/**
+ * Seed for a task's augmentations and batch order. Derived from what pins the work itself,
+ * not from the task's random nonce: the base model hash (which already pins the run config
+ * and every earlier round), the site and the round. So the same work gives the same update
+ * when it is offered again (a new task after a coordinator restart or a retried round) and in
+ * two runs of the same config on the same data — which is what makes a resumed run
+ * bit-identical to an uninterrupted one. It only seeds augmentation and batching; nothing
+ * secret depends on it.
+ */
+export function taskSeed(task: Pick<Task, 'modelHash' | 'siteId' | 'round'>): number {
+  return createHash('sha256')
+    .update(`fedssl-task-seed\n${task.modelHash}\n${task.siteId}\n${task.round}`)
+    .digest()
+    .readUInt32BE(0);
 }
 
 function errorOf(e: unknown): { code: string; message: string } {
@@ -256,7 +267,7 @@ export class TaskRunner {
         training: task.training,
         globalWeights: fedema ? fedema.weights : model.weights,
         dataset,
-        seed: taskSeed(task.nonce),
+        seed: taskSeed(task),
         ...(localState ? { localState } : {}),
         onProgress,
         signal,
