@@ -290,6 +290,43 @@ describe('RoundEngine', () => {
     expect(w1[0]! - w0[0]!).toBeCloseTo((10 * 0.1 + 30 * 0.5) / 40, 5);
   });
 
+  it('keeps the outstanding task of a site not yet reconnected after a restart, and offers it on reconnect', async () => {
+    f = await FederationFixture.create();
+    const a = f.agent('site-a', 10, 0.1);
+    const b = f.agent('site-b', 30, 0.5);
+    const ta = a.nextTask();
+    const tb = b.nextTask();
+    f.connect(a);
+    f.connect(b);
+    await f.engine.idle();
+    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    await f.runs.start(run.id);
+    const [taskA, taskB] = await Promise.all([ta, tb]);
+    await f.upload('site-a', a.seal(taskA));
+
+    // A real restart: the coordinator comes back before any agent has reconnected.
+    f.transport.disconnect('site-a');
+    f.transport.disconnect('site-b');
+    await f.restart();
+    await f.engine.resumeAll();
+    await f.engine.idle();
+    const tasks = await f.repo.listTasks(run.id, 1, 1);
+    expect(tasks.map((t) => [t.siteId, t.state])).toEqual([
+      ['site-a', 'accepted'],
+      ['site-b', 'offered'],
+    ]);
+    expect((await f.repo.getRound(run.id, 1, 1))!.state).toBe('training');
+
+    const reoffered = b.nextTask();
+    f.connect(b);
+    const again = await reoffered;
+    expect(again.taskId).toBe(taskB.taskId);
+    await f.upload('site-b', b.seal(again));
+    const detail = await f.runs.get(run.id);
+    expect(detail.state).toBe('completed');
+    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([[1, 1, 'published']]);
+  });
+
   it('refuses to start a run twice and reports unknown runs', async () => {
     f = await FederationFixture.create();
     const run = await f.runs.create(testRunBody({ minSites: 1 }));

@@ -547,7 +547,14 @@ export class RoundEngine {
     if (deadlineMs <= this.d.clock.now()) return this.onDeadline(run.id, round.round, round.attempt);
     if (reoffer || !this.deadlines.has(run.id)) this.armDeadline(run.id, round, deadlineMs);
     const tasks = await this.d.repo.listTasks(run.id, round.round, round.attempt);
-    if (reoffer) for (const t of tasks) if (t.state === 'offered') this.offer(t);
+    if (reoffer) {
+      // Only to sites connected now. Right after a restart no agent has reconnected yet, and
+      // an offer to an offline site resolves `accepted: false`, which would drop the task and
+      // fail the round, throwing away the updates it had accepted. An offline site gets the
+      // same task again from siteOnline when it reconnects; the round deadline bounds the wait.
+      const online = new Set(this.d.transport.onlineSiteIds());
+      for (const t of tasks) if (t.state === 'offered' && online.has(t.siteId)) this.offer(t);
+    }
     await this.checkComplete(run.id, round.round, round.attempt);
   }
 
