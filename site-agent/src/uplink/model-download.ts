@@ -4,7 +4,8 @@ import { canonicalJson, createSha256, verifySignedModelManifest } from '@fedssl/
 import { FedsslError } from '@fedssl/shared/errors';
 import { sharedParamSpecs } from '@fedssl/shared/model';
 import type { ModelManifest, Task } from '@fedssl/shared/protocol';
-import type { Uplink } from './uplink';
+import { retry, systemClock, type Clock } from './backoff';
+import { asCodedError, type Uplink } from './uplink';
 
 /** Bytes asked for per `model:chunk` request (memory per message stays bounded). */
 export const MODEL_CHUNK_BYTES = 1024 * 1024;
@@ -25,14 +26,44 @@ export interface DownloadedModel {
  * @throws FedsslError MANIFEST_SIGNATURE_INVALID, MODEL_HASH_MISMATCH, MODEL_CONFIG_INVALID,
  *   MODEL_WEIGHTS_MISMATCH, CODEC_*, or the coordinator's error code.
  */
-export async function downloadModel(args: {
+export async function downloadModel(args: DownloadArgs): Promise<DownloadedModel> {
+  // A lost link (e.g. the coordinator restarted) must not fail the task: the restarted
+  // coordinator offers the same task again on reconnect, which the agent acknowledges as
+  // already running. So wait until the client is authenticated again and download afresh,
+  // as uploadUpdate does; only COORDINATOR_UNREACHABLE is retried, never a refusal or a
+  // verification failure.
+  return retry(
+    async () => {
+      await args.uplink.ready(args.signal);
+      return fetchAndVerify(args);
+    },
+    {
+      attempts: args.attempts ?? 6,
+      clock: args.clock ?? systemClock,
+      ...(args.signal ? { signal: args.signal } : {}),
+      isRetryable: (e) => asCodedError(e)?.code === 'COORDINATOR_UNREACHABLE',
+      onRetry: (e, attempt, delayMs) =>
+        args.logger.warn(
+          { attempt, delayMs, err: (e as Error).message },
+          'model download interrupted, will retry',
+        ),
+    },
+  );
+}
+
+interface DownloadArgs {
   uplink: Uplink;
   task: Task;
   coordinatorSigningKey: Uint8Array;
   logger: Logger;
   chunkBytes?: number;
   signal?: AbortSignal;
-}): Promise<DownloadedModel> {
+  /** Tries on COORDINATOR_UNREACHABLE (default 6), spaced by the reconnection backoff. */
+  attempts?: number;
+  clock?: Clock;
+}
+
+async function fetchAndVerify(args: DownloadArgs): Promise<DownloadedModel> {
   const { uplink, task } = args;
   const signed = await uplink.request('model:manifest', { version: task.modelVersion });
   const manifest = verifySignedModelManifest(

@@ -380,6 +380,40 @@ describe('TaskRunner: a round', () => {
     expect(clock.sleeps).toHaveLength(1);
   });
 
+  it('survives a coordinator restart during the download: waits for the link, downloads again, re-offer is acked', async () => {
+    const fake = honestCoordinator(coord, site);
+    const serve = fake.handlers['model:manifest']!;
+    let manifestCalls = 0;
+    let reoffered: Promise<Ack> | null = null;
+    const task = makeTask();
+    const handlers = {
+      ...fake.handlers,
+      'model:manifest': (p: RequestPayload<'model:manifest'>) => {
+        manifestCalls++;
+        if (manifestCalls === 1) {
+          // The restarted coordinator offers the same task again while it is still running.
+          reoffered = offer(runner, signTask(task, coord.signing.secretKey));
+          throw new FedsslError('COORDINATOR_UNREACHABLE', 'not connected: cannot send model:manifest');
+        }
+        return serve(p);
+      },
+    };
+    const uplink = new StrictFakeUplink(handlers);
+    const clock = fastClock();
+    const calls: TrainRoundArgs[] = [];
+    const { runner, outcomes } = makeRunner(uplink, calls, { clock });
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    await runner.idle();
+    expect(await reoffered).toEqual({ ok: true });
+    expect(manifestCalls).toBe(2);
+    expect(clock.sleeps).toHaveLength(1);
+    expect(calls).toHaveLength(1);
+    expect(outcomes).toEqual([
+      { taskId: 'task-1', runId: 'run-1', round: 1, status: 'accepted', updateId: 'upd-42' },
+    ]);
+    expect(uplink.notes.filter((n) => n.event === 'task:failed')).toEqual([]);
+  });
+
   it('refuses a model manifest not signed by the pinned key, reports task:failed, never trains', async () => {
     const fake = honestCoordinator(coord, site, { manifestKey: generatePartyKeys() });
     const uplink = new StrictFakeUplink(fake.handlers);

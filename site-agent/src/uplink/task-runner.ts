@@ -218,6 +218,7 @@ export class TaskRunner {
         coordinatorSigningKey: o.coordinator.signingPublicKey,
         logger: log,
         signal,
+        clock: this.clock,
       });
       await appendLedger(o.home, {
         kind: 'download',
