@@ -21,3 +21,11 @@ export function twoRoundRun(name: string) {
     training: { localEpochs: 1, maxStepsPerRound: 2, batchSize: 8, learningRate: 0.01, metadataWeight: 0.5 },
   };
 }
+
+/**
+ * The kill-and-resume test's run: the same tiny encoder as {@link twoRoundRun}, three rounds,
+ * so a round in the middle (round 2) has both a published predecessor and a successor.
+ */
+export function threeRoundRun(name: string) {
+  return { ...twoRoundRun(name), rounds: 3 };
+}
