@@ -7,7 +7,8 @@ import {
   tinyModelConfig,
   type ModelConfig,
 } from '@fedssl/shared/model';
-import { createVariables, disposeParams, encoderForward, mlpForward } from '@fedssl/shared/model/tf';
+import { createVariables, disposeParams } from '@fedssl/shared/model/tf';
+import { byolMetadataLoss, targetProjections } from '../../site-agent/src/train/objective';
 
 /** The encoders measured: the tiny demo ResNet and a ResNet-18-shaped one at ¼ width. */
 export type BenchArch = 'tiny' | 'resnet18';
@@ -20,13 +21,6 @@ export const METADATA_CLASSES = 4;
 /** The model config of a benchmark encoder at `size` px (the same one bench/reference/byol_step.py builds). */
 export function benchModelConfig(arch: BenchArch, size: number): ModelConfig {
   return arch === 'tiny' ? tinyModelConfig(size) : resnet18ModelConfig(size, RESNET18_BENCH_WIDTHS);
-}
-
-/** Mean over the batch of 2 − 2·cos(p, z), as in the trainer. */
-function byolPairLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
-  const pn = tf.div(p, tf.add(tf.norm(p, 'euclidean', 1, true), 1e-12));
-  const zn = tf.div(z, tf.add(tf.norm(z, 'euclidean', 1, true), 1e-12));
-  return tf.mean(tf.sub(2, tf.mul(2, tf.sum(tf.mul(pn, zn), 1)))) as tf.Scalar;
 }
 
 /** One BYOL + metadata training step on fixed views; `step()` returns the loss. */
@@ -78,30 +72,19 @@ export function createByolBench(arch: BenchArch, size: number, batch: number, se
     paramCount,
     step() {
       const loss = tf.tidy(() => {
-        const tz = mlpForward(
-          'projector',
-          target,
-          encoderForward(config, target, views, { training: true }),
-          { training: true },
-        );
-        const [tz1, tz2] = tf.split(tz, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+        const targetZ = targetProjections(config, target, views);
         const stats = new Map<string, tf.Tensor>();
         const cost = optimizer.minimize(
-          () => {
-            const feats = encoderForward(config, online, views, { training: true, statsOut: stats });
-            const p = mlpForward(
-              'predictor',
+          () =>
+            byolMetadataLoss({
+              model: config,
               online,
-              mlpForward('projector', online, feats, { training: true }),
-              { training: true },
-            );
-            const [p1, p2] = tf.split(p, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
-            const byolLoss = tf.div(tf.add(byolPairLoss(p1, tz2), byolPairLoss(p2, tz1)), 2);
-            const logits = mlpForward('metadata_head', head, feats, { training: true });
-            const onehot = tf.oneHot(labels, METADATA_CLASSES);
-            const ce = tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), 1)));
-            return tf.add(byolLoss, tf.mul(ce, lambda)) as tf.Scalar;
-          },
+              globals: views,
+              locals: [],
+              targetZ,
+              metadata: { head, labels, classes: METADATA_CLASSES, lambda },
+              statsOut: stats,
+            }).total,
           true,
           trainable,
         );

@@ -11,16 +11,10 @@ import {
   type ParamSpec,
   type TrainingConfig,
 } from '@fedssl/shared/model';
-import {
-  createVariables,
-  disposeParams,
-  encoderForward,
-  matchWeights,
-  mlpForward,
-  readWeights,
-} from '@fedssl/shared/model/tf';
+import { createVariables, disposeParams, matchWeights, readWeights } from '@fedssl/shared/model/tf';
 import type { TrainingDataset } from '../data/dataset';
 import { makeViews } from './augment';
+import { byolMetadataLoss, targetProjections } from './objective';
 import type { LocalState } from './local-state';
 
 export { decodeLocalState, encodeLocalState, type LocalState } from './local-state';
@@ -91,13 +85,6 @@ export function stepsPerRound(count: number, training: TrainingConfig): number {
 export function emaMomentum(base: number, step: number, totalSteps: number): number {
   if (totalSteps <= 1) return base;
   return 1 - ((1 - base) * (Math.cos((Math.PI * step) / (totalSteps - 1)) + 1)) / 2;
-}
-
-/** Mean over the batch of 2 − 2·cos(p, z): the normalized MSE of BYOL, in [0, 4]. */
-function byolPairLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
-  const pn = tf.div(p, tf.add(tf.norm(p, 'euclidean', 1, true), 1e-12));
-  const zn = tf.div(z, tf.add(tf.norm(z, 'euclidean', 1, true), 1e-12));
-  return tf.mean(tf.sub(2, tf.mul(2, tf.sum(tf.mul(pn, zn), 1)))) as tf.Scalar;
 }
 
 function validateDataset(ds: TrainingDataset): void {
@@ -272,45 +259,31 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
         const views = makeViews(images, model.inputSize, training.augmentation, rand);
         const globals = tf.concat(views.global, 0) as tf.Tensor4D;
         // Target projections of both global views (outside the tape: no gradient).
-        const tz = mlpForward(
-          'projector',
-          target,
-          encoderForward(model, target, globals, { training: true }),
-          { training: true },
-        );
-        const [tz1, tz2] = tf.split(tz, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+        const targetZ = targetProjections(model, target, globals);
         const stats = new Map<string, tf.Tensor>();
         let byolOut: tf.Scalar | undefined;
         let metaOut: tf.Scalar | undefined;
         const cost = optimizer.minimize(
           () => {
-            const feats = encoderForward(model, online, globals, { training: true, statsOut: stats });
-            const p = mlpForward(
-              'predictor',
+            const l = byolMetadataLoss({
+              model,
               online,
-              mlpForward('projector', online, feats, { training: true }),
-              { training: true },
-            );
-            const [p1, p2] = tf.split(p, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
-            const terms: tf.Scalar[] = [byolPairLoss(p1, tz2), byolPairLoss(p2, tz1)];
-            for (const lv of views.local) {
-              const lf = encoderForward(model, online, lv, { training: true });
-              const lp = mlpForward(
-                'predictor',
-                online,
-                mlpForward('projector', online, lf, { training: true }),
-                { training: true },
-              );
-              terms.push(byolPairLoss(lp, tz1), byolPairLoss(lp, tz2));
-            }
-            const byolLoss = tf.div(tf.addN(terms), terms.length) as tf.Scalar;
-            byolOut = tf.keep(byolLoss);
-            if (!useMeta) return byolLoss;
-            const logits = mlpForward('metadata_head', head, feats, { training: true });
-            const onehot = tf.oneHot(tf.tensor1d([...labels, ...labels], 'int32'), dataset.metadataClasses);
-            const ce = tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
-            metaOut = tf.keep(ce);
-            return tf.add(byolLoss, tf.mul(ce, lambda)) as tf.Scalar;
+              globals,
+              locals: views.local,
+              targetZ,
+              metadata: useMeta
+                ? {
+                    head,
+                    labels: tf.tensor1d([...labels, ...labels], 'int32'),
+                    classes: dataset.metadataClasses,
+                    lambda,
+                  }
+                : null,
+              statsOut: stats,
+            });
+            byolOut = tf.keep(l.byol);
+            if (l.metadata) metaOut = tf.keep(l.metadata);
+            return l.total;
           },
           true,
           trainable,

@@ -1,0 +1,71 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { ModelConfig } from '@fedssl/shared/model';
+import { encoderForward, mlpForward } from '@fedssl/shared/model/tf';
+
+/**
+ * The training objective of the study, in one place for the trainer and the benchmarks:
+ * BYOL's symmetric normalized MSE between online predictions and target projections, plus
+ * λ · cross-entropy of the site-local metadata head on the online encoder's features.
+ */
+
+type Params = Map<string, tf.Variable>;
+
+/** Mean over the batch of 2 − 2·cos(p, z): the normalized MSE of BYOL, in [0, 4]. */
+export function byolPairLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
+  const pn = tf.div(p, tf.add(tf.norm(p, 'euclidean', 1, true), 1e-12));
+  const zn = tf.div(z, tf.add(tf.norm(z, 'euclidean', 1, true), 1e-12));
+  return tf.mean(tf.sub(2, tf.mul(2, tf.sum(tf.mul(pn, zn), 1)))) as tf.Scalar;
+}
+
+/** Target projections of the two stacked global views (call outside the gradient tape). */
+export function targetProjections(
+  model: ModelConfig,
+  target: Params,
+  globals: tf.Tensor4D,
+): [tf.Tensor2D, tf.Tensor2D] {
+  const tz = mlpForward('projector', target, encoderForward(model, target, globals, { training: true }), {
+    training: true,
+  });
+  return tf.split(tz, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+}
+
+export interface ObjectiveInputs {
+  model: ModelConfig;
+  online: Params;
+  /** Both global views stacked on the batch axis (view 1 first). */
+  globals: tf.Tensor4D;
+  /** Multi-crop local views: each is predicted against both target projections. */
+  locals: readonly tf.Tensor4D[];
+  targetZ: [tf.Tensor2D, tf.Tensor2D];
+  /** Metadata head, its class index for every row of `globals`, and the number of classes; null disables it. */
+  metadata: { head: Params; labels: tf.Tensor1D; classes: number; lambda: number } | null;
+  /** Receives the encoder's updated running statistics (applied by the caller after the step). */
+  statsOut: Map<string, tf.Tensor>;
+}
+
+/** The loss inside the optimizer's tape: total, and its BYOL and metadata parts. */
+export function byolMetadataLoss(i: ObjectiveInputs): {
+  total: tf.Scalar;
+  byol: tf.Scalar;
+  metadata: tf.Scalar | null;
+} {
+  const predict = (feats: tf.Tensor2D) =>
+    mlpForward('predictor', i.online, mlpForward('projector', i.online, feats, { training: true }), {
+      training: true,
+    }) as tf.Tensor2D;
+  const [tz1, tz2] = i.targetZ;
+  const feats = encoderForward(i.model, i.online, i.globals, { training: true, statsOut: i.statsOut });
+  const [p1, p2] = tf.split(predict(feats), 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+  const terms: tf.Scalar[] = [byolPairLoss(p1, tz2), byolPairLoss(p2, tz1)];
+  for (const lv of i.locals) {
+    const lp = predict(encoderForward(i.model, i.online, lv, { training: true }));
+    terms.push(byolPairLoss(lp, tz1), byolPairLoss(lp, tz2));
+  }
+  const byol = tf.div(tf.addN(terms), terms.length) as tf.Scalar;
+  if (!i.metadata) return { total: byol, byol, metadata: null };
+  const { head, labels, classes, lambda } = i.metadata;
+  const logits = mlpForward('metadata_head', head, feats, { training: true });
+  const onehot = tf.oneHot(labels, classes);
+  const ce = tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
+  return { total: tf.add(byol, tf.mul(ce, lambda)) as tf.Scalar, byol, metadata: ce };
+}
