@@ -127,6 +127,34 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
 };
 
 /**
+ * Inserts s−1 zeros after every element of the middle axis of `x` viewed as [outer, ·, inner]
+ * (a reshape to a unit axis, a pad, and a reshape to `shape`): the zero-upsampling of dy.
+ */
+function insertZeros(
+  run: Run,
+  x: TensorInfo,
+  outer: number,
+  inner: number,
+  s: number,
+  shape: number[],
+): TensorInfo {
+  const r = run('Reshape', { x }, { shape: [outer, 1, inner] });
+  const p = run(
+    'PadV2',
+    { x: r },
+    {
+      paddings: [
+        [0, 0],
+        [0, s - 1],
+        [0, 0],
+      ],
+      constantValue: 0,
+    },
+  );
+  return run('Reshape', { x: p }, { shape });
+}
+
+/**
  * dx = correlation of the zero-upsampled, padded dy with the spatially flipped,
  * in/out-swapped filter: one stride-1 forward Conv2D.
  */
@@ -152,38 +180,12 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
     let uh = oh;
     let uw = ow;
     if (sh > 1) {
-      const r = run('Reshape', { x: up }, { shape: [n * oh, 1, ow * cout] });
-      const p = run(
-        'PadV2',
-        { x: r },
-        {
-          paddings: [
-            [0, 0],
-            [0, sh - 1],
-            [0, 0],
-          ],
-          constantValue: 0,
-        },
-      );
       uh = oh * sh;
-      up = run('Reshape', { x: p }, { shape: [n, uh, uw, cout] });
+      up = insertZeros(run, up, n * oh, ow * cout, sh, [n, uh, uw, cout]);
     }
     if (sw > 1) {
-      const r = run('Reshape', { x: up }, { shape: [n * uh * uw, 1, cout] });
-      const p = run(
-        'PadV2',
-        { x: r },
-        {
-          paddings: [
-            [0, 0],
-            [0, sw - 1],
-            [0, 0],
-          ],
-          constantValue: 0,
-        },
-      );
+      up = insertZeros(run, up, n * uh * ow, cout, sw, [n, uh, ow * sw, cout]);
       uw = ow * sw;
-      up = run('Reshape', { x: p }, { shape: [n, uh, uw, cout] });
     }
     const padTop = kh - 1 - info.padInfo.top;
     const padLeft = kw - 1 - info.padInfo.left;
