@@ -242,7 +242,10 @@ describe('platform REST API (real HTTP server)', () => {
     expect(created.body).toMatchObject({ name: 'ci', role: 'operator', revokedAt: null });
     expect((await call('GET', '/sites', { token: created.body.token })).status).toBe(200);
     const list = await call('GET', '/admin-tokens', { token: tokens.admin });
-    expect(list.body.map((t: { name: string }) => t.name)).toEqual(['root', 'ops', 'watcher', 'ci']);
+    // Listed by creation time; tokens created in the same millisecond tie-break on their random id.
+    const names: string[] = list.body.map((t: { name: string }) => t.name);
+    expect([...names].sort()).toEqual(['ci', 'ops', 'root', 'watcher']);
+    expect(names.at(-1)).toBe('ci');
     expect(JSON.stringify(list.body)).not.toContain('token_hash');
     expect(
       (await call('POST', `/admin-tokens/${created.body.id}/revoke`, { token: tokens.admin })).body.revokedAt,
