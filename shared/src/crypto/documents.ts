@@ -7,6 +7,19 @@ import {
   type SignedTask,
   type Task,
 } from '../protocol/messages';
+import {
+  coordinatorKeyAnnouncementSchema,
+  signedCoordinatorKeyAnnouncementSchema,
+  signedSiteKeyRotationSchema,
+  siteKeyRotationSchema,
+  type CoordinatorKeyAnnouncement,
+  type SignedCoordinatorKeyAnnouncement,
+  type SignedSiteKeyRotation,
+  type SiteKeyRotation,
+} from '../protocol/key-rotation';
+import type { CoordinatorKeys } from '../protocol/messages';
+import { fromBase64, toBase64 } from './bytes';
+import { SIGNING_PUBLIC_KEY_BYTES, fingerprint, keyId } from './keys';
 import { signDomainJson, verifyDomainJson } from './sign';
 
 /**
@@ -132,4 +145,168 @@ export function verifySignedModelManifest(
     );
   }
   return parsed.data;
+}
+
+// ---------------------------------------------------------------- key rotation
+
+/**
+ * Sign a site key rotation with both the current and the new signing secret key (the new
+ * one proves the site holds it, so nobody can rotate a site onto a key it does not own).
+ * @throws FedsslError PROTOCOL_INVALID_MESSAGE if the rotation does not match the schema.
+ */
+export function signSiteKeyRotation(
+  rotation: SiteKeyRotation,
+  previousSecretKey: Uint8Array,
+  newSecretKey: Uint8Array,
+): SignedSiteKeyRotation {
+  const parsed = siteKeyRotationSchema.safeParse(rotation);
+  if (!parsed.success) {
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `key rotation does not match the schema: ${issues(parsed.error)}`,
+    );
+  }
+  const clean = parsed.data;
+  return {
+    rotation: clean,
+    previousKeySignature: signDomainJson('siteKeyRotation', clean, previousSecretKey),
+    newKeySignature: signDomainJson('siteKeyRotation', clean, newSecretKey),
+  };
+}
+
+/**
+ * Check both signatures of a site key rotation: `previousSigningPublicKey` is the key the
+ * coordinator holds for the site, the new key is the one inside the rotation.
+ * @throws FedsslError SITE_KEY_ROTATION_INVALID naming which signature failed.
+ */
+export function verifySignedSiteKeyRotation(
+  signed: SignedSiteKeyRotation,
+  previousSigningPublicKey: Uint8Array,
+): SiteKeyRotation {
+  const parsed = signedSiteKeyRotationSchema.safeParse(signed);
+  if (!parsed.success) {
+    throw new FedsslError('SITE_KEY_ROTATION_INVALID', `malformed key rotation: ${issues(parsed.error)}`);
+  }
+  const { rotation, previousKeySignature, newKeySignature } = parsed.data;
+  if (keyId(previousSigningPublicKey) !== rotation.previousKeyId) {
+    throw new FedsslError(
+      'SITE_KEY_ROTATION_INVALID',
+      `key rotation names previous key ${rotation.previousKeyId}, not the site's current key ${keyId(previousSigningPublicKey)}`,
+    );
+  }
+  if (!verifyDomainJson('siteKeyRotation', rotation, previousKeySignature, previousSigningPublicKey)) {
+    throw new FedsslError(
+      'SITE_KEY_ROTATION_INVALID',
+      `key rotation is not signed by the site's current key ${rotation.previousKeyId}`,
+    );
+  }
+  const newKey = fromBase64(rotation.signingPublicKey, SIGNING_PUBLIC_KEY_BYTES);
+  if (!verifyDomainJson('siteKeyRotation', rotation, newKeySignature, newKey)) {
+    throw new FedsslError(
+      'SITE_KEY_ROTATION_INVALID',
+      `key rotation is not signed by the new key ${keyId(newKey)} (proof of possession failed)`,
+    );
+  }
+  return rotation;
+}
+
+/** The public half of a key pair as the coordinator publishes it (key id and fingerprint derived). */
+export function describeCoordinatorKeys(
+  signingPublicKey: Uint8Array,
+  boxPublicKey: Uint8Array,
+): CoordinatorKeys {
+  return {
+    keyId: keyId(signingPublicKey),
+    signingPublicKey: toBase64(signingPublicKey),
+    boxPublicKey: toBase64(boxPublicKey),
+    fingerprint: fingerprint(signingPublicKey, boxPublicKey),
+  };
+}
+
+/**
+ * Sign the announcement of the coordinator's next key with the key it replaces.
+ * @throws FedsslError PROTOCOL_INVALID_MESSAGE if the announcement does not match the schema.
+ */
+export function signCoordinatorKeyAnnouncement(
+  announcement: CoordinatorKeyAnnouncement,
+  previousSecretKey: Uint8Array,
+): SignedCoordinatorKeyAnnouncement {
+  const parsed = coordinatorKeyAnnouncementSchema.safeParse(announcement);
+  if (!parsed.success) {
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `key announcement does not match the schema: ${issues(parsed.error)}`,
+    );
+  }
+  return {
+    announcement: parsed.data,
+    signature: signDomainJson('coordinatorKeyAnnouncement', parsed.data, previousSecretKey),
+  };
+}
+
+/** An announcement is internally consistent: its key id and fingerprint are of its keys. */
+function announcementConsistent(a: CoordinatorKeyAnnouncement): boolean {
+  const d = describeCoordinatorKeys(fromBase64(a.signingPublicKey, 32), fromBase64(a.boxPublicKey, 32));
+  return d.keyId === a.keyId && d.fingerprint === a.fingerprint;
+}
+
+/** Result of {@link followCoordinatorKeyChain}. */
+export interface FollowedKeyChain {
+  /** The keys to pin now (the input pin when nothing was followed). */
+  keys: CoordinatorKeys;
+  /** The announcements followed, in order. */
+  followed: CoordinatorKeyAnnouncement[];
+}
+
+/**
+ * Follow the coordinator's key chain from the pinned keys: each step must be an
+ * announcement naming the pinned key as `previousKeyId`, signed by that pinned key, whose
+ * key id and fingerprint match its keys. Announcements that do not start from the pinned
+ * key (older history) are ignored; one that claims to and does not verify refuses the whole
+ * chain, so an agent never moves its pin on a forged or corrupted announcement.
+ * @throws FedsslError COORDINATOR_KEY_ANNOUNCEMENT_INVALID naming the key ids involved.
+ */
+export function followCoordinatorKeyChain(pinned: CoordinatorKeys, chain: unknown[]): FollowedKeyChain {
+  let keys = pinned;
+  const followed: CoordinatorKeyAnnouncement[] = [];
+  const seen = new Set([pinned.keyId]);
+  for (;;) {
+    const claims = chain.filter(
+      (c) =>
+        (c as { announcement?: { previousKeyId?: unknown } } | null)?.announcement?.previousKeyId ===
+        keys.keyId,
+    );
+    if (claims.length === 0) return { keys, followed };
+    const pinnedKey = fromBase64(keys.signingPublicKey, SIGNING_PUBLIC_KEY_BYTES);
+    let next: CoordinatorKeyAnnouncement | undefined;
+    for (const claim of claims) {
+      const parsed = signedCoordinatorKeyAnnouncementSchema.safeParse(claim);
+      const ok =
+        parsed.success &&
+        verifyDomainJson(
+          'coordinatorKeyAnnouncement',
+          parsed.data.announcement,
+          parsed.data.signature,
+          pinnedKey,
+        ) &&
+        announcementConsistent(parsed.data.announcement);
+      if (!ok || (next !== undefined && next.keyId !== parsed.data.announcement.keyId)) {
+        throw new FedsslError(
+          'COORDINATOR_KEY_ANNOUNCEMENT_INVALID',
+          `an announcement of a new coordinator key is not validly signed by the pinned key ${keys.keyId}; keeping the pinned key`,
+          { pinnedKeyId: keys.keyId },
+        );
+      }
+      next = parsed.data.announcement;
+    }
+    if (!next || seen.has(next.keyId)) return { keys, followed };
+    seen.add(next.keyId);
+    followed.push(next);
+    keys = {
+      keyId: next.keyId,
+      signingPublicKey: next.signingPublicKey,
+      boxPublicKey: next.boxPublicKey,
+      fingerprint: next.fingerprint,
+    };
+  }
 }

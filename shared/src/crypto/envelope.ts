@@ -346,6 +346,41 @@ export class UpdateOpener {
 }
 
 /**
+ * True iff the header's content key box opens with `coordinatorBoxSecretKey`: tells which of
+ * the coordinator's box keys (current, or one still in its grace period) an update was
+ * sealed to. The unsealed key is wiped at once.
+ */
+export function keyBoxOpensWith(header: UpdateHeader, coordinatorBoxSecretKey: Uint8Array): boolean {
+  assertBytes(coordinatorBoxSecretKey, BOX_SECRET_KEY_BYTES, 'coordinatorBoxSecretKey');
+  let key: Uint8Array | null;
+  try {
+    key = nacl.box.open(
+      fromBase64(header.keyBox),
+      fromBase64(header.keyBoxNonce),
+      fromBase64(header.ephemeralPublicKey),
+      coordinatorBoxSecretKey,
+    );
+  } catch {
+    return false;
+  }
+  if (key === null) return false;
+  key.fill(0);
+  return true;
+}
+
+/**
+ * True iff `signature` is the site's signature over the header under `siteSigningPublicKey`
+ * (no other check): picks which of a site's keys signed before {@link verifyUpdateHeader}.
+ */
+export function updateHeaderSignedBy(
+  header: UpdateHeader,
+  signature: string,
+  siteSigningPublicKey: Uint8Array,
+): boolean {
+  return typeof signature === 'string' && verifyDomainJson('update', header, signature, siteSigningPublicKey);
+}
+
+/**
  * Verify, decrypt and reassemble a whole update held in memory.
  * @throws FedsslError as {@link verifyUpdateHeader} and {@link UpdateOpener}.
  */

@@ -14,6 +14,8 @@ export const SIGNING_DOMAINS = {
   task: 'fedssl-task-v1\n',
   manifest: 'fedssl-manifest-v1\n',
   update: 'fedssl-update-v1\n',
+  siteKeyRotation: 'fedssl-site-key-rotation-v1\n',
+  coordinatorKeyAnnouncement: 'fedssl-coordinator-key-announcement-v1\n',
 } as const;
 export type SigningDomain = keyof typeof SIGNING_DOMAINS;
 

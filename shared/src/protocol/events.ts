@@ -14,6 +14,7 @@ import type {
   UploadChunk,
   UploadCommit,
 } from './messages';
+import type { CoordinatorKeyChain } from './key-rotation';
 
 /**
  * Typed event maps for the agent namespace, used by both the coordinator's gateway
@@ -27,6 +28,11 @@ export interface CoordinatorToAgentEvents {
   /** A signed task; the agent acks once it has verified and accepted (or refused) it. */
   'task:offer': (msg: SignedTask, ack: (res: Ack) => void) => void;
   'task:cancel': (msg: TaskCancel) => void;
+  /**
+   * The coordinator's current keys and its announcement chain, sent after authentication
+   * (before any task) and on every rotation; the agent follows it from its pinned key.
+   */
+  'keys:announce': (msg: CoordinatorKeyChain) => void;
   /** Fatal or informative error; fatal ones are followed by a disconnect. */
   error: (msg: { code: string; message: string }) => void;
 }

@@ -1,2 +1,3 @@
 export * from './messages';
+export * from './key-rotation';
 export type * from './events';
