@@ -1,9 +1,10 @@
 import nacl from 'tweetnacl';
+import { bulkBackend } from './bulk-backend';
 
 /**
  * The two primitives the update envelope uses for chunk data, kept behind this seam so a
- * faster byte-compatible XSalsa20-Poly1305 (e.g. @noble/ciphers or sodium-native) can be
- * dropped in without touching envelope logic. Internal: not exported from the index.
+ * faster byte-compatible XSalsa20-Poly1305 runs them: sodium-native when it loads, else
+ * tweetnacl (see `bulk-backend.ts`). Internal: not exported from the index.
  */
 
 /** secretbox overhead (Poly1305 tag) in bytes. */
@@ -28,10 +29,10 @@ export function chunkNonce(prefix: Uint8Array, index: number, count: number): Ui
 
 /** Encrypt and authenticate one chunk (XSalsa20-Poly1305); output is 16 bytes longer. */
 export function sealChunkData(plaintext: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array {
-  return nacl.secretbox(plaintext, nonce, key);
+  return bulkBackend().seal(plaintext, nonce, key);
 }
 
 /** Open one chunk; `null` when authentication fails. */
 export function openChunkData(ciphertext: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array | null {
-  return nacl.secretbox.open(ciphertext, nonce, key);
+  return bulkBackend().open(ciphertext, nonce, key);
 }

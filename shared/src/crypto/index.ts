@@ -3,6 +3,7 @@
  * envelope. Loads tweetnacl and node:crypto only (never TensorFlow).
  */
 export { assertBytes, concatBytes, equalBytes, fromBase64, toBase64, toHex, utf8 } from './bytes';
+export { bulkBackend, setBulkBackend, type BulkBackendChoice, type BulkBackendName } from './bulk-backend';
 export { createSha256, createSha512, sha256Hex, sha512Hex, type IncrementalHash } from './hash';
 export { canonicalJson } from './canonical-json';
 export {
