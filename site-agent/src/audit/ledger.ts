@@ -30,6 +30,11 @@ export const uploadLedgerEntrySchema = z
     exampleCount: z.number().int().min(0),
     accepted: z.boolean(),
     updateId: z.string().optional(),
+    /**
+     * Set when this upload was resumed from the outbox after the agent restarted: the first
+     * chunk the coordinator still needed (the ones before were not sent again).
+     */
+    resumedFromChunk: z.number().int().min(0).optional(),
     error: z.object({ code: z.string(), message: z.string() }).strict().optional(),
   })
   .strict();
