@@ -23,6 +23,7 @@ describe('loadConfig', () => {
       dataDir: resolve('./fedssl-data'),
       databaseUrl: null,
       logLevel: 'info',
+      keyGraceSeconds: 86_400,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -34,6 +35,7 @@ describe('loadConfig', () => {
       FEDSSL_DATA_DIR: '/var/lib/fedssl',
       FEDSSL_DATABASE_URL: 'sqlite:db.sqlite',
       FEDSSL_LOG_LEVEL: 'debug',
+      FEDSSL_KEY_GRACE_SECONDS: '3600',
     });
     expect(c).toEqual({
       host: '0.0.0.0',
@@ -41,6 +43,7 @@ describe('loadConfig', () => {
       dataDir: '/var/lib/fedssl',
       databaseUrl: 'sqlite:db.sqlite',
       logLevel: 'debug',
+      keyGraceSeconds: 3600,
     });
     expect(sqliteFileFor(c)).toBe('/var/lib/fedssl/db.sqlite');
     expect(sqliteFileFor({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
@@ -63,6 +66,12 @@ describe('loadConfig', () => {
         'FEDSSL_LOG_LEVEL: expected one of fatal|error|warn|info|debug|trace|silent, got "loud"',
     );
     expect(e.details?.['problems']).toHaveLength(4);
+  });
+
+  it('rejects a grace period that is not whole seconds', () => {
+    expect(errorOf(() => loadConfig({ FEDSSL_KEY_GRACE_SECONDS: '1.5' })).message).toBe(
+      'invalid configuration: FEDSSL_KEY_GRACE_SECONDS: expected whole seconds 0–999999999, got "1.5"',
+    );
   });
 
   it('rejects out-of-range and non-integer ports', () => {

@@ -12,7 +12,15 @@ export interface CoordinatorConfig {
   /** null = SQLite file `<dataDir>/fedssl.sqlite`. */
   databaseUrl: string | null;
   logLevel: string;
+  /**
+   * How long a replaced key (a site's or the coordinator's) is still accepted after a
+   * rotation, in seconds (FEDSSL_KEY_GRACE_SECONDS, default 24 h). Absent: the default.
+   */
+  keyGraceSeconds?: number;
 }
+
+/** Default grace period of a replaced key: 24 hours. */
+export const DEFAULT_KEY_GRACE_SECONDS = 86_400;
 
 /** Nest injection token for the {@link CoordinatorConfig}. */
 export const CONFIG = Symbol('CONFIG');
@@ -54,6 +62,13 @@ const envSchema = z.object({
     .refine((s) => (LOG_LEVELS as readonly string[]).includes(s), {
       error: (i) => `expected one of ${LOG_LEVELS.join('|')}, got ${shown(i.input)}`,
     }),
+  FEDSSL_KEY_GRACE_SECONDS: z
+    .string()
+    .default(String(DEFAULT_KEY_GRACE_SECONDS))
+    .refine((s) => /^\d{1,9}$/.test(s), {
+      error: (i) => `expected whole seconds 0–999999999, got ${shown(i.input)}`,
+    })
+    .transform(Number),
 });
 
 /**
@@ -80,5 +95,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): CoordinatorConfig {
     dataDir,
     databaseUrl: e.FEDSSL_DATABASE_URL ? e.FEDSSL_DATABASE_URL : null,
     logLevel: e.FEDSSL_LOG_LEVEL,
+    keyGraceSeconds: e.FEDSSL_KEY_GRACE_SECONDS,
   });
 }
