@@ -5,7 +5,7 @@ import { AdminClient } from './admin-client';
 import { CliError, formatCliError, processIo, type CliIo } from './io';
 import { EXPORT_FORMATS, type ExportFormat } from '../models/export/export-model';
 import { STRATEGY_NAMES } from '../strategies/config';
-import { pullModel } from './model-pull';
+import { describeCard, pullModel } from './model-pull';
 import { waitForRun } from './run-wait';
 
 /** Seams for running the CLI in-process (tests). */
@@ -297,9 +297,11 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
           weightsPath: r.weightsPath,
           manifestPath: r.manifestPath,
           sha256: r.manifest.weightsSha256,
+          card: r.card,
         },
         () =>
-          `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}, verified) as ${r.format} → ${o.out}: ${r.files.join(', ')}\n`,
+          `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}, verified) as ${r.format} → ${o.out}: ${r.files.join(', ')}\n` +
+          describeCard(r.card),
       );
     });
 

@@ -6,11 +6,13 @@ import pino from 'pino';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {
+  INPUT_NORMALIZATION,
   decodeSafetensors,
   featureDim,
   initSharedWeights,
   tinyModelConfig,
   toTorchStateDict,
+  trainingConfigSchema,
 } from '@fedssl/shared/model';
 import { fileLoadHandler } from '@fedssl/shared/model/tf';
 import { AdminTokenService } from '../admin/admin-token.service';
@@ -136,8 +138,9 @@ describe('fedssl-admin models pull --format', () => {
     const r = await cli('models', 'pull', '--version', 'real.r1', '--format', 'tfjs', '--out', out);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(
-      /^pulled real\.r1 \(\d+ bytes, sha256 [0-9a-f]{64}, verified\) as tfjs → .*: model\.json, weights\.bin, manifest\.json, model-card\.json, MODEL_CARD\.md\n$/,
+      /^pulled real\.r1 \(\d+ bytes, sha256 [0-9a-f]{64}, verified\) as tfjs → .*: model\.json, weights\.bin, manifest\.json, model-card\.json, MODEL_CARD\.md\n/,
     );
+    expect(r.out).toContain('\n  hyperparameters: not available\n');
     const loaded = await tfl.loadLayersModel(fileLoadHandler(out));
     const y = loaded.predict(tf.ones([1, 32, 32, 1])) as tf.Tensor;
     expect(y.shape).toEqual([1, featureDim(model)]);
@@ -205,6 +208,58 @@ describe('fedssl-admin models pull --format', () => {
     expect(bad.err).toContain(
       "error: option '--strategy <name>' argument 'krum' is invalid. Allowed choices are fedavg, fedavgm, fedadam, median, trimmed-mean.",
     );
+  });
+
+  it('a run publishes its hyperparameters, strategy options, seed and input signed; pull shows them', async () => {
+    const created = await cli(
+      '--json',
+      'runs',
+      'create',
+      '--name',
+      'signed-hp',
+      '--rounds',
+      '1',
+      '--min-sites',
+      '1',
+      '--strategy',
+      'fedadam',
+      '--batch-size',
+      '4',
+      '--seed',
+      '42',
+    );
+    expect(created.err).toBe('');
+    const runId = JSON.parse(created.out).id as string;
+    expect((await cli('runs', 'start', runId)).code).toBe(0);
+    const out = join(dir, 'signed-hp');
+    const r = await cli('models', 'pull', '--version', `${runId}.r0`, '--out', out);
+    expect(r.err).toContain('warning: coordinator key not pinned');
+    expect(r.code).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')).manifest;
+    expect(manifest.input).toEqual({ channels: 1, size: 32, normalization: INPUT_NORMALIZATION });
+    expect(manifest.hyperparameters.seed).toBe(42);
+    expect(manifest.hyperparameters.strategy).toEqual({
+      name: 'fedadam',
+      serverLearningRate: 0.01,
+      beta1: 0.9,
+      beta2: 0.99,
+      tau: 0.001,
+    });
+    expect(trainingConfigSchema.parse(manifest.hyperparameters.training)).toEqual(
+      manifest.hyperparameters.training,
+    );
+    expect(manifest.hyperparameters.training).toMatchObject({ batchSize: 4 });
+    const card = JSON.parse(readFileSync(join(out, 'model-card.json'), 'utf8'));
+    expect(card.hyperparametersSource).toBe('manifest');
+    expect(r.out).toContain(
+      '  federation: round 0 of run ' +
+        runId +
+        ', 0 site(s), 0 examples; strategy {"name":"fedadam","serverLearningRate":0.01,"beta1":0.9,"beta2":0.99,"tau":0.001}, seed 42\n',
+    );
+    expect(r.out).toContain(`  input: 32×32×1; ${INPUT_NORMALIZATION}\n`);
+    expect(r.out).toContain('  hyperparameters (signed): {"localEpochs":1,');
+    expect(r.out).toContain('"augmentation":{"randomResizedCrop":');
+    await cli('runs', 'cancel', runId);
   });
 
   it('refuses an unknown format', async () => {

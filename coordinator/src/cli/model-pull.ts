@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { fingerprint, fromBase64, sha256Hex, verifySignedModelManifest } from '@fedssl/shared/crypto';
-import { trainingConfigSchema, type TrainingConfig } from '@fedssl/shared/model';
+import { trainingConfigSchema, type ModelCard, type TrainingConfig } from '@fedssl/shared/model';
 import {
   coordinatorKeysSchema,
   signedModelManifestSchema,
@@ -26,6 +26,8 @@ export interface PullResult {
   format: ExportFormat;
   /** Names of the files written into `outDir`. */
   files: string[];
+  /** The model card written beside the files (architecture, input, federation, hyperparameters). */
+  card: ModelCard;
   weightsPath: string;
   manifestPath: string;
   /** True when no --fingerprint pinned the coordinator key. */
@@ -91,20 +93,22 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
 
   // Verified: only now convert and write.
   const format = opts.format ?? 'fsw';
-  const files = await exportModel({
+  const { files, card } = await exportModel({
     signed: signedParsed.data,
     manifest,
     weights,
     format,
     outDir: opts.outDir,
     coordinatorFingerprint: actual,
-    training: manifest.runId ? await runTraining(client, manifest.runId) : null,
+    // Newer manifests carry the hyperparameters signed; only older ones need the run record.
+    training: manifest.runId && !manifest.hyperparameters ? await runTraining(client, manifest.runId) : null,
   });
   return {
     manifest,
     coordinatorFingerprint: actual,
     format,
     files,
+    card,
     weightsPath: join(opts.outDir, files[0]!),
     manifestPath: join(opts.outDir, 'manifest.json'),
     unpinned: opts.fingerprint === undefined,
@@ -140,4 +144,24 @@ async function runTraining(client: AdminClient, runId: string): Promise<Training
   } catch {
     return null;
   }
+}
+
+/**
+ * What the pulled model is, in a few lines for the terminal: architecture, input, federation and
+ * hyperparameters from its model card.
+ */
+export function describeCard(card: ModelCard): string {
+  const a = card.architecture;
+  const hp = card.hyperparameters;
+  const lines = [
+    `  architecture: ${a.arch} (widths ${a.widths.join('/')}, ${a.norm} norm, ${a.featureDim}-d features)`,
+    `  input: ${card.input.size}×${card.input.size}×${card.input.channels}; ${card.input.normalization}`,
+    `  federation: round ${card.round} of run ${card.runId ?? '(none)'}, ${card.federation.sites.length} site(s), ${card.federation.totalExamples} examples; strategy ${card.federation.strategyOptions ? JSON.stringify(card.federation.strategyOptions) : card.federation.strategy}` +
+      (card.federation.seed !== null ? `, seed ${card.federation.seed}` : ''),
+    hp
+      ? `  hyperparameters (${card.hyperparametersSource === 'manifest' ? 'signed' : 'from the run record, unsigned'}): ${JSON.stringify(hp)}`
+      : '  hyperparameters: not available',
+    `  parent: ${card.provenance.parentVersion ?? '(none)'} ${card.provenance.parentSha256 ?? ''}`.trimEnd(),
+  ];
+  return `${lines.join('\n')}\n`;
 }

@@ -12,9 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { encodeWeights, type NamedTensors } from '@fedssl/shared/codec';
-import { fromBase64, sha256Hex, verifySignedModelManifest } from '@fedssl/shared/crypto';
+import { fromBase64, sha256Hex, signModelManifest, verifySignedModelManifest } from '@fedssl/shared/crypto';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
-import { tinyModelConfig } from '@fedssl/shared/model';
+import { INPUT_NORMALIZATION, tinyModelConfig, trainingConfigSchema } from '@fedssl/shared/model';
 import { MAX_CHUNK_BYTES } from '@fedssl/shared/protocol';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
@@ -81,6 +81,42 @@ describe('ModelStoreService', () => {
     // A tampered manifest no longer verifies.
     const tampered = { ...signed, manifest: { ...signed.manifest, round: 1 } };
     expect(() => verifySignedModelManifest(tampered, pub)).toThrow(/signature does not verify/);
+  });
+
+  it('signs the input and the run hyperparameters into the manifest; older manifests without them still read and verify', () => {
+    const hyperparameters = {
+      training: { ...trainingConfigSchema.parse({ batchSize: 16 }) },
+      strategy: { name: 'trimmed-mean', beta: 0.2 },
+      seed: 9,
+    };
+    const signed = store.publish(args({ hyperparameters }));
+    const pub = fromBase64(keys.publicKeys().signingPublicKey, 32);
+    expect(verifySignedModelManifest(signed, pub)).toMatchObject({
+      input: { channels: 1, size: 32, normalization: INPUT_NORMALIZATION },
+      hyperparameters,
+    });
+    const tampered = {
+      ...signed,
+      manifest: { ...signed.manifest, hyperparameters: { ...hyperparameters, seed: 10 } },
+    };
+    expect(() => verifySignedModelManifest(tampered, pub)).toThrow(/signature does not verify/);
+
+    // A manifest as published before these fields existed: no input, no hyperparameters.
+    const { input: _input, hyperparameters: _hp, ...old } = signed.manifest;
+    const oldSigned = signModelManifest(
+      { ...old, version: 'run-1.r1' },
+      keys.keys.signing.secretKey,
+      keys.keyId,
+    );
+    mkdirSync(join(dir, 'models', 'run-1.r1'));
+    writeFileSync(join(dir, 'models', 'run-1.r1', 'manifest.json'), JSON.stringify(oldSigned));
+    const reopened = new ModelStoreService(loadConfig({ FEDSSL_DATA_DIR: dir }), keys, clock, silent);
+    const read = reopened.requireManifest('run-1.r1');
+    expect(read.manifest.input).toBeUndefined();
+    expect(read.manifest.hyperparameters).toBeUndefined();
+    expect(verifySignedModelManifest(read, pub).version).toBe('run-1.r1');
+    // Read back exactly as signed (the training and strategy objects are not re-filled with defaults).
+    expect(reopened.requireManifest('run-1.r0')).toEqual(signed);
   });
 
   it('reads weights back, survives a restart, and lists versions', () => {

@@ -20,11 +20,12 @@ import type { Logger } from 'pino';
 import { decodeWeights, encodeWeights, type NamedTensors } from '@fedssl/shared/codec';
 import { sha256Hex, signModelManifest } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
-import type { ModelConfig } from '@fedssl/shared/model';
+import { INPUT_NORMALIZATION, type ModelConfig } from '@fedssl/shared/model';
 import {
   MAX_CHUNK_BYTES,
   idSchema,
   signedModelManifestSchema,
+  type ModelHyperparameters,
   type ModelManifest,
   type SignedModelManifest,
 } from '@fedssl/shared/protocol';
@@ -47,6 +48,8 @@ export interface PublishArgs {
   parentSha256: string | null;
   sites: { siteId: string; exampleCount: number }[];
   strategy: string;
+  /** The run's training settings, strategy options and seed, signed into the manifest. */
+  hyperparameters?: ModelHyperparameters;
 }
 
 /**
@@ -126,6 +129,8 @@ export class ModelStoreService {
       sites: args.sites.map((s) => ({ siteId: s.siteId, exampleCount: s.exampleCount })),
       strategy: args.strategy,
       createdAt: isoNow(this.clock),
+      input: { channels: 1, size: args.model.inputSize, normalization: INPUT_NORMALIZATION },
+      ...(args.hyperparameters ? { hyperparameters: args.hyperparameters } : {}),
     };
     const signed = signModelManifest(manifest, this.keys.keys.signing.secretKey, this.keys.keyId);
 

@@ -1,7 +1,7 @@
 import type { NamedTensors } from '@fedssl/shared/codec';
 import type { PartyKeys } from '@fedssl/shared/crypto';
 import type { ModelConfig } from '@fedssl/shared/model';
-import type { SignedModelManifest } from '@fedssl/shared/protocol';
+import type { ModelHyperparameters, SignedModelManifest } from '@fedssl/shared/protocol';
 
 /**
  * The narrow views of the platform services (sites, presence, model store, keys) that the
@@ -39,6 +39,7 @@ export interface PublishArgs {
   parentSha256: string | null;
   sites: { siteId: string; exampleCount: number }[];
   strategy: string;
+  hyperparameters?: ModelHyperparameters;
 }
 
 /** The signed model store. */

@@ -4,8 +4,9 @@ import type { Logger } from 'pino';
 import { signTask, toBase64 } from '@fedssl/shared/crypto';
 import { FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import { initSharedWeights } from '@fedssl/shared/model';
-import type { Task } from '@fedssl/shared/protocol';
+import type { ModelHyperparameters, Task } from '@fedssl/shared/protocol';
 import { strategyLabel, type UpdateSource } from '../strategies';
+import { normalizeStrategyConfig } from '../strategies/config';
 import { aggregateRound } from '../strategies/aggregate-round';
 import type { AgentTransport } from '../transport/agent-transport';
 import { decodeDelta, openEnvelopeFile, type UpdateStore } from '../uploads/update-store';
@@ -61,6 +62,15 @@ export interface RoundEngineEvents {
 /** Global model version name of a run's round (round 0 = initial weights). */
 export function modelVersionOf(runId: string, round: number): string {
   return `${runId}.r${round}`;
+}
+
+/** The run settings a published manifest carries (signed): training, strategy with its options, seed. */
+function runHyperparameters(run: RunRecord): ModelHyperparameters {
+  return {
+    training: { ...run.config.training },
+    strategy: { ...normalizeStrategyConfig(run.config.strategy) },
+    seed: run.config.seed,
+  };
 }
 
 /**
@@ -337,6 +347,7 @@ export class RoundEngine {
         parentSha256: null,
         sites: [],
         strategy: strategyLabel(run.config.strategy),
+        hyperparameters: runHyperparameters(run),
       });
     }
     await this.d.repo.updateRun(
@@ -825,6 +836,7 @@ export class RoundEngine {
       parentSha256: round.baseModelSha256,
       sites: sources.map((u) => ({ siteId: u.siteId, exampleCount: u.exampleCount })),
       strategy: strategyName,
+      hyperparameters: runHyperparameters(run),
     });
   }
 

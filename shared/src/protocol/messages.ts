@@ -119,6 +119,38 @@ export type TaskProgress = z.infer<typeof taskProgressSchema>;
 
 // ---------------------------------------------------------------- model download
 
+/** The input a published encoder expects. */
+export const modelInputSchema = z
+  .object({
+    channels: z.literal(1),
+    /** Side of the square image, pixels (the run's global view size). */
+    size: z.number().int().min(1),
+    /** How pixel values were scaled for training, in words. */
+    normalization: z.string().max(500),
+  })
+  .strict();
+export type ModelInput = z.infer<typeof modelInputSchema>;
+
+/**
+ * A JSON object carried as signed, without schema defaults filled in: a later default added
+ * to the training or strategy schema must not change (and so un-sign) an old manifest as read.
+ */
+const jsonObject = z.record(z.string().max(128), z.unknown());
+
+/**
+ * The run settings behind a version: the local training hyperparameters sent in every task
+ * (including the augmentation recipe), the aggregation strategy with every option, and the seed
+ * of the initial weights. Parse `training` with `trainingConfigSchema` to read it typed.
+ */
+export const modelHyperparametersSchema = z
+  .object({
+    training: jsonObject,
+    strategy: z.object({ name: z.string().max(64) }).catchall(z.unknown()),
+    seed: z.number().int().min(0),
+  })
+  .strict();
+export type ModelHyperparameters = z.infer<typeof modelHyperparametersSchema>;
+
 /** Signed description of one published global model version (weights are fetched in chunks). */
 export const modelManifestSchema = z
   .object({
@@ -137,6 +169,10 @@ export const modelManifestSchema = z
     sites: z.array(z.object({ siteId: id, exampleCount: z.number().int().min(0) }).strict()),
     strategy: z.string().max(64),
     createdAt: isoTime,
+    /** How to feed the encoder (absent in manifests published before it was added). */
+    input: modelInputSchema.optional(),
+    /** The run settings that produced this version (absent before it was added, and for run-less versions). */
+    hyperparameters: modelHyperparametersSchema.optional(),
   })
   .strict();
 export type ModelManifest = z.infer<typeof modelManifestSchema>;

@@ -13,7 +13,7 @@ import {
 import type { ModelManifest } from '@fedssl/shared/protocol';
 import { exportModel, type ExportFormat } from './export-model';
 
-function published(model = tinyModelConfig(32)) {
+function published(model = tinyModelConfig(32), extra: Partial<ModelManifest> = {}) {
   const bytes = encodeWeights(initSharedWeights(model, 2));
   const manifest: ModelManifest = {
     version: 'run-9.r4',
@@ -27,6 +27,7 @@ function published(model = tinyModelConfig(32)) {
     sites: [{ siteId: 'st-mary', exampleCount: 120 }],
     strategy: 'median',
     createdAt: '2026-01-02T03:04:05.000Z',
+    ...extra,
   };
   const keys = generatePartyKeys();
   const signed = signModelManifest(manifest, keys.signing.secretKey, keyId(keys.signing.publicKey));
@@ -43,7 +44,7 @@ describe('exportModel', () => {
   it('fsw: the signed bytes unchanged, the manifest and a card with the hyperparameters; no temp files left', async () => {
     const p = published();
     const out = mkdtempSync(join(tmpdir(), 'fedssl-export-'));
-    const files = await exportModel({
+    const { files } = await exportModel({
       signed: p.signed,
       manifest: p.manifest,
       weights: p.bytes,
@@ -63,6 +64,8 @@ describe('exportModel', () => {
     expect(JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'))).toEqual(p.signed);
     const card = JSON.parse(readFileSync(join(out, 'model-card.json'), 'utf8'));
     expect(card.hyperparameters).toEqual(training);
+    expect(card.hyperparametersSource).toBe('run');
+    expect(card.federation).toMatchObject({ strategy: 'median', strategyOptions: null, seed: null });
     expect(card.provenance).toEqual({
       weightsSha256: p.manifest.weightsSha256,
       weightsBytes: p.bytes.length,
@@ -75,6 +78,48 @@ describe('exportModel', () => {
     expect(md).toContain('- local update: fedema (λ = 0.3)');
     expect(md).toContain('learning rate 0.002');
     expect(md).toContain('3×3 stride-1 stem without max-pool');
+    expect(md).toContain(
+      '(From the run record, not signed: this version predates hyperparameters in the manifest.)',
+    );
+  });
+
+  it('prefers the hyperparameters, strategy options, seed and input signed into the manifest', async () => {
+    const signedTraining = trainingConfigSchema.parse({ batchSize: 8, learningRate: 0.05 });
+    const p = published(tinyModelConfig(32), {
+      input: { channels: 1, size: 32, normalization: 'pixels / 255' },
+      hyperparameters: {
+        training: { ...signedTraining },
+        strategy: { name: 'fedadam', serverLearningRate: 0.01, beta1: 0.9, beta2: 0.99, tau: 0.001 },
+        seed: 77,
+      },
+    });
+    const out = mkdtempSync(join(tmpdir(), 'fedssl-export-'));
+    const { card } = await exportModel({
+      signed: p.signed,
+      manifest: p.manifest,
+      weights: p.bytes,
+      format: 'fsw',
+      outDir: out,
+      coordinatorFingerprint: 'x',
+      training, // the run record disagrees; the signed values win
+    });
+    expect(card.hyperparameters).toEqual(signedTraining);
+    expect(card.hyperparametersSource).toBe('manifest');
+    expect(card.input).toMatchObject({ channels: 1, size: 32, normalization: 'pixels / 255' });
+    expect(card.federation).toMatchObject({
+      strategyOptions: { name: 'fedadam', serverLearningRate: 0.01, beta1: 0.9, beta2: 0.99, tau: 0.001 },
+      seed: 77,
+    });
+    expect(JSON.parse(readFileSync(join(out, 'model-card.json'), 'utf8'))).toEqual(card);
+    const md = readFileSync(join(out, 'MODEL_CARD.md'), 'utf8');
+    expect(md).toContain(
+      '- strategy options: `{"name":"fedadam","serverLearningRate":0.01,"beta1":0.9,"beta2":0.99,"tau":0.001}`',
+    );
+    expect(md).toContain('- initial weights seed: 77');
+    expect(md).toContain('- normalization: pixels / 255');
+    expect(md).toContain('batch size 8, learning rate 0.05');
+    expect(md).toContain('(Signed by the coordinator in the manifest.)');
+    expect(md).toContain('"randomResizedCrop":{"enabled":true,"scaleMin":0.3,"scaleMax":1}');
   });
 
   it('tfjs: refuses a group-norm encoder before writing anything', async () => {

@@ -5,6 +5,7 @@ import { decodeWeights, type NamedTensors } from '@fedssl/shared/codec';
 import {
   buildModelCard,
   encodeSafetensors,
+  type ModelCard,
   modelCardMarkdown,
   sharedParamSpecs,
   toTorchStateDict,
@@ -25,7 +26,10 @@ export interface ExportArgs {
   format: ExportFormat;
   outDir: string;
   coordinatorFingerprint: string;
-  /** The run's training hyperparameters, when the run record could be read. */
+  /**
+   * The run record's training hyperparameters, for versions whose manifest does not carry them
+   * (signed) yet; null when unavailable or not needed.
+   */
   training: TrainingConfig | null;
 }
 
@@ -47,9 +51,9 @@ const FILE_DESCRIPTIONS: Record<string, string> = {
  * `MODEL_CARD.md`. Everything is produced in a hidden temp directory inside `outDir` and
  * moved into place only when every file is ready. Call it only after the manifest
  * signature and the weights hash were verified.
- * @returns the names of the files written.
+ * @returns the names of the files written, and the model card.
  */
-export async function exportModel(args: ExportArgs): Promise<string[]> {
+export async function exportModel(args: ExportArgs): Promise<{ files: string[]; card: ModelCard }> {
   const { manifest } = args;
   mkdirSync(args.outDir, { recursive: true });
   const tmp = join(args.outDir, `.fedssl-export-${randomBytes(6).toString('hex')}`);
@@ -68,7 +72,7 @@ export async function exportModel(args: ExportArgs): Promise<string[]> {
     writeFileSync(join(tmp, 'model-card.json'), `${JSON.stringify(card, null, 2)}\n`);
     writeFileSync(join(tmp, 'MODEL_CARD.md'), modelCardMarkdown(card));
     for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(args.outDir, f));
-    return files;
+    return { files, card };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -1,6 +1,6 @@
 import type { ModelManifest } from '../../protocol/messages';
 import { encoderPlan } from '../architecture';
-import type { TrainingConfig } from '../config';
+import { trainingConfigSchema, type TrainingConfig } from '../config';
 import { countParams, featureDim, sharedParamSpecs } from '../spec';
 
 /** The machine-readable model card written beside an exported model (`model-card.json`). */
@@ -27,12 +27,21 @@ export interface ModelCard {
   };
   federation: {
     strategy: string;
+    /** The strategy with every option (e.g. FedAdam's β1, β2, τ, clipNorm); null when not signed in. */
+    strategyOptions: Record<string, unknown> | null;
+    /** Seed of the run's initial weights; null when not signed in. */
+    seed: number | null;
     rounds: number;
     sites: { siteId: string; exampleCount: number }[];
     totalExamples: number;
   };
-  /** From the run record (not covered by the manifest signature); null when unavailable. */
+  /** Local training hyperparameters, augmentation recipe included; null when unavailable. */
   hyperparameters: TrainingConfig | null;
+  /**
+   * Where {@link hyperparameters} come from: `manifest` (signed by the coordinator),
+   * `run` (the run record, for versions published before manifests carried them, unsigned), or `none`.
+   */
+  hyperparametersSource: 'manifest' | 'run' | 'none';
   provenance: {
     weightsSha256: string;
     weightsBytes: number;
@@ -48,6 +57,7 @@ export interface ModelCardArgs {
   manifest: ModelManifest;
   keyId: string;
   coordinatorFingerprint: string;
+  /** The run record's training config: used only when the manifest does not carry it (older versions). */
   training: TrainingConfig | null;
   /** Files written beside the card, name → what it is. */
   files: Record<string, string>;
@@ -59,6 +69,11 @@ export const INPUT_NORMALIZATION =
 /** The model card of a published version (see {@link modelCardMarkdown} for the human one). */
 export function buildModelCard(args: ModelCardArgs): ModelCard {
   const m = args.manifest;
+  const signedTraining = m.hyperparameters
+    ? trainingConfigSchema.safeParse(m.hyperparameters.training)
+    : undefined;
+  const hyperparameters = signedTraining?.success ? signedTraining.data : args.training;
+  const hyperparametersSource = signedTraining?.success ? 'manifest' : args.training ? 'run' : 'none';
   const plan = encoderPlan(m.model);
   const encoderSpecs = sharedParamSpecs(m.model).filter((s) => s.part === 'encoder');
   return {
@@ -78,17 +93,20 @@ export function buildModelCard(args: ModelCardArgs): ModelCard {
     },
     input: {
       channels: 1,
-      size: m.model.inputSize,
+      size: m.input?.size ?? m.model.inputSize,
       layout: { tfjs: 'NHWC', pytorch: 'NCHW' },
-      normalization: INPUT_NORMALIZATION,
+      normalization: m.input?.normalization ?? INPUT_NORMALIZATION,
     },
     federation: {
       strategy: m.strategy,
+      strategyOptions: m.hyperparameters ? { ...m.hyperparameters.strategy } : null,
+      seed: m.hyperparameters?.seed ?? null,
       rounds: m.round,
       sites: m.sites.map((s) => ({ siteId: s.siteId, exampleCount: s.exampleCount })),
       totalExamples: m.sites.reduce((n, s) => n + s.exampleCount, 0),
     },
-    hyperparameters: args.training,
+    hyperparameters,
+    hyperparametersSource,
     provenance: {
       weightsSha256: m.weightsSha256,
       weightsBytes: m.weightsBytes,
@@ -125,6 +143,10 @@ export function modelCardMarkdown(card: ModelCard): string {
     '## Federation',
     '',
     `- strategy: ${card.federation.strategy}; ${card.federation.totalExamples} examples in the last round`,
+    ...(card.federation.strategyOptions
+      ? ['- strategy options: `' + JSON.stringify(card.federation.strategyOptions) + '`']
+      : []),
+    ...(card.federation.seed !== null ? [`- initial weights seed: ${card.federation.seed}`] : []),
     '',
     '| site | examples (last round) |',
     '| ---- | --------------------: |',
@@ -139,7 +161,9 @@ export function modelCardMarkdown(card: ModelCard): string {
           `- local update: ${hp.localUpdate}${hp.localUpdate === 'fedema' ? ` (λ = ${hp.fedemaScaler})` : ''}`,
           '- augmentation: `' + JSON.stringify(hp.augmentation) + '`',
           '',
-          '(From the run record; the signed manifest covers the weights and the facts above it.)',
+          card.hyperparametersSource === 'manifest'
+            ? '(Signed by the coordinator in the manifest.)'
+            : '(From the run record, not signed: this version predates hyperparameters in the manifest.)',
         ].join('\n')
       : '(not available: the run record could not be read)',
     '',
