@@ -21,13 +21,26 @@ export {
   type PartyKeys,
 } from './keys';
 export { SIGNING_DOMAINS, signBytes, signJson, verifyBytes, verifyJson, type SigningDomain } from './sign';
-export { signModelManifest, signTask, verifySignedModelManifest, verifySignedTask } from './documents';
+export {
+  describeCoordinatorKeys,
+  followCoordinatorKeyChain,
+  signCoordinatorKeyAnnouncement,
+  signModelManifest,
+  signSiteKeyRotation,
+  signTask,
+  verifySignedModelManifest,
+  verifySignedSiteKeyRotation,
+  verifySignedTask,
+  type FollowedKeyChain,
+} from './documents';
 export {
   UpdateOpener,
   expectedChunkCount,
+  keyBoxOpensWith,
   openUpdate,
   parseUpdateHeader,
   sealUpdate,
+  updateHeaderSignedBy,
   verifyUpdateHeader,
   type OpenUpdateArgs,
   type SealUpdateArgs,
