@@ -90,6 +90,8 @@ export const ERROR_CODES = {
   // 609x coordinator: model store
   MODEL_CHUNK_OUT_OF_RANGE: 6090,
   MODEL_VERSION_EXISTS: 6091,
+  /** The version's weights were deleted by the retention policy; its signed manifest is kept. */
+  MODEL_WEIGHTS_NOT_FOUND: 6092,
   // 7xxx site agent: config, data
   AGENT_CONFIG_INVALID: 7001,
   AGENT_NOT_ENROLLED: 7002,
