@@ -24,6 +24,7 @@ import { loadTrainingDataset } from '../data/load-dataset';
 import { retry } from '../uplink/backoff';
 import { CoordinatorClient } from '../uplink/coordinator-client';
 import { fileLocalStateStore } from '../uplink/local-state-store';
+import { fileOutbox } from '../uplink/outbox';
 import { TaskRunner, type TaskOutcome } from '../uplink/task-runner';
 import { asCodedError } from '../uplink/uplink';
 import { formatLedgerTable } from './ledger-table';
@@ -263,6 +264,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
       { encode: encodeLocalState, decode: decodeLocalState },
       log,
     ),
+    outbox: fileOutbox(join(agentPaths(opts.home).stateDir, 'outbox'), log),
     logger: log,
     onState: (s) => {
       state = s;

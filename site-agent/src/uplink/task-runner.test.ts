@@ -28,6 +28,7 @@ import type { LocalState } from '../train/local-state';
 import type { TrainRoundArgs, TrainRoundResult } from '../train/trainer';
 import type { Clock } from './backoff';
 import type { LocalStateStore } from './local-state-store';
+import { fileOutbox, type Outbox } from './outbox';
 import { TaskRunner, taskSeed, type TaskOutcome } from './task-runner';
 import type { NotifyEvent, RequestEvent, RequestPayload, RequestResult, Uplink } from './uplink';
 
@@ -217,11 +218,16 @@ beforeEach(async () => {
 function makeRunner(
   uplink: Uplink,
   trainCalls: TrainRoundArgs[],
-  extra: { train?: (a: TrainRoundArgs) => Promise<TrainRoundResult>; clock?: Clock } = {},
+  extra: {
+    train?: (a: TrainRoundArgs) => Promise<TrainRoundResult>;
+    clock?: Clock;
+    outbox?: Outbox;
+    localStates?: ReturnType<typeof memoryStates>;
+  } = {},
 ) {
   const outcomes: TaskOutcome[] = [];
   const states: string[] = [];
-  const localStates = memoryStates();
+  const localStates = extra.localStates ?? memoryStates();
   const runner = new TaskRunner({
     uplink,
     siteId: 'site-a',
@@ -232,6 +238,7 @@ function makeRunner(
     dataset: async () => dataset,
     train: extra.train ?? fakeTrain(trainCalls),
     localStates,
+    ...(extra.outbox ? { outbox: extra.outbox } : {}),
     logger,
     clock: extra.clock ?? fastClock(),
     progressIntervalMs: 60_000,
@@ -641,5 +648,110 @@ describe('TaskRunner: training seed', () => {
       taskSeed({ ...base, modelHash: 'f'.repeat(64) }),
     ]);
     expect(seeds.size).toBe(4);
+  });
+});
+
+describe('TaskRunner: outbox (agent killed mid-upload)', () => {
+  const outboxDir = () => join(home, 'state', 'outbox');
+
+  it('resumes the same sealed update after a restart: no download, no training, only the missing chunks', async () => {
+    const fake = honestCoordinator(coord, site);
+    const serveChunk = fake.handlers['update:chunk']!;
+    let sawChunk3!: () => void;
+    const atChunk3 = new Promise<void>((r) => (sawChunk3 = r));
+    // Process 1 "dies" while sending chunk 3: that request never completes, nothing after it runs.
+    const first = new StrictFakeUplink({
+      ...fake.handlers,
+      'update:chunk': (p) => {
+        if (p.index === 3) {
+          sawChunk3();
+          return new Promise<never>(() => {});
+        }
+        return serveChunk(p);
+      },
+    });
+    const localStates = memoryStates();
+    const dead = makeRunner(first, [], { outbox: fileOutbox(outboxDir(), logger), localStates });
+    const task = makeTask();
+    await offer(dead.runner, signTask(task, coord.signing.secretKey));
+    await atChunk3;
+    const firstHeader = fake.header()!;
+    expect(fake.state.chunkIndices).toEqual([0, 1, 2]);
+    localStates.saved.clear(); // as if the crash came before local state reached the disk
+
+    // Process 2: the coordinator re-offers the same task. Only upload events are allowed.
+    const second = new StrictFakeUplink({
+      'update:begin': fake.handlers['update:begin']!,
+      'update:chunk': serveChunk,
+      'update:commit': fake.handlers['update:commit']!,
+    });
+    const calls: TrainRoundArgs[] = [];
+    const { runner, outcomes } = makeRunner(second, calls, {
+      outbox: fileOutbox(outboxDir(), logger),
+      localStates,
+    });
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    await runner.idle();
+
+    expect(second.unexpected).toEqual([]);
+    expect(calls).toEqual([]);
+    expect(outcomes).toEqual([
+      { taskId: 'task-1', runId: 'run-1', round: 1, status: 'accepted', updateId: 'upd-42' },
+    ]);
+    // The same signed envelope, begun again; chunks 0–2 were not sent a second time.
+    expect(fake.header()).toEqual(firstHeader);
+    expect(second.requests[0]).toMatchObject({ event: 'update:begin', payload: { header: firstHeader } });
+    const n = firstHeader.chunkCount;
+    expect(fake.state.chunkIndices).toEqual(Array.from({ length: n }, (_, i) => i));
+    expect(second.requests.filter((r) => r.event === 'update:chunk')).toHaveLength(n - 3);
+    expect(fake.state.opened!.every((t) => t.data.every((v) => Math.abs(v - 0.01) < 1e-7))).toBe(true);
+    // The local state trained with the update is back, the outbox is empty, the ledger says so.
+    expect(localStates.saved.get('run-1')?.metadataClasses).toBe(2);
+    expect(await fileOutbox(outboxDir(), logger).get('task-1')).toBeUndefined();
+    const uploads = (await readLedger(home)).filter((e) => e.kind === 'upload');
+    expect(uploads).toHaveLength(1);
+    expect(uploads[0]).toMatchObject({
+      accepted: true,
+      resumedFromChunk: 3,
+      ciphertextSha512: firstHeader.ciphertextSha512,
+    });
+  });
+
+  it('clears the outbox when the coordinator rejects the update for good, keeps it on shutdown', async () => {
+    const fake = honestCoordinator(coord, site);
+    fake.handlers['update:commit'] = () => {
+      throw new FedsslError('UPDATE_NORM_TOO_LARGE', 'coordinator refused update:commit: norm', {
+        event: 'update:commit',
+      });
+    };
+    const outbox = fileOutbox(outboxDir(), logger);
+    const rejected = makeRunner(new StrictFakeUplink(fake.handlers), [], { outbox });
+    await offer(rejected.runner, signTask(makeTask(), coord.signing.secretKey));
+    await rejected.runner.idle();
+    expect(rejected.outcomes[0]).toMatchObject({ status: 'rejected' });
+    expect(await outbox.get('task-1')).toBeUndefined();
+
+    // Shutdown in the middle of the upload: the sealed update stays for the next start.
+    let stuck!: () => void;
+    const atChunk = new Promise<void>((r) => (stuck = r));
+    let linkDown!: () => void;
+    const hanging = new StrictFakeUplink({
+      ...honestCoordinator(coord, site).handlers,
+      'update:chunk': () => {
+        stuck();
+        return new Promise<never>((_resolve, reject) => {
+          linkDown = () => reject(new FedsslError('COORDINATOR_UNREACHABLE', 'socket closed'));
+        });
+      },
+    });
+    const stopped = makeRunner(hanging, [], { outbox });
+    await offer(stopped.runner, signTask(makeTask({ taskId: 'task-2' }), coord.signing.secretKey));
+    await atChunk;
+    // Shutdown aborts the task; the pending request ends as the link goes down.
+    const stopping = stopped.runner.stop();
+    linkDown();
+    await stopping;
+    expect(stopped.outcomes[0]).toMatchObject({ status: 'cancelled' });
+    expect((await outbox.get('task-2'))?.taskId).toBe('task-2');
   });
 });

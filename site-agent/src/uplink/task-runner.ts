@@ -18,6 +18,7 @@ import type { TrainProgress, TrainRoundArgs, TrainRoundResult } from '../train/t
 import { systemClock, type Clock } from './backoff';
 import type { LocalStateStore } from './local-state-store';
 import { downloadModel } from './model-download';
+import type { Outbox, OutboxEntry, UploadFacts } from './outbox';
 import { uploadUpdate } from './upload';
 import { asCodedError, type Uplink } from './uplink';
 
@@ -46,6 +47,11 @@ export interface TaskRunnerOptions {
   dataset: () => Promise<TrainingDataset>;
   train: (args: TrainRoundArgs) => Promise<TrainRoundResult>;
   localStates: LocalStateStore;
+  /**
+   * Where sealed updates wait until the coordinator has answered them (see outbox.ts).
+   * Without one, an agent restarted mid-upload trains the task again.
+   */
+  outbox?: Outbox;
   logger: Logger;
   clock?: Clock;
   /** Minimum time between two `task:progress` messages (default 2 s). */
@@ -85,6 +91,8 @@ function errorOf(e: unknown): { code: string; message: string } {
 export class TaskRunner {
   private current: { task: Task; abort: AbortController; done: Promise<void> } | null = null;
   private readonly finished = new Set<string>();
+  /** Set by {@link stop}: an upload aborted by shutdown stays in the outbox for the next start. */
+  private stopping = false;
   private readonly log: Logger;
   private readonly clock: Clock;
 
@@ -193,6 +201,7 @@ export class TaskRunner {
 
   /** Abort the current task (shutdown) and wait for it to wind down. */
   async stop(reason = 'agent shutting down'): Promise<void> {
+    this.stopping = true;
     this.current?.abort.abort(new FedsslError('TRAINING_ABORTED', reason));
     await this.idle();
   }
@@ -201,130 +210,38 @@ export class TaskRunner {
     const o = this.opts;
     const log = this.log.child({ taskId: task.taskId, runId: task.runId, round: task.round });
     let phase: 'download' | 'train' | 'upload' = 'download';
-    let uploadFacts: {
-      plaintextSha256: string;
-      ciphertextSha512: string;
-      tensors: string[];
-      exampleCount: number;
-      bytes: number;
-    } | null = null;
+    let uploadFacts: UploadFacts | null = null;
     const outcome = (status: TaskOutcome['status'], extra: Partial<TaskOutcome> = {}) =>
       o.onOutcome?.({ taskId: task.taskId, runId: task.runId, round: task.round, status, ...extra });
     try {
-      o.onState?.('downloading');
-      const model = await downloadModel({
-        uplink: o.uplink,
-        task,
-        coordinatorSigningKey: o.coordinator.signingPublicKey,
-        logger: log,
-        signal,
-        clock: this.clock,
-      });
-      await appendLedger(o.home, {
-        kind: 'download',
-        time: new Date(this.clock.now()).toISOString(),
-        runId: task.runId,
-        round: task.round,
-        taskId: task.taskId,
-        modelVersion: task.modelVersion,
-        modelSha256: model.sha256,
-        bytes: model.bytes,
-        verified: true,
-      });
-
-      phase = 'train';
-      o.onState?.('training');
-      const dataset = await o.dataset();
-      let localState: LocalState | undefined = await o.localStates.load(task.runId);
-      if (localState && localState.metadataClasses !== dataset.metadataClasses) {
-        log.warn(
-          { saved: localState.metadataClasses, now: dataset.metadataClasses },
-          'data changed since the last round: fresh metadata head',
-        );
-        localState = undefined;
-      }
-      const interval = o.progressIntervalMs ?? 2000;
-      let lastProgress = -Infinity;
-      const onProgress = (p: TrainProgress) => {
-        const now = this.clock.now();
-        if (p.step < p.totalSteps && now - lastProgress < interval) return;
-        lastProgress = now;
-        if (Number.isFinite(p.loss))
-          o.uplink.notify('task:progress', {
-            taskId: task.taskId,
-            step: p.step,
-            totalSteps: p.totalSteps,
-            loss: p.loss,
-          });
-      };
-      // FedEMA: start from an EMA of the previous local model and the global one.
-      const fedema =
-        task.training.localUpdate === 'fedema'
-          ? fedemaInit(model.weights, localState?.online, task.training.fedemaScaler)
-          : null;
-      if (fedema) log.info({ mu: fedema.mu, divergence: fedema.divergence }, 'fedema local update');
-      const trained = await o.train({
-        model: task.model,
-        training: task.training,
-        globalWeights: fedema ? fedema.weights : model.weights,
-        dataset,
-        seed: taskSeed(task),
-        ...(localState ? { localState } : {}),
-        onProgress,
-        signal,
-        logger: log,
-      });
-      // The delta stays relative to the global model the coordinator folds it into.
-      const result = fedema
-        ? {
-            ...trained,
-            delta: deltaFromGlobal(trained.weights, model.weights),
-            metrics: { ...trained.metrics, fedemaMu: fedema.mu, fedemaDivergence: fedema.divergence },
-          }
-        : trained;
-      await o.localStates.save(
-        task.runId,
-        fedema ? { ...trained.localState, online: trained.weights } : trained.localState,
-      );
-      signal.throwIfAborted();
+      const pending = await this.pendingUpload(task, log);
+      const entry = pending ?? (await this.downloadAndTrain(task, signal, log, () => (phase = 'train')));
+      uploadFacts = entry.facts;
 
       phase = 'upload';
       o.onState?.('uploading');
-      const plaintext = encodeWeights(result.delta);
-      const metrics: Record<string, number> = {};
-      for (const [k, v] of Object.entries(result.metrics)) if (Number.isFinite(v)) metrics[k] = v;
-      const sealed = sealUpdate({
-        plaintext,
-        fields: {
-          protocolVersion: PROTOCOL_VERSION,
-          siteId: o.siteId,
-          runId: task.runId,
-          round: task.round,
-          taskId: task.taskId,
-          taskNonce: task.nonce,
-          baseModelHash: task.modelHash,
-          exampleCount: result.exampleCount,
-          metrics,
-          createdAt: new Date(this.clock.now()).toISOString(),
-        },
-        chunkSize: o.uploadChunkSize,
-        siteSigningSecretKey: o.siteSigningSecretKey,
-        coordinatorBoxPublicKey: o.coordinator.boxPublicKey,
+      const up = await uploadUpdate({
+        uplink: o.uplink,
+        sealed: entry.sealed,
+        logger: log,
+        signal,
+        clock: this.clock,
+        deadlineMs: Date.parse(task.deadline),
       });
-      uploadFacts = {
-        plaintextSha256: sha256Hex(plaintext),
-        ciphertextSha512: sealed.header.ciphertextSha512,
-        tensors: result.delta.map((t) => t.name),
-        exampleCount: result.exampleCount,
-        bytes:
-          sealed.chunks.reduce((n, c) => n + c.byteLength, 0) +
-          Buffer.byteLength(JSON.stringify(sealed.header)) +
-          sealed.signature.length,
-      };
-      const up = await uploadUpdate({ uplink: o.uplink, sealed, logger: log, signal, clock: this.clock });
-      await this.ledgerUpload(task, uploadFacts, up.bytesSent, { accepted: true, updateId: up.updateId });
+      await this.ledgerUpload(task, uploadFacts, up.bytesSent, {
+        accepted: true,
+        updateId: up.updateId,
+        ...(pending ? { resumedFromChunk: up.resumedFrom } : {}),
+      });
+      await this.forget(task, log);
       log.info(
-        { updateId: up.updateId, bytesSent: up.bytesSent, exampleCount: result.exampleCount },
+        {
+          updateId: up.updateId,
+          bytesSent: up.bytesSent,
+          exampleCount: entry.facts.exampleCount,
+          resumedFrom: up.resumedFrom,
+          fromOutbox: pending !== undefined,
+        },
         'update accepted',
       );
       outcome('accepted', { updateId: up.updateId });
@@ -332,6 +249,9 @@ export class TaskRunner {
       const error = errorOf(e);
       if (signal.aborted) {
         log.info({ phase }, 'task aborted');
+        // Cancelled by the coordinator: the round moved on and the update can never be
+        // answered. Aborted by shutdown: keep it, the next start resumes it.
+        if (!this.stopping) await this.forget(task, log);
         outcome('cancelled', { error });
         return;
       }
@@ -340,6 +260,8 @@ export class TaskRunner {
       const coded = asCodedError(e);
       const rejected =
         phase === 'upload' && coded?.details?.event !== undefined && coded.code !== 'COORDINATOR_UNREACHABLE';
+      // The coordinator refused it for good: nothing to resume. Unreachable: keep it for a re-offer.
+      if (rejected) await this.forget(task, log);
       if (uploadFacts) {
         await this.ledgerUpload(task, uploadFacts, uploadFacts.bytes, { accepted: false, error }).catch(
           (le: unknown) => log.error({ err: (le as Error).message }, 'could not write the ledger'),
@@ -354,12 +276,179 @@ export class TaskRunner {
     }
   }
 
+  /**
+   * A sealed update for this task left in the outbox by an earlier process (killed or
+   * stopped mid-upload): upload it as it is. Its local state is written again, in case the
+   * process died between sealing and saving it.
+   */
+  private async pendingUpload(task: Task, log: Logger): Promise<OutboxEntry | undefined> {
+    const outbox = this.opts.outbox;
+    if (!outbox) return undefined;
+    try {
+      const pruned = await outbox.prune(this.clock.now());
+      if (pruned.length > 0) log.info({ tasks: pruned }, 'expired updates removed from the outbox');
+      const entry = await outbox.get(task.taskId);
+      if (!entry) return undefined;
+      if (
+        entry.sealed.header.taskNonce !== task.nonce ||
+        entry.sealed.header.baseModelHash !== task.modelHash
+      ) {
+        log.warn('outbox entry does not match the task offered, training again');
+        await outbox.remove(task.taskId);
+        return undefined;
+      }
+      if (entry.localState) await this.opts.localStates.save(task.runId, entry.localState);
+      log.info({ chunks: entry.sealed.chunks.length }, 'resuming a sealed update from the outbox');
+      return entry;
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'outbox unreadable, training again');
+      return undefined;
+    }
+  }
+
+  private async forget(task: Task, log: Logger): Promise<void> {
+    await this.opts.outbox
+      ?.remove(task.taskId)
+      .catch((e: unknown) => log.error({ err: (e as Error).message }, 'could not clear the outbox entry'));
+  }
+
+  /** Downloads the global model, trains, seals the delta and puts it in the outbox. */
+  private async downloadAndTrain(
+    task: Task,
+    signal: AbortSignal,
+    log: Logger,
+    onTraining: () => void,
+  ): Promise<OutboxEntry> {
+    const o = this.opts;
+    o.onState?.('downloading');
+    const model = await downloadModel({
+      uplink: o.uplink,
+      task,
+      coordinatorSigningKey: o.coordinator.signingPublicKey,
+      logger: log,
+      signal,
+      clock: this.clock,
+    });
+    await appendLedger(o.home, {
+      kind: 'download',
+      time: new Date(this.clock.now()).toISOString(),
+      runId: task.runId,
+      round: task.round,
+      taskId: task.taskId,
+      modelVersion: task.modelVersion,
+      modelSha256: model.sha256,
+      bytes: model.bytes,
+      verified: true,
+    });
+
+    onTraining();
+    o.onState?.('training');
+    const dataset = await o.dataset();
+    let localState: LocalState | undefined = await o.localStates.load(task.runId);
+    if (localState && localState.metadataClasses !== dataset.metadataClasses) {
+      log.warn(
+        { saved: localState.metadataClasses, now: dataset.metadataClasses },
+        'data changed since the last round: fresh metadata head',
+      );
+      localState = undefined;
+    }
+    const interval = o.progressIntervalMs ?? 2000;
+    let lastProgress = -Infinity;
+    const onProgress = (p: TrainProgress) => {
+      const now = this.clock.now();
+      if (p.step < p.totalSteps && now - lastProgress < interval) return;
+      lastProgress = now;
+      if (Number.isFinite(p.loss))
+        o.uplink.notify('task:progress', {
+          taskId: task.taskId,
+          step: p.step,
+          totalSteps: p.totalSteps,
+          loss: p.loss,
+        });
+    };
+    // FedEMA: start from an EMA of the previous local model and the global one.
+    const fedema =
+      task.training.localUpdate === 'fedema'
+        ? fedemaInit(model.weights, localState?.online, task.training.fedemaScaler)
+        : null;
+    if (fedema) log.info({ mu: fedema.mu, divergence: fedema.divergence }, 'fedema local update');
+    const trained = await o.train({
+      model: task.model,
+      training: task.training,
+      globalWeights: fedema ? fedema.weights : model.weights,
+      dataset,
+      seed: taskSeed(task),
+      ...(localState ? { localState } : {}),
+      onProgress,
+      signal,
+      logger: log,
+    });
+    // The delta stays relative to the global model the coordinator folds it into.
+    const result = fedema
+      ? {
+          ...trained,
+          delta: deltaFromGlobal(trained.weights, model.weights),
+          metrics: { ...trained.metrics, fedemaMu: fedema.mu, fedemaDivergence: fedema.divergence },
+        }
+      : trained;
+    const nextLocalState = fedema ? { ...trained.localState, online: trained.weights } : trained.localState;
+    signal.throwIfAborted();
+
+    const plaintext = encodeWeights(result.delta);
+    const metrics: Record<string, number> = {};
+    for (const [k, v] of Object.entries(result.metrics)) if (Number.isFinite(v)) metrics[k] = v;
+    const sealed = sealUpdate({
+      plaintext,
+      fields: {
+        protocolVersion: PROTOCOL_VERSION,
+        siteId: o.siteId,
+        runId: task.runId,
+        round: task.round,
+        taskId: task.taskId,
+        taskNonce: task.nonce,
+        baseModelHash: task.modelHash,
+        exampleCount: result.exampleCount,
+        metrics,
+        createdAt: new Date(this.clock.now()).toISOString(),
+      },
+      chunkSize: o.uploadChunkSize,
+      siteSigningSecretKey: o.siteSigningSecretKey,
+      coordinatorBoxPublicKey: o.coordinator.boxPublicKey,
+    });
+    const facts: UploadFacts = {
+      plaintextSha256: sha256Hex(plaintext),
+      ciphertextSha512: sealed.header.ciphertextSha512,
+      tensors: result.delta.map((t) => t.name),
+      exampleCount: result.exampleCount,
+      bytes:
+        sealed.chunks.reduce((n, c) => n + c.byteLength, 0) +
+        Buffer.byteLength(JSON.stringify(sealed.header)) +
+        sealed.signature.length,
+    };
+    const entry: OutboxEntry = {
+      taskId: task.taskId,
+      runId: task.runId,
+      round: task.round,
+      modelVersion: task.modelVersion,
+      deadline: task.deadline,
+      sealed,
+      facts,
+      localState: nextLocalState,
+    };
+    // Outbox first, then local state: whichever crash comes, a restart either trains again
+    // from the old local state (nothing sealed yet) or resumes this update and re-saves it.
+    await o.outbox?.put(entry);
+    await o.localStates.save(task.runId, nextLocalState);
+    return entry;
+  }
+
   private async ledgerUpload(
     task: Task,
     facts: { plaintextSha256: string; ciphertextSha512: string; tensors: string[]; exampleCount: number },
     bytesSent: number,
     result:
-      { accepted: true; updateId: string } | { accepted: false; error: { code: string; message: string } },
+      | { accepted: true; updateId: string; resumedFromChunk?: number }
+      | { accepted: false; error: { code: string; message: string } },
   ): Promise<void> {
     await appendLedger(this.opts.home, {
       kind: 'upload',
