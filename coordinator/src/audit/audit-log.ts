@@ -25,6 +25,8 @@ export const AUDIT_ACTIONS = [
   'round.failed',
   'update.accepted',
   'update.rejected',
+  'model.pruned',
+  'model.kept',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -24,6 +24,7 @@ describe('loadConfig', () => {
       databaseUrl: null,
       logLevel: 'info',
       keyGraceSeconds: 86_400,
+      retainVersions: 0,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -36,6 +37,7 @@ describe('loadConfig', () => {
       FEDSSL_DATABASE_URL: 'sqlite:db.sqlite',
       FEDSSL_LOG_LEVEL: 'debug',
       FEDSSL_KEY_GRACE_SECONDS: '3600',
+      FEDSSL_RETAIN_VERSIONS: '5',
     });
     expect(c).toEqual({
       host: '0.0.0.0',
@@ -44,6 +46,7 @@ describe('loadConfig', () => {
       databaseUrl: 'sqlite:db.sqlite',
       logLevel: 'debug',
       keyGraceSeconds: 3600,
+      retainVersions: 5,
     });
     expect(sqliteFileFor(c)).toBe('/var/lib/fedssl/db.sqlite');
     expect(sqliteFileFor({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
@@ -66,6 +69,12 @@ describe('loadConfig', () => {
         'FEDSSL_LOG_LEVEL: expected one of fatal|error|warn|info|debug|trace|silent, got "loud"',
     );
     expect(e.details?.['problems']).toHaveLength(4);
+  });
+
+  it('rejects a retention count that is not a whole number', () => {
+    expect(errorOf(() => loadConfig({ FEDSSL_RETAIN_VERSIONS: '-1' })).message).toBe(
+      'invalid configuration: FEDSSL_RETAIN_VERSIONS: expected a whole number of versions to keep per run (0 = all), got "-1"',
+    );
   });
 
   it('rejects a grace period that is not whole seconds', () => {

@@ -17,6 +17,11 @@ export interface CoordinatorConfig {
    * rotation, in seconds (FEDSSL_KEY_GRACE_SECONDS, default 24 h). Absent: the default.
    */
   keyGraceSeconds?: number;
+  /**
+   * Model retention (FEDSSL_RETAIN_VERSIONS): keep the weights of the last N versions of each run
+   * (plus pinned ones); older ones are pruned after each publish. Absent or 0: keep everything.
+   */
+  retainVersions?: number;
 }
 
 /** Default grace period of a replaced key: 24 hours. */
@@ -69,6 +74,13 @@ const envSchema = z.object({
       error: (i) => `expected whole seconds 0–999999999, got ${shown(i.input)}`,
     })
     .transform(Number),
+  FEDSSL_RETAIN_VERSIONS: z
+    .string()
+    .default('0')
+    .refine((s) => /^\d{1,6}$/.test(s), {
+      error: (i) => `expected a whole number of versions to keep per run (0 = all), got ${shown(i.input)}`,
+    })
+    .transform(Number),
 });
 
 /**
@@ -96,5 +108,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): CoordinatorConfig {
     databaseUrl: e.FEDSSL_DATABASE_URL ? e.FEDSSL_DATABASE_URL : null,
     logLevel: e.FEDSSL_LOG_LEVEL,
     keyGraceSeconds: e.FEDSSL_KEY_GRACE_SECONDS,
+    retainVersions: e.FEDSSL_RETAIN_VERSIONS,
   });
 }
