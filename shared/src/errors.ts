@@ -69,6 +69,8 @@ export const ERROR_CODES = {
   COORDINATOR_KEY_EXPIRED: 5015,
   // 505x coordinator: store
   STORE_UNAVAILABLE: 5050,
+  /** The coordinator's data directory (or its database) is out of space; retry once it is freed. */
+  STORAGE_FULL: 5051,
   // 6xxx coordinator: runs, rounds, updates
   RUN_NOT_FOUND: 6001,
   RUN_INVALID_STATE: 6002,
