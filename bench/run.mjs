@@ -12,18 +12,21 @@ const benches = readdirSync(here)
   .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
   .map((f) => f.slice(0, -3))
   .sort();
+// Federated experiments (issue 6): bench/experiments/<name>.ts, run as `experiments/<name>`.
+const experiments = ['busbra', 'pneumonia'];
+const runnable = [...benches, ...experiments.map((e) => `experiments/${e}`)];
 
 const [name, ...args] = process.argv.slice(2);
 if (!name) {
   console.log('benchmarks (npm run bench -- <name> [args]):');
-  for (const b of benches) {
+  for (const b of runnable) {
     const doc = readFileSync(path.join(here, `${b}.ts`), 'utf8').match(/\/\*\*\s*\n\s*\*\s*(.+)/);
-    console.log(`  ${b.padEnd(14)} ${doc ? doc[1] : ''}`);
+    console.log(`  ${b.padEnd(22)} ${doc ? doc[1] : ''}`);
   }
   process.exit(0);
 }
-if (!benches.includes(name)) {
-  console.error(`unknown benchmark "${name}"; one of: ${benches.join(', ')}`);
+if (!runnable.includes(name)) {
+  console.error(`unknown benchmark "${name}"; one of: ${runnable.join(', ')}`);
   process.exit(2);
 }
 const vite = path.join(here, '..', 'node_modules', '.bin', 'vite-node');
