@@ -24,5 +24,7 @@ export {
   tensorSpecs,
   weightsSha256,
   type DecodedWeights,
+  type EncodeOptions,
 } from './weights';
+export { FLOAT16_MAX, float16Bits, float16Value } from './element-codec';
 export { add, allFinite, assertSameLayout, l2Norm, parameterCount, scale, subtract } from './tensor-math';

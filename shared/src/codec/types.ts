@@ -1,9 +1,13 @@
 /**
- * Element types the weight format can carry. Only float32 today; the manifest names the
- * dtype per tensor and the decoder dispatches on it, so float16/int8 (with a scale) can be
- * added without a format bump for existing files.
+ * Element types the weight format can carry. The manifest names the dtype per tensor and
+ * the decoder dispatches on it; every dtype decodes to float32.
+ *
+ * - `float32`: exact (models, and update deltas by default).
+ * - `float16`: IEEE 754 binary16, round to nearest even; for update deltas.
+ * - `int8`: symmetric, one float32 `scale` per tensor in the manifest, value = q · scale with
+ *   q in [-127, 127]; for update deltas.
  */
-export const DTYPE_BYTES = { float32: 4 } as const;
+export const DTYPE_BYTES = { float32: 4, float16: 2, int8: 1 } as const;
 export type DType = keyof typeof DTYPE_BYTES;
 
 /** One named tensor, row-major. */
@@ -29,6 +33,8 @@ export interface WeightManifestTensor {
   /** Byte offset from the start of the data section (8-aligned). */
   offset: number;
   byteLength: number;
+  /** `int8` only (and required there): the float32 step, value = q · scale. */
+  scale?: number;
 }
 
 /** The JSON manifest at the head of an encoded weight file. */

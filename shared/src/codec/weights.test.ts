@@ -307,11 +307,11 @@ describe('decodeWeights rejects malformed bytes', () => {
       'unknown dtype',
       () => {
         const { manifest, data } = parts();
-        (manifest.tensors[1] as Record<string, unknown>).dtype = 'float16';
+        (manifest.tensors[1] as Record<string, unknown>).dtype = 'bfloat16';
         return build(manifest, data);
       },
       'CODEC_UNSUPPORTED_DTYPE',
-      'tensor "b" has unsupported dtype "float16"',
+      'tensor "b" has unsupported dtype "bfloat16"',
     ],
     [
       'byteLength disagrees with shape',

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FedsslError } from '../errors';
 import { createSha256, sha256Hex } from '../crypto/hash';
+import { decodeElements, encodeElements, int8Scale } from './element-codec';
 import {
   DTYPE_BYTES,
   type DType,
@@ -16,8 +17,9 @@ import {
  *   "FSW1" (4) ‖ u32le manifestLength ‖ manifest JSON (UTF-8) ‖ zero pad to 8 ‖ data section
  *
  * The data section holds each tensor little-endian at an 8-aligned offset, zero-padded to
- * the next multiple of 8. The layout is canonical (one encoding per tensor list), so the
- * SHA-256 of the bytes identifies a model version.
+ * the next multiple of 8. The layout is canonical (one encoding per tensor list and dtype),
+ * so the SHA-256 of the bytes identifies a model version. Tensors are float32 unless the
+ * encoder is asked for float16 or int8 (update deltas); an int8 entry carries its `scale`.
  */
 
 export const WEIGHTS_FORMAT = 'fedssl-weights/1' as const;
@@ -73,13 +75,23 @@ function checkShape(shape: unknown, where: string): number[] {
 
 // ---------------------------------------------------------------- encode
 
+export interface EncodeOptions {
+  /** Element type every tensor is stored as (default float32, exact). */
+  dtype?: DType;
+}
+
 /**
  * Encode ordered float32 tensors into the self-describing `fedssl-weights/1` format.
- * @throws FedsslError CODEC_MALFORMED for an empty/long/duplicate name, a bad shape, or a
- *   shape whose element count differs from the data length.
+ * @throws FedsslError CODEC_MALFORMED for an empty/long/duplicate name, a bad shape, a
+ *   shape whose element count differs from the data length, or a value `dtype` cannot carry.
  * @example const bytes = encodeWeights([{ name: 'fc/kernel', shape: [2, 3], data: new Float32Array(6) }]);
+ * @example const compact = encodeWeights(delta, { dtype: 'int8' });
  */
-export function encodeWeights(tensors: NamedTensors): Uint8Array {
+export function encodeWeights(tensors: NamedTensors, options: EncodeOptions = {}): Uint8Array {
+  const dtype = options.dtype ?? 'float32';
+  if (!(dtype in DTYPE_BYTES)) {
+    throw new FedsslError('CODEC_UNSUPPORTED_DTYPE', `weights: cannot encode dtype "${String(dtype)}"`);
+  }
   const seen = new Set<string>();
   const entries: WeightManifestTensor[] = [];
   let end = 0;
@@ -94,8 +106,11 @@ export function encodeWeights(tensors: NamedTensors): Uint8Array {
       );
     }
     const offset = align8(end);
-    const byteLength = n * DTYPE_BYTES.float32;
-    entries.push({ name, shape: [...shape], dtype: 'float32', offset, byteLength });
+    const byteLength = n * DTYPE_BYTES[dtype];
+    const entry: WeightManifestTensor = { name, shape: [...shape], dtype, offset, byteLength };
+    // The scale goes in the manifest, whose length must be known before the data is written.
+    if (dtype === 'int8') entry.scale = int8Scale(name, t.data);
+    entries.push(entry);
     end = offset + byteLength;
   });
   const dataLength = align8(end);
@@ -109,8 +124,11 @@ export function encodeWeights(tensors: NamedTensors): Uint8Array {
   const out = new Uint8Array(dataStart + dataLength);
 
   tensors.forEach((t, i) => {
-    const at = dataStart + (entries[i] as WeightManifestTensor).offset;
-    if (LITTLE_ENDIAN) {
+    const entry = entries[i] as WeightManifestTensor;
+    const at = dataStart + entry.offset;
+    if (dtype !== 'float32') {
+      encodeElements(entry.name, t.data, dtype, out.subarray(at, at + entry.byteLength), entry.scale ?? 0);
+    } else if (LITTLE_ENDIAN) {
       out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
     } else {
       const dv = new DataView(out.buffer, at, t.data.byteLength);
@@ -137,6 +155,7 @@ const manifestSchema = z
           dtype: z.string(),
           offset: z.number().int().min(0),
           byteLength: z.number().int().min(0),
+          scale: z.number().optional(),
         })
         .strict(),
     ),
@@ -214,6 +233,14 @@ export function readWeightManifest(bytes: Uint8Array): { manifest: WeightManifes
         `tensor "${name}" byteLength ${t.byteLength} does not match shape ${shapeString(shape)} × ${width} bytes`,
       );
     }
+    if (t.dtype === 'int8') {
+      const sc = t.scale;
+      if (sc === undefined || !(sc >= 0) || !Number.isFinite(sc) || Math.fround(sc) !== sc) {
+        throw malformed(`tensor "${name}" is int8 but has no finite, non-negative float32 scale`);
+      }
+    } else if (t.scale !== undefined) {
+      throw malformed(`tensor "${name}" has a scale, which only int8 tensors carry`);
+    }
     if (t.offset % 8 !== 0) throw malformed(`tensor "${name}" offset ${t.offset} is not 8-aligned`);
     if (t.offset + t.byteLength > dataLength) {
       throw malformed(
@@ -232,8 +259,9 @@ export function readWeightManifest(bytes: Uint8Array): { manifest: WeightManifes
 }
 
 /**
- * Decode `fedssl-weights/1` bytes strictly. With `expect`, the names, shapes and order must
- * match exactly. Returned tensors own their memory (copies, never unaligned views).
+ * Decode `fedssl-weights/1` bytes strictly, every dtype to float32. With `expect`, the
+ * names, shapes and order must match exactly. Returned tensors own their memory (copies,
+ * never unaligned views).
  * @throws FedsslError CODEC_MALFORMED, CODEC_UNSUPPORTED_DTYPE, CODEC_HASH_MISMATCH,
  *   MODEL_WEIGHTS_MISMATCH (with `expect`, naming the first offending tensor).
  */
@@ -255,8 +283,11 @@ export function decodeWeights(bytes: Uint8Array, expect?: readonly TensorSpec[])
     throw new FedsslError('CODEC_HASH_MISMATCH', 'weights: data section SHA-256 does not match the manifest');
   }
   const tensors: NamedTensors = manifest.tensors.map((t) => {
-    const out = new Float32Array(t.byteLength / 4);
     const src = data.subarray(t.offset, t.offset + t.byteLength);
+    if (t.dtype !== 'float32') {
+      return { name: t.name, shape: [...t.shape], data: decodeElements(t.name, src, t.dtype, t.scale ?? 0) };
+    }
+    const out = new Float32Array(t.byteLength / 4);
     if (LITTLE_ENDIAN) {
       new Uint8Array(out.buffer).set(src);
     } else {
