@@ -93,6 +93,12 @@ export const trainingConfigSchema = z
     localUpdate: z.enum(['replace', 'fedema']).default('replace'),
     /** λ of FedEMA's divergence-aware μ (used with `localUpdate: 'fedema'`). */
     fedemaScaler: z.number().min(0).max(1e6).default(1),
+    /**
+     * Element type of the uploaded delta: `float32` (exact), `float16` (½ the bytes) or
+     * `int8` (¼ the bytes, one scale per tensor). The coordinator decodes any of them to
+     * float32; `bench/transfer.ts` measures the bytes and the error of each.
+     */
+    updateEncoding: z.enum(['float32', 'float16', 'int8']).default('float32'),
   })
   .strict();
 export type TrainingConfig = z.infer<typeof trainingConfigSchema>;
