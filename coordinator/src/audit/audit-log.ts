@@ -12,6 +12,8 @@ export const AUDIT_ACTIONS = [
   'enrollment-token.created',
   'site.enrolled',
   'site.revoked',
+  'site.keys-rotated',
+  'coordinator.keys-rotated',
   'admin-token.created',
   'admin-token.revoked',
   'run.created',

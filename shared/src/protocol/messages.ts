@@ -96,7 +96,14 @@ export const taskSchema = z
   .strict();
 export type Task = z.infer<typeof taskSchema>;
 
-export const signedTaskSchema = z.object({ task: taskSchema, signature: b64(64) }).strict();
+export const signedTaskSchema = z
+  .object({
+    task: taskSchema,
+    signature: b64(64),
+    /** Which coordinator key signed (absent from coordinators before key rotation). */
+    keyId: z.string().max(128).optional(),
+  })
+  .strict();
 export type SignedTask = z.infer<typeof signedTaskSchema>;
 
 export const taskFailedSchema = z
