@@ -1,0 +1,355 @@
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import {
+  initSharedWeights,
+  modelConfigSchema,
+  trainingConfigSchema,
+  type ModelConfig,
+} from '@fedssl/shared/model';
+import { selectBackend } from '../../site-agent/src/train/backend';
+import { trainRound } from '../../site-agent/src/train/trainer';
+import {
+  ALL_ARMS,
+  ARM_LABELS,
+  runArm,
+  type ArmKey,
+  type ArmResult,
+  type ArmSettings,
+  type SeedContext,
+} from './arms';
+import type { ExperimentData } from './data';
+import { writeChartPng, type Series } from './plots';
+import { goals, markdownTable, resultLines, summarize, type Row } from './report';
+
+/**
+ * The command line and the loop shared by the experiments (`busbra.ts`, `pneumonia.ts`):
+ * load and split the data, fix one compute budget, run every arm for every seed (results
+ * appended to `<out>/results.jsonl` as they finish, so `--resume` continues an interrupted
+ * run), then print the table, the goals and `RESULT` lines and draw the plots.
+ */
+
+export interface ExperimentDefinition {
+  /** Prefix of RESULT names and plot files (`busbra`, `pneumonia`). */
+  name: string;
+  title: string;
+  defaults: { imageSize: number; sites: number };
+  load(o: {
+    imageSize: number;
+    sites: number;
+    maxImages?: number;
+    out: string;
+    argv: Record<string, string | boolean | undefined>;
+  }): Promise<ExperimentData>;
+  /** Extra options of this experiment (parsed as strings). */
+  extraOptions?: Record<string, { type: 'string'; default: string }>;
+}
+
+/** Parsed options (also what the smoke test passes). */
+export interface ExperimentOptions {
+  budgetMinutes: number;
+  /** Epochs over the pooled data; overrides the budget (no calibration). */
+  epochs?: number;
+  seeds: number[];
+  imageSize: number;
+  sites: number;
+  rounds: number;
+  arms: ArmKey[];
+  smoke: boolean;
+  out: string;
+  imgDir: string;
+  maxImages?: number;
+  lambda: number;
+  batchSize: number;
+  learningRate: number;
+  widths?: number[];
+  fedemaTau: number;
+  resume: boolean;
+  /** Seeds whose federated arms are also probed after every round (for the plot). */
+  probeRoundSeeds: number[];
+  extra: Record<string, string | boolean | undefined>;
+}
+
+const ROOT = path.join(__dirname, '..', '..');
+
+export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): ExperimentOptions {
+  const { values } = parseArgs({
+    args: argv.filter((a) => a !== '--'),
+    options: {
+      'budget-minutes': { type: 'string', default: '3' },
+      epochs: { type: 'string' },
+      seeds: { type: 'string', default: '1,2,3' },
+      'image-size': { type: 'string', default: String(def.defaults.imageSize) },
+      sites: { type: 'string', default: String(def.defaults.sites) },
+      rounds: { type: 'string', default: '8' },
+      arms: { type: 'string', default: ALL_ARMS.join(',') },
+      smoke: { type: 'boolean', default: false },
+      out: { type: 'string', default: `/tmp/fedssl-exp-${def.name}` },
+      'img-dir': { type: 'string' },
+      'max-images': { type: 'string' },
+      lambda: { type: 'string', default: '0.5' },
+      batch: { type: 'string', default: '32' },
+      lr: { type: 'string', default: '0.001' },
+      widths: { type: 'string' },
+      'fedema-tau': { type: 'string', default: '0.7' },
+      resume: { type: 'boolean', default: false },
+      'probe-round-seeds': { type: 'string' },
+      ...(def.extraOptions ?? {}),
+    },
+    strict: true,
+  });
+  const smoke = values.smoke === true;
+  const list = (s: string) => s.split(',').filter(Boolean).map(Number);
+  const seeds = smoke && values.seeds === '1,2,3' ? [1] : list(String(values.seeds));
+  const arms = String(values.arms).split(',') as ArmKey[];
+  for (const a of arms)
+    if (!ALL_ARMS.includes(a)) throw new Error(`unknown arm ${a}; one of ${ALL_ARMS.join(', ')}`);
+  const out = path.resolve(String(values.out));
+  return {
+    budgetMinutes: Number(values['budget-minutes']),
+    ...(values.epochs !== undefined ? { epochs: Number(values.epochs) } : smoke ? { epochs: 1 } : {}),
+    seeds,
+    imageSize: smoke ? 16 : Number(values['image-size']),
+    sites: Number(values.sites),
+    rounds: smoke && values.rounds === '8' ? 2 : Number(values.rounds),
+    arms,
+    smoke,
+    out,
+    imgDir: path.resolve(String(values['img-dir'] ?? (smoke ? out : path.join(ROOT, 'docs', 'img')))),
+    ...(values['max-images'] !== undefined
+      ? { maxImages: Number(values['max-images']) }
+      : smoke
+        ? { maxImages: 160 }
+        : {}),
+    lambda: Number(values.lambda),
+    batchSize: smoke ? 16 : Number(values.batch),
+    learningRate: Number(values.lr),
+    ...(values.widths ? { widths: list(String(values.widths)) } : smoke ? { widths: [4, 4, 4] } : {}),
+    fedemaTau: Number(values['fedema-tau']),
+    resume: values.resume === true,
+    probeRoundSeeds:
+      values['probe-round-seeds'] !== undefined ? list(String(values['probe-round-seeds'])) : [seeds[0]!],
+    extra: values as Record<string, string | boolean | undefined>,
+  };
+}
+
+/** The encoder every arm trains: the tiny ResNet (smoke: a few thousand parameters). */
+function modelOf(o: ExperimentOptions): ModelConfig {
+  return modelConfigSchema.parse({
+    arch: 'tiny',
+    inputSize: o.imageSize,
+    ...(o.widths ? { widths: o.widths } : {}),
+    ...(o.smoke
+      ? { projectorHidden: 8, projectionDim: 4, metadataHidden: 4 }
+      : { projectorHidden: 128, projectionDim: 64, metadataHidden: 64 }),
+  });
+}
+
+/** Seconds per optimizer step on the pooled data (1 warm-up step, then `steps` timed). */
+async function secondsPerStep(model: ModelConfig, data: ExperimentData, o: ExperimentOptions, steps = 4) {
+  const args = {
+    model,
+    training: trainingConfigSchema.parse({
+      batchSize: o.batchSize,
+      metadataWeight: o.lambda,
+      localEpochs: 1000,
+      maxStepsPerRound: 1,
+    }),
+    globalWeights: initSharedWeights(model, 1),
+    dataset: data.probe.dataset,
+    seed: 1,
+    logger: pino({ level: 'silent' }),
+  };
+  await trainRound(args);
+  const r = await trainRound({ ...args, training: { ...args.training, maxStepsPerRound: steps } });
+  return r.metrics.seconds / r.metrics.steps;
+}
+
+/** What {@link runExperiment} returns (the smoke test reads it). */
+export interface ExperimentOutcome {
+  results: ArmResult[];
+  rows: Row[];
+  table: string;
+  resultLines: string[];
+  settings: ArmSettings;
+  plots: string[];
+}
+
+type Record_ = { kind: 'result'; result: ArmResult } | { kind: 'ctx'; seed: number; ctx: SeedContext };
+
+/** Run the experiment and print its report. */
+export async function runExperiment(
+  def: ExperimentDefinition,
+  o: ExperimentOptions,
+): Promise<ExperimentOutcome> {
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  const say = (s: string) => process.stderr.write(`[${def.name}] ${s}\n`);
+  mkdirSync(o.out, { recursive: true });
+  mkdirSync(o.imgDir, { recursive: true });
+  const backend = await selectBackend(logger, 'auto');
+  const startedAt = new Date();
+  const data = await def.load({
+    imageSize: o.imageSize,
+    sites: o.sites,
+    ...(o.maxImages !== undefined ? { maxImages: o.maxImages } : {}),
+    out: o.out,
+    argv: o.extra,
+  });
+  say(data.description);
+  const model = modelOf(o);
+
+  let epochs = o.epochs;
+  let calibration = '';
+  if (epochs === undefined) {
+    const sps = await secondsPerStep(model, data, o);
+    const steps = (o.budgetMinutes * 60) / sps;
+    epochs = (steps * o.batchSize) / data.probe.dataset.count;
+    calibration = `${sps.toFixed(2)} s/step measured → ${o.budgetMinutes} min ≈ ${Math.round(steps)} steps ≈ ${epochs.toFixed(2)} epochs`;
+    say(calibration);
+  }
+  const settings: ArmSettings = {
+    model,
+    batchSize: o.batchSize,
+    learningRate: o.learningRate,
+    lambda: o.lambda,
+    rounds: o.rounds,
+    epochs,
+    fedemaTau: o.fedemaTau,
+    logger,
+  };
+
+  const journal = path.join(o.out, 'results.jsonl');
+  const done: Record_[] =
+    o.resume && existsSync(journal)
+      ? readFileSync(journal, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record_)
+      : [];
+  if (!o.resume) writeFileSync(journal, '');
+  const results: ArmResult[] = [];
+  for (const seed of o.seeds) {
+    const ctx: SeedContext = {};
+    for (const d of done) if (d.kind === 'ctx' && d.seed === seed) Object.assign(ctx, d.ctx);
+    for (const arm of o.arms) {
+      const previous = done.filter(
+        (d) => d.kind === 'result' && d.result.seed === seed && d.result.arm === arm,
+      );
+      if (previous.length) {
+        results.push(...previous.map((d) => (d as { result: ArmResult }).result));
+        say(`seed ${seed}, ${ARM_LABELS[arm]}: from ${journal}`);
+        continue;
+      }
+      say(`seed ${seed}, ${ARM_LABELS[arm]} ...`);
+      const rs = await runArm(arm, data, settings, seed, ctx, o.probeRoundSeeds.includes(seed));
+      for (const r of rs) {
+        const auc = r.probe.auc.reduce((a, b) => a + b, 0) / r.probe.auc.length;
+        say(`  ${r.label}: AUC ${auc.toFixed(3)}, ${r.steps} steps, ${(r.seconds / 60).toFixed(1)} min`);
+        appendFileSync(journal, `${JSON.stringify({ kind: 'result', result: r })}\n`);
+      }
+      results.push(...rs);
+      if (ctx.fedemaScaler !== undefined)
+        appendFileSync(journal, `${JSON.stringify({ kind: 'ctx', seed, ctx })}\n`);
+    }
+  }
+
+  const rows = summarize(results);
+  const table = markdownTable(rows);
+  const g = goals(rows);
+  const totalSteps = results.find((r) => r.arm === 'centralized' || r.federation)?.steps;
+  const header =
+    `${def.title}: ${data.description}.\n` +
+    `Encoder tiny ResNet ${model.widths ? `widths ${model.widths.join('-')}` : '16-32-64'}, ${model.inputSize} px; ` +
+    `batch ${o.batchSize}, Adam ${o.learningRate}, λ = ${o.lambda} (metadata arms), ${o.rounds} rounds; ` +
+    `budget ${epochs.toFixed(2)} epochs over the pooled data${totalSteps !== undefined ? ` (${totalSteps} steps per arm)` : ''}` +
+    `${calibration ? ` — ${calibration}` : ''}; seeds ${o.seeds.join(', ')}; probe: ${data.probe.foldSource}; ` +
+    `backend ${backend.name}; ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}; started ${startedAt.toISOString()}` +
+    `${o.smoke ? '; SMOKE RUN (not a result)' : ''}`;
+  const verdict =
+    g.bestFederated && g.centralized
+      ? `Best federated arm: ${g.bestFederated.label} ${g.bestFederated.auc.mean.toFixed(3)}; ` +
+        `vs centralized ${g.centralized.auc.mean.toFixed(3)}: ${g.gapToCentralized.toFixed(1)} points ` +
+        `(goal ≥ −1: ${g.metCentralized ? 'met' : 'not met'}); vs best local-only ` +
+        `${g.gapToBestLocal.toFixed(1)} points (goal ≥ 0: ${g.metLocal ? 'met' : 'not met'})`
+      : '';
+  const lines = resultLines(def.name, rows, {
+    epochs: `${epochs.toFixed(3)} epochs`,
+    rounds: `${o.rounds} rounds`,
+    seeds: `${o.seeds.length} seeds`,
+  });
+  const plots = await drawPlots(def, results, rows, o);
+  const text = [header, '', table, '', verdict, '', ...plots.map((p) => `plot: ${p}`)].join('\n');
+  writeFileSync(path.join(o.out, 'table.md'), `${text}\n`);
+  console.log(`\n${text}\n`);
+  for (const l of lines) console.log(l);
+  return { results, rows, table, resultLines: lines, settings, plots };
+}
+
+/** Loss per round per site, and probe AUC per round, from the first seed probed per round. */
+async function drawPlots(
+  def: ExperimentDefinition,
+  results: readonly ArmResult[],
+  rows: readonly Row[],
+  o: ExperimentOptions,
+): Promise<string[]> {
+  const out: string[] = [];
+  const seed = o.probeRoundSeeds[0];
+  const fed = results.filter((r) => r.federation && r.seed === seed);
+  const lossSeries: Series[] = [];
+  for (const r of fed.filter((x) => x.arm === 'fedavgMeta' || x.arm === 'fedavg')) {
+    const siteIds = r.federation!.rounds[0]?.map((p) => p.siteId) ?? [];
+    for (const siteId of siteIds) {
+      lossSeries.push({
+        name: `${r.label}: ${siteId}`,
+        dashed: r.arm === 'fedavg',
+        points: r.federation!.rounds.map((round, i) => [
+          i + 1,
+          round.find((p) => p.siteId === siteId)?.loss ?? NaN,
+        ]),
+      });
+    }
+  }
+  if (lossSeries.length) {
+    const file = path.join(o.imgDir, `${def.name}-loss-per-round.png`);
+    await writeChartPng(
+      {
+        title: `${def.title}: mean local training loss per round (seed ${seed})`,
+        xLabel: 'round',
+        yLabel: 'loss (BYOL + λ·metadata CE)',
+        series: lossSeries,
+      },
+      file,
+    );
+    out.push(file);
+  }
+  const aucSeries: Series[] = fed
+    .filter((r) => r.federation!.roundAuc?.length)
+    .map((r) => ({ name: r.label, points: r.federation!.roundAuc!.map((a, i) => [i + 1, a]) }));
+  if (aucSeries.length) {
+    const seedMean = (label: string) => {
+      const r = results.find((x) => x.label === label && x.seed === seed);
+      return r ? r.probe.auc.reduce((a, b) => a + b, 0) / r.probe.auc.length : NaN;
+    };
+    const bestLocal = rows.filter((r) => r.arm === 'local').sort((a, b) => b.auc.mean - a.auc.mean)[0];
+    const hlines = [
+      { name: 'centralized', y: seedMean('centralized') },
+      { name: 'random init', y: seedMean('random init') },
+      ...(bestLocal ? [{ name: bestLocal.label, y: seedMean(bestLocal.label) }] : []),
+    ].filter((h) => Number.isFinite(h.y));
+    const file = path.join(o.imgDir, `${def.name}-probe-auc-per-round.png`);
+    await writeChartPng(
+      {
+        title: `${def.title}: linear-probe AUC of the global model (seed ${seed})`,
+        xLabel: 'round',
+        yLabel: 'probe AUC (mean over folds)',
+        series: aucSeries,
+        hlines,
+      },
+      file,
+    );
+    out.push(file);
+  }
+  return out;
+}
