@@ -1,7 +1,12 @@
 import type { NamedTensors } from '@fedssl/shared/codec';
 import type { PartyKeys } from '@fedssl/shared/crypto';
 import type { ModelConfig } from '@fedssl/shared/model';
-import type { ModelHyperparameters, SignedModelManifest } from '@fedssl/shared/protocol';
+import type {
+  ModelHyperparameters,
+  SignedModelManifest,
+  SignedTask,
+  UpdateHeader,
+} from '@fedssl/shared/protocol';
 
 /**
  * The narrow views of the platform services (sites, presence, model store, keys) that the
@@ -49,7 +54,12 @@ export interface ModelPublisher {
   readWeights(version: string): NamedTensors;
 }
 
-/** The coordinator's key pairs. */
+/** The coordinator's key pairs (the current ones, plus the replaced ones in their grace period). */
 export interface KeyHolder {
+  /** The current key pairs. */
   readonly keys: PartyKeys;
+  /** A stored task re-signed, if needed, by the current key (tasks outlive key rotations). */
+  currentTask(signed: SignedTask): SignedTask;
+  /** The box secret key an update was sealed to (current or replaced; COORDINATOR_KEY_EXPIRED unless allowExpired). */
+  boxSecretKeyFor(header: UpdateHeader, opts?: { allowExpired?: boolean }): Uint8Array;
 }

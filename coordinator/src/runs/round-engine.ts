@@ -23,6 +23,8 @@ import {
   type TaskRow,
 } from './run.types';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
+import { privacySpent } from '../privacy/privacy-report';
+import { assertStartable } from './run-config';
 
 /** Where the engine appends its audit entries (the AuditLog satisfies it). */
 export interface AuditSink {
@@ -172,6 +174,7 @@ export class RoundEngine {
    */
   start(runId: string, actor: AuditActor = 'system'): Promise<RunRecord> {
     return this.exclusive(runId, async () => {
+      assertStartable((await this.getRun(runId)).config);
       await this.transition(runId, ['created'], 'running', 'run.started', actor, (s) =>
         s === 'paused'
           ? `run ${runId} is paused; resume it instead of starting it`
@@ -486,6 +489,7 @@ export class RoundEngine {
         modelHash: round.baseModelSha256,
         model: run.config.model,
         training: run.config.training,
+        ...(run.config.privacy ? { privacy: run.config.privacy } : {}),
         nonce: toBase64(randomBytes(32)),
         issuedAt: new Date(now).toISOString(),
         deadline,
@@ -528,7 +532,7 @@ export class RoundEngine {
   }
 
   private offer(task: TaskRow): void {
-    this.d.transport.offerTask(task.siteId, task.signedTask).then(
+    this.d.transport.offerTask(task.siteId, this.d.keys.currentTask(task.signedTask)).then(
       (res) => {
         if (!res.accepted)
           this.background(this.answer(task.id, 'dropped', `task declined: ${res.reason}`), 'task declined');
@@ -759,6 +763,7 @@ export class RoundEngine {
     }
     const publishedAt = this.iso();
     const published = manifest;
+    const privacy = await privacySpent(this.d.repo, run);
     await this.d.repo.transaction(async () => {
       await this.d.repo.updateRound(runId, round.round, round.attempt, {
         state: 'published',
@@ -773,8 +778,14 @@ export class RoundEngine {
         version,
         sha256: published.manifest.weightsSha256,
         sites: published.manifest.sites.map((s) => s.siteId),
+        ...(privacy ? { privacy: { epsilon: privacy.epsilon, delta: privacy.delta, releases: privacy.releases } } : {}),
       });
     });
+    if (privacy)
+      this.log.info(
+        { runId, round: round.round, epsilon: privacy.epsilon, delta: privacy.delta, releases: privacy.releases },
+        'privacy spent',
+      );
     this.log.info(
       { runId, round: round.round, version, sites: manifest.manifest.sites.length },
       'round published',
@@ -804,7 +815,9 @@ export class RoundEngine {
         exampleCount: u.exampleCount,
         readDelta: () => {
           const { header } = this.d.updates.readHeader(u.headerPath);
-          const plain = openEnvelopeFile(u.envelopePath, header, this.d.keys.keys.box.secretKey);
+          // Accepted in time, so opened even if its box key's grace has ended since.
+          const boxKey = this.d.keys.boxSecretKeyFor(header, { allowExpired: true });
+          const plain = openEnvelopeFile(u.envelopePath, header, boxKey);
           return decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
         },
       });

@@ -51,10 +51,11 @@ function issues(error: { issues: { path: PropertyKey[]; message: string }[] }): 
 
 /**
  * Sign a task with the coordinator's Ed25519 secret key. The task is schema-checked first
- * (defaults filled in), and the returned `task` is exactly what was signed.
+ * (defaults filled in), and the returned `task` is exactly what was signed. `keyId` names
+ * the signing key (a hint for the verifier, not signed).
  * @throws FedsslError PROTOCOL_INVALID_MESSAGE if the task does not match the schema.
  */
-export function signTask(task: Task, secretKey: Uint8Array): SignedTask {
+export function signTask(task: Task, secretKey: Uint8Array, keyId?: string): SignedTask {
   const parsed = taskSchema.safeParse(task);
   if (!parsed.success) {
     throw new FedsslError(
@@ -63,7 +64,8 @@ export function signTask(task: Task, secretKey: Uint8Array): SignedTask {
     );
   }
   const clean = withoutUndefined(parsed.data);
-  return { task: clean, signature: signDomainJson('task', clean, secretKey) };
+  const signature = signDomainJson('task', clean, secretKey);
+  return keyId === undefined ? { task: clean, signature } : { task: clean, signature, keyId };
 }
 
 /**
