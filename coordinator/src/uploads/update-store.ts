@@ -1,6 +1,10 @@
+import { createHash } from 'node:crypto';
 import {
   closeSync,
+  existsSync,
   fstatSync,
+  fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -8,6 +12,7 @@ import {
   renameSync,
   rmSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { decodeWeights, allFinite, l2Norm, type NamedTensors } from '@fedssl/shared/codec';
@@ -15,6 +20,8 @@ import { UpdateOpener } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import { sharedParamSpecs, type ModelConfig } from '@fedssl/shared/model';
 import type { UpdateHeader } from '@fedssl/shared/protocol';
+import { faultPoint } from '../faults/fault-hook';
+import { whenOutOfSpace } from '../faults/storage-full';
 
 /** Poly1305 tag added to every encrypted chunk. */
 const TAG_BYTES = 16;
@@ -26,11 +33,20 @@ export function chunkCiphertextLength(header: UpdateHeader, index: number): numb
   return plain + TAG_BYTES;
 }
 
+/** Byte offset of chunk `index` in the envelope (every chunk but the last is full size). */
+function chunkOffset(header: UpdateHeader, index: number): number {
+  return index * (header.chunkSize + TAG_BYTES);
+}
+
 /**
  * Where update envelopes live on disk: partial uploads in `<dataDir>/uploads/<id>.part`,
  * accepted ones in `<dataDir>/updates/<runId>/<round>/<siteId>.env` with the signed header
  * beside them as `<siteId>.header.json`. Files, not memory: an accepted update survives a
  * restart and is read back one at a time at aggregation.
+ *
+ * A part file holds whole, fsynced chunks only, and its name derives from the task and the
+ * envelope's signature, so after a coordinator restart the same envelope begun again finds
+ * its part file and resumes after the last chunk that reached the disk.
  */
 export class UpdateStore {
   constructor(readonly dataDir: string) {}
@@ -44,12 +60,68 @@ export class UpdateStore {
     return { envelopePath: join(dir, `${siteId}.env`), headerPath: join(dir, `${siteId}.header.json`) };
   }
 
-  /** Creates an empty part file (truncating any leftover). */
-  createPart(uploadId: string): string {
+  /** The upload id of an envelope: the same task and signature always get the same one. */
+  uploadIdFor(taskId: string, signature: string): string {
+    const digest = createHash('sha256').update(`fedssl-upload\n${taskId}\n${signature}`).digest('hex');
+    return `up-${digest.slice(0, 32)}`;
+  }
+
+  /**
+   * Opens the part file of an upload, creating it empty if there is none, and returns the
+   * index of the first chunk it lacks. A torn tail (a crash mid-write) is cut off at the
+   * last whole chunk.
+   * @throws FedsslError STORAGE_FULL
+   */
+  openPart(uploadId: string, header: UpdateHeader): number {
     const path = this.partPath(uploadId);
-    mkdirSync(dirname(path), { recursive: true });
-    writeFileSync(path, new Uint8Array(0));
-    return path;
+    return whenOutOfSpace('an upload part file', () => {
+      mkdirSync(dirname(path), { recursive: true });
+      if (!existsSync(path)) {
+        writeFileSync(path, new Uint8Array(0));
+        return 0;
+      }
+      const fd = openSync(path, 'r+');
+      try {
+        const size = fstatSync(fd).size;
+        let next = 0;
+        while (
+          next < header.chunkCount &&
+          chunkOffset(header, next) + chunkCiphertextLength(header, next) <= size
+        )
+          next++;
+        const keep = next === 0 ? 0 : chunkOffset(header, next - 1) + chunkCiphertextLength(header, next - 1);
+        if (keep !== size) ftruncateSync(fd, keep);
+        return next;
+      } finally {
+        closeSync(fd);
+      }
+    });
+  }
+
+  /**
+   * Writes chunk `index` at its place in the part file and fsyncs it, so a chunk is
+   * acknowledged only once it is on disk. On failure the file is cut back to the chunks
+   * before it: a retry appends cleanly.
+   * @throws FedsslError STORAGE_FULL when the disk is full
+   */
+  writeChunk(uploadId: string, header: UpdateHeader, index: number, data: Uint8Array): void {
+    const at = chunkOffset(header, index);
+    const fd = openSync(this.partPath(uploadId), 'r+');
+    try {
+      whenOutOfSpace('an upload chunk', () => {
+        try {
+          faultPoint('upload.chunk-write', { runId: header.runId, round: header.round });
+          let off = 0;
+          while (off < data.length) off += writeSync(fd, data, off, data.length - off, at + off);
+          fsyncSync(fd);
+        } catch (e) {
+          ftruncateSync(fd, at);
+          throw e;
+        }
+      });
+    } finally {
+      closeSync(fd);
+    }
   }
 
   removePart(uploadId: string): void {
@@ -69,9 +141,16 @@ export class UpdateStore {
     signature: string,
   ) {
     const paths = this.acceptedPaths(runId, round, siteId);
-    mkdirSync(dirname(paths.envelopePath), { recursive: true });
     const tmp = `${paths.headerPath}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ header, signature }));
+    whenOutOfSpace("an accepted update's header", () => {
+      try {
+        mkdirSync(dirname(paths.envelopePath), { recursive: true });
+        writeFileSync(tmp, JSON.stringify({ header, signature }));
+      } catch (e) {
+        rmSync(tmp, { force: true });
+        throw e;
+      }
+    });
     renameSync(tmp, paths.headerPath);
     renameSync(this.partPath(uploadId), paths.envelopePath);
     return paths;

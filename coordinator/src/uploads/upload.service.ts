@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { appendFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { fromBase64, verifyUpdateHeader } from '@fedssl/shared/crypto';
@@ -128,18 +127,15 @@ export class UploadService {
         // A new envelope for the same task replaces an unfinished one.
         this.dropSession(s);
       }
-      const uploadId = `up-${randomBytes(12).toString('hex')}`;
-      this.d.updates.createPart(uploadId);
-      this.sessions.set(uploadId, {
-        uploadId,
-        siteId: header.siteId,
-        taskId,
-        header,
-        signature,
-        nextIndex: 0,
-      });
-      this.log.info({ siteId: header.siteId, taskId, uploadId, chunks: header.chunkCount }, 'upload begun');
-      return { uploadId, nextIndex: 0 };
+      // After a coordinator restart the same envelope finds its part file and resumes.
+      const uploadId = this.d.updates.uploadIdFor(taskId, signature);
+      const nextIndex = this.d.updates.openPart(uploadId, header);
+      this.sessions.set(uploadId, { uploadId, siteId: header.siteId, taskId, header, signature, nextIndex });
+      this.log.info(
+        { siteId: header.siteId, taskId, uploadId, chunks: header.chunkCount, nextIndex },
+        'upload begun',
+      );
+      return { uploadId, nextIndex };
     } catch (e) {
       return this.refuse(connSiteId, taskId, e);
     }
@@ -204,7 +200,11 @@ export class UploadService {
       });
       await this.fail(s, e);
     }
-    appendFileSync(this.d.updates.partPath(uploadId), data);
+    try {
+      this.d.updates.writeChunk(uploadId, s.header, index, data);
+    } catch (e) {
+      return this.writeFailed(s, e);
+    }
     s.nextIndex++;
     this.events.emit('bytes', data.byteLength);
     return { nextIndex: s.nextIndex };
@@ -264,14 +264,12 @@ export class UploadService {
       await this.fail(s, e);
     }
     const updateId = `upd-${randomBytes(12).toString('hex')}`;
-    const paths = this.d.updates.promote(
-      s.uploadId,
-      task.runId,
-      task.round,
-      task.siteId,
-      s.header,
-      s.signature,
-    );
+    let paths: ReturnType<UpdateStore['promote']>;
+    try {
+      paths = this.d.updates.promote(s.uploadId, task.runId, task.round, task.siteId, s.header, s.signature);
+    } catch (e) {
+      return this.writeFailed(s, e);
+    }
     this.sessions.delete(s.uploadId);
     const now = new Date(this.d.clock.now()).toISOString();
     // The accepted answer, the update row and its audit entry commit together or not at all.
@@ -328,6 +326,16 @@ export class UploadService {
   private async reject(task: TaskRow, e: unknown): Promise<void> {
     const reason = isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : 'update could not be verified';
     await this.d.engine.answer(task.id, 'rejected', reason);
+  }
+
+  /**
+   * A write of the upload failed. Disk full: the session and the chunks already stored stay,
+   * so the agent's retry resumes where it stopped once space is freed.
+   */
+  private writeFailed(s: UploadSession, e: unknown): never {
+    if (isFedsslErrorLike(e) && e.code === 'STORAGE_FULL')
+      this.log.error({ siteId: s.siteId, taskId: s.taskId, uploadId: s.uploadId }, 'data directory full');
+    return this.refuse(s.siteId, s.taskId, e);
   }
 
   /** Logs a refused step (ids and code only, never payload) and throws a coded error. */
