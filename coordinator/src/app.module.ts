@@ -8,6 +8,7 @@ import { CoreModule, type CoreOptions } from './core.module';
 import { GatewayModule } from './gateway/gateway.module';
 import { KeysModule } from './keys/keys.module';
 import { ModelsModule } from './models/models.module';
+import { RetentionModule } from './models/retention.module';
 import { OpsModule } from './ops/ops.module';
 import { RunsModule } from './runs/runs.module';
 import { SitesModule } from './sites/sites.module';
@@ -26,6 +27,7 @@ export class AppModule {
         AuditModule,
         ModelsModule,
         RunsModule,
+        RetentionModule,
         GatewayModule,
         ConsoleModule,
         OpsModule,

@@ -265,6 +265,42 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     );
   });
   models
+    .command('prune')
+    .description('apply the retention policy: keep the last N versions of each run (dry run unless --apply)')
+    .option(
+      '--retain <n>',
+      "versions to keep per run (default: the coordinator's FEDSSL_RETAIN_VERSIONS)",
+      int('--retain', 1),
+    )
+    .option('--apply', 'delete the weights (default: only show what would be deleted)', false)
+    .action(async (o: { retain?: number; apply: boolean }) => {
+      const r = await client().post<{
+        dryRun: boolean;
+        retain: number;
+        pruned: string[];
+        bytesFreed: number;
+        decisions: { version: string; action: string; reasons: string[] }[];
+      }>('/models/prune', { dryRun: !o.apply, ...(o.retain === undefined ? {} : { retain: o.retain }) });
+      print(r, () => {
+        const lines = r.decisions.map(
+          (d) => `${d.version}  ${d.action}${d.reasons.length > 0 ? `  (${d.reasons.join(', ')})` : ''}`,
+        );
+        const verb = r.dryRun ? 'would prune' : 'pruned';
+        return `${lines.join('\n')}\n${verb} ${r.pruned.length} version(s), ${r.bytesFreed} bytes (retain ${r.retain})${r.dryRun ? '; dry run, pass --apply to delete' : ''}\n`;
+      });
+    });
+  models
+    .command('keep <version>')
+    .description('mark a version so retention never prunes it (--off clears the mark)')
+    .option('--off', 'clear the mark', false)
+    .action(async (version: string, o: { off: boolean }) => {
+      const r = await client().post<{ version: string; keep: boolean }>(
+        `/models/${encodeURIComponent(version)}/keep`,
+        { keep: !o.off },
+      );
+      print(r, () => `${r.version} ${r.keep ? 'kept' : 'no longer kept'}\n`);
+    });
+  models
     .command('pull')
     .requiredOption('--version <version>', 'model version, e.g. <runId>.r3, or "latest"')
     .requiredOption('--out <dir>', 'output directory')

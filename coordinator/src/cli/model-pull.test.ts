@@ -262,6 +262,32 @@ describe('fedssl-admin models pull --format', () => {
     await cli('runs', 'cancel', runId);
   });
 
+  it('models keep and prune: dry run by default, --apply deletes weights, a pruned version cannot be pulled', async () => {
+    expect((await cli('models', 'keep', 'real.r1')).out).toBe('real.r1 kept\n');
+    const dry = await cli('models', 'prune', '--retain', '1');
+    expect(dry.err).toBe('');
+    expect(dry.out).toContain('real.r1  keep  (marked-keep)\n');
+    expect(dry.out).toContain('real.r2  prune\n');
+    expect(dry.out).toContain('real.tampered  keep  (latest-of-run)\n');
+    expect(dry.out).toMatch(
+      /would prune 1 version\(s\), \d+ bytes \(retain 1\); dry run, pass --apply to delete\n$/,
+    );
+    const store = running.app.get(ModelStoreService);
+    expect(store.hasWeights('real.r2')).toBe(true);
+
+    const applied = JSON.parse((await cli('--json', 'models', 'prune', '--retain', '1', '--apply')).out);
+    expect(applied).toMatchObject({ dryRun: false, retain: 1, pruned: ['real.r2'] });
+    expect(store.hasWeights('real.r2')).toBe(false);
+    const r = await cli('models', 'pull', '--version', 'real.r2', '--out', join(dir, 'pruned'));
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(
+      'error: MODEL_WEIGHTS_NOT_FOUND: the weights of real.r2 were deleted by the retention policy; its signed manifest is kept (HTTP 404 GET /models/real.r2/weights)\n',
+    );
+    expect(existsSync(join(dir, 'pruned'))).toBe(false);
+    // The manifest is still served.
+    expect((await cli('--json', 'models', 'list')).out).toContain('"version": "real.r2"');
+  });
+
   it('refuses an unknown format', async () => {
     const r = await cli(
       'models',

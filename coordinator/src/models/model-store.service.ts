@@ -35,6 +35,8 @@ import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 
 export const WEIGHTS_FILE = 'weights.fsw';
 export const MANIFEST_FILE = 'manifest.json';
+/** Files converted from a version for download (TF.js, safetensors, model card); derived, deletable. */
+export const EXPORTS_DIR = 'exports';
 const TMP_PREFIX = '.tmp-';
 
 /** Everything needed to publish one global model version. */
@@ -187,7 +189,7 @@ export class ModelStoreService {
    */
   readWeights(version: string): NamedTensors {
     const manifest = this.requireManifest(version).manifest;
-    const bytes = new Uint8Array(readFileSync(this.weightsPath(version)));
+    const bytes = new Uint8Array(readFileSync(this.requireWeightsPath(version)));
     if (sha256Hex(bytes) !== manifest.weightsSha256) {
       throw new FedsslError(
         'MODEL_HASH_MISMATCH',
@@ -216,7 +218,7 @@ export class ModelStoreService {
     }
     const n = Math.min(length, size - offset);
     const out = new Uint8Array(n);
-    const fd = openSync(this.weightsPath(version), 'r');
+    const fd = openSync(this.requireWeightsPath(version), 'r');
     try {
       if (fstatSync(fd).size !== size) {
         throw new FedsslError('MODEL_HASH_MISMATCH', `stored weights of ${version} have the wrong size`);
@@ -236,6 +238,55 @@ export class ModelStoreService {
   /** Path of a version's encoded weights (for streaming responses). */
   weightsPath(version: string): string {
     return join(this.dir(version), WEIGHTS_FILE);
+  }
+
+  /** False when the version's weights were pruned (or it does not exist). */
+  hasWeights(version: string): boolean {
+    return isValidVersion(version) && existsSync(this.weightsPath(version));
+  }
+
+  /**
+   * {@link weightsPath} of a published version whose weights are still there.
+   * @throws FedsslError MODEL_VERSION_NOT_FOUND, MODEL_WEIGHTS_NOT_FOUND (pruned)
+   */
+  requireWeightsPath(version: string): string {
+    this.requireManifest(version);
+    const file = this.weightsPath(version);
+    if (!existsSync(file)) {
+      throw new FedsslError(
+        'MODEL_WEIGHTS_NOT_FOUND',
+        `the weights of ${version} were deleted by the retention policy; its signed manifest is kept`,
+        { version },
+      );
+    }
+    return file;
+  }
+
+  /** Directory for files converted from a version (created on demand by the exporter). */
+  exportsDir(version: string): string {
+    return join(this.dir(version), EXPORTS_DIR);
+  }
+
+  /**
+   * Retention: deletes a version's weights and exports, keeping its signed manifest (the parent
+   * hash chain stays readable). Idempotent.
+   * @returns bytes freed.
+   */
+  deleteWeights(version: string): number {
+    this.requireManifest(version);
+    let freed = 0;
+    const file = this.weightsPath(version);
+    if (existsSync(file)) {
+      freed += statSync(file).size;
+      rmSync(file, { force: true });
+    }
+    const exports = this.exportsDir(version);
+    if (existsSync(exports)) {
+      for (const f of readdirSync(exports)) freed += statSync(join(exports, f)).size;
+      rmSync(exports, { recursive: true, force: true });
+    }
+    this.log.info({ version, bytesFreed: freed }, 'model weights pruned');
+    return freed;
   }
 
   /** All published versions, oldest first (by createdAt, then version). */

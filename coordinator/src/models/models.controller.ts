@@ -24,7 +24,7 @@ export class ModelsController {
   @Header('Content-Type', 'application/octet-stream')
   weights(@Param('version') version: string): StreamableFile {
     const { manifest } = this.store.requireManifest(version);
-    return new StreamableFile(createReadStream(this.store.weightsPath(version)), {
+    return new StreamableFile(createReadStream(this.store.requireWeightsPath(version)), {
       length: manifest.weightsBytes,
     });
   }
