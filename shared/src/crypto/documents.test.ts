@@ -53,6 +53,7 @@ const task: Task = {
     metadataWeight: 0.5,
     localUpdate: 'replace',
     fedemaScaler: 1,
+    updateEncoding: 'float32',
     augmentation: {
       randomResizedCrop: { enabled: true, scaleMin: 0.3, scaleMax: 1 },
       horizontalFlip: { enabled: true, probability: 0.5 },
