@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { fromBase64, toBase64 } from '@fedssl/shared/crypto';
+import { fromBase64, keyId, toBase64 } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import {
   PROTOCOL_VERSION,
@@ -134,8 +134,10 @@ export class EnrollmentService {
           siteId: pending.id,
         });
       }
-      const holder = await this.repo.getBySigningKey(signingPublicKey);
-      if (holder && holder.id !== pending.id) {
+      const holder =
+        (await this.repo.getBySigningKey(signingPublicKey))?.id ??
+        (await this.repo.siteOfKey(signingPublicKey));
+      if (holder !== undefined && holder !== pending.id) {
         throw new FedsslError(
           'ENROLLMENT_KEY_IN_USE',
           'this signing key is already registered to another site; generate new keys',
@@ -152,6 +154,15 @@ export class EnrollmentService {
         { signingPublicKey, boxPublicKey, agentVersion: req.agentVersion },
         now.toISOString(),
       );
+      if ((await this.repo.siteOfKey(signingPublicKey)) === undefined) {
+        await this.repo.insertKey({
+          siteId: pending.id,
+          keyId: keyId(fromBase64(signingPublicKey, 32)),
+          signingPublicKey,
+          boxPublicKey,
+          createdAt: now.toISOString(),
+        });
+      }
       await this.audit.append(`site:${pending.id}`, 'site.enrolled', pending.id, {
         siteName: pending.name,
         agentVersion: req.agentVersion,

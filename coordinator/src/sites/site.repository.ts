@@ -1,5 +1,18 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { fromBase64, keyId } from '@fedssl/shared/crypto';
 import { SQL_STORE, type SqlStore } from '../store/sql-store';
+
+/** One signing + box key pair a site has registered (the first at enrollment, then one per rotation). */
+export interface SiteKeyRecord {
+  keyId: string;
+  signingPublicKey: string;
+  boxPublicKey: string;
+  createdAt: string;
+  /** When a rotation replaced it; null for the site's current key. */
+  retiredAt: string | null;
+  /** End of its grace period; null for the current key. */
+  validUntil: string | null;
+}
 
 /** A site as the registry reports it (the `GET /sites` shape, minus `online`). */
 export interface SiteRecord {
@@ -17,6 +30,8 @@ export interface SiteRecord {
   agentVersion: string | null;
   backend: string | null;
   exampleCount: number | null;
+  /** Every key the site registered, oldest first; the last one is `signingPublicKey`'s. */
+  keys: SiteKeyRecord[];
 }
 
 /** One enrollment token row (only the SHA-256 of the token is ever stored). */
@@ -56,6 +71,16 @@ export const SITES_MIGRATIONS: readonly string[] = [
      used_at TEXT
    );
    CREATE INDEX enrollment_tokens_site ON enrollment_tokens(site_id);`,
+  `CREATE TABLE site_keys (
+     key_id TEXT PRIMARY KEY,
+     site_id TEXT NOT NULL REFERENCES sites(id),
+     signing_public_key TEXT NOT NULL UNIQUE,
+     box_public_key TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     retired_at TEXT,
+     valid_until TEXT
+   );
+   CREATE INDEX site_keys_site ON site_keys(site_id);`,
 ];
 
 interface SiteRow {
@@ -73,7 +98,30 @@ interface SiteRow {
   example_count: number | null;
 }
 
-function toRecord(r: SiteRow): SiteRecord {
+interface SiteKeyRow {
+  site_id: string;
+  key_id: string;
+  signing_public_key: string;
+  box_public_key: string;
+  created_at: string;
+  retired_at: string | null;
+  valid_until: string | null;
+}
+
+function toKeyRecord(r: SiteKeyRow): SiteKeyRecord {
+  return {
+    keyId: r.key_id,
+    signingPublicKey: r.signing_public_key,
+    boxPublicKey: r.box_public_key,
+    createdAt: r.created_at,
+    retiredAt: r.retired_at,
+    validUntil: r.valid_until,
+  };
+}
+
+const KEY_ORDER = 'ORDER BY created_at, retired_at IS NULL, key_id';
+
+function toRecord(r: SiteRow, keys: SiteKeyRecord[]): SiteRecord {
   return {
     id: r.id,
     name: r.name,
@@ -87,6 +135,7 @@ function toRecord(r: SiteRow): SiteRecord {
     agentVersion: r.agent_version,
     backend: r.backend,
     exampleCount: r.example_count,
+    keys,
   };
 }
 
@@ -101,31 +150,103 @@ const TOKEN_COLUMNS =
 export class SiteRepository {
   constructor(@Inject(SQL_STORE) private readonly db: SqlStore) {}
 
-  /** Applies this component's migrations. */
+  /** Applies this component's migrations, then gives sites enrolled before key history a first key row. */
   async init(): Promise<this> {
     await this.db.migrate(SITES_COMPONENT, SITES_MIGRATIONS);
+    const missing = await this.db.query<SiteRow>(
+      'SELECT * FROM sites WHERE signing_public_key IS NOT NULL AND id NOT IN (SELECT site_id FROM site_keys)',
+    );
+    for (const r of missing) {
+      let id: string;
+      try {
+        id = keyId(fromBase64(r.signing_public_key!, 32));
+      } catch {
+        continue; // not a key (hand-made row): nothing to carry over
+      }
+      await this.insertKey({
+        siteId: r.id,
+        keyId: id,
+        signingPublicKey: r.signing_public_key!,
+        boxPublicKey: r.box_public_key ?? '',
+        createdAt: r.enrolled_at ?? r.created_at,
+      });
+    }
     return this;
   }
 
+  private async withKeys(r: SiteRow | undefined): Promise<SiteRecord | undefined> {
+    return r && toRecord(r, await this.listKeys(r.id));
+  }
+
   async get(id: string): Promise<SiteRecord | undefined> {
-    const r = await this.db.one<SiteRow>('SELECT * FROM sites WHERE id = $1', [id]);
-    return r && toRecord(r);
+    return this.withKeys(await this.db.one<SiteRow>('SELECT * FROM sites WHERE id = $1', [id]));
   }
 
   async getByName(name: string): Promise<SiteRecord | undefined> {
-    const r = await this.db.one<SiteRow>('SELECT * FROM sites WHERE name = $1', [name]);
-    return r && toRecord(r);
+    return this.withKeys(await this.db.one<SiteRow>('SELECT * FROM sites WHERE name = $1', [name]));
   }
 
   async getBySigningKey(signingPublicKey: string): Promise<SiteRecord | undefined> {
-    const r = await this.db.one<SiteRow>('SELECT * FROM sites WHERE signing_public_key = $1', [
-      signingPublicKey,
-    ]);
-    return r && toRecord(r);
+    return this.withKeys(
+      await this.db.one<SiteRow>('SELECT * FROM sites WHERE signing_public_key = $1', [signingPublicKey]),
+    );
   }
 
   async list(): Promise<SiteRecord[]> {
-    return (await this.db.query<SiteRow>('SELECT * FROM sites ORDER BY created_at, id')).map(toRecord);
+    const rows = await this.db.query<SiteRow>('SELECT * FROM sites ORDER BY created_at, id');
+    const keys = new Map<string, SiteKeyRecord[]>();
+    for (const k of await this.db.query<SiteKeyRow>(`SELECT * FROM site_keys ${KEY_ORDER}`)) {
+      const list = keys.get(k.site_id) ?? [];
+      list.push(toKeyRecord(k));
+      keys.set(k.site_id, list);
+    }
+    return rows.map((r) => toRecord(r, keys.get(r.id) ?? []));
+  }
+
+  /** A site's keys, oldest first (the current one last). */
+  async listKeys(siteId: string): Promise<SiteKeyRecord[]> {
+    return (
+      await this.db.query<SiteKeyRow>(`SELECT * FROM site_keys WHERE site_id = $1 ${KEY_ORDER}`, [siteId])
+    ).map(toKeyRecord);
+  }
+
+  /** The site that ever registered this signing key, if any (keys are never reused). */
+  async siteOfKey(signingPublicKey: string): Promise<string | undefined> {
+    const r = await this.db.one<{ site_id: string }>(
+      'SELECT site_id FROM site_keys WHERE signing_public_key = $1',
+      [signingPublicKey],
+    );
+    return r?.site_id;
+  }
+
+  async insertKey(k: {
+    siteId: string;
+    keyId: string;
+    signingPublicKey: string;
+    boxPublicKey: string;
+    createdAt: string;
+  }): Promise<void> {
+    await this.db.execute(
+      'INSERT INTO site_keys (key_id, site_id, signing_public_key, box_public_key, created_at) VALUES ($1, $2, $3, $4, $5)',
+      [k.keyId, k.siteId, k.signingPublicKey, k.boxPublicKey, k.createdAt],
+    );
+  }
+
+  /** Marks a site's current key replaced, accepted until `validUntil`. */
+  async retireKey(siteId: string, keyId: string, retiredAt: string, validUntil: string): Promise<void> {
+    await this.db.execute(
+      'UPDATE site_keys SET retired_at = $1, valid_until = $2 WHERE site_id = $3 AND key_id = $4 AND retired_at IS NULL',
+      [retiredAt, validUntil, siteId, keyId],
+    );
+  }
+
+  /** Points the site at its new current keys. */
+  async setCurrentKeys(siteId: string, signingPublicKey: string, boxPublicKey: string): Promise<void> {
+    await this.db.execute('UPDATE sites SET signing_public_key = $1, box_public_key = $2 WHERE id = $3', [
+      signingPublicKey,
+      boxPublicKey,
+      siteId,
+    ]);
   }
 
   async insertPending(id: string, name: string, createdAt: string): Promise<void> {

@@ -72,9 +72,9 @@ export function storeConformance(
     });
 
     it('records each migration once and re-running is a no-op', async () => {
-      expect(await db.appliedVersions('sites')).toEqual([1]);
+      expect(await db.appliedVersions('sites')).toEqual([1, 2]);
       await new SiteRepository(db).init();
-      expect(await db.appliedVersions('sites')).toEqual([1]);
+      expect(await db.appliedVersions('sites')).toEqual([1, 2]);
       expect(await db.appliedVersions('audit')).toEqual([1]);
     });
 
@@ -117,6 +117,57 @@ export function storeConformance(
         agentVersion: '1.0',
       });
       await expect(sites.insertPending('site-2', 'St Mary', 't')).rejects.toThrow(); // names are unique
+      // Key history: the current key last; a rotation retires it with a grace period.
+      await sites.insertKey({
+        siteId: 'site-1',
+        keyId: 'k1',
+        signingPublicKey: 'SK',
+        boxPublicKey: 'BK',
+        createdAt: 't1',
+      });
+      await sites.retireKey('site-1', 'k1', 't5', 't6');
+      await sites.insertKey({
+        siteId: 'site-1',
+        keyId: 'k2',
+        signingPublicKey: 'SK2',
+        boxPublicKey: 'BK2',
+        createdAt: 't5',
+      });
+      await sites.setCurrentKeys('site-1', 'SK2', 'BK2');
+      await expect(
+        sites.insertKey({
+          siteId: 'site-1',
+          keyId: 'k3',
+          signingPublicKey: 'SK',
+          boxPublicKey: 'B',
+          createdAt: 't7',
+        }),
+      ).rejects.toThrow(); // a key is registered once
+      expect(await sites.siteOfKey('SK')).toBe('site-1');
+      expect(await sites.siteOfKey('nope')).toBeUndefined();
+      expect(await sites.get('site-1')).toMatchObject({
+        signingPublicKey: 'SK2',
+        boxPublicKey: 'BK2',
+        keys: [
+          {
+            keyId: 'k1',
+            signingPublicKey: 'SK',
+            boxPublicKey: 'BK',
+            createdAt: 't1',
+            retiredAt: 't5',
+            validUntil: 't6',
+          },
+          {
+            keyId: 'k2',
+            signingPublicKey: 'SK2',
+            boxPublicKey: 'BK2',
+            createdAt: 't5',
+            retiredAt: null,
+            validUntil: null,
+          },
+        ],
+      });
+      expect((await sites.list())[0]?.keys.map((k) => k.keyId)).toEqual(['k1', 'k2']);
       await sites.setRevoked('site-1', 'lost laptop', 't4');
       expect((await sites.get('site-1'))?.status).toBe('revoked');
       expect((await sites.list()).map((s) => s.id)).toEqual(['site-1']);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import type { SiteRecord } from '../site.repository';
+import { siteKeyStatus, type SiteKeyStatus } from '../site-keys';
+import type { SiteKeyRecord, SiteRecord } from '../site.repository';
 
 /** `POST /enrollment-tokens` body. */
 export const createEnrollmentTokenSchema = z
@@ -23,10 +24,13 @@ export type CreateEnrollmentTokenDto = z.output<typeof createEnrollmentTokenSche
 export const revokeSiteSchema = z.object({ reason: z.string().min(1).max(500) }).strict();
 export type RevokeSiteDto = z.output<typeof revokeSiteSchema>;
 
-/** A site as `GET /sites` returns it. */
-export type SiteResponse = SiteRecord & { online: boolean };
+/** One site key as the API lists it: its life-cycle status at the time of the request. */
+export type SiteKeyResponse = SiteKeyRecord & { status: SiteKeyStatus };
 
-/** Pure mapper from the registry record to the API shape. */
-export function toSiteResponse(site: SiteRecord, online: boolean): SiteResponse {
-  return { ...site, online };
+/** A site as `GET /sites` returns it. */
+export type SiteResponse = Omit<SiteRecord, 'keys'> & { online: boolean; keys: SiteKeyResponse[] };
+
+/** Pure mapper from the registry record to the API shape (`nowMs` decides each key's status). */
+export function toSiteResponse(site: SiteRecord, online: boolean, nowMs: number): SiteResponse {
+  return { ...site, online, keys: site.keys.map((k) => ({ ...k, status: siteKeyStatus(k, nowMs) })) };
 }
