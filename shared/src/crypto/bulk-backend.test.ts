@@ -12,7 +12,7 @@ import {
   setBulkBackend,
   tweetnaclBulk,
 } from './bulk-backend';
-import { openUpdate, sealUpdate } from './envelope';
+import { UpdateOpener, openUpdate, sealUpdate } from './envelope';
 import { generatePartyKeys } from './keys';
 
 const native = loadNativeBulk();
@@ -44,6 +44,9 @@ describe.runIf(native !== null)('sodium-native secretbox against tweetnacl (refe
         expect(hex(got)).toBe(hex(expected));
         expect(hex(tweetnaclBulk.open(got, nonce, key))).toBe(hex(m));
         expect(hex(sodium.open(expected, nonce, key))).toBe(hex(m));
+        const into = new Uint8Array(m.length);
+        expect(sodium.openInto(expected, nonce, key, into)).toBe(true);
+        expect(hex(into)).toBe(hex(m));
       }),
       { numRuns: 150 },
     );
@@ -65,6 +68,10 @@ describe.runIf(native !== null)('sodium-native secretbox against tweetnacl (refe
         otherNonce[23]! ^= 1;
         expect(sodium.open(c, otherNonce, key)).toBeNull();
         expect(sodium.open(c.subarray(0, 15), nonce, key)).toBeNull();
+        const out = new Uint8Array(m.length).fill(0xa5);
+        expect(sodium.openInto(bad, nonce, key, out)).toBe(false);
+        expect(tweetnaclBulk.openInto(bad, nonce, key, out)).toBe(false);
+        expect(out.every((b) => b === 0xa5)).toBe(true); // untouched on failure
       }),
       { numRuns: 100 },
     );
@@ -146,6 +153,41 @@ describe('backend selection and the tweetnacl fallback', () => {
     const byAuto = seal(plaintext);
     setBulkBackend('tweetnacl');
     expect(open(byAuto)).toEqual(plaintext);
+  });
+
+  it('UpdateOpener.openChunkInto decrypts in place like openChunk, on both backends, and fails closed', () => {
+    const plaintext = new Uint8Array(randomBytes(10_000));
+    for (const backend of ['tweetnacl', 'auto'] as const) {
+      setBulkBackend(backend);
+      const s = seal(plaintext);
+      const opener = new UpdateOpener(s.header, coordinator.box.secretKey);
+      const out = new Uint8Array(plaintext.length);
+      s.chunks.forEach((c, i) =>
+        opener.openChunkInto(i, c, out.subarray(i * 4096, i * 4096 + c.length - 16)),
+      );
+      opener.finish();
+      expect(hex(out)).toBe(hex(plaintext));
+
+      const wrongSize = new UpdateOpener(s.header, coordinator.box.secretKey);
+      expect(() => wrongSize.openChunkInto(0, s.chunks[0]!, new Uint8Array(10))).toThrow(
+        'out: expected 4096 bytes for chunk 0, got 10',
+      );
+      const tampered = new UpdateOpener(s.header, coordinator.box.secretKey);
+      const bad = Uint8Array.from(s.chunks[1]!);
+      bad[100]! ^= 1;
+      tampered.openChunkInto(0, s.chunks[0]!, new Uint8Array(4096));
+      let code = '';
+      try {
+        tampered.openChunkInto(1, bad, new Uint8Array(4096));
+      } catch (e) {
+        code = isFedsslError(e) ? e.code : 'foreign';
+      }
+      expect(code).toBe('ENVELOPE_CHUNK_INVALID');
+      // Poisoned: even the genuine chunk is refused now.
+      expect(() => tampered.openChunkInto(1, s.chunks[1]!, new Uint8Array(4096))).toThrow(
+        'update chunk failed authentication',
+      );
+    }
   });
 
   it('FEDSSL_BULK_CRYPTO picks the backend at first use (fresh module instance)', async () => {

@@ -21,6 +21,11 @@ export interface BulkBackend {
   seal(plaintext: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array;
   /** secretbox.open: the plaintext, or `null` when authentication fails. */
   open(ciphertext: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array | null;
+  /**
+   * secretbox.open into `out` (exactly `ciphertext.length − 16` bytes), saving a copy on
+   * the ingest path. False when authentication fails; `out` is then left unchanged.
+   */
+  openInto(ciphertext: Uint8Array, nonce: Uint8Array, key: Uint8Array, out: Uint8Array): boolean;
 }
 
 /** The part of sodium-native's API used here (the package ships no types). */
@@ -36,7 +41,24 @@ export const tweetnaclBulk: BulkBackend = {
   name: 'tweetnacl',
   seal: (m, n, k) => nacl.secretbox(m, n, k),
   open: (c, n, k) => nacl.secretbox.open(c, n, k),
+  openInto(c, n, k, out) {
+    if (c.length < TAG) return false;
+    checkOut(c, out);
+    const m = nacl.secretbox.open(c, n, k);
+    if (m === null) return false;
+    out.set(m);
+    return true;
+  },
 };
+
+function checkOut(ciphertext: Uint8Array, out: Uint8Array): void {
+  if (out.length !== ciphertext.length - TAG) {
+    throw new FedsslError(
+      'CRYPTO_INVALID_ARGUMENT',
+      `secretbox: expected an output of ${ciphertext.length - TAG} bytes, got ${out.length}`,
+    );
+  }
+}
 
 // tweetnacl checks key and nonce sizes itself; libsodium would read past short buffers,
 // so the native path checks them here with the same outcome (a thrown error).
@@ -63,6 +85,12 @@ function sodiumBulk(sodium: SodiumSecretbox): BulkBackend {
       if (c.length < TAG) return null;
       const m = new Uint8Array(c.length - TAG);
       return sodium.crypto_secretbox_open_easy(m, c, n, k) ? m : null;
+    },
+    openInto(c, n, k, out) {
+      checkSizes(n, k);
+      if (c.length < TAG) return false;
+      checkOut(c, out);
+      return sodium.crypto_secretbox_open_easy(out, c, n, k);
     },
   };
 }

@@ -36,3 +36,13 @@ export function sealChunkData(plaintext: Uint8Array, nonce: Uint8Array, key: Uin
 export function openChunkData(ciphertext: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array | null {
   return bulkBackend().open(ciphertext, nonce, key);
 }
+
+/** Open one chunk into `out` (exactly 16 bytes shorter than the chunk); false when authentication fails. */
+export function openChunkDataInto(
+  ciphertext: Uint8Array,
+  nonce: Uint8Array,
+  key: Uint8Array,
+  out: Uint8Array,
+): boolean {
+  return bulkBackend().openInto(ciphertext, nonce, key, out);
+}

@@ -13,6 +13,7 @@ import {
   NONCE_PREFIX_BYTES,
   chunkNonce,
   openChunkData,
+  openChunkDataInto,
   sealChunkData,
 } from './chunk-cipher';
 import { createSha512, type IncrementalHash } from './hash';
@@ -275,6 +276,42 @@ export class UpdateOpener {
    *   ENVELOPE_CHUNK_INVALID if the chunk does not authenticate at this position.
    */
   openChunk(index: number, ciphertext: Uint8Array): Uint8Array {
+    const key = this.checkNext(index, ciphertext);
+    // Length is checked first only to avoid work; the message is the same as a MAC failure.
+    const plain =
+      ciphertext.length === this.plainLength(index) + CHUNK_TAG_BYTES
+        ? openChunkData(ciphertext, chunkNonce(this.noncePrefix, index, this.header.chunkCount), key)
+        : null;
+    if (plain === null) this.fail(new FedsslError('ENVELOPE_CHUNK_INVALID', CHUNK_AUTH_FAILED, { index }));
+    this.accept(ciphertext);
+    return plain;
+  }
+
+  /**
+   * {@link openChunk} writing the plaintext into `out` (the chunk's place in a buffer the
+   * caller owns), so a whole update is decrypted without a copy per chunk. On failure `out`
+   * may hold nothing useful and the opener is poisoned, as with {@link openChunk}.
+   * @throws FedsslError as {@link openChunk}; CRYPTO_INVALID_ARGUMENT if `out` is not
+   *   exactly this chunk's plaintext length.
+   */
+  openChunkInto(index: number, ciphertext: Uint8Array, out: Uint8Array): void {
+    const key = this.checkNext(index, ciphertext);
+    const expected = this.plainLength(index);
+    if (out.length !== expected) {
+      throw new FedsslError(
+        'CRYPTO_INVALID_ARGUMENT',
+        `out: expected ${expected} bytes for chunk ${index}, got ${out.length}`,
+      );
+    }
+    const ok =
+      ciphertext.length === expected + CHUNK_TAG_BYTES &&
+      openChunkDataInto(ciphertext, chunkNonce(this.noncePrefix, index, this.header.chunkCount), key, out);
+    if (!ok) this.fail(new FedsslError('ENVELOPE_CHUNK_INVALID', CHUNK_AUTH_FAILED, { index }));
+    this.accept(ciphertext);
+  }
+
+  /** Order and state checks shared by both open calls; returns the content key. */
+  private checkNext(index: number, ciphertext: Uint8Array): Uint8Array {
     if (this.failure) throw this.failure;
     const count = this.header.chunkCount;
     if (!Number.isSafeInteger(index) || index < 0 || index >= count || this.finished) {
@@ -296,15 +333,12 @@ export class UpdateOpener {
     assertBytes(ciphertext, undefined, 'ciphertext');
     if (this.key === null)
       throw new FedsslError('CRYPTO_INVALID_ARGUMENT', 'UpdateOpener used after dispose()');
-    // Length is checked first only to avoid work; the message is the same as a MAC failure.
-    const plain =
-      ciphertext.length === this.plainLength(index) + CHUNK_TAG_BYTES
-        ? openChunkData(ciphertext, chunkNonce(this.noncePrefix, index, count), this.key)
-        : null;
-    if (plain === null) this.fail(new FedsslError('ENVELOPE_CHUNK_INVALID', CHUNK_AUTH_FAILED, { index }));
+    return this.key;
+  }
+
+  private accept(ciphertext: Uint8Array): void {
     this.hash.update(ciphertext);
     this.next++;
-    return plain;
   }
 
   /**
