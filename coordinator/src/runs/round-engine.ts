@@ -24,6 +24,8 @@ import {
 } from './run.types';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { privacySpent } from '../privacy/privacy-report';
+import { faultPoint } from '../faults/fault-hook';
+import { isOutOfSpace } from '../faults/storage-full';
 import { assertStartable } from './run-config';
 
 /** Where the engine appends its audit entries (the AuditLog satisfies it). */
@@ -97,6 +99,8 @@ function runHyperparameters(run: RunRecord): ModelHyperparameters {
 export class RoundEngine {
   private readonly log: Logger;
   private readonly deadlines = new Map<string, CancelTimer>();
+  /** Runs whose aggregation waits for disk space: the retry timer and the retries so far. */
+  private readonly deferred = new Map<string, { cancel: CancelTimer; retries: number }>();
   /** Runs whose open round waits for sites, with the online count last logged. */
   private readonly waiting = new Map<string, number>();
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -123,6 +127,8 @@ export class RoundEngine {
     this.d.presence.off('revoked', this.onRevoked);
     for (const cancel of this.deadlines.values()) cancel();
     this.deadlines.clear();
+    for (const d of this.deferred.values()) d.cancel();
+    this.deferred.clear();
     this.waiting.clear();
   }
 
@@ -644,8 +650,38 @@ export class RoundEngine {
   async updateAccepted(taskId: string): Promise<void> {
     const task = await this.d.repo.getTask(taskId);
     if (!task) return;
-    await this.exclusive(task.runId, () => this.checkComplete(task.runId, task.round, task.attempt));
+    try {
+      await this.exclusive(task.runId, () => this.checkComplete(task.runId, task.round, task.attempt));
+    } catch (e) {
+      // The update is stored and accepted whatever happens next; a full disk must not turn the
+      // uploader's commit into an error. Other failures still surface.
+      if (!this.deferOnFullDisk(task.runId, task.round, e)) throw e;
+    }
     this.kickWaiting(task.runId);
+  }
+
+  /**
+   * Out of space while aggregating or publishing: the round stays `aggregating` (its accepted
+   * updates are on disk) and is tried again with a growing delay, so it completes once space
+   * is freed. Returns false for any other error.
+   */
+  private deferOnFullDisk(runId: string, round: number, e: unknown): boolean {
+    if (!(isOutOfSpace(e) || (isFedsslErrorLike(e) && e.code === 'STORAGE_FULL'))) return false;
+    const retries = (this.deferred.get(runId)?.retries ?? 0) + 1;
+    const delayMs = Math.min(60_000, 1000 * 2 ** Math.min(retries - 1, 6));
+    this.log.error(
+      { runId, round, retryInMs: delayMs, err: e instanceof Error ? e.message : String(e) },
+      'aggregation deferred: data directory full',
+    );
+    this.deferred.get(runId)?.cancel();
+    const cancel = this.d.clock.schedule(delayMs, () =>
+      this.background(
+        this.exclusive(runId, () => this.advance(runId, false)),
+        'deferred aggregation',
+      ),
+    );
+    this.deferred.set(runId, { cancel, retries });
+    return true;
   }
 
   private async checkComplete(runId: string, roundNo: number, attempt: number): Promise<void> {
@@ -754,6 +790,7 @@ export class RoundEngine {
         timed(true);
       } catch (e) {
         timed(false);
+        if (this.deferOnFullDisk(runId, round.round, e)) return;
         const reason = `aggregation failed: ${isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : String(e)}`;
         this.log.error({ runId, round: round.round, err: e }, 'aggregation failed');
         await this.d.repo.updateRound(runId, round.round, round.attempt, { state: 'training' });
@@ -761,10 +798,13 @@ export class RoundEngine {
         return;
       }
     }
+    // Crash here in the faults suite: the version is on disk, the store does not say so yet.
+    faultPoint('aggregation.after-publish', { runId, round: round.round });
+    this.deferred.delete(runId);
     const publishedAt = this.iso();
     const published = manifest;
     const privacy = await privacySpent(this.d.repo, run);
-    await this.d.repo.transaction(async () => {
+    const marked = this.d.repo.transaction(async () => {
       await this.d.repo.updateRound(runId, round.round, round.attempt, {
         state: 'published',
         publishedAt,
@@ -778,12 +818,27 @@ export class RoundEngine {
         version,
         sha256: published.manifest.weightsSha256,
         sites: published.manifest.sites.map((s) => s.siteId),
-        ...(privacy ? { privacy: { epsilon: privacy.epsilon, delta: privacy.delta, releases: privacy.releases } } : {}),
+        ...(privacy
+          ? { privacy: { epsilon: privacy.epsilon, delta: privacy.delta, releases: privacy.releases } }
+          : {}),
       });
     });
+    try {
+      await marked;
+    } catch (e) {
+      // A full database: the version is on disk and is picked up again by the retry.
+      if (this.deferOnFullDisk(runId, round.round, e)) return;
+      throw e;
+    }
     if (privacy)
       this.log.info(
-        { runId, round: round.round, epsilon: privacy.epsilon, delta: privacy.delta, releases: privacy.releases },
+        {
+          runId,
+          round: round.round,
+          epsilon: privacy.epsilon,
+          delta: privacy.delta,
+          releases: privacy.releases,
+        },
         'privacy spent',
       );
     this.log.info(
@@ -800,6 +855,8 @@ export class RoundEngine {
 
   /** Folds accepted updates, read back from disk one at a time in siteId order, and publishes. */
   private async foldAndPublish(run: RunRecord, round: RoundRow, version: string) {
+    // Crash (or full disk) here in the faults suite: the round is `aggregating`, nothing published.
+    faultPoint('aggregation.before-publish', { runId: run.id, round: round.round });
     const sources: UpdateSource[] = [];
     for (const u of await this.d.repo.listUpdates(run.id, round.round, round.attempt)) {
       if ((await this.d.sites.get(u.siteId))?.status !== 'enrolled') {
