@@ -166,13 +166,14 @@ export class ModelStoreService {
   /** The signed manifest of a version, or undefined when it does not exist. */
   getManifest(version: string): SignedModelManifest | undefined {
     const cached = this.manifests.get(version);
-    if (cached) return cached;
+    // Served signed by the current key: versions outlive coordinator key rotations.
+    if (cached) return this.keys.currentManifest(cached);
     if (!isValidVersion(version)) return undefined;
     const file = join(this.dir(version), MANIFEST_FILE);
     if (!existsSync(file)) return undefined;
     const signed = signedModelManifestSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
     this.manifests.set(version, signed);
-    return signed;
+    return this.keys.currentManifest(signed);
   }
 
   /** Like {@link getManifest} but throws MODEL_VERSION_NOT_FOUND. */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { fromBase64, verifyUpdateHeader } from '@fedssl/shared/crypto';
+import { updateHeaderSignedBy, verifyUpdateHeader } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import {
   uploadBeginSchema,
@@ -17,6 +17,7 @@ import type { RunRepository } from '../runs/run.repository';
 import type { TaskRow } from '../runs/run.types';
 import { chunkCiphertextLength, decodeDelta, openEnvelopeFile, type UpdateStore } from './update-store';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
+import { signingKeyFor } from '../sites/site-keys';
 
 /** Largest example count an update may claim. */
 export const MAX_EXAMPLE_COUNT = 1e9;
@@ -90,7 +91,11 @@ export class UploadService {
       const site = await this.d.sites.get(header.siteId);
       if (!site || site.signingPublicKey === '')
         throw new FedsslError('SITE_NOT_FOUND', `site ${header.siteId} is not registered`);
-      verifyUpdateHeader(header, signature, fromBase64(site.signingPublicKey, 32));
+      // The current key, or a replaced one in its grace period (SITE_KEY_EXPIRED after it).
+      const signer = signingKeyFor(site, this.d.clock.now(), (pk) =>
+        updateHeaderSignedBy(header, signature, pk),
+      );
+      verifyUpdateHeader(header, signature, signer);
       if (site.status === 'revoked') throw new FedsslError('SITE_REVOKED', `site ${site.id} is revoked`);
       if (site.status !== 'enrolled')
         throw new FedsslError('SITE_AUTH_FAILED', `site ${site.id} is not enrolled`);
@@ -257,7 +262,7 @@ export class UploadService {
       const plain = openEnvelopeFile(
         this.d.updates.partPath(s.uploadId),
         s.header,
-        this.d.keys.keys.box.secretKey,
+        this.d.keys.boxSecretKeyFor(s.header),
       );
       decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
     } catch (e) {
