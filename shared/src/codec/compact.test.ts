@@ -290,3 +290,24 @@ describe('decodeWeights rejects manifests that lie about compact tensors', () =>
     expect(e.message).toContain(message);
   });
 });
+
+describe('decodeWeights({ copy: false })', () => {
+  it('returns float32 views into the bytes when aligned, copies otherwise, same values either way', () => {
+    const bytes = encodeWeights(delta);
+    const views = decodeWeights(bytes, tensorSpecs(delta), { copy: false }).tensors;
+    const copies = decodeWeights(bytes, tensorSpecs(delta)).tensors;
+    views.forEach((t, i) => {
+      expect(Array.from(t.data)).toEqual(Array.from(copies[i]!.data));
+      expect(t.data.buffer).toBe(bytes.buffer);
+    });
+    expect(copies[0]!.data.buffer).not.toBe(bytes.buffer);
+    const shifted = new Uint8Array(bytes.length + 1);
+    shifted.set(bytes, 1);
+    const unaligned = decodeWeights(shifted.subarray(1), undefined, { copy: false }).tensors;
+    expect(unaligned[0]!.data.buffer).not.toBe(shifted.buffer);
+    expect(Array.from(unaligned[0]!.data)).toEqual(Array.from(copies[0]!.data));
+    // Compact dtypes always decode into fresh float32 memory.
+    const f16 = encodeWeights(delta, { dtype: 'float16' });
+    expect(decodeWeights(f16, undefined, { copy: false }).tensors[0]!.data.buffer).not.toBe(f16.buffer);
+  });
+});

@@ -23,6 +23,7 @@ export {
   readWeightManifest,
   tensorSpecs,
   weightsSha256,
+  type DecodeOptions,
   type DecodedWeights,
   type EncodeOptions,
 } from './weights';

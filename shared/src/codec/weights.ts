@@ -258,14 +258,27 @@ export function readWeightManifest(bytes: Uint8Array): { manifest: WeightManifes
   return { manifest: m as WeightManifest, dataStart };
 }
 
+export interface DecodeOptions {
+  /**
+   * false: float32 tensors may be views into `bytes` (when aligned and little-endian)
+   * instead of copies — for a caller that owns `bytes` and drops it after use (the
+   * coordinator's ingest). Default true.
+   */
+  copy?: boolean;
+}
+
 /**
  * Decode `fedssl-weights/1` bytes strictly, every dtype to float32. With `expect`, the
  * names, shapes and order must match exactly. Returned tensors own their memory (copies,
- * never unaligned views).
+ * never unaligned views) unless `options.copy` is false.
  * @throws FedsslError CODEC_MALFORMED, CODEC_UNSUPPORTED_DTYPE, CODEC_HASH_MISMATCH,
  *   MODEL_WEIGHTS_MISMATCH (with `expect`, naming the first offending tensor).
  */
-export function decodeWeights(bytes: Uint8Array, expect?: readonly TensorSpec[]): DecodedWeights {
+export function decodeWeights(
+  bytes: Uint8Array,
+  expect?: readonly TensorSpec[],
+  options: DecodeOptions = {},
+): DecodedWeights {
   const { manifest, dataStart } = readWeightManifest(bytes);
   const data = bytes.subarray(dataStart);
   // Padding must be zero so that the encoding stays canonical (one byte string per model).
@@ -286,6 +299,13 @@ export function decodeWeights(bytes: Uint8Array, expect?: readonly TensorSpec[])
     const src = data.subarray(t.offset, t.offset + t.byteLength);
     if (t.dtype !== 'float32') {
       return { name: t.name, shape: [...t.shape], data: decodeElements(t.name, src, t.dtype, t.scale ?? 0) };
+    }
+    if (options.copy === false && LITTLE_ENDIAN && src.byteOffset % 4 === 0) {
+      return {
+        name: t.name,
+        shape: [...t.shape],
+        data: new Float32Array(src.buffer, src.byteOffset, t.byteLength / 4),
+      };
     }
     const out = new Float32Array(t.byteLength / 4);
     if (LITTLE_ENDIAN) {
