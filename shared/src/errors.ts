@@ -67,6 +67,8 @@ export const ERROR_CODES = {
   SITE_KEY_EXPIRED: 5013,
   SITE_KEY_ROTATION_INVALID: 5014,
   COORDINATOR_KEY_EXPIRED: 5015,
+  /** An admin token past its `expiresAt`. */
+  ADMIN_TOKEN_EXPIRED: 5016,
   // 505x coordinator: store
   STORE_UNAVAILABLE: 5050,
   /** The coordinator's data directory (or its database) is out of space; retry once it is freed. */
@@ -87,6 +89,8 @@ export const ERROR_CODES = {
   UPLOAD_OUT_OF_ORDER: 6013,
   MODEL_VERSION_NOT_FOUND: 6014,
   UPDATE_TASK_NONCE_MISMATCH: 6015,
+  /** An update's signed createdAt is further from the coordinator's clock than the tolerance allows. */
+  UPDATE_CLOCK_SKEW: 6016,
   // 607x coordinator: aggregation strategies
   STRATEGY_STATE_INVALID: 6070,
   // 609x coordinator: model store
