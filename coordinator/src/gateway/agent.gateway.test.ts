@@ -4,7 +4,14 @@ import { Module, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import pino from 'pino';
 import { io, type Socket as ClientSocket } from 'socket.io-client';
-import { generatePartyKeys, signBytes, signTask, toBase64, type PartyKeys } from '@fedssl/shared/crypto';
+import {
+  describeCoordinatorKeys,
+  generatePartyKeys,
+  signBytes,
+  signTask,
+  toBase64,
+  type PartyKeys,
+} from '@fedssl/shared/crypto';
 import { tinyModelConfig, trainingConfigSchema } from '@fedssl/shared/model';
 import {
   AGENT_NAMESPACE,
@@ -15,6 +22,8 @@ import {
   type SignedTask,
 } from '@fedssl/shared/protocol';
 import { LOGGER } from '../config/config';
+import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { signingKeyFor, type SiteKeysView } from '../sites/site-keys';
 import { ModelStoreService } from '../models/model-store.service';
 import { RoundEngine } from '../runs/round-engine';
 import { PresenceService } from '../sites/presence.service';
@@ -64,6 +73,11 @@ describe('AgentGateway (real socket.io server on port 0)', () => {
   const dropped: string[] = [];
   const clients: ClientSocket[] = [];
   const siteKeys: PartyKeys = generatePartyKeys();
+  const coordinatorKeys = generatePartyKeys();
+  const keyChain = {
+    current: describeCoordinatorKeys(coordinatorKeys.signing.publicKey, coordinatorKeys.box.publicKey),
+    chain: [],
+  };
 
   beforeEach(async () => {
     sites.clear();
@@ -86,6 +100,8 @@ describe('AgentGateway (real socket.io server on port 0)', () => {
           provide: SiteRegistryService,
           useValue: strict<SiteRegistryService>('sites', {
             get: (id: string) => sites.get(id),
+            signingKeyFor: (site: SiteKeysView, verifies: (pk: Uint8Array) => boolean) =>
+              signingKeyFor(site, Date.now(), verifies),
             recordStatus: (siteId: string, status: AgentStatus) => statuses.push({ siteId, status }),
           }),
         },
@@ -98,6 +114,14 @@ describe('AgentGateway (real socket.io server on port 0)', () => {
           useValue: strict<UploadService>('uploads', { dropSite: (id: string) => dropped.push(id) }),
         },
         { provide: RoundEngine, useValue: strict<RoundEngine>('engine') },
+        {
+          provide: CoordinatorKeysService,
+          useValue: strict<CoordinatorKeysService>('keys', {
+            keyChain: () => keyChain,
+            on: () => undefined,
+            off: () => undefined,
+          }),
+        },
       ],
     })
     class TestModule {}
@@ -148,10 +172,18 @@ describe('AgentGateway (real socket.io server on port 0)', () => {
       error: { code: 'SITE_AUTH_FAILED', message: 'connection is not authenticated' },
     });
     const online = new Promise<string>((resolve) => presence.once('online', resolve));
+    const order: string[] = [];
+    c.on('keys:announce', (msg: unknown) => {
+      order.push('keys:announce');
+      expect(msg).toEqual(keyChain);
+    });
+    c.once('auth:ok', () => order.push('auth:ok'));
     c.emit('auth:response', {
       signature: signBytes(authChallengeBytes(challenge.nonce, 'site-a'), siteKeys.signing.secretKey),
     });
     const ok = await once<{ siteId: string }>(c, 'auth:ok');
+    // The key chain arrives before anything else, so the agent can follow a rotation first.
+    expect(order).toEqual(['keys:announce', 'auth:ok']);
     expect(ok.siteId).toBe('site-a');
     expect(await online).toBe('site-a');
     expect(presence.onlineSiteIds()).toEqual(['site-a']);

@@ -9,7 +9,7 @@ import {
 } from '@nestjs/websockets';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { fromBase64, toBase64, verifyBytes } from '@fedssl/shared/crypto';
+import { toBase64, verifyBytes } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import {
   AGENT_NAMESPACE,
@@ -25,6 +25,7 @@ import {
   type AckError,
 } from '@fedssl/shared/protocol';
 import { LOGGER } from '../config/config';
+import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { ModelStoreService } from '../models/model-store.service';
 import { RoundEngine } from '../runs/round-engine';
 import { formatIssues } from '../runs/run-config';
@@ -77,6 +78,12 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
   private readonly log: Logger;
   private readonly onRevoked = (siteId: string): void =>
     this.disconnectSite(siteId, 'SITE_REVOKED', 'site was revoked');
+  /** Every connected agent learns a coordinator key rotation at once (the chain, signed by the old key). */
+  private readonly onKeysRotated = (): void => {
+    const chain = this.keys.keyChain();
+    for (const siteId of this.presence.onlineSiteIds())
+      for (const s of this.transport.socketsOf(siteId)) s.emit('keys:announce', chain);
+  };
 
   constructor(
     @Inject(SiteRegistryService) private readonly sites: SiteRegistryService,
@@ -85,6 +92,7 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     @Inject(UploadService) private readonly uploads: UploadService,
     @Inject(RoundEngine) private readonly engine: RoundEngine,
     @Inject(SocketAgentTransport) private readonly transport: SocketAgentTransport,
+    @Inject(CoordinatorKeysService) private readonly keys: CoordinatorKeysService,
     @Inject(LOGGER) logger: Logger,
   ) {
     this.log = logger.child({ context: 'AgentGateway' });
@@ -92,10 +100,12 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   onModuleInit(): void {
     this.presence.on('revoked', this.onRevoked);
+    this.keys.on('rotated', this.onKeysRotated);
   }
 
   onModuleDestroy(): void {
     this.presence.off('revoked', this.onRevoked);
+    this.keys.off('rotated', this.onKeysRotated);
   }
 
   /** Refuses with a coded `error` event, then disconnects. */
@@ -160,11 +170,16 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     if (!siteId || !nonce || !site || site.status !== 'enrolled' || !parsed.success) {
       return this.refuse(socket, 'SITE_AUTH_FAILED', 'authentication failed');
     }
-    const ok = verifyBytes(
-      authChallengeBytes(nonce, siteId),
-      parsed.data.signature,
-      fromBase64(site.signingPublicKey, 32),
-    );
+    const challenge = authChallengeBytes(nonce, siteId);
+    let key: Uint8Array;
+    try {
+      // The current key, or a replaced one still in its grace period.
+      key = this.sites.signingKeyFor(site, (pk) => verifyBytes(challenge, parsed.data.signature, pk));
+    } catch (e) {
+      if (isFedsslErrorLike(e)) return this.refuse(socket, e.code, e.message);
+      throw e;
+    }
+    const ok = verifyBytes(challenge, parsed.data.signature, key);
     if (!ok)
       return this.refuse(
         socket,
@@ -172,6 +187,8 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
         'challenge signature does not verify against the registered site key',
       );
     socket.data.authenticated = true;
+    // Before anything signed by a newer key can reach the agent (socket.io keeps emit order).
+    socket.emit('keys:announce', this.keys.keyChain());
     this.transport.attach(siteId, socket);
     this.presence.markOnline(siteId, socket.id);
     this.log.info({ siteId }, 'agent authenticated');
