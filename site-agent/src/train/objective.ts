@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '@fedssl/shared/model';
-import { encoderForward, mlpForward } from '@fedssl/shared/model/tf';
+import { encoderForward, mlpForward, type MomentsReducer } from '@fedssl/shared/model/tf';
 
 /**
  * The training objective of the study, in one place for the trainer and the benchmarks:
@@ -17,15 +17,18 @@ export function byolPairLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
   return tf.mean(tf.sub(2, tf.mul(2, tf.sum(tf.mul(pn, zn), 1)))) as tf.Scalar;
 }
 
-/** Target projections of the two stacked global views (call outside the gradient tape). */
+/**
+ * Target projections of the two stacked global views (call outside the gradient tape).
+ * `reducer`: batch-norm moments shared with the other data-parallel workers.
+ */
 export function targetProjections(
   model: ModelConfig,
   target: Params,
   globals: tf.Tensor4D,
+  reducer?: MomentsReducer,
 ): [tf.Tensor2D, tf.Tensor2D] {
-  const tz = mlpForward('projector', target, encoderForward(model, target, globals, { training: true }), {
-    training: true,
-  });
+  const opts = { training: true, ...(reducer ? { reducer } : {}) };
+  const tz = mlpForward('projector', target, encoderForward(model, target, globals, opts), opts);
   return tf.split(tz, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
 }
 
@@ -41,6 +44,8 @@ export interface ObjectiveInputs {
   metadata: { head: Params; labels: tf.Tensor1D; classes: number; lambda: number } | null;
   /** Receives the encoder's updated running statistics (applied by the caller after the step). */
   statsOut: Map<string, tf.Tensor>;
+  /** Batch-norm moments shared with the other data-parallel workers (absent: one worker). */
+  reducer?: MomentsReducer;
 }
 
 /** The loss inside the optimizer's tape: total, and its BYOL and metadata parts. */
@@ -49,22 +54,21 @@ export function byolMetadataLoss(i: ObjectiveInputs): {
   byol: tf.Scalar;
   metadata: tf.Scalar | null;
 } {
+  const opts = { training: true, ...(i.reducer ? { reducer: i.reducer } : {}) };
   const predict = (feats: tf.Tensor2D) =>
-    mlpForward('predictor', i.online, mlpForward('projector', i.online, feats, { training: true }), {
-      training: true,
-    }) as tf.Tensor2D;
+    mlpForward('predictor', i.online, mlpForward('projector', i.online, feats, opts), opts) as tf.Tensor2D;
   const [tz1, tz2] = i.targetZ;
-  const feats = encoderForward(i.model, i.online, i.globals, { training: true, statsOut: i.statsOut });
+  const feats = encoderForward(i.model, i.online, i.globals, { ...opts, statsOut: i.statsOut });
   const [p1, p2] = tf.split(predict(feats), 2, 0) as [tf.Tensor2D, tf.Tensor2D];
   const terms: tf.Scalar[] = [byolPairLoss(p1, tz2), byolPairLoss(p2, tz1)];
   for (const lv of i.locals) {
-    const lp = predict(encoderForward(i.model, i.online, lv, { training: true }));
+    const lp = predict(encoderForward(i.model, i.online, lv, opts));
     terms.push(byolPairLoss(lp, tz1), byolPairLoss(lp, tz2));
   }
   const byol = tf.div(tf.addN(terms), terms.length) as tf.Scalar;
   if (!i.metadata) return { total: byol, byol, metadata: null };
   const { head, labels, classes, lambda } = i.metadata;
-  const logits = mlpForward('metadata_head', head, feats, { training: true });
+  const logits = mlpForward('metadata_head', head, feats, opts);
   const onehot = tf.oneHot(labels, classes);
   const ce = tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
   return { total: tf.add(byol, tf.mul(ce, lambda)) as tf.Scalar, byol, metadata: ce };

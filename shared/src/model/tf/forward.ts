@@ -7,6 +7,26 @@ const EPS = 1e-5;
 /** PyTorch's default batch-norm momentum (weight of the new batch statistic). */
 export const DEFAULT_BN_MOMENTUM = 0.1;
 
+/**
+ * Combines batch-norm moments across data-parallel workers, so that every worker
+ * normalizes with the statistics of the GLOBAL batch exactly as one worker would. Each
+ * method is called by every worker in the same order (the model code is the same) and
+ * returns the same values on all of them. Absent: the batch is all on this thread.
+ */
+export interface MomentsReducer {
+  /**
+   * Forward: this worker's row count, per-channel mean and Σ(x − mean)² in; the global
+   * batch's count, mean and (biased) variance out.
+   */
+  moments(
+    count: number,
+    mean: tf.Tensor,
+    m2: tf.Tensor,
+  ): { count: number; mean: tf.Tensor; variance: tf.Tensor };
+  /** Backward: per-channel Σdy and Σdy·x̂ of this worker in, summed over all workers out. */
+  sums(dBeta: tf.Tensor, dGamma: tf.Tensor): [tf.Tensor, tf.Tensor];
+}
+
 /** Options of the forward functions. */
 export interface ForwardOptions {
   /** Training mode: normalize with batch moments (and report new running stats). */
@@ -20,6 +40,8 @@ export interface ForwardOptions {
   statsOut?: Map<string, tf.Tensor>;
   /** Running-stat momentum (PyTorch convention), default 0.1. */
   momentum?: number;
+  /** Synchronizes every batch norm's moments across data-parallel workers (training only). */
+  reducer?: MomentsReducer;
 }
 
 /**
@@ -29,22 +51,32 @@ export interface ForwardOptions {
  * ones); this keeps x, μ and 1/√(σ² + ε) and needs five full-size passes backwards:
  *   x̂ = (x − μ)·r,  dβ = Σ dy,  dγ = Σ dy·x̂,  dx = γr·(dy − (x̂·dγ + dβ)/n).
  * Same maths as before (checked against autodiff in the tests), fewer passes and tensors.
+ *
+ * With a `reducer` (data-parallel workers) μ, σ² and the two backward sums are those of
+ * the global batch; dγ and dβ stay this worker's share (the caller sums gradients), and
+ * `n` is the global row count.
  */
 export function batchNormCore(
   x: tf.Tensor,
   gamma: tf.Tensor,
   beta: tf.Tensor,
-  onMoments?: (mean: tf.Tensor, variance: tf.Tensor) => void,
+  onMoments?: (mean: tf.Tensor, variance: tf.Tensor, count: number) => void,
+  reducer?: MomentsReducer,
 ): tf.Tensor {
   const axes = x.shape.slice(0, -1).map((_, i) => i);
-  const n = x.size / (x.shape[x.shape.length - 1] ?? 1);
+  const localN = x.size / (x.shape[x.shape.length - 1] ?? 1);
+  let n = localN;
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xt, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
     const [mean, variance] = tf.tidy(() => {
       const m = tf.mean(xt, axes);
-      return [m, tf.mean(tf.square(tf.sub(xt, m)), axes)];
+      if (!reducer) return [m, tf.mean(tf.square(tf.sub(xt, m)), axes)];
+      // Local mean and Σ(x − m)² combine stably across workers (Chan et al.).
+      const global = reducer.moments(localN, m, tf.sum(tf.square(tf.sub(xt, m)), axes));
+      n = global.count;
+      return [global.mean, global.variance];
     });
-    onMoments?.(mean, variance);
+    onMoments?.(mean, variance, n);
     const rstd = tf.rsqrt(tf.add(variance, EPS));
     save([xt, mean, rstd, g]);
     // x·s + t with s = γr, t = β − μs: two full-size passes.
@@ -59,8 +91,9 @@ export function batchNormCore(
         const xhat = tf.mul(tf.sub(sx, sm), sr);
         const dBeta = tf.sum(dy, axes);
         const dGamma = tf.sum(tf.mul(dy, xhat), axes);
+        const [sumDy, sumDyXhat] = reducer ? reducer.sums(dBeta, dGamma) : [dBeta, dGamma];
         const k = tf.mul(sg, sr);
-        const corr = tf.add(tf.mul(xhat, tf.div(dGamma, n)), tf.div(dBeta, n));
+        const corr = tf.add(tf.mul(xhat, tf.div(sumDyXhat, n)), tf.div(sumDy, n));
         return [tf.mul(tf.sub(dy, corr), k), dGamma, dBeta];
       },
     };
@@ -89,9 +122,8 @@ function batchNorm(
     gamma,
     beta,
     statsOut &&
-      ((mean, variance) => {
+      ((mean, variance, n) => {
         const m = opts.momentum ?? DEFAULT_BN_MOMENTUM;
-        const n = x.size / (x.shape[x.shape.length - 1] ?? 1);
         const unbiased = n > 1 ? n / (n - 1) : 1;
         const rm = param(params, `${name}.running_mean`);
         const rv = param(params, `${name}.running_var`);
@@ -101,6 +133,7 @@ function batchNorm(
           tf.keep(tf.add(tf.mul(rv, 1 - m), tf.mul(variance, m * unbiased))),
         );
       }),
+    opts.reducer,
   );
 }
 
