@@ -15,7 +15,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { decodeWeights, allFinite, l2Norm, type NamedTensors } from '@fedssl/shared/codec';
+import { decodeWeights, l2Norm, type NamedTensors } from '@fedssl/shared/codec';
 import { UpdateOpener } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import { sharedParamSpecs, type ModelConfig } from '@fedssl/shared/model';
@@ -185,16 +185,17 @@ export function openEnvelopeFile(
       );
     }
     const plain = new Uint8Array(header.plaintextBytes);
+    // One read buffer for all chunks, and each chunk decrypted in place into `plain`.
+    const buf = new Uint8Array(Math.min(header.chunkSize, header.plaintextBytes) + TAG_BYTES);
     let inOff = 0;
     let outOff = 0;
     for (let i = 0; i < header.chunkCount; i++) {
       const len = chunkCiphertextLength(header, i);
-      const buf = new Uint8Array(len);
-      readSync(fd, buf, 0, len, inOff);
+      const ct = buf.subarray(0, len);
+      readSync(fd, ct, 0, len, inOff);
       inOff += len;
-      const piece = opener.openChunk(i, buf);
-      plain.set(piece, outOff);
-      outOff += piece.length;
+      opener.openChunkInto(i, ct, plain.subarray(outOff, outOff + len - TAG_BYTES));
+      outOff += len - TAG_BYTES;
     }
     opener.finish();
     return plain;
@@ -205,16 +206,19 @@ export function openEnvelopeFile(
 }
 
 /**
- * Decodes an update's plaintext against the run's shared parameter specs and applies the
- * content checks: names/shapes (MODEL_WEIGHTS_MISMATCH), finiteness (UPDATE_NOT_FINITE),
- * L2 norm bound (UPDATE_NORM_TOO_LARGE).
+ * Decodes an update's plaintext (float32, float16 or int8 deltas, all to float32) against
+ * the run's shared parameter specs and applies the content checks: names/shapes
+ * (MODEL_WEIGHTS_MISMATCH), finiteness (UPDATE_NOT_FINITE), L2 norm bound (UPDATE_NORM_TOO_LARGE).
  */
 export function decodeDelta(plaintext: Uint8Array, model: ModelConfig, maxUpdateNorm: number): NamedTensors {
   const expect = sharedParamSpecs(model).map((s) => ({ name: s.name, shape: s.shape }));
-  const { tensors } = decodeWeights(plaintext, expect);
-  if (!allFinite(tensors))
-    throw new FedsslError('UPDATE_NOT_FINITE', 'update contains NaN or infinite values');
+  // The tensors may view `plaintext` (no copy): the caller drops both together.
+  const { tensors } = decodeWeights(plaintext, expect, { copy: false });
+  // One pass: the float64 sum of squares of finite float32 values cannot overflow, so a
+  // non-finite norm means a NaN or infinite value.
   const norm = l2Norm(tensors);
+  if (!Number.isFinite(norm))
+    throw new FedsslError('UPDATE_NOT_FINITE', 'update contains NaN or infinite values');
   if (!(norm <= maxUpdateNorm)) {
     throw new FedsslError(
       'UPDATE_NORM_TOO_LARGE',
