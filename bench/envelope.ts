@@ -1,0 +1,279 @@
+/**
+ * Envelope and ingest: seal/open MB/s by chunk size, SHA-512, whole-update ingest MB/s per core.
+ *
+ *   npm run bench -- envelope [--mib 32] [--reps 3] [--models resnet18-quarter-64px,resnet18-224px]
+ *        [--parts envelope,sha512,ingest]
+ *
+ * 1. `sealUpdate` / `openUpdate` (the whole envelope: chunk secretbox, SHA-512 of the
+ *    ciphertext, key box, Ed25519 signature and verify) over `--mib` MiB, chunk sizes 64 KiB …
+ *    4 MiB, with the tweetnacl chunk cipher and with the bulk backend (sodium-native).
+ * 2. SHA-512: tweetnacl `nacl.hash` vs node:crypto (`sha512Hex`, what the envelope uses).
+ * 3. Ingest of one realistic update through the coordinator's own functions, in the order
+ *    `UploadService` and the round engine run them: verify the signed header
+ *    (`verifyUpdateHeader`), receive the chunks into the part file (`UpdateStore.writeChunk`,
+ *    fsync per chunk, as `UploadService.chunk`), open (`openEnvelopeFile`), decode and validate (`decodeDelta`:
+ *    names/shapes, finiteness, norm), fold into the FedAvg running sums (`weightedMeanDelta`,
+ *    timed over 4 updates and divided by 4, as a round allocates its sums once).
+ *    MB/s is plaintext (encoded update) bytes ÷ CPU seconds of the process (user + system),
+ *    i.e. per core; wall seconds are printed too. The coordinator opens and decodes an
+ *    update twice (at commit, to accept it; at aggregation, to fold it): "as run" counts that.
+ *
+ * All MB/s figures are per core: bytes ÷ CPU seconds (user + system) of this process, so
+ * that other work on a shared machine does not count against them. Prints tables, then
+ * `RESULT` lines.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import nacl from 'tweetnacl';
+import {
+  generatePartyKeys,
+  openUpdate,
+  setBulkBackend,
+  sha512Hex,
+  verifyUpdateHeader,
+  type BulkBackendName,
+} from '@fedssl/shared/crypto';
+import { weightedMeanDelta } from '../coordinator/src/strategies/fedavg';
+import { UpdateStore, decodeDelta, openEnvelopeFile } from '../coordinator/src/uploads/update-store';
+import {
+  MODEL_PRESETS,
+  median,
+  parameterCountOf,
+  sealDelta,
+  sealPlaintext,
+  syntheticDelta,
+  timed,
+} from './lib/updates';
+
+const { values: opts } = parseArgs({
+  options: {
+    mib: { type: 'string', default: '32' },
+    reps: { type: 'string', default: '3' },
+    models: { type: 'string', default: 'resnet18-quarter-64px,resnet18-224px' },
+    parts: { type: 'string', default: 'envelope,sha512,ingest' },
+  },
+});
+const MIB = Number(opts.mib);
+const REPS = Number(opts.reps);
+const CHUNKS = [64 << 10, 256 << 10, 1 << 20, 4 << 20];
+const MB = 1e6;
+const FOLD_SITES = 4;
+
+const site = generatePartyKeys();
+const coordinator = generatePartyKeys();
+const results: string[] = [];
+const result = (name: string, value: number, unit: string, digits = 1): void => {
+  results.push(`RESULT ${name}=${value.toFixed(digits)} ${unit}`);
+};
+const chunkLabel = (c: number): string => (c >= 1 << 20 ? `${c >> 20}MiB` : `${c >> 10}KiB`);
+
+function backends(): BulkBackendName[] {
+  const fast = setBulkBackend('auto');
+  return fast === 'tweetnacl' ? ['tweetnacl'] : ['tweetnacl', fast];
+}
+
+/** Raw bytes sealed and opened as an envelope (the plaintext content does not matter). */
+function envelopeThroughput(): void {
+  const plaintext = new Uint8Array(MIB << 20);
+  for (let i = 0; i < plaintext.length; i += 4096) plaintext[i] = i & 0xff;
+  const bytes = plaintext.length;
+  console.log(`\n## Envelope seal/open, ${MIB} MiB, MB/s per core (CPU time; median of ${REPS})\n`);
+  console.log('| chunk | backend | seal MB/s | open MB/s |');
+  console.log('| ----- | ------- | --------: | --------: |');
+  const names = backends();
+  const base: Record<number, { seal: number; open: number }> = {};
+  for (const chunk of CHUNKS) {
+    for (const name of names) {
+      setBulkBackend(name);
+      const seals: number[] = [];
+      const opens: number[] = [];
+      // tweetnacl is ~15× slower: fewer repetitions keep the bench short.
+      const reps = name === 'tweetnacl' ? Math.min(REPS, 2) : REPS;
+      for (let r = 0; r < reps; r++) {
+        const s = timed(() => sealRaw(plaintext, chunk));
+        seals.push(bytes / MB / s.cpu);
+        const o = timed(() =>
+          openUpdate({
+            ...s.value,
+            siteSigningPublicKey: site.signing.publicKey,
+            coordinatorBoxSecretKey: coordinator.box.secretKey,
+          }),
+        );
+        if (o.value.length !== bytes) throw new Error('envelope did not round-trip');
+        opens.push(bytes / MB / o.cpu);
+      }
+      const seal = median(seals);
+      const open = median(opens);
+      console.log(`| ${chunkLabel(chunk)} | ${name} | ${seal.toFixed(0)} | ${open.toFixed(0)} |`);
+      const key = `envelope_${name.replace('-', '_')}_${chunkLabel(chunk)}`;
+      result(`${key}_seal`, seal, 'MB/s', 0);
+      result(`${key}_open`, open, 'MB/s', 0);
+      if (name === 'tweetnacl') base[chunk] = { seal, open };
+      else {
+        result(`envelope_open_speedup_${chunkLabel(chunk)}`, open / base[chunk]!.open, 'x', 1);
+      }
+    }
+  }
+  setBulkBackend('auto');
+}
+
+function sealRaw(plaintext: Uint8Array, chunkSize: number) {
+  // The envelope does not look inside its plaintext: raw bytes measure it alone.
+  return sealPlaintext(plaintext, {
+    site,
+    siteId: 'site-a',
+    coordinatorBoxPublicKey: coordinator.box.publicKey,
+    chunkSize,
+  });
+}
+
+function sha512Throughput(): void {
+  const data = new Uint8Array(MIB << 20).fill(7);
+  const nacls: number[] = [];
+  const nodes: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    nacls.push(data.length / MB / timed(() => nacl.hash(data)).cpu);
+    nodes.push(data.length / MB / timed(() => sha512Hex(data)).cpu);
+  }
+  const a = median(nacls);
+  const b = median(nodes);
+  console.log(`\n## SHA-512, ${MIB} MiB, MB/s per core (CPU time)\n`);
+  console.log('| implementation | MB/s |');
+  console.log('| -------------- | ---: |');
+  console.log(`| tweetnacl nacl.hash | ${a.toFixed(0)} |`);
+  console.log(`| node:crypto (used) | ${b.toFixed(0)} |`);
+  result('sha512_tweetnacl', a, 'MB/s', 0);
+  result('sha512_node_crypto', b, 'MB/s', 0);
+  result('sha512_speedup', b / a, 'x', 1);
+}
+
+interface IngestRow {
+  model: string;
+  backend: string;
+  params: number;
+  bytes: number;
+  stages: Record<string, number>;
+  cpu: number;
+  wall: number;
+}
+
+/** One update through the coordinator's ingest functions; CPU and wall seconds per stage. */
+function ingestOnce(modelName: string, backend: BulkBackendName, dir: string): IngestRow {
+  const model = MODEL_PRESETS[modelName]!();
+  setBulkBackend(backend);
+  const delta = syntheticDelta(model, 7);
+  const { sealed, plaintextBytes } = sealDelta(delta, {
+    site,
+    siteId: 'site-a',
+    coordinatorBoxPublicKey: coordinator.box.publicKey,
+    chunkSize: 1 << 20,
+  });
+  const store = new UpdateStore(dir);
+  const uploadId = store.uploadIdFor(`task-${modelName}-${backend}`, sealed.signature);
+  const part = store.partPath(uploadId);
+  const global = delta.map((t) => ({ name: t.name, shape: t.shape, data: new Float32Array(t.data.length) }));
+  const stages: Record<string, { wall: number; cpu: number }> = {};
+  const stage = <T>(name: string, fn: () => T): T => {
+    const t = timed(fn);
+    stages[name] = { wall: t.wall, cpu: t.cpu };
+    return t.value;
+  };
+  stage('verify', () => verifyUpdateHeader(sealed.header, sealed.signature, site.signing.publicKey));
+  stage('receive', () => {
+    store.openPart(uploadId, sealed.header);
+    sealed.chunks.forEach((c, i) => store.writeChunk(uploadId, sealed.header, i, c));
+  });
+  const plain = stage('open', () => openEnvelopeFile(part, sealed.header, coordinator.box.secretKey));
+  const tensors = stage('decode+validate', () => decodeDelta(plain, model, 1e6));
+  // A round folds several updates into sums it allocates once: fold FOLD_SITES copies and
+  // count a FOLD_SITES-th of the time (allocation and the final division amortized).
+  stage('fold', () =>
+    weightedMeanDelta({
+      global,
+      updates: Array.from({ length: FOLD_SITES }, (_, k) => ({
+        siteId: `site-${k}`,
+        exampleCount: 100,
+        readDelta: () => tensors,
+      })),
+    }),
+  );
+  stages.fold!.cpu /= FOLD_SITES;
+  stages.fold!.wall /= FOLD_SITES;
+  rmSync(part);
+  // The goal counts verify, open, decode, validate and fold; receiving (disk writes and
+  // fsync per chunk) is shown but not counted.
+  const counted = Object.entries(stages)
+    .filter(([k]) => k !== 'receive')
+    .map(([, v]) => v);
+  const cpu = counted.reduce((s, x) => s + x.cpu, 0);
+  const wall = counted.reduce((s, x) => s + x.wall, 0);
+  return {
+    model: modelName,
+    backend,
+    params: parameterCountOf(model),
+    bytes: plaintextBytes,
+    stages: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, v.cpu])),
+    cpu,
+    wall,
+  };
+}
+
+function ingest(): void {
+  const dir = mkdtempSync(join(tmpdir(), 'fedssl-bench-env-'));
+  try {
+    const models = opts.models.split(',');
+    console.log(`\n## Ingest of one update (float32, 1 MiB chunks), median of ${REPS}\n`);
+    console.log(
+      '| model | params | MB | backend | verify | receive | open | decode+validate | fold | CPU s | MB/s per core | wall MB/s | as run MB/s per core |',
+    );
+    console.log('| --- | --: | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+    for (const m of models) {
+      const perBackend: Record<string, number> = {};
+      for (const b of backends()) {
+        const rows = Array.from({ length: REPS }, () => ingestOnce(m, b, dir));
+        const pick = rows.sort((x, y) => x.cpu - y.cpu)[rows.length >> 1]!;
+        const mbps = pick.bytes / MB / pick.cpu;
+        const wall = pick.bytes / MB / pick.wall;
+        // As run: open + decode happen at commit and again at aggregation.
+        const s = pick.stages;
+        const asRunCpu = pick.cpu + s.open! + s['decode+validate']!;
+        const asRun = pick.bytes / MB / asRunCpu;
+        const ms = (x: number) => (x * 1000).toFixed(0);
+        console.log(
+          `| ${m} | ${(pick.params / 1e6).toFixed(2)} M | ${(pick.bytes / MB).toFixed(1)} | ${b} | ${ms(s.verify!)} | ${ms(s.receive!)} | ${ms(s.open!)} | ${ms(s['decode+validate']!)} | ${ms(s.fold!)} | ${pick.cpu.toFixed(3)} | ${mbps.toFixed(0)} | ${wall.toFixed(0)} | ${asRun.toFixed(0)} |`,
+        );
+        const key = `ingest_${m.replace(/-/g, '_')}_${b.replace('-', '_')}`;
+        result(`${key}_per_core`, mbps, 'MB/s', 0);
+        result(`${key}_as_run_per_core`, asRun, 'MB/s', 0);
+        perBackend[b] = mbps;
+      }
+      const fast = Object.keys(perBackend).find((k) => k !== 'tweetnacl');
+      if (fast) {
+        result(`ingest_${m.replace(/-/g, '_')}_speedup`, perBackend[fast]! / perBackend.tweetnacl!, 'x', 1);
+      }
+    }
+    console.log(
+      '\n(stage columns are CPU milliseconds; "CPU s" and MB/s count every stage but receive; "as run" adds a second open + decode, as commit and aggregation each do one)',
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    setBulkBackend('auto');
+  }
+}
+
+function main(): void {
+  const fast = setBulkBackend('auto');
+  console.log(
+    `bulk backend: ${fast}; node ${process.version}; ${MIB} MiB for raw figures; ${REPS} repetitions`,
+  );
+  const parts = opts.parts.split(',');
+  if (parts.includes('envelope')) envelopeThroughput();
+  if (parts.includes('sha512')) sha512Throughput();
+  if (parts.includes('ingest')) ingest();
+  console.log('');
+  for (const l of results) console.log(l);
+}
+
+main();
