@@ -1,4 +1,4 @@
-import { Controller, Get, Header, Inject, Param, StreamableFile } from '@nestjs/common';
+import { Controller, Get, Inject, Param, StreamableFile } from '@nestjs/common';
 import { createReadStream } from 'node:fs';
 import type { SignedModelManifest } from '@fedssl/shared/protocol';
 import { Roles } from '../admin/admin-auth.guard';
@@ -19,13 +19,16 @@ export class ModelsController {
     return this.store.requireManifest(version);
   }
 
-  /** Streams the encoded weights; clients check them against the signed manifest's SHA-256. */
+  /**
+   * Streams the encoded weights; clients check them against the signed manifest's SHA-256.
+   * The content type goes on the file, not the route, so an error still answers as JSON.
+   */
   @Get(':version/weights')
-  @Header('Content-Type', 'application/octet-stream')
   weights(@Param('version') version: string): StreamableFile {
     const { manifest } = this.store.requireManifest(version);
     return new StreamableFile(createReadStream(this.store.requireWeightsPath(version)), {
       length: manifest.weightsBytes,
+      type: 'application/octet-stream',
     });
   }
 }
