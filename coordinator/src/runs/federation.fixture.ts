@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { Writable } from 'node:stream';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +40,19 @@ import { RunService } from './run.service';
  * store and coordinator keys on a temp data dir, in-memory transport, fake clock, and fake
  * agents that seal real deltas with the real envelope. Not used by production code.
  */
+
+/** A pino logger at info level whose JSON lines are collected in `lines`. */
+export function captureLogs(): { lines: Record<string, unknown>[]; logger: Logger } {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n'))
+        if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, logger: pino({ level: 'info' }, stream) };
+}
 
 /** A model small enough for fast tests (a few thousand parameters). */
 export function testModel(): ModelConfig {
@@ -257,6 +271,11 @@ export class FederationFixture {
     for (const [i, c] of sealed.chunks.entries())
       await this.uploads.chunk(siteId, { uploadId, index: i, data: mutateChunk ? mutateChunk(i, c) : c });
     return this.uploads.commit(siteId, { uploadId });
+  }
+
+  /** The weights of a published version, flattened to one float64 vector. */
+  flatWeights(version: string): Float64Array {
+    return Float64Array.from(this.models.readWeights(version).flatMap((t) => Array.from(t.data)));
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { FedsslError } from '@fedssl/shared/errors';
 import { modelConfigSchema, trainingConfigSchema } from '@fedssl/shared/model';
+import { privacyConfigSchema } from '@fedssl/shared/privacy';
+import { privacyIssues } from '../privacy/privacy-policy';
 import { strategyConfigSchema } from '../strategies/config';
 
 /** Largest update L2 norm accepted when a run does not set `maxUpdateNorm`. */
@@ -25,8 +27,21 @@ export const runConfigSchema = z
     maxUpdateNorm: z.number().positive().max(1e12).default(DEFAULT_MAX_UPDATE_NORM),
     /** Sites whose last reported exampleCount is below this are not selected (0 = no minimum). */
     minExamples: z.number().int().min(0).max(1e9).default(0),
+    /** Differential privacy and secure aggregation (docs/privacy.md); absent: neither. */
+    privacy: privacyConfigSchema.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // zod runs this even when fields above failed; those are reported already, and the
+    // privacy rules cannot be judged on invalid values (they would throw), so skip them then.
+    let issues: ReturnType<typeof privacyIssues> = [];
+    try {
+      issues = privacyIssues(c);
+    } catch {
+      return;
+    }
+    for (const issue of issues) ctx.addIssue({ code: 'custom', ...issue });
+  });
 export type RunConfig = z.infer<typeof runConfigSchema>;
 export type RunConfigInput = z.input<typeof runConfigSchema>;
 
@@ -43,4 +58,14 @@ export function parseRunConfig(input: unknown): RunConfig {
   const parsed = runConfigSchema.safeParse(input);
   if (!parsed.success) throw new FedsslError('RUN_CONFIG_INVALID', formatIssues(parsed.error.issues));
   return parsed.data;
+}
+
+/**
+ * Re-checks a stored configuration before its run starts (the privacy rules may be stricter
+ * than when it was created).
+ * @throws FedsslError RUN_CONFIG_INVALID listing every problem.
+ */
+export function assertStartable(config: RunConfig): void {
+  const issues = privacyIssues(config);
+  if (issues.length > 0) throw new FedsslError('RUN_CONFIG_INVALID', formatIssues(issues));
 }

@@ -4,6 +4,7 @@ import type { Clock } from './clock';
 import type { SiteDirectory } from './ports';
 import type { AuditActor } from '../audit/audit-log';
 import type { AuditSink, RoundEngine } from './round-engine';
+import { privacySpent } from '../privacy/privacy-report';
 import { parseRunConfig } from './run-config';
 import type { RunRepository } from './run.repository';
 import type { RunDetail, RunRecord, RoundView } from './run.types';
@@ -105,6 +106,6 @@ export class RunService {
         participants,
       });
     }
-    return { ...run, rounds };
+    return { ...run, rounds, privacy: await privacySpent(this.repo, run) };
   }
 }

@@ -1,4 +1,5 @@
 import type { SignedTask } from '@fedssl/shared/protocol';
+import type { PrivacySpent } from '../privacy/privacy-report';
 import type { RunConfig } from './run-config';
 
 export type RunState = 'created' | 'running' | 'paused' | 'completed' | 'cancelled' | 'failed';
@@ -96,4 +97,5 @@ export interface RoundView {
   participants: ParticipantView[];
 }
 
-export type RunDetail = RunRecord & { rounds: RoundView[] };
+/** `privacy`: ε spent so far by a DP run (null without DP). */
+export type RunDetail = RunRecord & { rounds: RoundView[]; privacy: PrivacySpent | null };

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { modelConfigSchema, trainingConfigSchema } from '../model/config';
+import { privacyConfigSchema } from '../privacy/config';
 
 /**
  * Every message between a site agent and the coordinator, as runtime schemas.
@@ -88,6 +89,8 @@ export const taskSchema = z
     modelHash: hashHex,
     model: modelConfigSchema,
     training: trainingConfigSchema,
+    /** The run's privacy options (absent: none). Signed with the task, so a site can trust them. */
+    privacy: privacyConfigSchema.optional(),
     /** Random 32 bytes the update header must echo (binds the update to this task). */
     nonce: b64(32),
     issuedAt: isoTime,

@@ -56,9 +56,33 @@ export const downloadLedgerEntrySchema = z
   .strict();
 export type DownloadLedgerEntry = z.infer<typeof downloadLedgerEntrySchema>;
 
+/** Differential privacy applied to a task's delta before it was sealed (docs/privacy.md). */
+export const privacyLedgerEntrySchema = z
+  .object({
+    kind: z.literal('privacy'),
+    time: isoTime,
+    runId: z.string(),
+    round: z.number().int(),
+    taskId: z.string(),
+    dp: z
+      .object({
+        clipNorm: z.number(),
+        noiseMultiplier: z.number(),
+        /** Standard deviation of the noise added per coordinate (σ·C). */
+        noiseStd: z.number(),
+        /** Delta norm before clipping and the factor applied (1 = not clipped). */
+        normBefore: z.number(),
+        clipFactor: z.number(),
+      })
+      .strict(),
+  })
+  .strict();
+export type PrivacyLedgerEntry = z.infer<typeof privacyLedgerEntrySchema>;
+
 export const ledgerEntrySchema = z.discriminatedUnion('kind', [
   uploadLedgerEntrySchema,
   downloadLedgerEntrySchema,
+  privacyLedgerEntrySchema,
 ]);
 export type LedgerEntry = z.infer<typeof ledgerEntrySchema>;
 

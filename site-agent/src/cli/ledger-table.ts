@@ -29,33 +29,46 @@ export function formatLedgerTable(entries: readonly LedgerEntry[]): string[] {
     'RESULT',
   ];
   const rows = entries.map((e) =>
-    e.kind === 'download'
+    e.kind === 'privacy'
       ? [
           e.time,
-          'in',
+          'dp',
           e.runId,
           String(e.round),
           e.taskId,
-          String(e.bytes),
-          `${e.modelSha256.slice(0, 16)}…`,
           '-',
           '-',
-          `model ${e.modelVersion} ${e.verified ? 'verified' : 'UNVERIFIED'}`,
+          '-',
+          '-',
+          `clip ${e.dp.clipNorm}${e.dp.clipFactor < 1 ? ' (clipped)' : ''}, noise σ=${e.dp.noiseMultiplier}`,
         ]
-      : [
-          e.time,
-          'out',
-          e.runId,
-          String(e.round),
-          e.taskId,
-          String(e.bytesSent),
-          `${e.plaintextSha256.slice(0, 16)}…`,
-          summarizeTensors(e.tensors),
-          String(e.exampleCount),
-          e.accepted
-            ? `accepted${e.updateId ? ` ${e.updateId}` : ''}`
-            : `REJECTED${e.error ? ` ${e.error.code}` : ''}`,
-        ],
+      : e.kind === 'download'
+        ? [
+            e.time,
+            'in',
+            e.runId,
+            String(e.round),
+            e.taskId,
+            String(e.bytes),
+            `${e.modelSha256.slice(0, 16)}…`,
+            '-',
+            '-',
+            `model ${e.modelVersion} ${e.verified ? 'verified' : 'UNVERIFIED'}`,
+          ]
+        : [
+            e.time,
+            'out',
+            e.runId,
+            String(e.round),
+            e.taskId,
+            String(e.bytesSent),
+            `${e.plaintextSha256.slice(0, 16)}…`,
+            summarizeTensors(e.tensors),
+            String(e.exampleCount),
+            e.accepted
+              ? `accepted${e.updateId ? ` ${e.updateId}` : ''}`
+              : `REJECTED${e.error ? ` ${e.error.code}` : ''}`,
+          ],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const numeric = new Set([3, 5, 8]);

@@ -22,6 +22,7 @@ import {
   trainingConfigSchema,
 } from '@fedssl/shared/model';
 import type { Ack, ModelManifest, SignedTask, Task, UpdateHeader } from '@fedssl/shared/protocol';
+import { GaussianSampler, globalL2Norm, privatizeDelta, seededBytes } from '@fedssl/shared/privacy';
 import { readLedger } from '../audit/ledger';
 import type { TrainingDataset } from '../data/dataset';
 import type { LocalState } from '../train/local-state';
@@ -223,6 +224,7 @@ function makeRunner(
     clock?: Clock;
     outbox?: Outbox;
     localStates?: ReturnType<typeof memoryStates>;
+    dpSampler?: () => GaussianSampler;
   } = {},
 ) {
   const outcomes: TaskOutcome[] = [];
@@ -239,6 +241,7 @@ function makeRunner(
     train: extra.train ?? fakeTrain(trainCalls),
     localStates,
     ...(extra.outbox ? { outbox: extra.outbox } : {}),
+    ...(extra.dpSampler ? { dpSampler: extra.dpSampler } : {}),
     logger,
     clock: extra.clock ?? fastClock(),
     progressIntervalMs: 60_000,
@@ -368,6 +371,32 @@ describe('TaskRunner: a round', () => {
     expect(await offer(runner, signTask(task, coord.signing.secretKey))).toMatchObject({
       ok: false,
       error: { code: 'TASK_ALREADY_ANSWERED' },
+    });
+  });
+
+  it("applies the signed task's differential privacy before sealing and records it in the ledger", async () => {
+    const fake = honestCoordinator(coord, site);
+    const uplink = new StrictFakeUplink(fake.handlers);
+    const { runner, outcomes } = makeRunner(uplink, [], {
+      dpSampler: () => new GaussianSampler(seededBytes('runner')),
+    });
+    const dp = { clipNorm: 0.5, noiseMultiplier: 0.8, delta: 1e-5 };
+    const task = makeTask({ privacy: { dp, secureAggregation: false } });
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    await runner.idle();
+    expect(outcomes.map((o) => o.status)).toEqual(['accepted']);
+    // The coordinator opened exactly the clipped-and-noised delta (same seeded noise), not 0.01s.
+    const raw = globalWeights.map((t) => ({ ...t, data: new Float32Array(t.data.length).fill(0.01) }));
+    const expected = privatizeDelta(raw, dp, new GaussianSampler(seededBytes('runner')));
+    expect(fake.state.opened!.map((t) => Array.from(t.data))).toEqual(
+      expected.delta.map((t) => Array.from(t.data)),
+    );
+    expect(globalL2Norm(raw)).toBeGreaterThan(dp.clipNorm); // so it was clipped
+    const ledger = await readLedger(home);
+    expect(ledger.map((e) => e.kind)).toEqual(['download', 'privacy', 'upload']);
+    expect(ledger[1]).toMatchObject({
+      taskId: 'task-1',
+      dp: { clipNorm: 0.5, noiseMultiplier: 0.8, noiseStd: 0.4, clipFactor: expected.applied.clipFactor },
     });
   });
 

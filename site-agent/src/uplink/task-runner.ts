@@ -19,6 +19,8 @@ import { systemClock, type Clock } from './backoff';
 import type { LocalStateStore } from './local-state-store';
 import { downloadModel } from './model-download';
 import type { Outbox, OutboxEntry, UploadFacts } from './outbox';
+import { applyTaskPrivacy } from '../privacy/task-privacy';
+import type { GaussianSampler } from '@fedssl/shared/privacy';
 import { uploadUpdate } from './upload';
 import { asCodedError, type Uplink } from './uplink';
 
@@ -58,6 +60,8 @@ export interface TaskRunnerOptions {
   progressIntervalMs?: number;
   onState?: (state: AgentStatus['state']) => void;
   onOutcome?: (outcome: TaskOutcome) => void;
+  /** Noise source for differential privacy (default: the OS CSPRNG); tests pass a seeded one. */
+  dpSampler?: () => GaussianSampler;
 }
 
 /**
@@ -394,7 +398,19 @@ export class TaskRunner {
     const nextLocalState = fedema ? { ...trained.localState, online: trained.weights } : trained.localState;
     signal.throwIfAborted();
 
-    const plaintext = encodeWeights(result.delta);
+    // Privacy before sealing: what leaves the site is the clipped, noised delta (ledgered).
+    const priv = applyTaskPrivacy(task, result.delta, log, o.dpSampler?.());
+    if (priv.record?.dp) {
+      await appendLedger(o.home, {
+        kind: 'privacy',
+        time: new Date(this.clock.now()).toISOString(),
+        runId: task.runId,
+        round: task.round,
+        taskId: task.taskId,
+        dp: priv.record.dp,
+      });
+    }
+    const plaintext = encodeWeights(priv.delta);
     const metrics: Record<string, number> = {};
     for (const [k, v] of Object.entries(result.metrics)) if (Number.isFinite(v)) metrics[k] = v;
     const sealed = sealUpdate({

@@ -1,0 +1,4 @@
+export * from './accountant';
+export * from './config';
+export * from './dp';
+export * from './random';
