@@ -79,6 +79,8 @@ export interface ArmResult {
   probe: ProbeFigures;
   steps: number;
   seconds: number;
+  /** The pretrained encoder's shared weights (not journaled; saved to a file by the runner). */
+  weights?: NamedTensors;
   /** Federated arms: what the round engine did. */
   federation?: {
     publishedRounds: number;
@@ -182,8 +184,9 @@ export async function runArm(
   const totalSteps = fedSteps.reduce((a, b) => a + b, 0);
   const started = performance.now();
   if (arm === 'random') {
-    const probe = await probeEncoder(s.model, initSharedWeights(s.model, seed), data.probe);
-    return [{ arm, label: ARM_LABELS.random, seed, probe, steps: 0, seconds: 0 }];
+    const weights = initSharedWeights(s.model, seed);
+    const probe = await probeEncoder(s.model, weights, data.probe);
+    return [{ arm, label: ARM_LABELS.random, seed, probe, steps: 0, seconds: 0, weights }];
   }
   if (arm === 'local') {
     const out: ArmResult[] = [];
@@ -196,6 +199,7 @@ export async function runArm(
         probe: await probeEncoder(s.model, t.weights, data.probe),
         steps: fedSteps[k]!,
         seconds: t.seconds,
+        weights: t.weights,
       });
     }
     return out;
@@ -210,6 +214,7 @@ export async function runArm(
         probe: await probeEncoder(s.model, t.weights, data.probe),
         steps: totalSteps,
         seconds: t.seconds,
+        weights: t.weights,
       },
     ];
   }
@@ -235,8 +240,8 @@ export async function runArm(
     if (d > 0) ctx.fedemaScaler = s.fedemaTau / d;
   }
   const roundAuc: number[] = [];
-  // The ablation's per-round curve is left out: each probe pass costs a feature pass over all images.
-  probeRounds &&= arm !== 'augAblation';
+  // Per-round curves only for the two metadata arms: each costs a feature pass over all images per round.
+  probeRounds &&= arm === 'fedavgMeta' || arm === 'fedemaMeta';
   if (probeRounds) {
     for (const w of r.roundWeights) {
       const p = await probeEncoder(s.model, w, data.probe);
@@ -251,6 +256,7 @@ export async function runArm(
       probe: await probeEncoder(s.model, r.weights, data.probe),
       steps: r.rounds.flat().reduce((n, p) => n + p.steps, 0),
       seconds: (performance.now() - started) / 1000,
+      weights: r.weights,
       federation: {
         publishedRounds: r.publishedRounds,
         acceptedUpdates: r.acceptedUpdates,

@@ -3,6 +3,7 @@ import { cpus } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { decodeWeights, encodeWeights } from '@fedssl/shared/codec';
 import {
   initSharedWeights,
   modelConfigSchema,
@@ -22,7 +23,19 @@ import {
 } from './arms';
 import type { ExperimentData } from './data';
 import { writeChartPng, type Series } from './plots';
-import { goals, markdownTable, resultLines, summarize, type Row } from './report';
+import { fineTuneFolds } from './finetune';
+import {
+  fineTuneResultLines,
+  fineTuneTable,
+  goals,
+  markdownTable,
+  resultLines,
+  slug,
+  stat,
+  summarize,
+  type FineTuneResult,
+  type Row,
+} from './report';
 
 /**
  * The command line and the loop shared by the experiments (`busbra.ts`, `pneumonia.ts`):
@@ -69,6 +82,13 @@ export interface ExperimentOptions {
   resume: boolean;
   /** Seeds whose federated arms are also probed after every round (for the plot). */
   probeRoundSeeds: number[];
+  /** Encoders (row slugs, e.g. `centralized,fedavg_metadata`, or `all`) to fine-tune after pretraining. */
+  finetune: string[];
+  /** Skip pretraining: fine-tune the encoders an earlier run saved in `<out>/encoders`. */
+  finetuneOnly: boolean;
+  finetuneEpochs: number;
+  finetuneFractions: number[];
+  finetuneFolds?: number[];
   extra: Record<string, string | boolean | undefined>;
 }
 
@@ -96,6 +116,11 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
       'fedema-tau': { type: 'string', default: '0.7' },
       resume: { type: 'boolean', default: false },
       'probe-round-seeds': { type: 'string' },
+      finetune: { type: 'string', default: '' },
+      'finetune-only': { type: 'boolean', default: false },
+      'finetune-epochs': { type: 'string', default: '2' },
+      'finetune-fractions': { type: 'string', default: '0.1,1' },
+      'finetune-folds': { type: 'string' },
       ...(def.extraOptions ?? {}),
     },
     strict: true,
@@ -131,6 +156,19 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
     resume: values.resume === true,
     probeRoundSeeds:
       values['probe-round-seeds'] !== undefined ? list(String(values['probe-round-seeds'])) : [seeds[0]!],
+    // Smoke: fine-tune three encoders for one epoch, so the path runs on every smoke test.
+    finetune: (smoke && values.finetune === ''
+      ? 'random_init,centralized,fedavg_metadata'
+      : String(values.finetune)
+    )
+      .split(',')
+      .filter(Boolean),
+    finetuneOnly: values['finetune-only'] === true,
+    finetuneEpochs: smoke && values['finetune-epochs'] === '2' ? 1 : Number(values['finetune-epochs']),
+    finetuneFractions: list(String(values['finetune-fractions'])),
+    ...(values['finetune-folds'] !== undefined
+      ? { finetuneFolds: list(String(values['finetune-folds'])) }
+      : {}),
     extra: values as Record<string, string | boolean | undefined>,
   };
 }
@@ -175,9 +213,13 @@ export interface ExperimentOutcome {
   resultLines: string[];
   settings: ArmSettings;
   plots: string[];
+  finetune: FineTuneResult[];
 }
 
-type Record_ = { kind: 'result'; result: ArmResult } | { kind: 'ctx'; seed: number; ctx: SeedContext };
+type Record_ =
+  | { kind: 'result'; result: ArmResult }
+  | { kind: 'ctx'; seed: number; ctx: SeedContext }
+  | { kind: 'finetune'; result: FineTuneResult };
 
 /** Run the experiment and print its report. */
 export async function runExperiment(
@@ -199,6 +241,8 @@ export async function runExperiment(
   });
   say(data.description);
   const model = modelOf(o);
+  mkdirSync(path.join(o.out, 'encoders'), { recursive: true });
+  writeFileSync(path.join(o.out, 'encoders', 'model.json'), JSON.stringify(model));
 
   let epochs = o.epochs;
   let calibration = '';
@@ -230,7 +274,7 @@ export async function runExperiment(
       : [];
   if (!o.resume) writeFileSync(journal, '');
   const results: ArmResult[] = [];
-  for (const seed of o.seeds) {
+  for (const seed of o.finetuneOnly ? [] : o.seeds) {
     const ctx: SeedContext = {};
     for (const d of done) if (d.kind === 'ctx' && d.seed === seed) Object.assign(ctx, d.ctx);
     for (const arm of o.arms) {
@@ -245,6 +289,13 @@ export async function runExperiment(
       say(`seed ${seed}, ${ARM_LABELS[arm]} ...`);
       const rs = await runArm(arm, data, settings, seed, ctx, o.probeRoundSeeds.includes(seed));
       for (const r of rs) {
+        if (r.weights) {
+          writeFileSync(
+            path.join(o.out, 'encoders', `${slug(r.label)}-seed${seed}.fsw`),
+            encodeWeights(r.weights),
+          );
+          delete r.weights;
+        }
         const auc = r.probe.auc.reduce((a, b) => a + b, 0) / r.probe.auc.length;
         say(`  ${r.label}: AUC ${auc.toFixed(3)}, ${r.steps} steps, ${(r.seconds / 60).toFixed(1)} min`);
         appendFileSync(journal, `${JSON.stringify({ kind: 'result', result: r })}\n`);
@@ -252,6 +303,61 @@ export async function runExperiment(
       results.push(...rs);
       if (ctx.fedemaScaler !== undefined)
         appendFileSync(journal, `${JSON.stringify({ kind: 'ctx', seed, ctx })}\n`);
+    }
+  }
+
+  if (o.finetuneOnly)
+    for (const d of done) if (d.kind === 'result' && o.seeds.includes(d.result.seed)) results.push(d.result);
+
+  const tuned: FineTuneResult[] = [];
+  if (o.finetune.length) {
+    const labels = [...new Set(results.map((r) => r.label))].filter(
+      (l) => o.finetune.includes('all') || o.finetune.includes(slug(l)),
+    );
+    for (const seed of o.seeds) {
+      for (const label of labels) {
+        for (const fraction of o.finetuneFractions) {
+          const previous = done.find(
+            (d) =>
+              d.kind === 'finetune' &&
+              d.result.label === label &&
+              d.result.seed === seed &&
+              d.result.fraction === fraction,
+          );
+          if (previous) {
+            tuned.push((previous as { result: FineTuneResult }).result);
+            continue;
+          }
+          const file = path.join(o.out, 'encoders', `${slug(label)}-seed${seed}.fsw`);
+          if (!existsSync(file)) continue;
+          const started = performance.now();
+          const f = await fineTuneFolds({
+            model,
+            weights: decodeWeights(new Uint8Array(readFileSync(file))).tensors,
+            probe: data.probe,
+            fraction,
+            epochs: o.finetuneEpochs,
+            batchSize: o.batchSize,
+            learningRate: o.learningRate,
+            seed,
+            ...(o.finetuneFolds ? { folds: o.finetuneFolds } : {}),
+          });
+          const r: FineTuneResult = {
+            label,
+            seed,
+            fraction,
+            auc: f.auc,
+            accuracy: f.accuracy,
+            steps: f.steps,
+            seconds: (performance.now() - started) / 1000,
+          };
+          say(
+            `fine-tune ${label}, seed ${seed}, ${fraction * 100} % labels: AUC ${stat(f.auc).mean.toFixed(3)} (${f.steps} steps)`,
+          );
+          appendFileSync(journal, `${JSON.stringify({ kind: 'finetune', result: r })}\n`);
+          tuned.push(r);
+        }
+      }
     }
   }
 
@@ -280,11 +386,17 @@ export async function runExperiment(
     seeds: `${o.seeds.length} seeds`,
   });
   const plots = await drawPlots(def, results, rows, o);
-  const text = [header, '', table, '', verdict, '', ...plots.map((p) => `plot: ${p}`)].join('\n');
+  const ftTable = tuned.length
+    ? `Fine-tuning (encoder unfrozen + logistic head, ${o.finetuneEpochs} epochs over the labelled part of the training folds, Adam ${o.learningRate}, no augmentation; folds ${o.finetuneFolds?.join(', ') ?? 'all'}):\n\n${fineTuneTable(tuned)}`
+    : '';
+  if (tuned.length) lines.push(...fineTuneResultLines(def.name, tuned));
+  const text = [header, '', table, '', verdict, '', ftTable, '', ...plots.map((p) => `plot: ${p}`)].join(
+    '\n',
+  );
   writeFileSync(path.join(o.out, 'table.md'), `${text}\n`);
   console.log(`\n${text}\n`);
   for (const l of lines) console.log(l);
-  return { results, rows, table, resultLines: lines, settings, plots };
+  return { results, rows, table, resultLines: lines, settings, plots, finetune: tuned };
 }
 
 /** Loss per round per site, and probe AUC per round, from the first seed probed per round. */

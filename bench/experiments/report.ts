@@ -138,3 +138,43 @@ export function resultLines(
   for (const [k, v] of Object.entries(extra)) out.push(`RESULT ${prefix}_${k}=${v}`);
   return out;
 }
+
+/** One fine-tuning evaluation of one encoder, seed and label fraction. */
+export interface FineTuneResult {
+  label: string;
+  seed: number;
+  fraction: number;
+  auc: number[];
+  accuracy: number[];
+  steps: number;
+  seconds: number;
+}
+
+/** Rows = encoders, columns = label fractions (AUC mean ± sd over seeds × folds). */
+export function fineTuneTable(results: readonly FineTuneResult[]): string {
+  const fractions = [...new Set(results.map((r) => r.fraction))].sort((a, b) => a - b);
+  const labels = [...new Set(results.map((r) => r.label))];
+  const lines = [
+    `| encoder | ${fractions.map((f) => `fine-tune AUC, ${f * 100} % labels`).join(' | ')} | seeds × folds |`,
+    `| --- | ${fractions.map(() => '---').join(' | ')} | --- |`,
+  ];
+  for (const l of labels) {
+    const cells = fractions.map((f) => {
+      const s = stat(results.filter((r) => r.label === l && r.fraction === f).flatMap((r) => r.auc));
+      return s.n ? `${f3(s.mean)} ± ${f3(s.sd)}` : '–';
+    });
+    const rs = results.filter((r) => r.label === l && r.fraction === fractions[0]);
+    lines.push(`| ${l} | ${cells.join(' | ')} | ${rs.length} × ${rs[0]?.auc.length ?? 0} |`);
+  }
+  return lines.join('\n');
+}
+
+export function fineTuneResultLines(prefix: string, results: readonly FineTuneResult[]): string[] {
+  const out: string[] = [];
+  for (const l of new Set(results.map((r) => r.label)))
+    for (const f of new Set(results.map((r) => r.fraction))) {
+      const s = stat(results.filter((r) => r.label === l && r.fraction === f).flatMap((r) => r.auc));
+      if (s.n) out.push(`RESULT ${prefix}_finetune${Math.round(f * 100)}_auc_${slug(l)}=${f3(s.mean)} auc`);
+    }
+  return out;
+}

@@ -10,6 +10,7 @@ import { modelVersionOf } from '../../coordinator/src/runs/round-engine';
 import type { RunDetail } from '../../coordinator/src/runs/run.types';
 import type { StrategyConfigInput } from '../../coordinator/src/strategies/config';
 import { decodeLocalState, encodeLocalState, trainRound } from '../../site-agent/src/train/trainer';
+import { systemClock } from '../../site-agent/src/uplink/backoff';
 import { fileLocalStateStore } from '../../site-agent/src/uplink/local-state-store';
 import { TaskRunner, type TaskOutcome } from '../../site-agent/src/uplink/task-runner';
 import {
@@ -192,6 +193,9 @@ export async function simulateFederation(spec: FederatedRunSpec): Promise<Federa
           log,
         ),
         logger: log,
+        // The agent reads the coordinator's (fake, frozen) time: task deadlines and the upload's
+        // createdAt are checked against it; waits (retries) stay real.
+        clock: { now: () => f.clock.now(), sleep: systemClock.sleep },
         onOutcome: (o: TaskOutcome) => {
           if (o.status !== 'accepted')
             failures.push(`${site.id} round ${o.round}: ${o.status} ${o.error?.message}`);

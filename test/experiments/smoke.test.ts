@@ -47,7 +47,7 @@ describe('federated experiments, smoke mode', () => {
   it.runIf(existsSync(NPZ))(
     'runs every arm through the real federation code and reports the table, RESULT lines and plots',
     async () => {
-      const data = sliceNpz(120);
+      const data = sliceNpz(100);
       const o = parseExperimentArgs(pneumonia, ['--smoke', '--out', join(dir, 'out'), '--data', data]);
       expect(o.rounds).toBe(2);
       const r = await runExperiment(pneumonia, o);
@@ -106,6 +106,7 @@ describe('federated experiments, smoke mode', () => {
       expect(ema.rounds[0]!.every((p) => p.fedemaMu === 0)).toBe(true);
       expect(ema.rounds[1]!.every((p) => p.fedemaMu! > 0)).toBe(true);
       expect(meta.roundAuc).toHaveLength(2);
+      expect(ema.roundAuc).toHaveLength(2);
 
       expect(r.plots.map((p) => p.split('/').pop())).toEqual([
         'pneumonia-loss-per-round.png',
