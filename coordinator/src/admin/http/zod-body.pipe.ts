@@ -18,7 +18,8 @@ export function formatZodIssues(
  */
 export class ZodBodyPipe<S extends z.ZodType> implements PipeTransform<unknown, z.output<S>> {
   constructor(
-    private readonly schema: S,
+    /** Public so the OpenAPI document can describe the body from it. */
+    readonly schema: S,
     private readonly code: ErrorCode = 'PROTOCOL_INVALID_MESSAGE',
   ) {}
 
