@@ -4,6 +4,14 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { followCoordinatorKeyChain } from '@fedssl/shared/crypto';
+import { AuditLog } from '../audit/audit-log';
+import { loadConfig } from '../config/config';
+import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { openStore } from '../store/open-store';
 
 /** These run the compiled CLI (`npx tsc -b coordinator` first; `npm test` builds). */
 const CLI = resolve(__dirname, '../../dist/cli/coordinator-cli.js');
@@ -85,7 +93,81 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
     expect(logged.some((e) => e['msg'] === 'coordinator stopped')).toBe(true);
     expect(JSON.stringify(logged)).not.toContain(token);
   });
+
+  it('fingerprint prints the key fingerprint the service publishes; rotate-keys replaces it and audits', async () => {
+    const dir = dataDir();
+    // Port 0: no coordinator can be listening there, so the offline rotation may proceed.
+    const env = { ...process.env, FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0', FEDSSL_LOG_LEVEL: 'silent' };
+    const first = spawnSyncText(['fingerprint'], env);
+    expect(first.status).toBe(0);
+    const keys = new CoordinatorKeysService(loadConfig(env), pino({ level: 'silent' }));
+    expect(first.stdout).toBe(`${keys.publicKeys().fingerprint}\n`);
+    expect(first.stderr).toBe(`coordinator key id ${keys.keyId}\n`);
+
+    const rotated = spawnSyncText(['rotate-keys', '--grace-seconds', '60'], env);
+    expect(rotated.status).toBe(0);
+    const after = new CoordinatorKeysService(loadConfig(env), pino({ level: 'silent' }));
+    expect(rotated.stdout).toBe(`${after.publicKeys().fingerprint}\n`);
+    expect(rotated.stdout).not.toBe(first.stdout);
+    expect(rotated.stderr).toMatch(
+      new RegExp(
+        `^rotated coordinator keys ${keys.keyId} -> ${after.keyId}; the old keys are accepted until \\S+Z\n$`,
+      ),
+    );
+    expect(followCoordinatorKeyChain(keys.publicKeys(), after.keyChain().chain).keys).toEqual(
+      after.publicKeys(),
+    );
+    expect(spawnSyncText(['fingerprint'], env).stdout).toBe(rotated.stdout);
+    const db = await openStore(loadConfig(env));
+    try {
+      const audit = await new AuditLog(db, { now: () => Date.now() }).init();
+      expect((await audit.list()).map((e) => [e.action, e.target])).toEqual([
+        ['coordinator.keys-rotated', after.keyId],
+      ]);
+    } finally {
+      await db.close();
+    }
+  }, 90_000);
+
+  it('rotate-keys refuses while a coordinator answers on the configured port', async () => {
+    const server = createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const dir = dataDir();
+      const env = {
+        ...process.env,
+        FEDSSL_DATA_DIR: dir,
+        FEDSSL_PORT: String(port),
+        FEDSSL_LOG_LEVEL: 'silent',
+      };
+      const before = spawnSyncText(['fingerprint'], env).stdout;
+      const r = await spawnText(['rotate-keys'], env);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toBe(
+        `error: COORDINATOR_CONFIG_INVALID: a coordinator is running on port ${port}; rotate its keys through the admin API (POST /api/v1/coordinator/keys/rotate, or fedssl-admin keys rotate) so it and its agents switch at once\n`,
+      );
+      expect(spawnSyncText(['fingerprint'], env).stdout).toBe(before);
+    } finally {
+      server.close();
+    }
+  }, 60_000);
 });
+
+/** Like spawnSyncText, but lets this process's event loop serve (the child talks to a server here). */
+function spawnText(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ stdout: string; stderr: string; status: number | null }> {
+  return new Promise((resolveRun) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (status) => resolveRun({ stdout, stderr, status }));
+  });
+}
 
 function spawnSyncText(
   args: string[],

@@ -3,9 +3,11 @@ import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 import { AdminTokenRepository, ADMIN_ROLES, type AdminRole } from '../admin/admin-token.repository';
 import { AdminTokenService } from '../admin/admin-token.service';
+import { describeCoordinatorKeys } from '@fedssl/shared/crypto';
+import { FedsslError } from '@fedssl/shared/errors';
 import { systemClock } from '../config/clock';
-import { loadConfig } from '../config/config';
-import { startCoordinator } from '../main';
+import { DEFAULT_KEY_GRACE_SECONDS, loadConfig, type CoordinatorConfig } from '../config/config';
+import { loadOrCreateKeyring, rotateKeyring, saveKeyring } from '../keys/coordinator-keyring';
 import { AuditLog } from '../audit/audit-log';
 import { openStore } from '../store/open-store';
 import type { SqlStore } from '../store/sql-store';
@@ -35,6 +37,70 @@ export async function bootstrapAdmin(
   }
 }
 
+/**
+ * The coordinator's current key id and fingerprint, read from the data directory (keys are
+ * created on first use, as `serve` would). The same string `fedssl-agent enroll` and
+ * `fedssl-agent show-coordinator` print, for comparison out of band.
+ */
+export function coordinatorFingerprint(env: NodeJS.ProcessEnv): { keyId: string; fingerprint: string } {
+  const config = loadConfig(env);
+  const { ring } = loadOrCreateKeyring(config.dataDir, new Date());
+  const current = ring.entries.at(-1)!.keys;
+  const d = describeCoordinatorKeys(current.signing.publicKey, current.box.publicKey);
+  return { keyId: d.keyId, fingerprint: d.fingerprint };
+}
+
+/** True when something answers `/healthz` where this config would serve. */
+async function coordinatorAnswers(config: CoordinatorConfig): Promise<boolean> {
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  try {
+    await fetch(`http://${host.includes(':') ? `[${host}]` : host}:${config.port}/healthz`, {
+      signal: AbortSignal.timeout(1500),
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Rotates the coordinator keys on disk, for a stopped coordinator (a running one holds its
+ * keys in memory: rotate through `POST /api/v1/coordinator/keys/rotate` instead, which also
+ * tells connected agents at once). Records the rotation in the audit log.
+ * @throws FedsslError COORDINATOR_CONFIG_INVALID when a coordinator answers on the configured port.
+ */
+export async function rotateCoordinatorKeysOffline(
+  env: NodeJS.ProcessEnv,
+  graceSeconds?: number,
+): Promise<{ previousKeyId: string; keyId: string; fingerprint: string; previousKeyValidUntil: string }> {
+  const config = loadConfig(env);
+  if (config.port !== 0 && (await coordinatorAnswers(config))) {
+    throw new FedsslError(
+      'COORDINATOR_CONFIG_INVALID',
+      `a coordinator is running on port ${config.port}; rotate its keys through the admin API (POST /api/v1/coordinator/keys/rotate, or fedssl-admin keys rotate) so it and its agents switch at once`,
+    );
+  }
+  const now = new Date();
+  const { ring } = loadOrCreateKeyring(config.dataDir, now);
+  const next = rotateKeyring(ring, now, graceSeconds ?? config.keyGraceSeconds ?? DEFAULT_KEY_GRACE_SECONDS);
+  saveKeyring(config.dataDir, next);
+  const a = next.announcements.at(-1)!.announcement;
+  const rotation = {
+    previousKeyId: a.previousKeyId,
+    keyId: a.keyId,
+    fingerprint: a.fingerprint,
+    previousKeyValidUntil: a.previousKeyValidUntil,
+  };
+  const db: SqlStore = await openStore(config);
+  try {
+    const audit = await new AuditLog(db, systemClock).init();
+    await audit.append('system', 'coordinator.keys-rotated', rotation.keyId, { ...rotation, via: 'cli' });
+  } finally {
+    await db.close();
+  }
+  return rotation;
+}
+
 /** Runs `fedssl-coordinator`; resolves to the exit code (for `serve`, once the server stops). */
 export async function runCoordinatorCli(
   argv: string[],
@@ -53,6 +119,8 @@ export async function runCoordinatorCli(
     .action(async () => {
       const config = loadConfig(env);
       const logger = pino({ level: config.logLevel });
+      // Loaded here: the other commands do not need Nest and the whole app.
+      const { startCoordinator } = await import('../main.js');
       const running = await startCoordinator(config, logger);
       await new Promise<void>((resolve) => {
         let stopping = false;
@@ -98,6 +166,39 @@ export async function runCoordinatorCli(
         io.stderr(`created admin token ${r.id}\n`);
       }
       io.stdout(`${r.token}\n`);
+    });
+
+  program
+    .command('fingerprint')
+    .description(
+      "print the coordinator's key fingerprint (FEDSSL_DATA_DIR) to read to hospital IT; the key id goes to stderr",
+    )
+    .action(() => {
+      const f = coordinatorFingerprint(env);
+      io.stderr(`coordinator key id ${f.keyId}\n`);
+      io.stdout(`${f.fingerprint}\n`);
+    });
+
+  program
+    .command('rotate-keys')
+    .description(
+      'new coordinator keys for a STOPPED coordinator (a running one: POST /api/v1/coordinator/keys/rotate); agents follow on reconnect',
+    )
+    .option(
+      '--grace-seconds <n>',
+      'how long the old keys stay accepted (default FEDSSL_KEY_GRACE_SECONDS, 24 h)',
+    )
+    .action(async (o: { graceSeconds?: string }) => {
+      let grace: number | undefined;
+      if (o.graceSeconds !== undefined) {
+        if (!/^\d{1,9}$/.test(o.graceSeconds)) throw new Error('--grace-seconds must be whole seconds');
+        grace = Number(o.graceSeconds);
+      }
+      const r = await rotateCoordinatorKeysOffline(env, grace);
+      io.stderr(
+        `rotated coordinator keys ${r.previousKeyId} -> ${r.keyId}; the old keys are accepted until ${r.previousKeyValidUntil}\n`,
+      );
+      io.stdout(`${r.fingerprint}\n`);
     });
 
   try {
