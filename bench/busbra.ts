@@ -15,10 +15,11 @@
  * for Assessing Computer-aided Diagnosis Systems", Medical Physics 2023.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { writeBusbraManifest } from './experiments/data';
 
 const root = path.join(__dirname, '..');
 const cli = path.join(root, 'site-agent', 'dist', 'cli', 'agent-cli.js');
@@ -37,24 +38,6 @@ const { values } = parseArgs({
 const seeds = values.seeds.split(',').map(Number);
 const out = path.resolve(values.out);
 mkdirSync(out, { recursive: true });
-
-/** A manifest in the agent's format: file, patient, label, device, official fold. */
-function writeManifest(): string {
-  const parse = (file: string) => {
-    const [head, ...rows] = readFileSync(path.join(values.data, file), 'utf8').trim().split(/\r?\n/);
-    const cols = head!.split(',');
-    // The first columns hold no quoted commas (BBOX, the last column, does).
-    return rows.map((r) => Object.fromEntries(r.split(',').map((v, i) => [cols[i], v])));
-  };
-  const fold = new Map(parse('5-fold-cv.csv').map((r) => [r.ID, r.kFold]));
-  const lines = ['file,patient_id,pathology,device,fold'];
-  for (const r of parse('bus_data.csv')) {
-    lines.push(`${r.ID}.png,${r.Case},${r.Pathology},"${r.Device}",${fold.get(r.ID!)}`);
-  }
-  const file = path.join(out, 'manifest.csv');
-  writeFileSync(file, `${lines.join('\n')}\n`);
-  return file;
-}
 
 function agent(args: string[]): unknown {
   const t0 = performance.now();
@@ -80,7 +63,7 @@ interface TrainJson {
   imagesPerSecond: number;
 }
 
-const manifest = writeManifest();
+const manifest = writeBusbraManifest(values.data, out);
 const images = path.join(values.data, 'images');
 const common = ['--data', images, '--manifest', manifest];
 const probeArgs = [...common, '--label-column', 'pathology', '--fold-column', 'fold'];
