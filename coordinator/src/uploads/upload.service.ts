@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { updateHeaderSignedBy, verifyUpdateHeader } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
+import { sharedParamSpecs, shapeSize, type ModelConfig } from '@fedssl/shared/model';
 import {
   uploadBeginSchema,
   uploadChunkSchema,
@@ -22,6 +23,25 @@ import { signingKeyFor } from '../sites/site-keys';
 /** Largest example count an update may claim. */
 export const MAX_EXAMPLE_COUNT = 1e9;
 
+/** How many uploads closed with their round are remembered for a precise answer to a late message. */
+const MAX_CLOSED_UPLOADS_REMEMBERED = 1024;
+
+/** Default tolerance between an update's signed `createdAt` and the coordinator's clock. */
+export const DEFAULT_MAX_CLOCK_SKEW_MS = 10 * 60_000;
+
+/**
+ * Upper bound of the encoded size of an update for `model`: every shared tensor in float32
+ * (the widest element type), 8-byte aligned, plus generous room per tensor for its manifest
+ * entry and a fixed allowance for the header. A signed header may not announce more, so an
+ * authenticated site cannot make the coordinator store more than one model's worth of bytes.
+ */
+export function maxUpdateBytes(model: ModelConfig): number {
+  let bytes = 64 * 1024;
+  for (const s of sharedParamSpecs(model))
+    bytes += Math.ceil((shapeSize(s.shape) * 4) / 8) * 8 + s.name.length + 16 * s.shape.length + 256;
+  return bytes;
+}
+
 export interface UploadServiceDeps {
   repo: RunRepository;
   engine: RoundEngine;
@@ -31,6 +51,8 @@ export interface UploadServiceDeps {
   clock: Clock;
   logger: Logger;
   audit: AuditSink;
+  /** Tolerance for an update's `createdAt` against this clock (default {@link DEFAULT_MAX_CLOCK_SKEW_MS}). */
+  maxClockSkewMs?: number;
 }
 
 /**
@@ -51,6 +73,8 @@ interface UploadSession {
   header: UpdateHeader;
   signature: string;
   nextIndex: number;
+  /** Set once a commit verifies it, so a second commit racing the first is refused. */
+  committing?: boolean;
 }
 
 /**
@@ -65,11 +89,48 @@ interface UploadSession {
 export class UploadService {
   private readonly log: Logger;
   private readonly sessions = new Map<string, UploadSession>();
+  private readonly closedUploads = new Map<string, FedsslError>();
   /** See {@link UploadEvents}. */
   readonly events = new EventEmitter<UploadEvents>();
 
   constructor(private readonly d: UploadServiceDeps) {
     this.log = d.logger.child({ context: 'UploadService' });
+    // A round that stopped collecting can accept nothing more: its unfinished uploads go.
+    d.engine.events.on('round', (e) => {
+      if (e.state === 'published' || e.state === 'failed') this.dropRound(e.runId, e.round);
+    });
+    d.engine.events.on('run', (e) => {
+      if (e.state === 'cancelled' || e.state === 'failed' || e.state === 'completed') this.dropRound(e.runId);
+    });
+  }
+
+  /**
+   * Forgets the unfinished uploads of a run (of one round when given) and deletes their
+   * bytes; a late chunk or commit of one is still told TASK_EXPIRED rather than UPLOAD_UNKNOWN.
+   */
+  private dropRound(runId: string, round?: number): void {
+    for (const s of [...this.sessions.values()]) {
+      if (s.header.runId !== runId || (round !== undefined && s.header.round !== round)) continue;
+      this.dropSession(s);
+      this.closedUploads.set(
+        s.uploadId,
+        new FedsslError(
+          'TASK_EXPIRED',
+          `task ${s.taskId} belongs to a round that is no longer collecting updates`,
+        ),
+      );
+      // Bounded: only recent closures are remembered.
+      if (this.closedUploads.size > MAX_CLOSED_UPLOADS_REMEMBERED)
+        this.closedUploads.delete(this.closedUploads.keys().next().value!);
+    }
+  }
+
+  /** UPLOAD_UNKNOWN, or why the upload was closed when that is remembered. */
+  private unknownUpload(uploadId: string): FedsslError {
+    return (
+      this.closedUploads.get(uploadId) ??
+      new FedsslError('UPLOAD_UNKNOWN', `upload ${uploadId} is not in progress for this site`)
+    );
   }
 
   /**
@@ -120,8 +181,15 @@ export class UploadService {
       const closed = await this.d.engine.taskAnswerability(task);
       if (closed) throw new FedsslError(closed.code, closed.message);
       // From here the header is authentic and about this site's own open task: failures reject it.
+      const run = await this.d.repo.getRun(task.runId);
       try {
         this.checkAgainstTask(header, task);
+        if (run && header.plaintextBytes > maxUpdateBytes(run.config.model)) {
+          throw new FedsslError(
+            'UPDATE_TENSORS_INVALID',
+            `update declares ${header.plaintextBytes} bytes; an update of this run's model has at most ${maxUpdateBytes(run.config.model)}`,
+          );
+        }
       } catch (e) {
         await this.reject(task, e);
         throw e;
@@ -165,6 +233,16 @@ export class UploadService {
         `exampleCount must be an integer in [1, ${MAX_EXAMPLE_COUNT}], got ${header.exampleCount}`,
       );
     }
+    // Created neither before its task was issued nor after now, each within the tolerance:
+    // a resumed upload may be old, but never older than its task.
+    const skew = this.d.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
+    const created = Date.parse(header.createdAt);
+    if (!(created <= this.d.clock.now() + skew) || !(created >= Date.parse(task.issuedAt) - skew)) {
+      throw new FedsslError(
+        'UPDATE_CLOCK_SKEW',
+        `update createdAt ${header.createdAt} is outside [task issued ${task.issuedAt}, now ${new Date(this.d.clock.now()).toISOString()}] ± ${skew / 1000} s: check the site's clock`,
+      );
+    }
   }
 
   /**
@@ -182,13 +260,8 @@ export class UploadService {
     }
     const { uploadId, index, data } = parsed.data;
     const s = this.sessions.get(uploadId);
-    if (!s || s.siteId !== connSiteId) {
-      return this.refuse(
-        connSiteId,
-        undefined,
-        new FedsslError('UPLOAD_UNKNOWN', `upload ${uploadId} is not in progress for this site`),
-      );
-    }
+    if (!s || s.siteId !== connSiteId)
+      return this.refuse(connSiteId, undefined, this.unknownUpload(uploadId));
     if (index !== s.nextIndex) {
       return this.refuse(
         connSiteId,
@@ -229,13 +302,8 @@ export class UploadService {
       );
     }
     const s = this.sessions.get(parsed.data.uploadId);
-    if (!s || s.siteId !== connSiteId) {
-      return this.refuse(
-        connSiteId,
-        undefined,
-        new FedsslError('UPLOAD_UNKNOWN', `upload ${parsed.data.uploadId} is not in progress for this site`),
-      );
-    }
+    if (!s || s.siteId !== connSiteId)
+      return this.refuse(connSiteId, undefined, this.unknownUpload(parsed.data.uploadId));
     if (s.nextIndex !== s.header.chunkCount) {
       return this.refuse(
         connSiteId,
@@ -249,6 +317,14 @@ export class UploadService {
         ),
       );
     }
+    if (s.committing) {
+      return this.refuse(
+        connSiteId,
+        s.taskId,
+        new FedsslError('UPLOAD_UNKNOWN', `upload ${s.uploadId} is already being committed`),
+      );
+    }
+    s.committing = true;
     const task = await this.d.repo.getTask(s.taskId);
     const closed = task
       ? await this.d.engine.taskAnswerability(task)
@@ -338,6 +414,7 @@ export class UploadService {
    * so the agent's retry resumes where it stopped once space is freed.
    */
   private writeFailed(s: UploadSession, e: unknown): never {
+    s.committing = false;
     if (isFedsslErrorLike(e) && e.code === 'STORAGE_FULL')
       this.log.error({ siteId: s.siteId, taskId: s.taskId, uploadId: s.uploadId }, 'data directory full');
     return this.refuse(s.siteId, s.taskId, e);

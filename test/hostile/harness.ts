@@ -1,0 +1,364 @@
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { io, type Socket } from 'socket.io-client';
+import { expect } from 'vitest';
+import { fromBase64, signBytes, type PartyKeys } from '@fedssl/shared/crypto';
+import {
+  AGENT_NAMESPACE,
+  PROTOCOL_VERSION,
+  authChallengeBytes,
+  type Ack,
+  type AuthChallenge,
+  type CoordinatorKeys,
+  type SignedTask,
+  type Task,
+} from '@fedssl/shared/protocol';
+import { AdminTokenService } from '../../coordinator/src/admin/admin-token.service';
+import { startCoordinator, type RunningCoordinator } from '../../coordinator/src/main';
+import { FakeAgent, testRunBody } from '../../coordinator/src/runs/federation.fixture';
+import { RoundEngine } from '../../coordinator/src/runs/round-engine';
+import { RunRepository } from '../../coordinator/src/runs/run.repository';
+
+/**
+ * A real coordinator for the hostile suite: the whole Nest app (REST + socket.io gateway) on
+ * 127.0.0.1:0 over SQLite in a temp dir, its pino output captured line by line, and honest
+ * or hostile agents that speak the protocol over real socket.io connections. Agents seal with
+ * the federation fixture's {@link FakeAgent} (real envelope, real keys).
+ */
+
+/** One pino line as JSON. */
+export type LogLine = { level: number; msg: string; code?: string; reason?: string } & Record<
+  string,
+  unknown
+>;
+
+/** Collects pino's JSON lines in memory. */
+export class LogCapture extends Writable {
+  readonly lines: LogLine[] = [];
+  private partial = '';
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    const text = this.partial + chunk.toString('utf8');
+    const parts = text.split('\n');
+    this.partial = parts.pop() ?? '';
+    for (const p of parts) if (p.trim() !== '') this.lines.push(JSON.parse(p) as LogLine);
+    cb();
+  }
+
+  mark(): number {
+    return this.lines.length;
+  }
+
+  since(mark: number): LogLine[] {
+    return this.lines.slice(mark);
+  }
+}
+
+export interface HttpResult {
+  status: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: any;
+}
+
+/** What the sender of a hostile input got back: a coded ack, a coded `error` event, an HTTP error. */
+export interface Refusal {
+  code: string;
+  message?: string;
+}
+
+/** An agent on a real socket.io connection; tasks offered to it are verified and acknowledged. */
+export class AgentClient {
+  readonly tasks: Task[] = [];
+  private waiters: ((t: Task) => void)[] = [];
+  readonly errors: Refusal[] = [];
+  /** An envelope this agent had accepted earlier (the suite's control round), for replays. */
+  replayable?: ReturnType<FakeAgent['seal']>;
+
+  constructor(
+    readonly agent: FakeAgent,
+    readonly socket: Socket,
+  ) {
+    socket.on('task:offer', (st: SignedTask, ack: (r: Ack) => void) => {
+      agent.onTask(st);
+      const t = agent.tasks.at(-1)!;
+      ack({ ok: true });
+      this.tasks.push(t);
+      this.waiters.shift()?.(t);
+    });
+    socket.on('error', (e: Refusal) => this.errors.push(e));
+  }
+
+  get siteId(): string {
+    return this.agent.siteId;
+  }
+
+  /** The next task offered from now on. */
+  nextTask(): Promise<Task> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  emit<T extends object = Record<never, never>>(event: string, msg: unknown): Promise<Ack<T>> {
+    return this.socket.timeout(10_000).emitWithAck(event, msg) as Promise<Ack<T>>;
+  }
+
+  /** `update:begin` for a sealed envelope. */
+  begin(sealed: {
+    header: unknown;
+    signature: string;
+  }): Promise<Ack<{ uploadId: string; nextIndex: number }>> {
+    return this.emit('update:begin', { header: sealed.header, signature: sealed.signature });
+  }
+
+  /**
+   * Uploads a sealed envelope (begin, chunks in order, commit), optionally altering the
+   * chunk list first. Returns the first refusal, or the commit's acceptance.
+   */
+  async upload(
+    sealed: ReturnType<FakeAgent['seal']>,
+    chunks: Uint8Array[] = sealed.chunks,
+  ): Promise<Ack<{ accepted: true; updateId: string }>> {
+    const begin = await this.begin(sealed);
+    if (!begin.ok) return begin;
+    for (const [index, data] of chunks.entries()) {
+      const r = await this.emit('update:chunk', { uploadId: begin.uploadId, index, data });
+      if (!r.ok) return r;
+    }
+    return this.emit('update:commit', { uploadId: begin.uploadId });
+  }
+
+  /** Resolves when the server disconnects this socket, with the last coded `error` event. */
+  closedByServer(): Promise<Refusal | undefined> {
+    if (this.socket.disconnected) return Promise.resolve(this.errors.at(-1));
+    return new Promise((resolve) => this.socket.once('disconnect', () => resolve(this.errors.at(-1))));
+  }
+
+  close(): void {
+    this.socket.disconnect();
+  }
+}
+
+/** Files under a directory (recursive, relative names), sorted. */
+export function filesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((d) => d.isFile())
+    .map((d) => join(d.parentPath, d.name).slice(dir.length + 1))
+    .sort();
+}
+
+/** The honest contributions every case's round ends with; their FedAvg is the expected aggregate. */
+export const HONEST = [
+  { name: 'Honest A', examples: 30, delta: 0.25 },
+  { name: 'Honest B', examples: 10, delta: -0.05 },
+] as const;
+
+export class HostileCoordinator {
+  readonly logs = new LogCapture();
+  readonly dataDir = mkdtempSync(join(tmpdir(), 'fedssl-hostile-'));
+  c!: RunningCoordinator;
+  adminToken!: string;
+  coordinator!: CoordinatorKeys;
+  /** Every connection opened through this harness, closed between cases (but the honest ones). */
+  private readonly opened: { socket: { disconnect(): void } | Closable; siteId?: string }[] = [];
+  private names = 0;
+
+  static async start(): Promise<HostileCoordinator> {
+    const h = new HostileCoordinator();
+    const logger = pino({ level: 'debug' }, h.logs);
+    h.c = await startCoordinator(
+      { host: '127.0.0.1', port: 0, dataDir: h.dataDir, databaseUrl: null, logLevel: 'debug' },
+      logger,
+    );
+    h.adminToken = (await h.c.app.get(AdminTokenService).create('hostile-suite', 'admin')).token;
+    h.coordinator = (await h.api('GET', '/coordinator/keys')) as CoordinatorKeys;
+    return h;
+  }
+
+  get url(): string {
+    return this.c.url;
+  }
+
+  get repo(): RunRepository {
+    return this.c.app.get(RunRepository);
+  }
+
+  get engine(): RoundEngine {
+    return this.c.app.get(RoundEngine);
+  }
+
+  /** A REST call; `token: null` sends none. `raw` sends the string as the body. */
+  async http(
+    method: string,
+    path: string,
+    opts: { body?: unknown; raw?: string; token?: string | null; headers?: Record<string, string> } = {},
+  ): Promise<HttpResult> {
+    const token = opts.token === undefined ? this.adminToken : opts.token;
+    const res = await fetch(`${this.c.url}/api/v1${path}`, {
+      method,
+      headers: {
+        ...(token !== null ? { authorization: `Bearer ${token}` } : {}),
+        'content-type': 'application/json',
+        ...opts.headers,
+      },
+      body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
+    });
+    const text = await res.text();
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // not JSON (weights, HTML): keep the text
+    }
+    return { status: res.status, body };
+  }
+
+  /** A REST call as admin that must succeed. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async api(method: string, path: string, body?: unknown): Promise<any> {
+    const r = await this.http(method, path, { body });
+    if (r.status >= 300) throw new Error(`${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  }
+
+  /** Issues an enrollment token and enrolls a fresh site with its own keys. */
+  async enroll(name = `Site ${++this.names}`, examples = 20, delta = 3): Promise<FakeAgent> {
+    const tok = await this.api('POST', '/enrollment-tokens', { siteName: `${name} ${++this.names}` });
+    const coordKeys = {
+      signing: { publicKey: fromBase64(this.coordinator.signingPublicKey, 32) },
+      box: { publicKey: fromBase64(this.coordinator.boxPublicKey, 32) },
+    } as PartyKeys;
+    const agent = new FakeAgent(tok.siteId as string, tok.siteName as string, coordKeys, examples, delta);
+    await this.api('POST', '/enroll', {
+      token: tok.token,
+      signingPublicKey: Buffer.from(agent.keys.signing.publicKey).toString('base64'),
+      boxPublicKey: Buffer.from(agent.keys.box.publicKey).toString('base64'),
+      agentVersion: 'hostile-suite',
+      protocolVersion: PROTOCOL_VERSION,
+    });
+    return agent;
+  }
+
+  /** A socket.io connection to the agents' namespace with the given handshake auth (not yet answered). */
+  socket(auth: unknown): Socket {
+    const socket = io(`${this.c.url}${AGENT_NAMESPACE}`, {
+      auth: auth as Record<string, unknown>,
+      transports: ['websocket'],
+      reconnection: false,
+    });
+    const siteId = (auth as { siteId?: unknown } | null)?.siteId;
+    this.opened.push({ socket, ...(typeof siteId === 'string' ? { siteId } : {}) });
+    return socket;
+  }
+
+  /** Registers another connection (raw WebSocket) to close between cases. */
+  track(socket: Closable, siteId?: string): void {
+    this.opened.push({ socket, ...(siteId ? { siteId } : {}) });
+  }
+
+  /** Closes every connection but `keep`'s; returns the site ids the closed ones named. */
+  closeAllBut(keep: AgentClient[]): string[] {
+    const kept = new Set<unknown>(keep.map((k) => k.socket));
+    const closed: string[] = [];
+    for (const o of this.opened.splice(0)) {
+      if (kept.has(o.socket)) {
+        this.opened.push(o);
+        continue;
+      }
+      if ('disconnect' in o.socket) o.socket.disconnect();
+      else o.socket.close();
+      if (o.siteId) closed.push(o.siteId);
+    }
+    return closed;
+  }
+
+  /** Connects `agent` and answers the challenge with `signWith` (default its own key). */
+  async connect(agent: FakeAgent, signWith: Uint8Array = agent.keys.signing.secretKey): Promise<AgentClient> {
+    const socket = this.socket({
+      siteId: agent.siteId,
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: 't',
+    });
+    const client = new AgentClient(agent, socket);
+    const challenge = await new Promise<AuthChallenge>((resolve) => socket.once('auth:challenge', resolve));
+    const ok = new Promise<void>((resolve, reject) => {
+      socket.once('auth:ok', () => resolve());
+      socket.once('disconnect', () =>
+        reject(new Error(`${agent.siteId} was disconnected while authenticating`)),
+      );
+    });
+    socket.emit('auth:response', {
+      signature: signBytes(authChallengeBytes(challenge.nonce, agent.siteId), signWith),
+    });
+    await ok;
+    return client;
+  }
+
+  /** Starts a one-round run over the connected `clients` and resolves with each one's task. */
+  async startRound(clients: AgentClient[]): Promise<{ runId: string; tasks: Task[] }> {
+    const waits = clients.map((c) => c.nextTask());
+    const run = await this.api('POST', '/runs', testRunBody({ name: 'hostile', rounds: 1, minSites: 2 }));
+    await this.api('POST', `/runs/${run.id as string}/start`);
+    return { runId: run.id as string, tasks: await Promise.all(waits) };
+  }
+
+  /** Resolves when `runId`'s round `round` is published. */
+  published(runId: string, round = 1): Promise<void> {
+    return new Promise((resolve) => {
+      const on = (e: { runId: string; round: number; state: string }) => {
+        if (e.runId === runId && e.round === round && e.state === 'published') {
+          this.engine.events.off('round', on);
+          resolve();
+        }
+      };
+      this.engine.events.on('round', on);
+    });
+  }
+
+  /**
+   * Everything the hostile input must not change: rounds, the honest sites' tasks, accepted
+   * updates (rows and files), published versions. (An attacker's own unfinished upload is
+   * not stored state; the suite checks that none survives its round.)
+   */
+  async snapshot(runId: string, honestSiteIds: string[]) {
+    const rounds = (await this.repo.listRounds(runId)).map((r) => [r.round, r.attempt, r.state]);
+    const tasks = [];
+    for (const r of await this.repo.listRounds(runId))
+      for (const t of await this.repo.listTasks(runId, r.round, r.attempt))
+        if (honestSiteIds.includes(t.siteId)) tasks.push([t.siteId, t.state]);
+    const updates = await this.repo.listUpdates(runId, 1, 1);
+    return {
+      rounds,
+      tasks: tasks.sort(),
+      updateCount: await this.repo.countUpdates(),
+      updates: updates.map((u) => [u.siteId, u.exampleCount]).sort(),
+      updateFiles: filesUnder(join(this.dataDir, 'updates')),
+      models: filesUnder(join(this.dataDir, 'models')),
+    };
+  }
+
+  /** Log lines since `mark` that carry error `code`. */
+  coded(mark: number, code: string): LogLine[] {
+    return this.logs.since(mark).filter((l) => l.code === code || l.reason?.startsWith(`${code}:`));
+  }
+
+  async close(): Promise<void> {
+    this.closeAllBut([]);
+    await this.engine.idle();
+    await this.c.close();
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/** A connection that is closed with `close()` (raw WebSocket). */
+export interface Closable {
+  close(): void;
+}
+
+/** Asserts the sender got `code`. */
+export function expectRefused(got: Ack | Refusal | undefined, code: string): void {
+  const c = got && 'ok' in got ? (got.ok ? 'accepted' : got.error.code) : got?.code;
+  expect(c, JSON.stringify(got)).toBe(code);
+}
