@@ -22,11 +22,11 @@ async function main(): Promise<void> {
     },
   });
   await selectBackend(pino({ level: 'silent' }), values.backend as 'wasm' | 'cpu');
-  const bench = createByolBench(values.arch as BenchArch, Number(values.size), Number(values.batch));
-  bench.step(); // warm-up
+  const bench = await createByolBench(values.arch as BenchArch, Number(values.size), Number(values.batch));
+  await bench.step(); // warm-up
   const t0 = performance.now();
-  const info = await tf.profile(() => {
-    bench.step();
+  const info = await tf.profile(async () => {
+    await bench.step();
   });
   const wall = performance.now() - t0;
   const byName = new Map<string, { ms: number; n: number }>();
@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   for (const [key, a] of [...byShape].sort((x, y) => y[1].ms - x[1].ms).slice(0, top)) {
     console.log(`${a.ms.toFixed(1).padStart(8)} ms ×${a.n}  ${key}`);
   }
-  bench.dispose();
+  await bench.dispose();
 }
 
 void main();

@@ -4,14 +4,18 @@
  * one run so the machine's load affects both alike.
  *
  *   npx vite-node bench/training.ts [-- --arch tiny,resnet18 --size 32,64 --batch 32
- *        --steps 5 --warmup 1 --backends wasm,cpu --torch-threads 2]
+ *        --steps 5 --warmup 1 --backends wasm,cpu --workers 1,2 --torch-threads 2]
  *
  * Each measured framework/config runs in its own child process (peak RSS is per
- * process); the parent asks each child for one step in turn. Prints a table, then
+ * process, all threads); the parent asks each child for one step in turn. `--workers`
+ * lists the data-parallel worker-thread counts measured for wasm (site-agent's dist runs
+ * in the workers: build first). Prints a table with the load average, then
  * `RESULT train_ratio_wasm_over_torch_<size>px_<arch>=<x> x` (torch ms/step ÷ wasm
- * ms/step, higher is better) and peak-memory ratios.
+ * ms/step, higher is better; `wasm_<n>w` for n workers), the n-worker speed-up over one
+ * worker measured interleaved, and peak-memory ratios.
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -88,13 +92,18 @@ async function child(cfg: ChildConfig): Promise<void> {
   const { selectBackend } = await import('../site-agent/src/train/backend');
   const { createByolBench } = await import('./lib/byol-step');
   const { pino } = await import('pino');
-  await selectBackend(pino({ level: 'silent' }), cfg.backend as 'wasm' | 'cpu');
-  const bench = createByolBench(cfg.arch, cfg.size, cfg.batch);
-  process.stdout.write(`ready ${bench.paramCount} ${tf.getBackend()}\n`);
+  const backend = cfg.backend as 'wasm' | 'cpu';
+  const workers = cfg.workers ?? 1;
+  // With worker threads this thread only coordinates: no backend (and no heap) of its own.
+  if (workers === 1) await selectBackend(pino({ level: 'silent' }), backend);
+  const bench = await createByolBench(cfg.arch, cfg.size, cfg.batch, { workers, backend });
+  process.stdout.write(
+    `ready ${bench.paramCount} ${workers === 1 ? tf.getBackend() : `${backend}×${workers}`}\n`,
+  );
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'step') {
       const t0 = performance.now();
-      const loss = bench.step();
+      const loss = await bench.step();
       process.stdout.write(`ms ${(performance.now() - t0).toFixed(3)} ${loss.toFixed(6)}\n`);
     } else if (line === 'rss') {
       process.stdout.write(`rss ${process.resourceUsage().maxRSS}\n`);
@@ -102,7 +111,7 @@ async function child(cfg: ChildConfig): Promise<void> {
       break;
     }
   }
-  bench.dispose();
+  await bench.dispose();
   process.exit(0);
 }
 
@@ -126,6 +135,18 @@ interface Row {
   loss: number;
 }
 
+/** The framework label of wasm with `w` worker threads (`tfjs-wasm` for one, as before). */
+function wasmLabel(w: number): string {
+  return w === 1 ? 'tfjs-wasm' : `tfjs-wasm-${w}w`;
+}
+
+function loadAverage(): string {
+  return os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+}
+
 export async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv.filter((a) => a !== '--'),
@@ -137,6 +158,8 @@ export async function main(argv: string[]): Promise<void> {
       steps: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '1' },
       backends: { type: 'string', default: 'wasm,cpu' },
+      /** Data-parallel worker-thread counts measured for wasm. */
+      workers: { type: 'string', default: '1,2' },
       'torch-threads': { type: 'string', default: '2' },
       /** Another checkout (e.g. a git worktree of an older commit) whose wasm path is measured alongside. */
       compare: { type: 'string' },
@@ -150,15 +173,12 @@ export async function main(argv: string[]): Promise<void> {
   const steps = Number(values.steps);
   const warmup = Number(values.warmup);
   const backends = values.backends.split(',');
+  const workerCounts = values.workers.split(',').map(Number);
   const torchVersion = torchAvailable();
   const rows: Row[] = [];
-  const os = await import('node:os');
   console.log(
     `training bench: batch ${batch}, ${steps} measured steps after ${warmup} warm-up, node ${process.version}, ` +
-      `${os.cpus().length} cpus, load average ${os
-        .loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')} at start; ` +
+      `${os.cpus().length} cpus, load average ${loadAverage()} at start; ` +
       (torchVersion
         ? `torch ${torchVersion}`
         : `torch not importable by ${PYTHON} (apt-get install python3-torch)`),
@@ -170,16 +190,16 @@ export async function main(argv: string[]): Promise<void> {
       for (const backend of backends) {
         // The pure-JS cpu backend takes tens of seconds per step: only the smallest config.
         if (backend === 'cpu' && !(arch === 'tiny' && size <= 32)) continue;
-        const cfg: ChildConfig = { backend, arch, size, batch };
-        runners.push(
-          await Runner.start(`tfjs-${backend}`, process.execPath, [
-            process.argv[1]!,
-            __filename,
-            '--',
-            '--child',
-            JSON.stringify(cfg),
-          ]),
-        );
+        for (const workers of backend === 'wasm' ? workerCounts : [1]) {
+          const cfg: ChildConfig = { backend, arch, size, batch, workers };
+          runners.push(
+            await Runner.start(
+              backend === 'wasm' ? wasmLabel(workers) : `tfjs-${backend}`,
+              process.execPath,
+              [process.argv[1]!, __filename, '--', '--child', JSON.stringify(cfg)],
+            ),
+          );
+        }
       }
       if (values.compare) {
         const dir = path.resolve(values.compare);
@@ -216,6 +236,7 @@ export async function main(argv: string[]): Promise<void> {
         await r.quit();
       }
       const last = rows.slice(-runners.length);
+      console.log(`${arch} ${size}px: load average ${loadAverage()} after the run of this config`);
       for (const row of last) {
         const m = median(row.ms);
         console.log(
@@ -232,25 +253,36 @@ export async function main(argv: string[]): Promise<void> {
     }
   }
 
-  console.log(
-    `load average at end: ${os
-      .loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
-  );
+  console.log(`load average at end: ${loadAverage()}`);
   for (const arch of archs) {
     for (const size of sizes) {
-      const wasm = rows.find((r) => r.arch === arch && r.size === size && r.framework === 'tfjs-wasm');
-      const torch = rows.find((r) => r.arch === arch && r.size === size && r.framework === 'torch');
-      if (!wasm || !torch) continue;
-      console.log(
-        `RESULT train_ratio_wasm_over_torch_${size}px_${arch}=${(median(torch.ms) / median(wasm.ms)).toFixed(3)} x`,
-      );
-      console.log(`RESULT train_wasm_ms_per_step_${size}px_${arch}=${median(wasm.ms).toFixed(0)} ms`);
-      console.log(`RESULT train_torch_ms_per_step_${size}px_${arch}=${median(torch.ms).toFixed(0)} ms`);
-      console.log(
-        `RESULT train_peak_rss_ratio_wasm_over_torch_${size}px_${arch}=${(wasm.rssMiB / torch.rssMiB).toFixed(2)} x`,
-      );
+      const find = (framework: string) =>
+        rows.find((r) => r.arch === arch && r.size === size && r.framework === framework);
+      const torch = find('torch');
+      const one = find(wasmLabel(1));
+      for (const w of workerCounts) {
+        const wasm = find(wasmLabel(w));
+        if (!wasm) continue;
+        const tag = w === 1 ? 'wasm' : `wasm_${w}w`;
+        if (torch) {
+          console.log(
+            `RESULT train_ratio_${tag}_over_torch_${size}px_${arch}=${(median(torch.ms) / median(wasm.ms)).toFixed(3)} x`,
+          );
+          console.log(
+            `RESULT train_peak_rss_ratio_${tag}_over_torch_${size}px_${arch}=${(wasm.rssMiB / torch.rssMiB).toFixed(2)} x`,
+          );
+        }
+        console.log(`RESULT train_${tag}_ms_per_step_${size}px_${arch}=${median(wasm.ms).toFixed(0)} ms`);
+        if (w !== 1 && one) {
+          console.log(
+            `RESULT train_speedup_${tag}_over_1w_${size}px_${arch}=${(median(one.ms) / median(wasm.ms)).toFixed(3)} x`,
+          );
+        }
+      }
+      if (torch)
+        console.log(`RESULT train_torch_ms_per_step_${size}px_${arch}=${median(torch.ms).toFixed(0)} ms`);
+      const wasm = one;
+      if (!wasm) continue;
       const other = rows.find((r) => r.arch === arch && r.size === size && r.framework === 'wasm@compare');
       if (other) {
         console.log(

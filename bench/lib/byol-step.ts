@@ -1,4 +1,3 @@
-import * as tf from '@tensorflow/tfjs-core';
 import {
   describeModel,
   initWeights,
@@ -7,8 +6,8 @@ import {
   tinyModelConfig,
   type ModelConfig,
 } from '@fedssl/shared/model';
-import { createVariables, disposeParams } from '@fedssl/shared/model/tf';
-import { byolMetadataLoss, targetProjections } from '../../site-agent/src/train/objective';
+import { ParallelTrainer } from '../../site-agent/src/train/parallel/pool';
+import { Replica, type ReplicaInit, type TrainEngine } from '../../site-agent/src/train/parallel/replica';
 
 /** The encoders measured: the tiny demo ResNet and a ResNet-18-shaped one at ¼ width. */
 export type BenchArch = 'tiny' | 'resnet18';
@@ -27,86 +26,68 @@ export function benchModelConfig(arch: BenchArch, size: number): ModelConfig {
 export interface ByolBench {
   config: ModelConfig;
   paramCount: number;
-  step(): number;
-  dispose(): void;
+  /** Data-parallel worker threads (1: this thread). */
+  workers: number;
+  step(): Promise<number>;
+  dispose(): Promise<void>;
 }
 
 /**
- * The trainer's step (site-agent/src/train/trainer.ts) without augmentation: target
- * forward on both global views, online forward + backward on both, symmetric BYOL loss
- * + λ·cross-entropy of the metadata head, Adam, running-stat update and EMA of the
- * target. Views are fixed random images so both frameworks do the same work.
+ * The trainer's step (site-agent/src/train/parallel/replica.ts, the code trainRound
+ * runs) without augmentation: target forward on both global views, online forward +
+ * backward on both, symmetric BYOL loss + λ·cross-entropy of the metadata head, Adam,
+ * running-stat update and EMA of the target. Views are fixed random images so both
+ * frameworks do the same work. With `workers` > 1 the step runs data-parallel on worker
+ * threads of `backend` (build site-agent first: the workers run its dist).
  */
-export function createByolBench(arch: BenchArch, size: number, batch: number, seed = 1): ByolBench {
+export async function createByolBench(
+  arch: BenchArch,
+  size: number,
+  batch: number,
+  opts: { seed?: number; workers?: number; backend?: 'wasm' | 'cpu' } = {},
+): Promise<ByolBench> {
+  const seed = opts.seed ?? 1;
+  const workers = opts.workers ?? 1;
   const config = benchModelConfig(arch, size);
   const specs = describeModel(config, { metadataClasses: METADATA_CLASSES });
-  const sharedSpecs = specs.filter((s) => s.shared);
-  const targetSpecs = specs.filter((s) => s.part === 'encoder' || s.part === 'projector');
-  const headSpecs = specs.filter((s) => s.part === 'metadataHead');
   const init = initWeights(specs, seed);
   const byName = new Map(init.map((t) => [t.name, t]));
-  const pick = (ss: typeof specs) => ss.map((s) => byName.get(s.name)!);
-  const online = createVariables(pick(sharedSpecs), sharedSpecs);
-  const target = createVariables(pick(targetSpecs), targetSpecs);
-  const head = createVariables(pick(headSpecs), headSpecs);
-  const trainable = [...sharedSpecs, ...headSpecs]
-    .filter((s) => s.trainable)
-    .map((s) => (online.get(s.name) ?? head.get(s.name))!);
-  const optimizer = tf.train.adam(1e-3);
+  const pick = (keep: (s: (typeof specs)[number]) => boolean) =>
+    specs.filter(keep).map((s) => byName.get(s.name)!);
+  const replicaInit: ReplicaInit = {
+    model: config,
+    metadataClasses: METADATA_CLASSES,
+    lambda: 0.5,
+    learningRate: 1e-3,
+    weightDecay: 0,
+    online: pick((s) => s.shared),
+    target: pick((s) => s.part === 'encoder' || s.part === 'projector'),
+    head: pick((s) => s.part === 'metadataHead'),
+  };
+  const engine: TrainEngine =
+    workers > 1
+      ? await ParallelTrainer.start({ workers, backend: opts.backend ?? 'wasm', init: replicaInit })
+      : await Replica.create(replicaInit);
   const rand = mulberry32(seed);
-  const views = tf.tensor4d(
-    Float32Array.from({ length: 2 * batch * size * size }, () => rand()),
-    [2 * batch, size, size, 1],
-  );
-  const labels = tf.tensor1d(
-    Int32Array.from({ length: 2 * batch }, (_, i) => i % METADATA_CLASSES),
-    'int32',
-  );
-  const tau = 0.99;
-  const lambda = 0.5;
+  const globals = Float32Array.from({ length: 2 * batch * size * size }, () => rand());
+  const labels = Int32Array.from({ length: batch }, (_, i) => i % METADATA_CLASSES);
   let paramCount = 0;
-  for (const s of sharedSpecs) paramCount += s.shape.reduce((a, b) => a * b, 1);
+  for (const s of specs) if (s.shared) paramCount += s.shape.reduce((a, b) => a * b, 1);
 
   return {
     config,
     paramCount,
-    step() {
-      const loss = tf.tidy(() => {
-        const targetZ = targetProjections(config, target, views);
-        const stats = new Map<string, tf.Tensor>();
-        const cost = optimizer.minimize(
-          () =>
-            byolMetadataLoss({
-              model: config,
-              online,
-              globals: views,
-              locals: [],
-              targetZ,
-              metadata: { head, labels, classes: METADATA_CLASSES, lambda },
-              statsOut: stats,
-            }).total,
-          true,
-          trainable,
-        );
-        for (const [name, value] of stats) {
-          online.get(name)!.assign(value);
-          value.dispose();
-        }
-        for (const [name, tv] of target)
-          tv.assign(tf.add(tf.mul(tv, tau), tf.mul(online.get(name)!, 1 - tau)));
-        return cost!;
+    workers,
+    async step() {
+      // Copies: the pool hands the arrays it sends over to the workers.
+      const r = await engine.step({
+        globals: { data: globals.slice(), shape: [2 * batch, size, size, 1] },
+        locals: [],
+        labels: labels.slice(),
+        tau: 0.99,
       });
-      const v = loss.dataSync()[0]!;
-      loss.dispose();
-      return v;
+      return r.loss;
     },
-    dispose() {
-      disposeParams(online);
-      disposeParams(target);
-      disposeParams(head);
-      optimizer.dispose();
-      views.dispose();
-      labels.dispose();
-    },
+    dispose: () => engine.close(),
   };
 }

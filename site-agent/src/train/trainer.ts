@@ -11,11 +11,12 @@ import {
   type ParamSpec,
   type TrainingConfig,
 } from '@fedssl/shared/model';
-import { createVariables, disposeParams, matchWeights, readWeights } from '@fedssl/shared/model/tf';
+import { matchWeights } from '@fedssl/shared/model/tf';
 import type { TrainingDataset } from '../data/dataset';
 import { makeViews } from './augment';
-import { byolMetadataLoss, targetProjections } from './objective';
 import type { LocalState } from './local-state';
+import { defaultTrainingWorkers, ParallelTrainer } from './parallel/pool';
+import { Replica, type PlainTensor4D, type ReplicaInit, type TrainEngine } from './parallel/replica';
 
 export { decodeLocalState, encodeLocalState, type LocalState } from './local-state';
 
@@ -53,6 +54,13 @@ export interface TrainRoundArgs {
    * this call is step `offset + k` of `total` (default: this call alone).
    */
   schedule?: { offset: number; total: number };
+  /**
+   * Data-parallel worker threads (each with its own backend, batch-norm moments and
+   * gradients combined, same result as one thread up to float rounding); wasm and cpu
+   * backends only, the native backend always trains on this thread. Default:
+   * {@link defaultTrainingWorkers}.
+   */
+  workers?: number;
 }
 
 export interface TrainRoundResult {
@@ -135,34 +143,6 @@ function reuseOr(
   return fallback();
 }
 
-/** Adam's slots as plain arrays: `iter` then first and second moments in trainable order. */
-async function saveOptimizer(optimizer: tf.Optimizer): Promise<NamedTensors> {
-  const slots = await optimizer.getWeights();
-  const out: NamedTensors = [];
-  for (const [i, s] of slots.entries()) {
-    out.push({
-      name: i === 0 ? 'optimizer.iter' : `optimizer.slot.${i - 1}`,
-      shape: s.tensor.shape.slice(),
-      data: Float32Array.from(await s.tensor.data()),
-    });
-  }
-  slots[0]?.tensor.dispose(); // the iteration scalar is a fresh tensor; the slots are the optimizer's own
-  return out;
-}
-
-/**
- * Load state from {@link saveOptimizer}. tfjs's Adam matches slots to variables by
- * position, and the trainable list has a fixed order, so positions carry over.
- */
-async function restoreOptimizer(optimizer: tf.Optimizer, state: NamedTensors): Promise<void> {
-  const tensors = state.map((s) => ({ name: s.name, tensor: tf.tensor(s.data, s.shape, 'float32') }));
-  try {
-    await optimizer.setWeights(tensors);
-  } finally {
-    for (const t of tensors) t.tensor.dispose();
-  }
-}
-
 /**
  * Train one federated round locally: BYOL (online encoder+projector+predictor vs an EMA
  * target, symmetrized, with multi-crop local views) plus λ·cross-entropy of the
@@ -199,16 +179,24 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       )
     : (args.localState?.metadataHead ?? []);
 
-  const online = createVariables(args.globalWeights, sharedSpecs);
-  const target = createVariables(targetInit, targetSpecs);
-  const head = useMeta ? createVariables(headInit, headSpecs) : new Map<string, tf.Variable>();
-  const optimizer = tf.train.adam(training.learningRate);
-  if (args.optimizerState) await restoreOptimizer(optimizer, args.optimizerState);
-  const trainable = [...sharedSpecs, ...headSpecs]
-    .filter((s) => s.trainable)
-    .map((s) => (online.get(s.name) ?? head.get(s.name))!);
-  // Decoupled weight decay on conv/linear kernels only (not norms or biases).
-  const decayed = training.weightDecay > 0 ? trainable.filter((v) => v.shape.length >= 2) : [];
+  const init: ReplicaInit = {
+    model,
+    metadataClasses: useMeta ? dataset.metadataClasses : 0,
+    lambda,
+    learningRate: training.learningRate,
+    weightDecay: training.weightDecay,
+    online: sharedSpecs.map((sp) => globalByName.get(sp.name)!),
+    target: targetInit,
+    head: useMeta ? headInit : [],
+    ...(args.optimizerState ? { optimizerState: args.optimizerState } : {}),
+  };
+  const backend = tf.getBackend();
+  const threaded = backend === 'wasm' || backend === 'cpu' ? backend : undefined;
+  const workers = threaded ? (args.workers ?? defaultTrainingWorkers(threaded)) : 1;
+  const engine: TrainEngine =
+    threaded && workers > 1
+      ? await ParallelTrainer.start({ workers, backend: threaded, init })
+      : await Replica.create(init);
 
   const totalSteps = stepsPerRound(dataset.count, training);
   const batch = Math.max(2, Math.min(training.batchSize, dataset.count));
@@ -254,58 +242,22 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
         ? emaMomentum(training.emaMomentum, args.schedule.offset + step, args.schedule.total)
         : emaMomentum(training.emaMomentum, step, totalSteps);
 
-      const [loss, byol, meta] = tf.tidy(() => {
+      // Augmentation on this thread (its PRNG order is the same for any worker count).
+      const views = tf.tidy(() => {
         const images = tf.tensor4d(pixels, [batch, dataset.height, dataset.width, 1]);
-        const views = makeViews(images, model.inputSize, training.augmentation, rand);
-        const globals = tf.concat(views.global, 0) as tf.Tensor4D;
-        // Target projections of both global views (outside the tape: no gradient).
-        const targetZ = targetProjections(model, target, globals);
-        const stats = new Map<string, tf.Tensor>();
-        let byolOut: tf.Scalar | undefined;
-        let metaOut: tf.Scalar | undefined;
-        const cost = optimizer.minimize(
-          () => {
-            const l = byolMetadataLoss({
-              model,
-              online,
-              globals,
-              locals: views.local,
-              targetZ,
-              metadata: useMeta
-                ? {
-                    head,
-                    labels: tf.tensor1d([...labels, ...labels], 'int32'),
-                    classes: dataset.metadataClasses,
-                    lambda,
-                  }
-                : null,
-              statsOut: stats,
-            });
-            byolOut = tf.keep(l.byol);
-            if (l.metadata) metaOut = tf.keep(l.metadata);
-            return l.total;
-          },
-          true,
-          trainable,
-        );
-        // Running statistics are applied after the step, never inside the tape.
-        for (const [name, value] of stats) {
-          online.get(name)!.assign(value);
-          value.dispose();
-        }
-        for (const v of decayed) v.assign(tf.mul(v, 1 - training.learningRate * training.weightDecay));
-        // EMA of online → target for every target parameter (incl. running stats).
-        for (const [name, tv] of target)
-          tv.assign(tf.add(tf.mul(tv, tau), tf.mul(online.get(name)!, 1 - tau)));
-        return [cost!, byolOut!, metaOut ?? tf.scalar(0)];
+        const v = makeViews(images, model.inputSize, training.augmentation, rand);
+        return [tf.concat(v.global, 0) as tf.Tensor4D, ...v.local];
       });
-      const [lossV, byolV, metaV] = await Promise.all([loss.data(), byol.data(), meta.data()]);
-      loss.dispose();
-      byol.dispose();
-      meta.dispose();
-      lastLoss = lossV[0]!;
-      lastByol = byolV[0]!;
-      lastMeta = metaV[0]!;
+      const plain = (t: tf.Tensor4D): PlainTensor4D => ({
+        data: t.dataSync() as Float32Array,
+        shape: t.shape,
+      });
+      const inputs = { globals: plain(views[0]!), locals: views.slice(1).map(plain), labels, tau };
+      tf.dispose(views);
+      const losses = await engine.step(inputs);
+      lastLoss = losses.loss;
+      lastByol = losses.byol;
+      lastMeta = losses.metadata;
       if (!Number.isFinite(lastLoss)) {
         throw new FedsslError('TRAINING_FAILED', `loss became non-finite at step ${step + 1}`, {
           step: step + 1,
@@ -329,7 +281,8 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
     }
 
     const seconds = (performance.now() - started) / 1000;
-    const local = readWeights(online, sharedSpecs);
+    const state = await engine.read(args.keepOptimizerState === true);
+    const local = state.online;
     const delta = local.map((t) => {
       const g = globalByName.get(t.name)!.data;
       const d = new Float32Array(t.data.length);
@@ -337,8 +290,8 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       return { name: t.name, shape: t.shape, data: d };
     });
     const localState: LocalState = {
-      target: readWeights(target, targetSpecs),
-      metadataHead: useMeta ? readWeights(head, headSpecs) : headInit,
+      target: state.target,
+      metadataHead: useMeta ? state.head : headInit,
       metadataClasses: useMeta
         ? dataset.metadataClasses
         : (args.localState?.metadataClasses ?? dataset.metadataClasses),
@@ -361,11 +314,12 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
         lastLoss,
         lastByol,
         lastMeta,
-        backend: tf.getBackend(),
+        backend,
+        workers,
       },
       'local training round finished',
     );
-    const optimizerState = args.keepOptimizerState ? await saveOptimizer(optimizer) : undefined;
+    const optimizerState = state.optimizerState;
     return {
       delta,
       exampleCount: dataset.count,
@@ -375,9 +329,6 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       ...(optimizerState ? { optimizerState } : {}),
     };
   } finally {
-    disposeParams(online);
-    disposeParams(target);
-    disposeParams(head);
-    optimizer.dispose();
+    await engine.close();
   }
 }

@@ -9,8 +9,11 @@ import {
   type ModelConfig,
 } from '@fedssl/shared/model';
 import type { NamedTensors } from '@fedssl/shared/model';
+import { trainingConfigSchema } from '@fedssl/shared/model';
 import { isFedsslError } from '@fedssl/shared/errors';
+import type { TrainingDataset } from '../../data/dataset';
 import { selectBackend } from '../backend';
+import { trainRound } from '../trainer';
 import { ParallelTrainer, workerRows } from './pool';
 import { Replica, type ReplicaInit, type ReplicaState, type StepBatch, type TrainEngine } from './replica';
 
@@ -140,19 +143,77 @@ function exitCodes(pool: ParallelTrainer): Promise<number[]> {
   );
 }
 
-describe('data-parallel training equals one worker', () => {
-  for (const norm of ['batch', 'group'] as const) {
-    it(`${norm} norm: 2 workers give the weights of 1 after 2 steps (relative error < 1e-4); close() ends the threads`, async () => {
-      const model = { ...tinyModelConfig(SIZE), norm };
-      const before = tf.memory().numTensors;
-      const single = await train(await Replica.create(init(model)));
-      expect(tf.memory().numTensors).toBe(before);
-      const pool = await ParallelTrainer.start({ workers: 2, backend: 'wasm', init: init(model) });
-      expectSameTraining(model, await train(pool), single);
-      expect(await exitCodes(pool)).toEqual([0, 0]);
-      await expect(pool.step(batches()[0]!)).rejects.toThrow('the training worker pool is closed');
-    });
+/** Stripes of 3 patterns (the metadata classes), 16 px. */
+function dataset(count: number): TrainingDataset {
+  const pixels = new Float32Array(count * SIZE * SIZE);
+  for (let i = 0; i < count; i++) {
+    for (let j = 0; j < SIZE * SIZE; j++) {
+      pixels[i * SIZE * SIZE + j] =
+        0.5 + 0.4 * Math.sin((((i % 3) + 1) * (j % SIZE) + i + Math.floor(j / SIZE)) / 3);
+    }
   }
+  return {
+    count,
+    height: SIZE,
+    width: SIZE,
+    pixels,
+    metadataLabels: Int32Array.from({ length: count }, (_, i) => i % CLASSES),
+    metadataClasses: CLASSES,
+  };
+}
+
+describe('data-parallel training equals one worker', () => {
+  it('batch norm, through trainRound (augmentation, a multi-crop view): 2 workers give the weights of 1 after 2 steps', async () => {
+    const model = tinyModelConfig(SIZE);
+    const round = (workers: number) =>
+      trainRound({
+        model,
+        training: trainingConfigSchema.parse({
+          batchSize: BATCH,
+          maxStepsPerRound: 2,
+          weightDecay: 1e-4,
+          metadataWeight: 0.5,
+          augmentation: { multiCrop: { localViews: 1, sizeFraction: 0.5, scaleMin: 0.05, scaleMax: 0.3 } },
+        }),
+        globalWeights: init(model).online,
+        dataset: dataset(11),
+        seed: 5,
+        logger: pino({ level: 'silent' }),
+        keepOptimizerState: true,
+        workers,
+      });
+    const before = tf.memory().numTensors;
+    const one = await round(1);
+    const two = await round(2);
+    expect(tf.memory().numTensors).toBe(before);
+    const state = (r: typeof one): ReplicaState => ({
+      online: r.weights,
+      target: r.localState.target,
+      head: r.localState.metadataHead,
+    });
+    expect(two.metrics.steps).toBe(2);
+    expectSameTraining(
+      model,
+      { losses: [two.metrics.loss], state: state(two) },
+      { losses: [one.metrics.loss], state: state(one) },
+    );
+    // Adam's state comes back from worker 0 in the same layout (its values include the
+    // squared noise of the zero-gradient biases, so they are not compared).
+    expect(two.optimizerState!.map((t) => [t.name, t.shape])).toEqual(
+      one.optimizerState!.map((t) => [t.name, t.shape]),
+    );
+  });
+
+  it('group norm: 2 workers give the weights of 1 after 2 steps (relative error < 1e-4); close() ends the threads', async () => {
+    const model = { ...tinyModelConfig(SIZE), norm: 'group' as const };
+    const before = tf.memory().numTensors;
+    const single = await train(await Replica.create(init(model)));
+    expect(tf.memory().numTensors).toBe(before);
+    const pool = await ParallelTrainer.start({ workers: 2, backend: 'wasm', init: init(model) });
+    expectSameTraining(model, await train(pool), single);
+    expect(await exitCodes(pool)).toEqual([0, 0]);
+    await expect(pool.step(batches()[0]!)).rejects.toThrow('the training worker pool is closed');
+  });
 });
 
 describe('worker failures', () => {

@@ -8,9 +8,14 @@ import type { FromWorker, ToWorker, WorkerData } from './messages';
 import type { PlainTensor4D, ReplicaInit, ReplicaState, StepBatch, StepLosses, TrainEngine } from './replica';
 import { abortSync, createSyncBuffers, type SyncBuffers } from './sync';
 
-/** Default worker count: one per core, at most two (measured in docs/benchmarks.md, issue 8). */
-export function defaultWorkerCount(): number {
-  return Math.max(1, Math.min(2, os.availableParallelism()));
+/**
+ * Worker threads the trainer uses when not told: see docs/benchmarks.md (issue 8) for
+ * the measurements behind the choice.
+ */
+export function defaultTrainingWorkers(backend: WorkerData['backend']): number {
+  void backend;
+  void os;
+  return 1;
 }
 
 /** The compiled worker entry: beside this file in dist, or site-agent/dist when running from sources. */
