@@ -132,7 +132,13 @@ function honestCoordinator(
   let header: UpdateHeader | null = null;
   let signature = '';
   let dropped = false;
-  const state = { opened: null as NamedTensors | null, begins: 0, chunkIndices: [] as number[] };
+  const state = {
+    opened: null as NamedTensors | null,
+    dtypes: [] as string[],
+    plaintextBytes: 0,
+    begins: 0,
+    chunkIndices: [] as number[],
+  };
   const handlers: Partial<{ [E in RequestEvent]: Handler<E> }> = {
     'model:manifest': ({ version }) => {
       expect(version).toBe('v1');
@@ -175,7 +181,10 @@ function honestCoordinator(
         siteSigningPublicKey: site.signing.publicKey,
         coordinatorBoxSecretKey: coord.box.secretKey,
       });
-      state.opened = decodeWeights(plain, sharedParamSpecs(model)).tensors;
+      const decoded = decodeWeights(plain, sharedParamSpecs(model));
+      state.opened = decoded.tensors;
+      state.dtypes = [...new Set(decoded.manifest.tensors.map((t) => t.dtype))];
+      state.plaintextBytes = plain.length;
       return { accepted: true as const, updateId: 'upd-42' };
     },
   };
@@ -372,6 +381,25 @@ describe('TaskRunner: a round', () => {
       ok: false,
       error: { code: 'TASK_ALREADY_ANSWERED' },
     });
+  });
+
+  it("encodes the delta in the run's updateEncoding: float16 and int8 are smaller and decode close to it", async () => {
+    const sizes: Record<string, number> = {};
+    for (const updateEncoding of ['float32', 'float16', 'int8'] as const) {
+      const fake = honestCoordinator(coord, site);
+      const { runner, outcomes } = makeRunner(new StrictFakeUplink(fake.handlers), []);
+      const task = makeTask({ taskId: `task-${updateEncoding}`, training: { ...training, updateEncoding } });
+      expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+      await runner.idle();
+      expect(outcomes.map((o) => o.status)).toEqual(['accepted']);
+      expect(fake.state.dtypes).toEqual([updateEncoding]);
+      sizes[updateEncoding] = fake.state.plaintextBytes;
+      // 0.01 everywhere: float16's nearest value is 0.010002136…, int8's is 127 steps of 0.01/127.
+      const tol = { float32: 1e-7, float16: 3e-6, int8: 1e-8 }[updateEncoding];
+      expect(fake.state.opened!.every((t) => t.data.every((v) => Math.abs(v - 0.01) < tol))).toBe(true);
+    }
+    expect(sizes.float16! / sizes.float32!).toBeLessThan(0.6);
+    expect(sizes.int8! / sizes.float32!).toBeLessThan(0.35);
   });
 
   it("applies the signed task's differential privacy before sealing and records it in the ledger", async () => {

@@ -410,7 +410,8 @@ export class TaskRunner {
         dp: priv.record.dp,
       });
     }
-    const plaintext = encodeWeights(priv.delta);
+    // The run chooses the element type (float32 exact, float16 or int8 with a per-tensor scale).
+    const plaintext = encodeWeights(priv.delta, { dtype: task.training.updateEncoding });
     const metrics: Record<string, number> = {};
     for (const [k, v] of Object.entries(result.metrics)) if (Number.isFinite(v)) metrics[k] = v;
     const sealed = sealUpdate({
