@@ -7,7 +7,7 @@ import {
   type ModelConfig,
 } from '@fedssl/shared/model';
 import { ParallelTrainer } from '../../site-agent/src/train/parallel/pool';
-import { Replica, type ReplicaInit, type TrainEngine } from '../../site-agent/src/train/parallel/replica';
+import type { ReplicaInit, TrainEngine } from '../../site-agent/src/train/parallel/replica';
 
 /** The encoders measured: the tiny demo ResNet and a ResNet-18-shaped one at ¼ width. */
 export type BenchArch = 'tiny' | 'resnet18';
@@ -64,10 +64,11 @@ export async function createByolBench(
     target: pick((s) => s.part === 'encoder' || s.part === 'projector'),
     head: pick((s) => s.part === 'metadataHead'),
   };
+  // Loaded only for one worker: with a pool, this thread holds no TensorFlow.js at all.
   const engine: TrainEngine =
     workers > 1
       ? await ParallelTrainer.start({ workers, backend: opts.backend ?? 'wasm', init: replicaInit })
-      : await Replica.create(replicaInit);
+      : await (await import('../../site-agent/src/train/parallel/replica')).Replica.create(replicaInit);
   const rand = mulberry32(seed);
   const globals = Float32Array.from({ length: 2 * batch * size * size }, () => rand());
   const labels = Int32Array.from({ length: batch }, (_, i) => i % METADATA_CLASSES);

@@ -1,6 +1,6 @@
 import type { BackendPreference } from '../backend';
 import type { ReplicaInit, ReplicaState, StepBatch, StepLosses } from './replica';
-import type { SyncBuffers } from './sync';
+import type { SyncBuffers } from './buffers';
 
 /** What a worker is started with. */
 export interface WorkerData {

@@ -6,7 +6,7 @@ import { describeModel, shapeSize } from '@fedssl/shared/model';
 import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import type { FromWorker, ToWorker, WorkerData } from './messages';
 import type { PlainTensor4D, ReplicaInit, ReplicaState, StepBatch, StepLosses, TrainEngine } from './replica';
-import { abortSync, createSyncBuffers, type SyncBuffers } from './sync';
+import { abortSync, createSyncBuffers, type SyncBuffers } from './buffers';
 
 /**
  * Worker threads the trainer uses when not told: see docs/benchmarks.md (issue 8) for

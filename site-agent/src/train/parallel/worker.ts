@@ -8,7 +8,8 @@ import { pino } from 'pino';
 import { FedsslError } from '@fedssl/shared/errors';
 import { selectBackend } from '../backend';
 import { Replica } from './replica';
-import { SyncAbortedError, WorkerSync } from './sync';
+import { SyncAbortedError } from './buffers';
+import { WorkerSync } from './sync';
 import type { ToWorker, FromWorker, WorkerData } from './messages';
 
 async function main(): Promise<void> {
