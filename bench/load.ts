@@ -7,7 +7,7 @@
  * own) on 127.0.0.1. This process plays the agents with the agent's own client code:
  * each site has its own Ed25519/X25519 keys, enrolls with a one-time token over HTTP
  * (`POST /api/v1/enroll`), connects over socket.io (WebSocket) with `CoordinatorClient`
- * (challenge–response auth with the site key), verifies each task's coordinator signature,
+ * (challenge–response auth with the site key; agents connect in waves of 25), verifies each task's coordinator signature,
  * and answers with a real sealed envelope of the tiny model's delta (no training: a
  * deterministic synthetic delta of the exact tensors and size, float32, 1 MiB chunks)
  * through the agent's `uploadUpdate` (`update:begin` / `update:chunk` / `update:commit`).
@@ -54,6 +54,7 @@ const { values: opts } = parseArgs({
 
 const MODEL = tinyModelConfig(32);
 const MIB = 1024 * 1024;
+const CONNECT_WAVE = 25;
 
 // ---------------------------------------------------------------- coordinator child
 
@@ -122,6 +123,8 @@ async function childMain(dir: string): Promise<void> {
       }
     })();
   });
+  // The parent gone (finished or crashed): do not outlive it.
+  process.on('disconnect', () => process.exit(0));
   send({ ready: true, url: c.url });
 }
 
@@ -334,7 +337,13 @@ async function main(): Promise<void> {
     let connected = 0;
     for (const n of stages) {
       const tc = Date.now();
-      await Promise.all(agents.slice(connected, n).map((a) => a.connect(coordinator.url)));
+      // Waves of CONNECT_WAVE: a whole stage at once can exceed the 10 s auth window on a
+      // busy 2-core machine (both sides run tweetnacl Ed25519 per handshake).
+      for (let i = connected; i < n; i += CONNECT_WAVE) {
+        await Promise.all(
+          agents.slice(i, Math.min(n, i + CONNECT_WAVE)).map((a) => a.connect(coordinator.url)),
+        );
+      }
       const connectS = (Date.now() - tc) / 1000;
       connected = n;
       const rtts = await heartbeats(agents.slice(0, n), probes);
@@ -450,5 +459,9 @@ async function main(): Promise<void> {
   }
 }
 
-if (opts.child) void childMain(opts.child);
-else void main();
+const fail = (e: unknown) => {
+  console.error(e);
+  process.exit(1);
+};
+if (opts.child) childMain(opts.child).catch(fail);
+else main().catch(fail);
