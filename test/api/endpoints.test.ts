@@ -12,6 +12,7 @@ import { loadConfig } from '../../coordinator/src/config/config';
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/src/main';
 import { ModelStoreService } from '../../coordinator/src/models/model-store.service';
 import { OPENAPI_JSON_PATH } from '../../coordinator/src/ops/openapi';
+import { checkJsonSchema, type Schema } from './json-schema-check';
 
 /**
  * Every REST route, table-driven, against a real coordinator on 127.0.0.1 (SQLite): no token →
@@ -51,6 +52,18 @@ const ROLES: Role[] = ['viewer', 'operator', 'admin'];
 
 let running: RunningCoordinator;
 let root: string;
+interface OpenApiOperation {
+  requestBody?: { content: Record<string, { schema: Schema }> };
+  responses: Record<string, { content?: Record<string, { schema: Schema }> }>;
+}
+let doc: {
+  paths: Record<string, Record<string, OpenApiOperation>>;
+  components: { schemas: Record<string, Schema> };
+};
+const operation = (row: Row): OpenApiOperation => {
+  const [method, p] = row.route.split(' ') as [string, string];
+  return doc.paths[p]![method.toLowerCase()]!;
+};
 const tokens: Record<Role, string> = { viewer: '', operator: '', admin: '' };
 
 async function call(
@@ -196,7 +209,7 @@ const ROWS: Row[] = [
       const issued = await call('POST', {
         path: api('/enrollment-tokens'),
         token: tokens.admin,
-        body: { siteName: 'enroll-ok' },
+        body: { siteName: `enroll-${randomBytes(3).toString('hex')}` },
       });
       return {
         path: api('/enroll'),
@@ -233,7 +246,11 @@ const ROWS: Row[] = [
   {
     route: 'POST /api/v1/enrollment-tokens',
     role: 'admin',
-    ok: async () => ({ path: api('/enrollment-tokens'), body: { siteName: 'st-mary' }, status: 201 }),
+    ok: async () => ({
+      path: api('/enrollment-tokens'),
+      body: { siteName: `st-${randomBytes(3).toString('hex')}` },
+      status: 201,
+    }),
     bad: () => [
       err(400, 'PROTOCOL_INVALID_MESSAGE', 'expiresInSeconds: Too small: expected number to be >=60', {
         path: api('/enrollment-tokens'),
@@ -607,6 +624,7 @@ describe('REST API: every route, bad inputs, roles (real server, SQLite)', () =>
       });
     }
     models.deleteWeights('pruned.r1');
+    doc = (await call('GET', { path: `/${OPENAPI_JSON_PATH}` })).body as typeof doc;
   });
   afterAll(async () => {
     await running?.close();
@@ -614,13 +632,34 @@ describe('REST API: every route, bad inputs, roles (real server, SQLite)', () =>
   });
 
   it('has exactly one row per route of the OpenAPI document (derived from the router)', async () => {
-    const doc = (await call('GET', { path: `/${OPENAPI_JSON_PATH}` })).body as {
-      paths: Record<string, Record<string, unknown>>;
-    };
     const documented = Object.entries(doc.paths)
       .flatMap(([p, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${p}`))
       .sort();
     expect(ROWS.map((r) => r.route).sort()).toEqual(documented);
+  });
+
+  it('documents every operation: a JSON request body exactly where it takes one, and its success responses', async () => {
+    for (const row of ROWS) {
+      const op = operation(row);
+      const req = await row.ok();
+      const takesBody = req.body !== undefined;
+      expect([row.route, op.requestBody?.content['application/json']?.schema !== undefined]).toEqual([
+        row.route,
+        takesBody,
+      ]);
+      const success = Object.entries(op.responses).filter(([status]) => /^2\d\d$/.test(status));
+      expect([row.route, success.map(([status]) => Number(status)).includes(req.status)]).toEqual([
+        row.route,
+        true,
+      ]);
+      for (const [, r] of success) {
+        const schemas = Object.values(r.content ?? {}).map((c) => c.schema);
+        expect([row.route, schemas.length]).toEqual([row.route, 1]);
+      }
+      expect(op.responses['default']?.content?.['application/json']?.schema).toEqual({
+        $ref: '#/components/schemas/Error',
+      });
+    }
   });
 
   for (const row of ROWS) {
@@ -676,6 +715,16 @@ describe('REST API: every route, bad inputs, roles (real server, SQLite)', () =>
         const req = await row.ok();
         const r = await call(method, { ...req, token: row.role === 'public' ? undefined : tokens[row.role] });
         expect([r.status, r.status < 400 ? 'ok' : r.body]).toEqual([req.status, 'ok']);
+        // The body is what the OpenAPI document says it is.
+        const documented = operation(row).responses[String(req.status)]!.content!;
+        const [mediaType, { schema }] = Object.entries(documented)[0]!;
+        expect(r.type).toContain(mediaType);
+        if (mediaType === 'application/json') {
+          expect([row.route, checkJsonSchema(r.body, schema, doc.components.schemas)]).toEqual([
+            row.route,
+            [],
+          ]);
+        }
       });
     });
   }
