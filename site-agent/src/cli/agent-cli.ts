@@ -12,6 +12,7 @@ import {
   runCommand,
   type CliIo,
 } from './commands';
+import { rotateKeysCommand, showCoordinatorCommand } from './key-commands';
 import { registerDoctor, registerProbe, registerTrainLocal } from './register-tools';
 
 /**
@@ -98,11 +99,48 @@ export function buildProgram(): Command {
     .requiredOption('--coordinator <url>', 'coordinator URL, e.g. https://fedssl.example.org')
     .requiredOption('--token <token>', 'one-time enrollment token from the consortium admin')
     .option('--force', 'enroll again although already enrolled', false)
-    .action(async (o: { home?: string; coordinator: string; token: string; force: boolean }) => {
-      process.exitCode = await enrollCommand(
-        { home: resolveAgentHome(o.home), coordinator: o.coordinator, token: o.token, force: o.force },
-        io,
-      );
+    .option(
+      '--expect-fingerprint <fp>',
+      "refuse to pin the coordinator unless its fingerprint is this one (from the admin's `fedssl-coordinator fingerprint`)",
+    )
+    .action(
+      async (o: {
+        home?: string;
+        coordinator: string;
+        token: string;
+        force: boolean;
+        expectFingerprint?: string;
+      }) => {
+        process.exitCode = await enrollCommand(
+          {
+            home: resolveAgentHome(o.home),
+            coordinator: o.coordinator,
+            token: o.token,
+            force: o.force,
+            ...(o.expectFingerprint !== undefined ? { expectFingerprint: o.expectFingerprint } : {}),
+          },
+          io,
+        );
+      },
+    );
+
+  program
+    .command('rotate-keys')
+    .description(
+      'replace the site keys: the coordinator registers the new ones (signed by the old and the new key) and accepts the old ones for its grace period',
+    )
+    .addOption(homeOption())
+    .action(async (o: { home?: string }) => {
+      process.exitCode = await rotateKeysCommand({ home: resolveAgentHome(o.home) }, io);
+    });
+
+  program
+    .command('show-coordinator')
+    .description('show the pinned coordinator key id and fingerprint, to compare out of band')
+    .addOption(homeOption())
+    .option('--json', 'JSON output', false)
+    .action(async (o: { home?: string; json: boolean }) => {
+      process.exitCode = await showCoordinatorCommand({ home: resolveAgentHome(o.home), json: o.json }, io);
     });
 
   program

@@ -1,15 +1,18 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { fingerprint, fromBase64, keyId, toBase64 } from '@fedssl/shared/crypto';
+import { describeCoordinatorKeys, fingerprint, fromBase64, keyId, toBase64 } from '@fedssl/shared/crypto';
 import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import {
   PROTOCOL_VERSION,
+  coordinatorKeysSchema,
   enrollResponseSchema,
+  type CoordinatorKeys,
   type AgentStatus,
   type EnrollRequest,
 } from '@fedssl/shared/protocol';
 import { readLedger } from '../audit/ledger';
+import { CoordinatorPin } from '../config/coordinator-pin';
 import {
   agentPaths,
   initAgentHome,
@@ -98,10 +101,22 @@ export interface EnrollCommandOptions {
   token: string;
   /** Replace an existing enrollment. */
   force?: boolean;
+  /** Refuse to pin a coordinator whose fingerprint is not this one (read out of band). */
+  expectFingerprint?: string;
   fetchImpl?: typeof fetch;
 }
 
-async function errorFromResponse(res: Response): Promise<FedsslError> {
+/** Fingerprints compare without regard to case and spacing ("A1B2C3D4…" = "a1b2 c3d4 …"). */
+export function normalizeFingerprint(fp: string): string {
+  return fp.replace(/[\s:]/g, '').toLowerCase();
+}
+
+/** A refused HTTP request as a coded error: the coordinator's code when it is one we know. */
+export async function errorFromResponse(
+  res: Response,
+  what = 'enrollment',
+  fallbackCode: ErrorCode = 'ENROLLMENT_TOKEN_INVALID',
+): Promise<FedsslError> {
   let body: unknown;
   try {
     body = await res.json();
@@ -122,13 +137,36 @@ async function errorFromResponse(res: Response): Promise<FedsslError> {
         ? b.error.message
         : res.statusText;
   if (code && Object.prototype.hasOwnProperty.call(ERROR_CODES, code)) {
-    return new FedsslError(code as ErrorCode, `enrollment refused: ${rawMessage}`, { status: res.status });
+    return new FedsslError(code as ErrorCode, `${what} refused: ${rawMessage}`, { status: res.status });
   }
   return new FedsslError(
-    'ENROLLMENT_TOKEN_INVALID',
-    `enrollment refused (HTTP ${res.status}${code ? ` ${code}` : ''}): ${rawMessage}`,
+    fallbackCode,
+    `${what} refused (HTTP ${res.status}${code ? ` ${code}` : ''}): ${rawMessage}`,
     { status: res.status },
   );
+}
+
+/**
+ * The coordinator's public keys (`GET /api/v1/coordinator/keys`), with the fingerprint and
+ * key id recomputed from the keys rather than trusted.
+ * @throws FedsslError COORDINATOR_UNREACHABLE, PROTOCOL_INVALID_MESSAGE
+ */
+async function fetchCoordinatorKeys(base: string, doFetch: typeof fetch): Promise<CoordinatorKeys> {
+  let res: Response;
+  try {
+    res = await doFetch(`${base}/api/v1/coordinator/keys`);
+  } catch (e) {
+    throw new FedsslError('COORDINATOR_UNREACHABLE', `cannot reach ${base}: ${(e as Error).message}`);
+  }
+  const parsed = res.ok ? coordinatorKeysSchema.safeParse(await res.json()) : undefined;
+  if (!parsed?.success) {
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `${base} did not answer with coordinator keys (HTTP ${res.status})`,
+    );
+  }
+  const k = parsed.data;
+  return describeCoordinatorKeys(fromBase64(k.signingPublicKey, 32), fromBase64(k.boxPublicKey, 32));
 }
 
 /**
@@ -153,6 +191,20 @@ export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Prom
     protocolVersion: PROTOCOL_VERSION,
   };
   const doFetch = opts.fetchImpl ?? fetch;
+  const mismatch = (fp: string, when: string) =>
+    new FedsslError(
+      'COORDINATOR_FINGERPRINT_MISMATCH',
+      `the coordinator's fingerprint is ${fp}, not the expected ${opts.expectFingerprint}; ${when}. ` +
+        'Check the URL and ask the consortium admin',
+      { fingerprint: fp },
+    );
+  if (opts.expectFingerprint !== undefined) {
+    // Checked before the token is spent and before our keys are registered anywhere.
+    const presented = await fetchCoordinatorKeys(base, doFetch);
+    if (normalizeFingerprint(presented.fingerprint) !== normalizeFingerprint(opts.expectFingerprint)) {
+      throw mismatch(presented.fingerprint, 'nothing was sent and the token is still valid');
+    }
+  }
   const res = await retry(
     async () => {
       try {
@@ -182,6 +234,13 @@ export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Prom
       'the coordinator fingerprint or key id does not match its keys; not pinning',
     );
   }
+  if (
+    opts.expectFingerprint !== undefined &&
+    normalizeFingerprint(opts.expectFingerprint) !== normalizeFingerprint(fp)
+  ) {
+    // Keys changed between the check and the enrollment: nothing is pinned, IT must find out why.
+    throw mismatch(fp, 'nothing was pinned, but the token is used up');
+  }
   await saveAgentConfig(opts.home, {
     ...config,
     siteId: parsed.data.siteId,
@@ -192,7 +251,11 @@ export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Prom
   io.out(`Enrolled as site:         ${parsed.data.siteId} (${parsed.data.siteName})`);
   io.out(`Coordinator key id:       ${coord.keyId}`);
   io.out(`Coordinator fingerprint:  ${fp}`);
-  io.out('Compare this fingerprint with the one your consortium admin reads to you.');
+  io.out(
+    opts.expectFingerprint !== undefined
+      ? 'The fingerprint matches the one you expected.'
+      : 'Compare this fingerprint with the one your consortium admin reads to you.',
+  );
   return 0;
 }
 
@@ -232,6 +295,8 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   });
   secret.fill(0);
   const version = agentVersion();
+  // Followed coordinator key rotations update this pin (and config.json) in place.
+  const pin = new CoordinatorPin(opts.home, config.coordinator, log);
   const client = new CoordinatorClient({
     url: config.coordinatorUrl,
     siteId: config.siteId,
@@ -250,10 +315,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   const runner = new TaskRunner({
     uplink: client,
     siteId: config.siteId,
-    coordinator: {
-      signingPublicKey: fromBase64(config.coordinator.signingPublicKey, 32),
-      boxPublicKey: fromBase64(config.coordinator.boxPublicKey, 32),
-    },
+    coordinator: pin.bytes,
     siteSigningSecretKey: keys.signing.secretKey,
     uploadChunkSize: config.uploadChunkSize,
     home: opts.home,
@@ -279,6 +341,8 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
       if (opts.exitAfterTasks !== undefined && ended >= opts.exitAfterTasks) finish(0);
     },
   });
+  // Registered before task:offer: the coordinator sends the key chain first after auth.
+  client.socket.on('keys:announce', (msg) => pin.accept(msg));
   client.socket.on('task:offer', (msg, ack) => runner.handleOffer(msg, ack));
   client.socket.on('task:cancel', (msg) => runner.handleCancel(msg));
   client.on('fatal', () => finish(1));
@@ -291,6 +355,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   // Abort whatever step is running, then close the socket: nothing half-sent is left behind.
   await runner.stop();
   client.close();
+  await pin.flushed();
   if (client.fatal) throw client.fatal;
   return code;
 }

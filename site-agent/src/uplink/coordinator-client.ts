@@ -33,6 +33,8 @@ const FATAL_CODES = new Set([
   'SITE_REVOKED',
   'SITE_NOT_FOUND',
   'SITE_AUTH_FAILED',
+  // The site's key was replaced and its grace period is over: restart with the new keys.
+  'SITE_KEY_EXPIRED',
   'PROTOCOL_VERSION_MISMATCH',
 ]);
 
@@ -146,7 +148,7 @@ export class CoordinatorClient extends EventEmitter implements Uplink {
       if (FATAL_CODES.has(code)) {
         this.fail(
           new FedsslError(
-            code as 'SITE_REVOKED',
+            code as 'SITE_REVOKED' | 'SITE_KEY_EXPIRED',
             `coordinator refused this site: ${String(msg?.message ?? code)}`,
           ),
         );
