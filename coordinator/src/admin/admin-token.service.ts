@@ -83,7 +83,12 @@ export class AdminTokenService {
     if (!rec || rec.revokedAt !== null) {
       throw new FedsslError('ADMIN_UNAUTHORIZED', 'invalid or revoked admin token');
     }
-    await this.repo.touch(rec.id, isoNow(this.clock));
+    // Best effort: a store that cannot write (a full disk) must not lock the operators out.
+    await this.repo
+      .touch(rec.id, isoNow(this.clock))
+      .catch((e: unknown) =>
+        this.log.warn({ tokenId: rec.id, err: (e as Error).message }, 'could not record token use'),
+      );
     return { tokenId: rec.id, name: rec.name, role: rec.role };
   }
 }

@@ -20,6 +20,7 @@ describe('httpStatusFor', () => {
     ['MODEL_CHUNK_OUT_OF_RANGE', 416],
     ['MODEL_WEIGHTS_MISMATCH', 400],
     ['TRAINING_FAILED', 500],
+    ['STORAGE_FULL', 507],
   ] as const)('%s → %i', (code, status) => {
     expect(httpStatusFor(code)).toBe(status);
   });

@@ -10,6 +10,7 @@ import { BaseWsExceptionFilter } from '@nestjs/websockets';
 import type { Logger } from 'pino';
 import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import { LOGGER } from '../../config/config';
+import { isOutOfSpace } from '../../faults/storage-full';
 
 /**
  * `instanceof FedsslError`, tolerant of a second copy of the errors module (vitest inlines
@@ -42,6 +43,7 @@ const EXPLICIT: Partial<Record<ErrorCode, number>> = {
   CRYPTO_INVALID_ARGUMENT: HttpStatus.BAD_REQUEST,
   TASK_UNKNOWN: HttpStatus.NOT_FOUND,
   UPLOAD_UNKNOWN: HttpStatus.NOT_FOUND,
+  STORAGE_FULL: HttpStatus.INSUFFICIENT_STORAGE,
 };
 
 /**
@@ -109,6 +111,19 @@ export class FedsslExceptionFilter implements ExceptionFilter {
   }
 
   private toResponse(e: unknown): [number, ErrorBody] {
+    // A write that hit a full disk or database anywhere: say so, not "internal error".
+    if (isOutOfSpace(e)) {
+      this.log.error({ err: e }, 'data directory full');
+      return [
+        HttpStatus.INSUFFICIENT_STORAGE,
+        {
+          error: {
+            code: 'STORAGE_FULL',
+            message: 'coordinator out of space; free space in FEDSSL_DATA_DIR (or the database volume)',
+          },
+        },
+      ];
+    }
     if (isFedsslErrorLike(e)) {
       const status = httpStatusFor(e.code);
       if (status >= 500) this.log.error({ code: e.code, err: e }, 'request failed');
