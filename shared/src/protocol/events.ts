@@ -15,6 +15,7 @@ import type {
   UploadCommit,
 } from './messages';
 import type { CoordinatorKeyChain } from './key-rotation';
+import type { SecAggAnswer, SecAggStep } from './secagg';
 
 /**
  * Typed event maps for the agent namespace, used by both the coordinator's gateway
@@ -28,6 +29,8 @@ export interface CoordinatorToAgentEvents {
   /** A signed task; the agent acks once it has verified and accepted (or refused) it. */
   'task:offer': (msg: SignedTask, ack: (res: Ack) => void) => void;
   'task:cancel': (msg: TaskCancel) => void;
+  /** A secure-aggregation step of a task's round; the agent answers in the ack (docs/privacy.md). */
+  'secagg:step': (msg: SecAggStep, ack: (res: Ack<SecAggAnswer>) => void) => void;
   /**
    * The coordinator's current keys and its announcement chain, sent after authentication
    * (before any task) and on every rotation; the agent follows it from its pinned key.

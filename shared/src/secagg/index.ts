@@ -1,2 +1,4 @@
 export * from './protocol';
 export * from './ring';
+export * from './wire';
+export * from './statistics';

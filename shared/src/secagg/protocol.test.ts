@@ -9,6 +9,7 @@ import {
   type SecAggParams,
 } from './protocol';
 import { decodeFixed, encodeFixed, maxAbsInput, RING } from './ring';
+import { chiSquareTopByte, pearson } from './statistics';
 
 const D = 4096;
 
@@ -63,33 +64,6 @@ async function session(
     server.receiveUnmask(c.unmask(survivors));
   }
   return { sum: await server.finish(), server, masked };
-}
-
-/** Pearson chi-square of values in [0, 2^48) over 256 equal bins (their top byte). */
-function chiSquareTopByte(values: Float64Array): number {
-  const bins = new Float64Array(256);
-  for (const v of values) bins[Math.floor(v / 2 ** 40)]! += 1;
-  const e = values.length / 256;
-  return bins.reduce((s, o) => s + (o - e) ** 2 / e, 0);
-}
-
-function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  const n = a.length;
-  let ma = 0;
-  let mb = 0;
-  for (let i = 0; i < n; i++) {
-    ma += a[i]! / n;
-    mb += b[i]! / n;
-  }
-  let sab = 0;
-  let saa = 0;
-  let sbb = 0;
-  for (let i = 0; i < n; i++) {
-    sab += (a[i]! - ma) * (b[i]! - mb);
-    saa += (a[i]! - ma) ** 2;
-    sbb += (b[i]! - mb) ** 2;
-  }
-  return sab / Math.sqrt(saa * sbb);
 }
 
 describe('secure aggregation: masks cancel', () => {

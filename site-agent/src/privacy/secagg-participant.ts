@@ -1,0 +1,91 @@
+import type { Logger } from 'pino';
+import type { NamedTensors } from '@fedssl/shared/codec';
+import { FedsslError, isFedsslError } from '@fedssl/shared/errors';
+import { secAggStepSchema, type Ack, type SecAggAnswer } from '@fedssl/shared/protocol';
+import { encodeMaskedInput, SecAggClient, type EncryptedShare } from '@fedssl/shared/secagg';
+
+interface Session {
+  client: SecAggClient;
+  boxes: EncryptedShare[] | null;
+}
+
+/**
+ * The site's side of secure aggregation: answers the coordinator's `secagg:step` messages for
+ * the task it is working on and masks its update before sealing. The site's input is
+ * exampleCount·Δ (so the coordinator can form FedAvg from the sum), in fixed point.
+ */
+export class SecAggParticipant {
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(
+    private readonly siteId: string,
+    /** True when `taskId` is a verified task of this agent whose run asks for secure aggregation. */
+    private readonly isSecureTask: (taskId: string) => boolean,
+    private readonly log: Logger,
+  ) {}
+
+  /** Handles one `secagg:step`; answers `{ ok: false, error }` to anything out of place. */
+  async handleStep(msg: unknown): Promise<Ack<SecAggAnswer>> {
+    try {
+      return { ok: true, ...(await this.step(msg)) };
+    } catch (e) {
+      const code = isFedsslError(e) ? e.code : 'SECAGG_PROTOCOL';
+      this.log.warn({ code, err: (e as Error).message }, 'secure aggregation step refused');
+      return { ok: false, error: { code, message: (e as Error).message.slice(0, 500) } };
+    }
+  }
+
+  private async step(msg: unknown): Promise<SecAggAnswer> {
+    const parsed = secAggStepSchema.safeParse(msg);
+    if (!parsed.success) throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'malformed secagg:step');
+    const m = parsed.data;
+    if (!this.isSecureTask(m.taskId))
+      throw new FedsslError(
+        'SECAGG_PROTOCOL',
+        `task ${m.taskId} is not a secure-aggregation task of this site`,
+      );
+    if (m.step === 'advertise') {
+      if (this.sessions.has(m.taskId)) throw new FedsslError('SECAGG_PROTOCOL', 'keys already advertised');
+      const client = new SecAggClient(this.siteId, {
+        sessionId: m.sessionId,
+        threshold: m.threshold,
+        dimension: m.dimension,
+        fractionBits: m.fractionBits,
+      });
+      this.sessions.set(m.taskId, { client, boxes: null });
+      return { step: 'advertise', keys: client.advertise() };
+    }
+    const s = this.sessions.get(m.taskId);
+    if (!s) throw new FedsslError('SECAGG_PROTOCOL', `no secure-aggregation session for task ${m.taskId}`);
+    switch (m.step) {
+      case 'share':
+        return { step: 'share', shares: await s.client.shareKeys(m.roster) };
+      case 'boxes':
+        if (s.boxes) throw new FedsslError('SECAGG_PROTOCOL', 'share boxes already received');
+        s.boxes = m.boxes;
+        return { step: 'boxes' };
+      case 'unmask':
+        return { step: 'unmask', unmask: s.client.unmask(m.survivors) };
+    }
+  }
+
+  /**
+   * The plaintext to seal instead of the delta: exampleCount·Δ, flattened in tensor order,
+   * masked. Throws (and the task fails) without a session, or if the values do not fit.
+   * @throws FedsslError SECAGG_PROTOCOL, SECAGG_OVERFLOW.
+   */
+  maskUpdate(taskId: string, delta: NamedTensors, exampleCount: number): Uint8Array {
+    const s = this.sessions.get(taskId);
+    if (!s?.boxes)
+      throw new FedsslError('SECAGG_PROTOCOL', `secure aggregation of task ${taskId} was not set up`);
+    const x = new Float64Array(delta.reduce((n, t) => n + t.data.length, 0));
+    let off = 0;
+    for (const t of delta) for (let i = 0; i < t.data.length; i++) x[off++] = exampleCount * t.data[i]!;
+    return encodeMaskedInput(s.client.maskedInput(s.boxes, x).masked);
+  }
+
+  /** Drops a finished task's session (its secrets go with it). */
+  forget(taskId: string): void {
+    this.sessions.delete(taskId);
+  }
+}
