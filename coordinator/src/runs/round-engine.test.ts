@@ -207,6 +207,47 @@ describe('RoundEngine', () => {
     expect(detail.rounds.map((r) => r.state)).toEqual(['failed', 'published']);
   });
 
+  it('keeps a round aggregating while the disk is full and publishes it once space is back, attempt 1', async () => {
+    const log = capture();
+    f = await FederationFixture.create(log.logger);
+    const a = f.agent('site-a', 5, 0.1);
+    const b = f.agent('site-b', 5, -0.1);
+    f.connect(a);
+    f.connect(b);
+    await f.engine.idle();
+    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
+    const tasks = Promise.all([a.nextTask(), b.nextTask()]);
+    await f.runs.start(run.id);
+    const [ta, tb] = await tasks;
+    // The disk fills up: the next two publications fail with ENOSPC, as the file system says.
+    const publish = f.models.publish.bind(f.models);
+    let full = 2;
+    f.models.publish = (args) => {
+      if (full-- > 0)
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      return publish(args);
+    };
+    await f.upload('site-a', a.seal(ta));
+    // The last upload's commit is still an acceptance, though aggregation could not publish.
+    await expect(f.upload('site-b', b.seal(tb))).resolves.toMatchObject({ accepted: true });
+    await f.engine.idle();
+    expect((await f.repo.latestRound(run.id))!.state).toBe('aggregating');
+    f.clock.advance(1000);
+    await f.engine.idle();
+    expect((await f.repo.latestRound(run.id))!.state).toBe('aggregating');
+    f.clock.advance(2000);
+    await f.engine.idle();
+
+    const detail = await f.runs.get(run.id);
+    expect(detail.state).toBe('completed');
+    expect(detail.rounds.map((r) => [r.round, r.attempt, r.state])).toEqual([[1, 1, 'published']]);
+    expect(detail.rounds[0]!.participants.map((p) => p.state)).toEqual(['accepted', 'accepted']);
+    expect(
+      log.lines.filter((l) => l.msg === 'aggregation deferred: data directory full').map((l) => l.retryInMs),
+    ).toEqual([1000, 2000]);
+    expect(log.lines.filter((l) => l.msg === 'round failed')).toEqual([]);
+  });
+
   it('drops a revoked site at once and leaves its accepted update out of the aggregate', async () => {
     f = await FederationFixture.create();
     const agents = [f.agent('site-a', 10, 0.1), f.agent('site-b', 10, 0.2), f.agent('site-c', 10, 0.3)];
