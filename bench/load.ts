@@ -35,12 +35,12 @@ import {
   verifySignedTask,
   type PartyKeys,
 } from '@fedssl/shared/crypto';
-import type { NamedTensors } from '@fedssl/shared/codec';
+import { encodeWeights } from '@fedssl/shared/codec';
 import { tinyModelConfig } from '@fedssl/shared/model';
 import { PROTOCOL_VERSION, type AgentStatus, type EnrollResponse } from '@fedssl/shared/protocol';
 import { CoordinatorClient } from '../site-agent/src/uplink/coordinator-client';
 import { uploadUpdate } from '../site-agent/src/uplink/upload';
-import { median, sealDelta, syntheticDelta } from './lib/updates';
+import { median, sealPlaintext, syntheticDelta } from './lib/updates';
 
 const { values: opts } = parseArgs({
   options: {
@@ -172,6 +172,7 @@ class Coordinator {
 // ---------------------------------------------------------------- simulated agents
 
 const silent = pino({ level: 'silent' });
+const disconnectReasons = new Map<string, number>();
 const IDLE: AgentStatus = { state: 'idle', backend: 'none', exampleCount: 100, agentVersion: 'load-bench' };
 
 class SimAgent {
@@ -183,9 +184,12 @@ class SimAgent {
   private readonly keys: PartyKeys = generatePartyKeys();
   siteId = '';
 
+  disconnects = 0;
+
   constructor(
     private readonly index: number,
-    private readonly delta: NamedTensors,
+    /** The encoded delta (the same bytes for every agent; each seals its own envelope). */
+    private readonly plaintext: Uint8Array,
   ) {}
 
   async enroll(url: string, token: string): Promise<void> {
@@ -227,6 +231,10 @@ class SimAgent {
       ack({ ok: true });
       void this.answer(task);
     });
+    this.client.socket.on('disconnect', (reason) => {
+      this.disconnects++;
+      disconnectReasons.set(reason, (disconnectReasons.get(reason) ?? 0) + 1);
+    });
     this.client.connect();
     this.client.setStatus(IDLE);
     await this.client.ready();
@@ -235,7 +243,9 @@ class SimAgent {
   /** Seal the delta for this task and upload it with the agent's own upload code. */
   private async answer(task: ReturnType<typeof verifySignedTask>): Promise<void> {
     try {
-      const { sealed } = sealDelta(this.delta, {
+      // 200 agents share this process: yield between seals so sockets keep answering pings.
+      await new Promise((r) => setImmediate(r));
+      const sealed = sealPlaintext(this.plaintext, {
         site: this.keys,
         siteId: this.siteId,
         coordinatorBoxPublicKey: this.coordinatorBox,
@@ -274,15 +284,29 @@ function percentile(xs: readonly number[], p: number): number {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
-/** Every agent sends `probes` heartbeats in sequence, all agents concurrently. */
-async function heartbeats(agents: readonly SimAgent[], probes: number): Promise<number[]> {
-  const all: number[] = [];
+/**
+ * Every agent sends `probes` heartbeats in sequence, all agents concurrently. A heartbeat
+ * lost to a disconnection is counted, not timed.
+ */
+async function heartbeats(
+  agents: readonly SimAgent[],
+  probes: number,
+): Promise<{ rtts: number[]; lost: number }> {
+  const rtts: number[] = [];
+  let lost = 0;
   await Promise.all(
     agents.map(async (a) => {
-      for (let i = 0; i < probes; i++) all.push(await a.heartbeat());
+      for (let i = 0; i < probes; i++) {
+        try {
+          rtts.push(await a.heartbeat());
+        } catch {
+          lost++;
+          await a.client.ready().catch(() => undefined);
+        }
+      }
     }),
   );
-  return all;
+  return { rtts, lost };
 }
 
 /** Least-squares slope of ys over 1..n. */
@@ -319,7 +343,8 @@ async function main(): Promise<void> {
     console.log(`coordinator up at ${coordinator.url}, RSS ${mib(rss0.rss).toFixed(0)} MiB`);
 
     const delta = syntheticDelta(MODEL, 1);
-    const agents = Array.from({ length: total }, (_, i) => new SimAgent(i, delta));
+    const plaintext = encodeWeights(delta);
+    const agents = Array.from({ length: total }, (_, i) => new SimAgent(i, plaintext));
     const { tokens } = await coordinator.ask<{ tokens: string[] }>({ cmd: 'tokens', n: total });
     const te = Date.now();
     for (let i = 0; i < total; i += 20) {
@@ -346,7 +371,8 @@ async function main(): Promise<void> {
       }
       const connectS = (Date.now() - tc) / 1000;
       connected = n;
-      const rtts = await heartbeats(agents.slice(0, n), probes);
+      const { rtts, lost } = await heartbeats(agents.slice(0, n), probes);
+      if (lost) console.log(`(${lost} heartbeats lost to disconnections at ${n} agents)`);
       const { rss } = await coordinator.ask<{ rss: number }>({ cmd: 'rss' });
       const p50 = percentile(rtts, 50);
       const p99 = percentile(rtts, 99);
@@ -359,6 +385,8 @@ async function main(): Promise<void> {
     }
 
     const active = agents.slice(0, connected);
+    for (const a of active) a.disconnects = 0;
+    disconnectReasons.clear();
     const { runId } = await coordinator.ask<{ runId: string }>({
       cmd: 'createRun',
       body: {
@@ -372,12 +400,7 @@ async function main(): Promise<void> {
         training: { maxStepsPerRound: 1 },
       },
     });
-    const updateBytes = sealDelta(delta, {
-      site: generatePartyKeys(),
-      siteId: 'x',
-      coordinatorBoxPublicKey: generatePartyKeys().box.publicKey,
-      chunkSize: MIB,
-    }).plaintextBytes;
+    const updateBytes = plaintext.length;
     console.log(
       `\n## ${rounds} rounds, ${active.length} agents, update = tiny model delta (${(updateBytes / 1e6).toFixed(2)} MB float32, sealed)\n`,
     );
@@ -389,6 +412,7 @@ async function main(): Promise<void> {
     );
     const rssByRound: number[] = [];
     const duringRtts: number[] = [];
+    let lostDuring = 0;
     let acceptedTotal = 0;
     let lastEnd = Date.now();
     for (let r = 1; r <= rounds; r++) {
@@ -397,7 +421,11 @@ async function main(): Promise<void> {
       let busy = true;
       const probing = (async () => {
         const probers = active.filter((_, i) => i % 10 === 0);
-        while (busy) rtts.push(...(await heartbeats(probers, 1)));
+        while (busy) {
+          const h = await heartbeats(probers, 1);
+          rtts.push(...h.rtts);
+          lostDuring += h.lost;
+        }
       })();
       let state: {
         state: string;
@@ -424,6 +452,7 @@ async function main(): Promise<void> {
       if (row.state !== 'published') throw new Error(`round ${r} ended ${row.state}, run ${state.state}`);
     }
     const agentAccepted = active.reduce((n, a) => n + a.accepted, 0);
+    const disconnects = active.reduce((n, a) => n + a.disconnects, 0);
     const failures = active.flatMap((a) => a.failures);
     const expected = rounds * active.length;
     const s = slope(rssByRound);
@@ -438,7 +467,9 @@ async function main(): Promise<void> {
     console.log(
       `RSS over rounds: ${rssByRound.map((x) => x.toFixed(0)).join(', ')} MiB; slope ${s.toFixed(2)} MiB/round, residual spread ${noise.toFixed(2)} MiB; median ${median(rssByRound).toFixed(0)} MiB`,
     );
-    console.log(`total ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    console.log(
+      `disconnections during the rounds: ${disconnects} (${[...disconnectReasons].map(([r, n]) => `${r}: ${n}`).join(', ') || 'none'}); heartbeats lost to them: ${lostDuring}; total ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+    );
     result('load_updates_expected', expected, 'updates');
     result('load_updates_accepted', acceptedTotal, 'updates');
     result('load_updates_acknowledged_to_agents', agentAccepted, 'updates');
@@ -446,6 +477,7 @@ async function main(): Promise<void> {
       result('load_heartbeat_p50_during_rounds', percentile(duringRtts, 50).toFixed(1), 'ms');
       result('load_heartbeat_p99_during_rounds', percentile(duringRtts, 99).toFixed(1), 'ms');
     }
+    result('load_disconnects_during_rounds', disconnects, 'count');
     result('load_rss_slope', s.toFixed(2), 'MiB/round');
     result('load_rss_residual_spread', noise.toFixed(2), 'MiB');
     result('load_rss_after_last_round', rssByRound.at(-1)!.toFixed(0), 'MiB');
