@@ -130,7 +130,10 @@ describe('differential privacy run (in-process federation)', () => {
       /^RUN_CONFIG_INVALID: maxUpdateNorm: 2 would reject honest DP updates: clipNorm plus noise reaches \d/,
     );
     expect(bad({ strategy: 'median', privacy: { secureAggregation: true } })).toMatch(
-      /^RUN_CONFIG_INVALID: strategy: secure aggregation supports fedavg without server clipping only/,
+      /; strategy: secure aggregation supports fedavg without server clipping only/,
+    );
+    expect(bad({ privacy: { secureAggregation: true } })).toBe(
+      'RUN_CONFIG_INVALID: privacy.secureAggregation: not available yet: the round engine does not run the secure-aggregation protocol (docs/privacy.md §5)',
     );
     expect(bad({ privacy: { dp } })).toBeNull();
 

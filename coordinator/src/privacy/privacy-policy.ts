@@ -54,6 +54,13 @@ export function privacyIssues(c: PrivacyPolicyInput): { path: string[]; message:
     }
   }
   if (c.privacy?.secureAggregation) {
+    // Until the round engine drives the session, a run asking for it would be aggregated in the
+    // clear: refuse it rather than promise what is not done (docs/privacy.md §5).
+    issues.push({
+      path: ['privacy', 'secureAggregation'],
+      message:
+        'not available yet: the round engine does not run the secure-aggregation protocol (docs/privacy.md §5)',
+    });
     const s = normalizeStrategyConfig(c.strategy);
     if (s.name !== 'fedavg' || s.clipNorm !== undefined) {
       issues.push({
