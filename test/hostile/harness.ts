@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { io, type Socket } from 'socket.io-client';
+import WebSocket from 'ws';
 import { expect } from 'vitest';
 import { fromBase64, signBytes, type PartyKeys } from '@fedssl/shared/crypto';
 import {
@@ -361,4 +362,103 @@ export interface Closable {
 export function expectRefused(got: Ack | Refusal | undefined, code: string): void {
   const c = got && 'ok' in got ? (got.ok ? 'accepted' : got.error.code) : got?.code;
   expect(c, JSON.stringify(got)).toBe(code);
+}
+
+/**
+ * A socket.io client written by hand over a raw WebSocket (engine.io v4 framing), so a test
+ * can send what no well-behaved client would: malformed packets, stray binary frames,
+ * oversized frames. Events of the agents' namespace are decoded as they arrive.
+ */
+export class RawAgent implements Closable {
+  readonly events: [string, ...unknown[]][] = [];
+  /** Resolves with the close code and reason once the server closes the WebSocket. */
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private listeners: (() => void)[] = [];
+
+  private constructor(readonly ws: WebSocket) {
+    this.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => {
+        resolve({ code, reason: reason.toString() });
+        this.notify();
+      }),
+    );
+    ws.on('error', () => undefined);
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      const text = (data as Buffer).toString('utf8');
+      if (text === '2') return ws.send('3'); // engine.io ping → pong
+      const prefix = `42${AGENT_NAMESPACE},`;
+      if (text.startsWith(prefix)) this.events.push(JSON.parse(text.slice(prefix.length)) as [string]);
+      this.notify();
+    });
+  }
+
+  private notify(): void {
+    for (const l of this.listeners.splice(0)) l();
+  }
+
+  /** Opens the WebSocket and joins the agents' namespace with `auth`. */
+  static async open(h: HostileCoordinator, auth: unknown): Promise<RawAgent> {
+    const ws = new WebSocket(`${h.url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
+    const raw = new RawAgent(ws);
+    h.track(raw, (auth as { siteId?: string }).siteId);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    ws.send(`40${AGENT_NAMESPACE},${JSON.stringify(auth)}`);
+    return raw;
+  }
+
+  /** Opens, answers the challenge with the agent's key, and waits for `auth:ok`. */
+  static async authenticated(h: HostileCoordinator, agent: FakeAgent): Promise<RawAgent> {
+    const raw = await RawAgent.open(h, {
+      siteId: agent.siteId,
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: 'raw',
+    });
+    const [, challenge] = await raw.next('auth:challenge');
+    raw.emit('auth:response', {
+      signature: signBytes(
+        authChallengeBytes((challenge as AuthChallenge).nonce, agent.siteId),
+        agent.keys.signing.secretKey,
+      ),
+    });
+    await raw.next('auth:ok');
+    return raw;
+  }
+
+  /** The first event named `name` received (now or later); rejects if the socket closes first. */
+  async next(name: string): Promise<[string, ...unknown[]]> {
+    for (;;) {
+      const found = this.events.find((e) => e[0] === name);
+      if (found) return found;
+      if (this.ws.readyState === WebSocket.CLOSED) throw new Error(`socket closed before ${name}`);
+      await new Promise<void>((resolve) => this.listeners.push(resolve));
+    }
+  }
+
+  /** A well-formed event packet. */
+  emit(name: string, ...args: unknown[]): void {
+    this.ws.send(`42${AGENT_NAMESPACE},${JSON.stringify([name, ...args])}`);
+  }
+
+  /** Any frame at all. */
+  send(data: string | Buffer): void {
+    this.ws.send(data);
+  }
+
+  /**
+   * What the server answered before closing: the coded `error` event if one came, else the
+   * WebSocket close code as `WS_CLOSE_<code>`.
+   */
+  async refusal(): Promise<Refusal> {
+    const { code } = await this.closed;
+    const err = this.events.find((e) => e[0] === 'error');
+    return err ? (err[1] as Refusal) : { code: `WS_CLOSE_${code}` };
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
 }

@@ -6,9 +6,11 @@ import {
   WebSocketGateway,
   type OnGatewayConnection,
   type OnGatewayDisconnect,
+  type OnGatewayInit,
 } from '@nestjs/websockets';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { Namespace } from 'socket.io';
 import { toBase64, verifyBytes } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import {
@@ -74,7 +76,9 @@ function parse<T>(
  * shared schemas and hands it to a service; it keeps no round state.
  */
 @WebSocketGateway({ namespace: AGENT_NAMESPACE })
-export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, OnModuleInit, OnModuleDestroy {
+export class AgentGateway
+  implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect, OnModuleInit, OnModuleDestroy
+{
   private readonly log: Logger;
   private readonly onRevoked = (siteId: string): void =>
     this.disconnectSite(siteId, 'SITE_REVOKED', 'site was revoked');
@@ -108,6 +112,57 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     this.keys.off('rotated', this.onKeysRotated);
   }
 
+  /**
+   * Frames the WebSocket layer itself rejects (beyond `maxHttpBufferSize`, invalid framing)
+   * close the connection before socket.io sees a packet; they are logged here, per engine
+   * connection, since no namespace socket may exist yet.
+   */
+  afterInit(nsp: Namespace): void {
+    nsp.server.engine.on(
+      'connection',
+      (conn: { on(e: 'close', f: (r: string, d?: unknown) => void): void }) =>
+        conn.on('close', (reason, description) => {
+          if (reason !== 'transport error') return;
+          const detail = description instanceof Error ? description.message : String(description);
+          const code = /max payload|too (big|large)/i.test(detail)
+            ? 'PROTOCOL_MESSAGE_TOO_LARGE'
+            : 'PROTOCOL_INVALID_MESSAGE';
+          this.log.warn({ code, reason: detail.slice(0, 200) }, 'agent protocol violation');
+        }),
+    );
+  }
+
+  /**
+   * A packet socket.io cannot decode (malformed JSON, a binary frame nothing announced, too
+   * many attachments) or a client-sent `error` event: logged, answered with a coded `error`
+   * event, and the connection is closed (socket.io closes it too after a decode error).
+   */
+  private protocolViolation(socket: Sock, err: unknown): void {
+    const detail = err instanceof Error ? err.message : 'client sent an "error" event';
+    this.log.warn(
+      { siteId: socket.data.siteId, code: 'PROTOCOL_INVALID_MESSAGE', reason: detail.slice(0, 200) },
+      'agent protocol violation',
+    );
+    socket.emit('error', {
+      code: 'PROTOCOL_INVALID_MESSAGE',
+      message: `malformed socket.io packet: ${detail.slice(0, 200)}`,
+    });
+    socket.disconnect(true);
+  }
+
+  /** An event no handler listens to: refused (acked with a coded error when it asked for an ack). */
+  private unknownEvent(socket: Sock, event: string, args: unknown[]): void {
+    if ((socket as unknown as NodeJS.EventEmitter).listeners(event).length > 0) return;
+    const code = 'PROTOCOL_INVALID_MESSAGE';
+    this.log.warn({ siteId: socket.data.siteId, event: event.slice(0, 64), code }, 'agent message refused');
+    const ack = args.at(-1);
+    if (typeof ack === 'function')
+      (ack as (r: AckError) => void)({
+        ok: false,
+        error: { code, message: `unknown event "${event.slice(0, 64)}"` },
+      });
+  }
+
   /** Refuses with a coded `error` event, then disconnects. */
   private refuse(socket: Sock, code: string, message: string): void {
     this.log.warn({ siteId: socket.data.siteId, code }, 'agent connection refused');
@@ -116,6 +171,11 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
   }
 
   async handleConnection(socket: Sock): Promise<void> {
+    // 'error' is socket.io's reserved event for decode errors; it is not in the typed event map.
+    (socket as unknown as NodeJS.EventEmitter).on('error', (err: unknown) =>
+      this.protocolViolation(socket, err),
+    );
+    socket.onAny((event: string, ...args: unknown[]) => this.unknownEvent(socket, event, args));
     const hs = agentHandshakeSchema.safeParse(socket.handshake.auth);
     if (!hs.success)
       return this.refuse(
@@ -218,28 +278,39 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
     return socket.data.siteId;
   }
 
-  /** Runs a handler; errors become a coded ack. */
-  private async handle<T extends object>(fn: () => T | Promise<T>): Promise<({ ok: true } & T) | AckError> {
+  /**
+   * Runs a handler for the socket's authenticated site; errors become a coded ack and a log
+   * line with the code (UploadService logs its own refusals: `serviceLogs`).
+   */
+  private async handle<T extends object>(
+    socket: Sock,
+    event: string,
+    fn: (siteId: string) => T | Promise<T>,
+    serviceLogs = false,
+  ): Promise<({ ok: true } & T) | AckError> {
+    let siteId: string | undefined;
     try {
-      return { ok: true, ...(await fn()) };
+      siteId = this.siteOf(socket);
+      return { ok: true, ...(await fn(siteId)) };
     } catch (e) {
-      if (!isFedsslErrorLike(e)) this.log.error({ err: e }, 'agent handler failed');
+      if (!isFedsslErrorLike(e)) this.log.error({ err: e, event }, 'agent handler failed');
+      else if (!serviceLogs || siteId === undefined)
+        this.log.warn({ siteId: siteId ?? socket.data.siteId, event, code: e.code }, 'agent message refused');
       return ackError(e);
     }
   }
 
   @SubscribeMessage('status')
   onStatus(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(async () => {
-      await this.sites.recordStatus(this.siteOf(socket), parse(agentStatusSchema, body));
+    return this.handle(socket, 'status', async (siteId) => {
+      await this.sites.recordStatus(siteId, parse(agentStatusSchema, body));
       return {};
     });
   }
 
   @SubscribeMessage('model:manifest')
   onModelManifest(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => {
-      this.siteOf(socket);
+    return this.handle(socket, 'model:manifest', () => {
       const { version } = parse(modelManifestRequestSchema, body);
       const m = this.models.getManifest(version);
       if (!m) throw new FedsslError('MODEL_VERSION_NOT_FOUND', `model version ${version} does not exist`);
@@ -249,8 +320,7 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   @SubscribeMessage('model:chunk')
   onModelChunk(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => {
-      this.siteOf(socket);
+    return this.handle(socket, 'model:chunk', () => {
       const { version, offset, length } = parse(modelChunkRequestSchema, body);
       return { data: this.models.readChunk(version, offset, length) };
     });
@@ -258,8 +328,7 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   @SubscribeMessage('task:progress')
   onTaskProgress(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => {
-      const siteId = this.siteOf(socket);
+    return this.handle(socket, 'task:progress', (siteId) => {
       const p = parse(taskProgressSchema, body);
       this.log.debug({ siteId, taskId: p.taskId, step: p.step, totalSteps: p.totalSteps }, 'task progress');
       return {};
@@ -268,8 +337,7 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   @SubscribeMessage('task:failed')
   onTaskFailed(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(async () => {
-      const siteId = this.siteOf(socket);
+    return this.handle(socket, 'task:failed', async (siteId) => {
       const f = parse(taskFailedSchema, body);
       await this.engine.taskFailed(siteId, f.taskId, f.code, f.message);
       return {};
@@ -278,16 +346,16 @@ export class AgentGateway implements OnGatewayConnection, OnGatewayDisconnect, O
 
   @SubscribeMessage('update:begin')
   onUpdateBegin(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => this.uploads.begin(this.siteOf(socket), body));
+    return this.handle(socket, 'update:begin', (siteId) => this.uploads.begin(siteId, body), true);
   }
 
   @SubscribeMessage('update:chunk')
   onUpdateChunk(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => this.uploads.chunk(this.siteOf(socket), body));
+    return this.handle(socket, 'update:chunk', (siteId) => this.uploads.chunk(siteId, body), true);
   }
 
   @SubscribeMessage('update:commit')
   onUpdateCommit(@ConnectedSocket() socket: Sock, @MessageBody() body: unknown) {
-    return this.handle(() => this.uploads.commit(this.siteOf(socket), body));
+    return this.handle(socket, 'update:commit', (siteId) => this.uploads.commit(siteId, body), true);
   }
 }
