@@ -7,6 +7,7 @@ import { Logger as PinoNestLogger, LoggerModule } from 'nestjs-pino';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { ServerOptions } from 'socket.io';
+import { bulkBackend } from '@fedssl/shared/crypto';
 import { MAX_CHUNK_BYTES } from '@fedssl/shared/protocol';
 import type { CoordinatorConfig } from '../../config/config';
 import { setupOpenApi } from '../../ops/openapi';
@@ -77,7 +78,8 @@ export async function listenNestApp(
   const address = app.getHttpServer().address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger.info({ url, port: address.port }, 'coordinator listening');
+  // bulkCrypto: which secretbox implementation opens update chunks (sodium-native or the tweetnacl fallback).
+  logger.info({ url, port: address.port, bulkCrypto: bulkBackend().name }, 'coordinator listening');
   let closed: Promise<void> | undefined;
   return {
     app,

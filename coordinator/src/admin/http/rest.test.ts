@@ -80,6 +80,7 @@ describe('platform REST API (real HTTP server)', () => {
     const listening = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'coordinator listening');
     expect(listening).toHaveLength(1);
     expect(listening[0]).toMatchObject({ url: running.url, port: running.port });
+    expect(['sodium-native', 'tweetnacl']).toContain(listening[0].bulkCrypto);
     expect(running.port).toBeGreaterThan(0);
   });
 
