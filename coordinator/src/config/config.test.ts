@@ -25,6 +25,7 @@ describe('loadConfig', () => {
       logLevel: 'info',
       keyGraceSeconds: 86_400,
       retainVersions: 0,
+      maxClockSkewSeconds: 600,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -38,6 +39,7 @@ describe('loadConfig', () => {
       FEDSSL_LOG_LEVEL: 'debug',
       FEDSSL_KEY_GRACE_SECONDS: '3600',
       FEDSSL_RETAIN_VERSIONS: '5',
+      FEDSSL_MAX_CLOCK_SKEW_SECONDS: '120',
     });
     expect(c).toEqual({
       host: '0.0.0.0',
@@ -47,6 +49,7 @@ describe('loadConfig', () => {
       logLevel: 'debug',
       keyGraceSeconds: 3600,
       retainVersions: 5,
+      maxClockSkewSeconds: 120,
     });
     expect(sqliteFileFor(c)).toBe('/var/lib/fedssl/db.sqlite');
     expect(sqliteFileFor({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));

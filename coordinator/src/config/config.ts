@@ -22,6 +22,11 @@ export interface CoordinatorConfig {
    * (plus pinned ones); older ones are pruned after each publish. Absent or 0: keep everything.
    */
   retainVersions?: number;
+  /**
+   * Tolerance for an update's signed `createdAt` against the coordinator's clock, in seconds
+   * (FEDSSL_MAX_CLOCK_SKEW_SECONDS, default 600). Absent: the default.
+   */
+  maxClockSkewSeconds?: number;
 }
 
 /** Default grace period of a replaced key: 24 hours. */
@@ -81,6 +86,13 @@ const envSchema = z.object({
       error: (i) => `expected a whole number of versions to keep per run (0 = all), got ${shown(i.input)}`,
     })
     .transform(Number),
+  FEDSSL_MAX_CLOCK_SKEW_SECONDS: z
+    .string()
+    .default('600')
+    .refine((s) => /^\d{1,7}$/.test(s), {
+      error: (i) => `expected whole seconds 0–9999999, got ${shown(i.input)}`,
+    })
+    .transform(Number),
 });
 
 /**
@@ -109,5 +121,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): CoordinatorConfig {
     logLevel: e.FEDSSL_LOG_LEVEL,
     keyGraceSeconds: e.FEDSSL_KEY_GRACE_SECONDS,
     retainVersions: e.FEDSSL_RETAIN_VERSIONS,
+    maxClockSkewSeconds: e.FEDSSL_MAX_CLOCK_SKEW_SECONDS,
   });
 }

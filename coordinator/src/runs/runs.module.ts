@@ -95,7 +95,21 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
         clock: Clock,
         logger: Logger,
         audit: AuditLog,
-      ) => new UploadService({ repo, engine, sites, keys, updates, clock, logger, audit }),
+        config: CoordinatorConfig,
+      ) =>
+        new UploadService({
+          repo,
+          engine,
+          sites,
+          keys,
+          updates,
+          clock,
+          logger,
+          audit,
+          ...(config.maxClockSkewSeconds !== undefined
+            ? { maxClockSkewMs: config.maxClockSkewSeconds * 1000 }
+            : {}),
+        }),
       inject: [
         RunRepository,
         RoundEngine,
@@ -105,6 +119,7 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
         ENGINE_CLOCK,
         LOGGER,
         AuditLog,
+        CONFIG,
       ],
     },
     {
