@@ -34,6 +34,8 @@ interface ChildConfig {
 /** A child process speaking the line protocol of bench/reference/byol_step.py. */
 class Runner {
   readonly times: number[] = [];
+  /** CPU time (user + system, all threads) per step where the child reports it. */
+  readonly cpu: number[] = [];
   readonly losses: number[] = [];
   private readonly lines: AsyncIterator<string>;
   private constructor(
@@ -66,9 +68,10 @@ class Runner {
   }
 
   async step(record: boolean): Promise<void> {
-    const [, ms, loss] = await this.ask('step');
+    const [, ms, loss, cpu] = await this.ask('step');
     if (record) {
       this.times.push(Number(ms));
+      if (cpu !== undefined) this.cpu.push(Number(cpu));
       this.losses.push(Number(loss));
     }
   }
@@ -103,8 +106,14 @@ async function child(cfg: ChildConfig): Promise<void> {
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'step') {
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       const loss = await bench.step();
-      process.stdout.write(`ms ${(performance.now() - t0).toFixed(3)} ${loss.toFixed(6)}\n`);
+      const c = process.cpuUsage(c0);
+      // CPU time of the whole process (all worker threads): the work a step costs,
+      // which the machine's load does not inflate the way it inflates wall time.
+      process.stdout.write(
+        `ms ${(performance.now() - t0).toFixed(3)} ${loss.toFixed(6)} ${((c.user + c.system) / 1000).toFixed(3)}\n`,
+      );
     } else if (line === 'rss') {
       process.stdout.write(`rss ${process.resourceUsage().maxRSS}\n`);
     } else if (line === 'quit') {
@@ -131,6 +140,7 @@ interface Row {
   size: number;
   framework: string;
   ms: number[];
+  cpuMs: number[];
   rssMiB: number;
   loss: number;
 }
@@ -230,6 +240,7 @@ export async function main(argv: string[]): Promise<void> {
           size,
           framework: r.label,
           ms: r.times,
+          cpuMs: r.cpu,
           rssMiB: await r.peakRssMiB(),
           loss: r.losses[r.losses.length - 1] ?? NaN,
         });
@@ -247,7 +258,8 @@ export async function main(argv: string[]): Promise<void> {
             `max ${Math.max(...row.ms)
               .toFixed(0)
               .padStart(6)}  ${((batch * 1000) / m).toFixed(1).padStart(6)} img/s  ` +
-            `peak RSS ${row.rssMiB.toFixed(0).padStart(5)} MiB  loss ${row.loss.toFixed(4)}`,
+            `peak RSS ${row.rssMiB.toFixed(0).padStart(5)} MiB  loss ${row.loss.toFixed(4)}` +
+            (row.cpuMs.length ? `  cpu ${median(row.cpuMs).toFixed(0)} ms/step` : ''),
         );
       }
     }
@@ -273,10 +285,21 @@ export async function main(argv: string[]): Promise<void> {
           );
         }
         console.log(`RESULT train_${tag}_ms_per_step_${size}px_${arch}=${median(wasm.ms).toFixed(0)} ms`);
+        if (wasm.cpuMs.length) {
+          console.log(
+            `RESULT train_${tag}_cpu_ms_per_step_${size}px_${arch}=${median(wasm.cpuMs).toFixed(0)} ms`,
+          );
+        }
         if (w !== 1 && one) {
           console.log(
             `RESULT train_speedup_${tag}_over_1w_${size}px_${arch}=${(median(one.ms) / median(wasm.ms)).toFixed(3)} x`,
           );
+          // CPU time of n workers over one: the parallel overhead; n ÷ this bounds the speed-up on n idle cores.
+          if (wasm.cpuMs.length && one.cpuMs.length) {
+            console.log(
+              `RESULT train_cpu_cost_${tag}_over_1w_${size}px_${arch}=${(median(wasm.cpuMs) / median(one.cpuMs)).toFixed(3)} x`,
+            );
+          }
         }
       }
       if (torch)
