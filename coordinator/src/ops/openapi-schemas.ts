@@ -197,7 +197,7 @@ export interface OperationBodies {
    */
   request?: JsonSchema;
   /** Success status → its body: a JSON schema, or a non-JSON media type with its schema. */
-  responses: Record<number, { description: string; schema: JsonSchema; mediaType?: string }>;
+  responses: Record<number, { description: string; schema: JsonSchema; mediaTypes?: string[] }>;
 }
 
 const json = (description: string, schema: JsonSchema) => ({ description, schema });
@@ -246,7 +246,17 @@ export const OPERATION_BODIES: Record<string, OperationBodies> = {
     responses: {
       200: {
         description: 'the encoded weights (fedssl-weights/1); check their SHA-256 against the manifest',
-        mediaType: 'application/octet-stream',
+        mediaTypes: ['application/octet-stream'],
+        schema: { type: 'string', format: 'binary' },
+      },
+    },
+  },
+  ModelExportsController_download: {
+    responses: {
+      200: {
+        description:
+          'tfjs: a zip of model.json, weights.bin, manifest.json and the model card; safetensors: the PyTorch file; card: MODEL_CARD.md',
+        mediaTypes: ['application/zip', 'application/octet-stream', 'text/markdown'],
         schema: { type: 'string', format: 'binary' },
       },
     },
@@ -278,7 +288,7 @@ export const OPERATION_BODIES: Record<string, OperationBodies> = {
     responses: {
       200: {
         description: 'Prometheus text exposition',
-        mediaType: 'text/plain',
+        mediaTypes: ['text/plain'],
         schema: { type: 'string' },
       },
     },

@@ -66,7 +66,9 @@ function describeBodies(op: Operation, facts: HandlerFacts): void {
   for (const [status, r] of Object.entries(known.responses)) {
     responses[status] = {
       description: r.description,
-      content: { [r.mediaType ?? 'application/json']: { schema: r.schema } },
+      content: Object.fromEntries(
+        (r.mediaTypes ?? ['application/json']).map((t) => [t, { schema: r.schema }]),
+      ),
     };
   }
   const error = { content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };

@@ -1,3 +1,4 @@
 export * from './safetensors';
 export * from './torch-names';
 export * from './model-card';
+export * from './zip';
