@@ -37,6 +37,17 @@ interface GlobalOpts {
   json: boolean;
 }
 
+/** One line per key: id, status, created, end of grace. */
+function formatKeyRows(
+  keys: { keyId: string; status: string; createdAt: string; validUntil: string | null }[],
+): string {
+  return (
+    keys
+      .map((k) => `${k.keyId}  ${k.status}  created=${k.createdAt} validUntil=${k.validUntil ?? '-'}`)
+      .join('\n') + '\n'
+  );
+}
+
 /** Builds the `fedssl-admin` program; every action resolves to an exit code via `setExit`. */
 function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Command {
   const { io } = deps;
@@ -102,6 +113,50 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
         { reason: o.reason },
       );
       print(s, () => `revoked ${s.id} (${s.name}) at ${s.revokedAt}\n`);
+    });
+
+  sites
+    .command('keys <id>')
+    .description("a site's keys with their status (current, grace, expired)")
+    .action(async (id: string) => {
+      const keys = await client().get<
+        { keyId: string; status: string; createdAt: string; validUntil: string | null }[]
+      >(`/sites/${encodeURIComponent(id)}/keys`);
+      print(keys, () => formatKeyRows(keys));
+    });
+
+  const keys = program.command('keys').description("the coordinator's keys (docs/keys.md)");
+  keys.command('show').action(async () => {
+    const k = await client().get<{ keyId: string; fingerprint: string }>('/coordinator/keys');
+    print(k, () => `key id       ${k.keyId}\nfingerprint  ${k.fingerprint}\n`);
+  });
+  keys.command('history').action(async () => {
+    const list =
+      await client().get<{ keyId: string; status: string; createdAt: string; validUntil: string | null }[]>(
+        '/coordinator/keys/history',
+      );
+    print(list, () => formatKeyRows(list));
+  });
+  keys
+    .command('rotate')
+    .description('new coordinator keys; agents follow the announcement signed by the old key')
+    .option(
+      '--grace-seconds <n>',
+      'how long the old keys stay accepted (default: the coordinator setting)',
+      int('--grace-seconds'),
+    )
+    .action(async (o: { graceSeconds?: number }) => {
+      const r = await client().post<{
+        previousKeyId: string;
+        keyId: string;
+        fingerprint: string;
+        previousKeyValidUntil: string;
+      }>('/coordinator/keys/rotate', o.graceSeconds === undefined ? {} : { graceSeconds: o.graceSeconds });
+      print(
+        r,
+        () =>
+          `rotated ${r.previousKeyId} -> ${r.keyId}; old keys accepted until ${r.previousKeyValidUntil}\nfingerprint  ${r.fingerprint}\n`,
+      );
     });
 
   const runs = program.command('runs').description('training runs');

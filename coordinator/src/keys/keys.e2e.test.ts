@@ -30,6 +30,8 @@ import { AdminTokenService } from '../admin/admin-token.service';
 import { startCoordinator, type RunningCoordinator } from '../main';
 import { constantDelta, testRunBody } from '../runs/federation.fixture';
 import { PresenceService } from '../sites/presence.service';
+import { runAdminCli } from '../cli/admin-cli';
+import { CoordinatorKeysService } from './coordinator-keys.service';
 
 /**
  * Keys at the socket edge of a whole coordinator (port 0, raw socket.io clients): a revoked
@@ -260,5 +262,40 @@ describe('keys at the socket edge (whole coordinator on port 0)', () => {
       [a.siteId]: 'accepted',
       [b.siteId]: 'rejected',
     });
+  });
+
+  it('fedssl-admin keys show|rotate|history and sites keys', async () => {
+    const cli = async (...argv: string[]) => {
+      let out = '';
+      const code = await runAdminCli(argv, {
+        io: { stdout: (t) => void (out += t), stderr: () => undefined },
+        env: { FEDSSL_URL: c.url, FEDSSL_ADMIN_TOKEN: admin },
+      });
+      return { code, out };
+    };
+    const keys = c.app.get(CoordinatorKeysService);
+    const before = keys.publicKeys();
+    expect(await cli('keys', 'show')).toEqual({
+      code: 0,
+      out: `key id       ${before.keyId}\nfingerprint  ${before.fingerprint}\n`,
+    });
+    const rotated = await cli('keys', 'rotate', '--grace-seconds', '120');
+    const after = keys.publicKeys();
+    expect(rotated.code).toBe(0);
+    expect(rotated.out).toMatch(
+      new RegExp(
+        `^rotated ${before.keyId} -> ${after.keyId}; old keys accepted until \\S+\nfingerprint  ${after.fingerprint}\n$`,
+      ),
+    );
+    const history = await cli('--json', 'keys', 'history');
+    expect(
+      (JSON.parse(history.out) as { keyId: string; status: string }[]).map((k) => [k.keyId, k.status]),
+    ).toEqual([
+      [before.keyId, 'grace'],
+      [after.keyId, 'current'],
+    ]);
+    const a = await agent('Listed hospital');
+    const siteKeys = await cli('sites', 'keys', a.siteId);
+    expect(siteKeys.out).toMatch(new RegExp(`^[0-9a-f]{16}  current  created=\\S+ validUntil=-\n$`));
   });
 });
