@@ -37,6 +37,8 @@ class Runner {
   /** CPU time (user + system, all threads) per step where the child reports it. */
   readonly cpu: number[] = [];
   readonly losses: number[] = [];
+  /** Milliseconds the child took to build the model (and start its worker threads). */
+  setupMs = NaN;
   private readonly lines: AsyncIterator<string>;
   private constructor(
     readonly label: string,
@@ -53,6 +55,7 @@ class Runner {
     );
     const ready = await r.read();
     if (!ready.startsWith('ready')) throw new Error(`${label}: unexpected first line '${ready}'`);
+    r.setupMs = Number(ready.split(' ')[3]);
     return r;
   }
 
@@ -141,6 +144,7 @@ interface Row {
   framework: string;
   ms: number[];
   cpuMs: number[];
+  setupMs: number;
   rssMiB: number;
   loss: number;
 }
@@ -241,6 +245,7 @@ export async function main(argv: string[]): Promise<void> {
           framework: r.label,
           ms: r.times,
           cpuMs: r.cpu,
+          setupMs: r.setupMs,
           rssMiB: await r.peakRssMiB(),
           loss: r.losses[r.losses.length - 1] ?? NaN,
         });
@@ -259,7 +264,8 @@ export async function main(argv: string[]): Promise<void> {
               .toFixed(0)
               .padStart(6)}  ${((batch * 1000) / m).toFixed(1).padStart(6)} img/s  ` +
             `peak RSS ${row.rssMiB.toFixed(0).padStart(5)} MiB  loss ${row.loss.toFixed(4)}` +
-            (row.cpuMs.length ? `  cpu ${median(row.cpuMs).toFixed(0)} ms/step` : ''),
+            (row.cpuMs.length ? `  cpu ${median(row.cpuMs).toFixed(0)} ms/step` : '') +
+            (Number.isFinite(row.setupMs) ? `  setup ${row.setupMs.toFixed(0)} ms` : ''),
         );
       }
     }
