@@ -86,6 +86,8 @@ export interface ExperimentOptions {
   finetune: string[];
   /** Skip pretraining: fine-tune the encoders an earlier run saved in `<out>/encoders`. */
   finetuneOnly: boolean;
+  /** Train nothing: the table, RESULT lines and plots from `<out>/results.jsonl` (e.g. of an interrupted run). */
+  reportOnly: boolean;
   finetuneEpochs: number;
   finetuneFractions: number[];
   finetuneFolds?: number[];
@@ -118,6 +120,7 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
       'probe-round-seeds': { type: 'string' },
       finetune: { type: 'string', default: '' },
       'finetune-only': { type: 'boolean', default: false },
+      'report-only': { type: 'boolean', default: false },
       'finetune-epochs': { type: 'string', default: '2' },
       'finetune-fractions': { type: 'string', default: '0.1,1' },
       'finetune-folds': { type: 'string' },
@@ -153,7 +156,7 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
     learningRate: Number(values.lr),
     ...(values.widths ? { widths: list(String(values.widths)) } : smoke ? { widths: [4, 4, 4] } : {}),
     fedemaTau: Number(values['fedema-tau']),
-    resume: values.resume === true,
+    resume: values.resume === true || values['report-only'] === true,
     probeRoundSeeds:
       values['probe-round-seeds'] !== undefined ? list(String(values['probe-round-seeds'])) : [seeds[0]!],
     // Smoke: fine-tune three encoders for one epoch, so the path runs on every smoke test.
@@ -164,6 +167,7 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
       .split(',')
       .filter(Boolean),
     finetuneOnly: values['finetune-only'] === true,
+    reportOnly: values['report-only'] === true,
     finetuneEpochs: smoke && values['finetune-epochs'] === '2' ? 1 : Number(values['finetune-epochs']),
     finetuneFractions: list(String(values['finetune-fractions'])),
     ...(values['finetune-folds'] !== undefined
@@ -219,7 +223,8 @@ export interface ExperimentOutcome {
 type Record_ =
   | { kind: 'result'; result: ArmResult }
   | { kind: 'ctx'; seed: number; ctx: SeedContext }
-  | { kind: 'finetune'; result: FineTuneResult };
+  | { kind: 'finetune'; result: FineTuneResult }
+  | { kind: 'meta'; description: string; foldSource: string; epochs: number };
 
 /** Run the experiment and print its report. */
 export async function runExperiment(
@@ -232,27 +237,43 @@ export async function runExperiment(
   mkdirSync(o.imgDir, { recursive: true });
   const backend = await selectBackend(logger, 'auto');
   const startedAt = new Date();
-  const data = await def.load({
-    imageSize: o.imageSize,
-    sites: o.sites,
-    ...(o.maxImages !== undefined ? { maxImages: o.maxImages } : {}),
-    out: o.out,
-    argv: o.extra,
-  });
-  say(data.description);
+  const journal = path.join(o.out, 'results.jsonl');
+  const done: Record_[] =
+    o.resume && existsSync(journal)
+      ? readFileSync(journal, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record_)
+      : [];
+  if (!o.resume) writeFileSync(journal, '');
+  const meta = done.find((d) => d.kind === 'meta') as Extract<Record_, { kind: 'meta' }> | undefined;
+  const data = o.reportOnly
+    ? null
+    : await def.load({
+        imageSize: o.imageSize,
+        sites: o.sites,
+        ...(o.maxImages !== undefined ? { maxImages: o.maxImages } : {}),
+        out: o.out,
+        argv: o.extra,
+      });
+  const description = data?.description ?? meta?.description ?? '(data as in the run log)';
+  const foldSource = data?.probe.foldSource ?? meta?.foldSource ?? '(as in the run log)';
+  say(description);
   const model = modelOf(o);
   mkdirSync(path.join(o.out, 'encoders'), { recursive: true });
   writeFileSync(path.join(o.out, 'encoders', 'model.json'), JSON.stringify(model));
 
-  let epochs = o.epochs;
+  let epochs = o.epochs ?? meta?.epochs ?? NaN;
   let calibration = '';
-  if (epochs === undefined) {
+  if (data && o.epochs === undefined && !o.finetuneOnly) {
     const sps = await secondsPerStep(model, data, o);
     const steps = (o.budgetMinutes * 60) / sps;
     epochs = (steps * o.batchSize) / data.probe.dataset.count;
     calibration = `${sps.toFixed(2)} s/step measured → ${o.budgetMinutes} min ≈ ${Math.round(steps)} steps ≈ ${epochs.toFixed(2)} epochs`;
     say(calibration);
   }
+  if (data && !meta)
+    appendFileSync(journal, `${JSON.stringify({ kind: 'meta', description, foldSource, epochs })}\n`);
   const settings: ArmSettings = {
     model,
     batchSize: o.batchSize,
@@ -264,15 +285,6 @@ export async function runExperiment(
     logger,
   };
 
-  const journal = path.join(o.out, 'results.jsonl');
-  const done: Record_[] =
-    o.resume && existsSync(journal)
-      ? readFileSync(journal, 'utf8')
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => JSON.parse(l) as Record_)
-      : [];
-  if (!o.resume) writeFileSync(journal, '');
   const results: ArmResult[] = [];
   for (const seed of o.finetuneOnly ? [] : o.seeds) {
     const ctx: SeedContext = {};
@@ -286,6 +298,7 @@ export async function runExperiment(
         say(`seed ${seed}, ${ARM_LABELS[arm]}: from ${journal}`);
         continue;
       }
+      if (!data) continue; // report only
       say(`seed ${seed}, ${ARM_LABELS[arm]} ...`);
       const rs = await runArm(arm, data, settings, seed, ctx, o.probeRoundSeeds.includes(seed));
       for (const r of rs) {
@@ -329,7 +342,7 @@ export async function runExperiment(
             continue;
           }
           const file = path.join(o.out, 'encoders', `${slug(label)}-seed${seed}.fsw`);
-          if (!existsSync(file)) continue;
+          if (!data || !existsSync(file)) continue;
           const started = performance.now();
           const f = await fineTuneFolds({
             model,
@@ -366,11 +379,11 @@ export async function runExperiment(
   const g = goals(rows);
   const totalSteps = results.find((r) => r.arm === 'centralized' || r.federation)?.steps;
   const header =
-    `${def.title}: ${data.description}.\n` +
+    `${def.title}: ${description}.\n` +
     `Encoder tiny ResNet ${model.widths ? `widths ${model.widths.join('-')}` : '16-32-64'}, ${model.inputSize} px; ` +
     `batch ${o.batchSize}, Adam ${o.learningRate}, λ = ${o.lambda} (metadata arms), ${o.rounds} rounds; ` +
     `budget ${epochs.toFixed(2)} epochs over the pooled data${totalSteps !== undefined ? ` (${totalSteps} steps per arm)` : ''}` +
-    `${calibration ? ` — ${calibration}` : ''}; seeds ${o.seeds.join(', ')}; probe: ${data.probe.foldSource}; ` +
+    `${calibration ? ` — ${calibration}` : ''}; seeds ${o.seeds.join(', ')}; probe: ${foldSource}; ` +
     `backend ${backend.name}; ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}; started ${startedAt.toISOString()}` +
     `${o.smoke ? '; SMOKE RUN (not a result)' : ''}`;
   const verdict =

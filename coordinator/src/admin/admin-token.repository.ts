@@ -13,6 +13,8 @@ export interface AdminTokenRecord {
   createdAt: string;
   revokedAt: string | null;
   lastUsedAt: string | null;
+  /** After this instant the token is refused (ADMIN_TOKEN_EXPIRED); null = never expires. */
+  expiresAt: string | null;
 }
 
 export const ADMIN_COMPONENT = 'admin';
@@ -28,10 +30,12 @@ export const ADMIN_MIGRATIONS: readonly string[] = [
      revoked_at TEXT,
      last_used_at TEXT
    )`,
+  `ALTER TABLE admin_tokens ADD COLUMN expires_at TEXT`,
 ];
 
 const COLUMNS =
-  'id, name, role, created_at AS "createdAt", revoked_at AS "revokedAt", last_used_at AS "lastUsedAt"';
+  'id, name, role, created_at AS "createdAt", revoked_at AS "revokedAt", last_used_at AS "lastUsedAt", ' +
+  'expires_at AS "expiresAt"';
 
 /** SQL for admin tokens. Call {@link init} (migrations) once before use; the Nest provider does. */
 @Injectable()
@@ -50,10 +54,11 @@ export class AdminTokenRepository {
     role: AdminRole;
     tokenHash: string;
     createdAt: string;
+    expiresAt?: string | null;
   }): Promise<void> {
     await this.db.execute(
-      'INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)',
-      [row.id, row.name, row.role, row.tokenHash, row.createdAt],
+      'INSERT INTO admin_tokens (id, name, role, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)',
+      [row.id, row.name, row.role, row.tokenHash, row.createdAt, row.expiresAt ?? null],
     );
   }
 

@@ -11,6 +11,13 @@ import { AdminTokenRepository, type AdminRole, type AdminTokenRecord } from './a
 /** Token prefix, so scanners and humans recognise an admin token. */
 export const ADMIN_TOKEN_PREFIX = 'fsa_';
 
+/** When a new token stops working: never (neither given), after a duration, or at an instant. */
+export interface AdminTokenExpiry {
+  expiresInSeconds?: number;
+  /** ISO-8601 instant, in the future. */
+  expiresAt?: string;
+}
+
 /** Who is calling the admin API (attached to the request by the guard). */
 export interface AdminPrincipal {
   tokenId: string;
@@ -33,12 +40,17 @@ export class AdminTokenService {
     this.log = logger.child({ context: 'AdminTokenService' });
   }
 
-  /** Creates a token; the secret is returned once and never stored. */
+  /**
+   * Creates a token; the secret is returned once and never stored.
+   * @throws FedsslError PROTOCOL_INVALID_MESSAGE when both expiry forms are given or `expiresAt` is not in the future.
+   */
   async create(
     name: string,
     role: AdminRole,
     actor: AuditActor = 'system',
+    expiry: AdminTokenExpiry = {},
   ): Promise<AdminTokenRecord & { token: string }> {
+    const expiresAt = this.expiryOf(expiry);
     const token = newSecretToken(ADMIN_TOKEN_PREFIX);
     const id = newId('adm');
     const rec = await this.db.transaction(async () => {
@@ -48,12 +60,25 @@ export class AdminTokenService {
         role,
         tokenHash: hashSecretToken(token),
         createdAt: isoNow(this.clock),
+        expiresAt,
       });
-      await this.audit.append(actor, 'admin-token.created', id, { name, role });
+      await this.audit.append(actor, 'admin-token.created', id, { name, role, expiresAt });
       return (await this.repo.get(id)) as AdminTokenRecord;
     });
-    this.log.info({ tokenId: id, name, role }, 'admin token created');
+    this.log.info({ tokenId: id, name, role, expiresAt }, 'admin token created');
     return { ...rec, token };
+  }
+
+  private expiryOf({ expiresInSeconds, expiresAt }: AdminTokenExpiry): string | null {
+    if (expiresInSeconds !== undefined && expiresAt !== undefined)
+      throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'give expiresInSeconds or expiresAt, not both');
+    if (expiresInSeconds !== undefined)
+      return new Date(this.clock.now() + expiresInSeconds * 1000).toISOString();
+    if (expiresAt === undefined) return null;
+    const at = Date.parse(expiresAt);
+    if (!(at > this.clock.now()))
+      throw new FedsslError('PROTOCOL_INVALID_MESSAGE', `expiresAt ${expiresAt} is not in the future`);
+    return new Date(at).toISOString();
   }
 
   list(): Promise<AdminTokenRecord[]> {
@@ -76,12 +101,19 @@ export class AdminTokenService {
 
   /**
    * The principal for a presented bearer token.
-   * @throws FedsslError ADMIN_UNAUTHORIZED for unknown or revoked tokens (one message for both).
+   * @throws FedsslError ADMIN_UNAUTHORIZED for unknown or revoked tokens (one message for both);
+   *   ADMIN_TOKEN_EXPIRED past its expiry (only the holder of the secret learns that).
    */
   async authenticate(token: string): Promise<AdminPrincipal> {
     const rec = await this.repo.getByHash(hashSecretToken(token));
     if (!rec || rec.revokedAt !== null) {
       throw new FedsslError('ADMIN_UNAUTHORIZED', 'invalid or revoked admin token');
+    }
+    if (rec.expiresAt !== null && Date.parse(rec.expiresAt) <= this.clock.now()) {
+      throw new FedsslError(
+        'ADMIN_TOKEN_EXPIRED',
+        `admin token ${rec.id} expired at ${rec.expiresAt}; ask an admin for a new one`,
+      );
     }
     // Best effort: a store that cannot write (a full disk) must not lock the operators out.
     await this.repo

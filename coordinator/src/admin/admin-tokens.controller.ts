@@ -17,7 +17,8 @@ export class AdminTokensController {
     @Body(new ZodBodyPipe(createAdminTokenSchema)) body: CreateAdminTokenDto,
     @Actor() actor: AuditActor,
   ): Promise<AdminTokenRecord & { token: string }> {
-    return this.tokens.create(body.name, body.role, actor);
+    const { name, role, ...expiry } = body;
+    return this.tokens.create(name, role, actor, expiry);
   }
 
   @Get()

@@ -28,6 +28,7 @@ export function isFedsslErrorLike(e: unknown): e is FedsslError {
 /** HTTP statuses for codes the suffix rules below do not cover. */
 const EXPLICIT: Partial<Record<ErrorCode, number>> = {
   ADMIN_UNAUTHORIZED: HttpStatus.UNAUTHORIZED,
+  ADMIN_TOKEN_EXPIRED: HttpStatus.UNAUTHORIZED,
   ADMIN_FORBIDDEN: HttpStatus.FORBIDDEN,
   SITE_REVOKED: HttpStatus.FORBIDDEN,
   SITE_AUTH_FAILED: HttpStatus.UNAUTHORIZED,
@@ -106,6 +107,15 @@ export class FedsslExceptionFilter implements ExceptionFilter {
     if (host.getType() !== 'http') return;
     const res = host.switchToHttp().getResponse<HttpResponseLike>();
     const [status, body] = this.toResponse(exception);
+    if (status < 500) {
+      // The caller's mistake or an attack (bad token, wrong role, malformed body): one line
+      // with the code; the path without its query, never the body or the Authorization header.
+      const req = host.switchToHttp().getRequest<{ method?: string; url?: string }>();
+      this.log.warn(
+        { code: body.error.code, status, method: req.method, path: req.url?.split('?')[0]?.slice(0, 200) },
+        'request refused',
+      );
+    }
     if (res.headersSent) return;
     res.status(status).json(body);
   }
