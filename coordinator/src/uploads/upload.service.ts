@@ -17,6 +17,7 @@ import { formatIssues } from '../runs/run-config';
 import type { RunRepository } from '../runs/run.repository';
 import type { TaskRow } from '../runs/run.types';
 import { chunkCiphertextLength, decodeDelta, openEnvelopeFile, type UpdateStore } from './update-store';
+import { readMaskedUpdate } from '../privacy/secagg-driver';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { signingKeyFor } from '../sites/site-keys';
 
@@ -196,7 +197,13 @@ export class UploadService {
       }
       for (const s of this.sessions.values()) {
         if (s.taskId !== taskId) continue;
-        if (s.signature === signature) return { uploadId: s.uploadId, nextIndex: s.nextIndex };
+        if (s.signature === signature) {
+          this.log.info(
+            { siteId: s.siteId, taskId, uploadId: s.uploadId, nextIndex: s.nextIndex },
+            'upload resumed',
+          );
+          return { uploadId: s.uploadId, nextIndex: s.nextIndex };
+        }
         // A new envelope for the same task replaces an unfinished one.
         this.dropSession(s);
       }
@@ -340,7 +347,9 @@ export class UploadService {
         s.header,
         this.d.keys.boxSecretKeyFor(s.header),
       );
-      decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
+      // A masked update (secure aggregation) is only checked for shape: its values look random.
+      if (run.config.privacy?.secureAggregation) readMaskedUpdate(plain, run.config.model);
+      else decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
     } catch (e) {
       await this.fail(s, e);
     }
