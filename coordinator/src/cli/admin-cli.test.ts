@@ -73,6 +73,30 @@ describe('fedssl-admin against an in-process coordinator', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('admin-tokens create --expires-in, list and revoke', async () => {
+    const made = await cli(
+      '--json',
+      'admin-tokens',
+      'create',
+      '--name',
+      'ci',
+      '--role',
+      'viewer',
+      '--expires-in',
+      '3600',
+    );
+    expect(made.code).toBe(0);
+    const t = JSON.parse(made.out) as { id: string; token: string; expiresAt: string };
+    expect(Date.parse(t.expiresAt) - Date.now()).toBeGreaterThan(3500_000);
+    const list = await cli('admin-tokens', 'list');
+    expect(list.out).toContain(`${t.id}  ci  viewer  expires=${t.expiresAt}\n`);
+    expect(list.out).toMatch(/ {2}cli {2}admin {2}expires=never\n/);
+    const revoked = await cli('admin-tokens', 'revoke', t.id);
+    expect(revoked.out).toMatch(new RegExp(`^${t.id} {2}ci {2}viewer {2}expires=.* {2}revoked `));
+    const bad = await cli('admin-tokens', 'create', '--name', 'x', '--role', 'root');
+    expect(bad.code).not.toBe(0);
+  });
+
   it('pulls a model after checking fingerprint, signature and hash', async () => {
     const out = join(dir, 'pull-ok');
     const keys = running.app.get(CoordinatorKeysService).publicKeys();

@@ -80,6 +80,45 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
       print(r, () => `site ${r.siteName} (${r.siteId})\ntoken ${r.token}\nexpires ${r.expiresAt}\n`);
     });
 
+  const adminTokens = program.command('admin-tokens').description('bearer tokens of the admin API');
+  type AdminTokenRow = {
+    id: string;
+    name: string;
+    role: string;
+    expiresAt: string | null;
+    revokedAt: string | null;
+  };
+  const tokenLine = (t: AdminTokenRow) =>
+    `${t.id}  ${t.name}  ${t.role}  expires=${t.expiresAt ?? 'never'}${t.revokedAt ? `  revoked ${t.revokedAt}` : ''}`;
+  adminTokens
+    .command('create')
+    .description('issue an admin token (shown once); it never expires unless told')
+    .requiredOption('--name <name>', 'who or what holds it')
+    .addOption(
+      new Option('--role <role>', 'admin|operator|viewer')
+        .choices(['admin', 'operator', 'viewer'])
+        .makeOptionMandatory(),
+    )
+    .option('--expires-in <seconds>', 'valid for this many seconds', int('--expires-in', 60))
+    .option('--expires-at <iso-time>', 'valid until this instant (ISO-8601)')
+    .action(async (o: { name: string; role: string; expiresIn?: number; expiresAt?: string }) => {
+      const r = await client().post<AdminTokenRow & { token: string }>('/admin-tokens', {
+        name: o.name,
+        role: o.role,
+        ...(o.expiresIn !== undefined ? { expiresInSeconds: o.expiresIn } : {}),
+        ...(o.expiresAt !== undefined ? { expiresAt: o.expiresAt } : {}),
+      });
+      print(r, () => `${tokenLine(r)}\ntoken ${r.token}\n`);
+    });
+  adminTokens.command('list').action(async () => {
+    const list = await client().get<AdminTokenRow[]>('/admin-tokens');
+    print(list, () => list.map((t) => `${tokenLine(t)}\n`).join(''));
+  });
+  adminTokens.command('revoke <id>').action(async (id: string) => {
+    const t = await client().post<AdminTokenRow>(`/admin-tokens/${encodeURIComponent(id)}/revoke`, {});
+    print(t, () => `${tokenLine(t)}\n`);
+  });
+
   const sites = program.command('sites').description('enrolled sites');
   sites.command('list').action(async () => {
     const list = await client().get<
