@@ -60,6 +60,8 @@ const task: Task = {
       multiCrop: { localViews: 2, sizeFraction: 0.5, scaleMin: 0.05, scaleMax: 0.3 },
       gaussianBlur: { enabled: false, probability: 0.5, sigmaMax: 2 },
       colorJitter: { enabled: false, probability: 0.8, brightness: 0.4, contrast: 0.4 },
+      grayscale: { enabled: false, probability: 0.2 },
+      mixup: { enabled: false, alpha: 0.2 },
     },
   },
   nonce: toBase64(new Uint8Array(32).fill(7)),

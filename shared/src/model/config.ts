@@ -67,6 +67,23 @@ export const augmentationConfigSchema = z
       })
       .strict()
       .default({ enabled: false, probability: 0.8, brightness: 0.4, contrast: 0.4 }),
+    /**
+     * Random grayscale per view (luma 0.299 R + 0.587 G + 0.114 B on every channel). fedssl
+     * trains on 1-channel images, where it changes nothing; it is defined for RGB-derived
+     * 3-channel inputs. Off by default.
+     */
+    grayscale: z
+      .object({ enabled: z.boolean().default(false), probability: z.number().min(0).max(1).default(0.2) })
+      .strict()
+      .default({ enabled: false, probability: 0.2 }),
+    /**
+     * Batch-level mixup of the views' source images (see site-agent/src/train/augment.ts and
+     * docs/architecture.md): λ ~ Beta(α, α) once per batch, folded to ≥ 0.5. Off by default.
+     */
+    mixup: z
+      .object({ enabled: z.boolean().default(false), alpha: z.number().gt(0).max(10).default(0.2) })
+      .strict()
+      .default({ enabled: false, alpha: 0.2 }),
   })
   .strict();
 export type AugmentationConfig = z.infer<typeof augmentationConfigSchema>;
