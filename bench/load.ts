@@ -2,6 +2,7 @@
  * Coordinator load: 200 simulated agents on one coordinator, heartbeat latency, RSS per round.
  *
  *   npm run bench -- load [--agents 200] [--stages 50,100,200] [--rounds 5] [--probes 10]
+ *        [--profile DIR]   (CPU profile of the coordinator process)
  *
  * One real coordinator (`startCoordinator`, SQLite, its own child process so its RSS is its
  * own) on 127.0.0.1. This process plays the agents with the agent's own client code:
@@ -49,6 +50,8 @@ const { values: opts } = parseArgs({
     rounds: { type: 'string', default: '5' },
     probes: { type: 'string', default: '10' },
     child: { type: 'string' },
+    /** Write a V8 CPU profile of the coordinator process to this folder. */
+    profile: { type: 'string' },
   },
 });
 
@@ -105,6 +108,14 @@ async function childMain(dir: string): Promise<void> {
                 state: r.state,
                 accepted: r.participants.filter((p) => p.state === 'accepted').length,
                 tasks: r.participants.length,
+                reason: r.reason,
+                others: [
+                  ...new Set(
+                    r.participants
+                      .filter((p) => p.state !== 'accepted')
+                      .map((p) => `${p.state}: ${p.reason}`),
+                  ),
+                ].slice(0, 5),
               })),
             });
           }
@@ -145,9 +156,14 @@ class Coordinator {
 
   static start(dir: string): Promise<Coordinator> {
     const viteNode = join(__dirname, '..', 'node_modules', 'vite-node', 'vite-node.mjs');
-    const proc = spawn(process.execPath, ['--expose-gc', viteNode, __filename, '--', '--child', dir], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const prof = opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${opts.profile}`] : [];
+    const proc = spawn(
+      process.execPath,
+      ['--expose-gc', ...prof, viteNode, __filename, '--', '--child', dir],
+      {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      },
+    );
     return new Promise((resolve, reject) => {
       proc.once('exit', (code) => reject(new Error(`coordinator exited with ${code}`)));
       proc.once('message', (m: { ready?: boolean; url?: string }) => {
@@ -173,6 +189,15 @@ class Coordinator {
 
 const silent = pino({ level: 'silent' });
 const disconnectReasons = new Map<string, number>();
+
+// All agents share this process: seal one envelope at a time with an I/O turn in between,
+// so sockets keep answering the coordinator (and heartbeats are not timed behind 200 seals).
+let sealChain: Promise<unknown> = Promise.resolve();
+function sealInTurn<T>(fn: () => T): Promise<T> {
+  const next = sealChain.then(() => new Promise<T>((resolve) => setTimeout(() => resolve(fn()), 0)));
+  sealChain = next.catch(() => undefined);
+  return next;
+}
 const IDLE: AgentStatus = { state: 'idle', backend: 'none', exampleCount: 100, agentVersion: 'load-bench' };
 
 class SimAgent {
@@ -243,22 +268,22 @@ class SimAgent {
   /** Seal the delta for this task and upload it with the agent's own upload code. */
   private async answer(task: ReturnType<typeof verifySignedTask>): Promise<void> {
     try {
-      // 200 agents share this process: yield between seals so sockets keep answering pings.
-      await new Promise((r) => setImmediate(r));
-      const sealed = sealPlaintext(this.plaintext, {
-        site: this.keys,
-        siteId: this.siteId,
-        coordinatorBoxPublicKey: this.coordinatorBox,
-        chunkSize: MIB,
-        exampleCount: 100 + this.index,
-        task: {
-          runId: task.runId,
-          round: task.round,
-          taskId: task.taskId,
-          nonce: task.nonce,
-          modelHash: task.modelHash,
-        },
-      });
+      const sealed = await sealInTurn(() =>
+        sealPlaintext(this.plaintext, {
+          site: this.keys,
+          siteId: this.siteId,
+          coordinatorBoxPublicKey: this.coordinatorBox,
+          chunkSize: MIB,
+          exampleCount: 100 + this.index,
+          task: {
+            runId: task.runId,
+            round: task.round,
+            taskId: task.taskId,
+            nonce: task.nonce,
+            modelHash: task.modelHash,
+          },
+        }),
+      );
       await uploadUpdate({ uplink: this.client, sealed, logger: silent });
       this.accepted++;
     } catch (e) {
@@ -435,7 +460,7 @@ async function main(): Promise<void> {
         state = await coordinator.ask({ cmd: 'run', runId });
         const row = state.rounds.find((x) => x.round === r);
         if (row?.state === 'published' || state.state === 'failed' || state.state === 'cancelled') break;
-        await new Promise((res) => setTimeout(res, 250));
+        await new Promise((res) => setTimeout(res, 1000));
       }
       busy = false;
       await probing;
@@ -449,7 +474,12 @@ async function main(): Promise<void> {
       console.log(
         `| ${r} | ${row.accepted} / ${row.tasks} | ${seconds.toFixed(1)} | ${rtts.length ? `${percentile(rtts, 50).toFixed(1)} / ${percentile(rtts, 99).toFixed(1)}` : '–'} | ${mib(rss).toFixed(0)} |`,
       );
-      if (row.state !== 'published') throw new Error(`round ${r} ended ${row.state}, run ${state.state}`);
+      if (row.state !== 'published') {
+        const failures = active.flatMap((a) => a.failures);
+        throw new Error(
+          `round ${r} ended ${row.state} (${row.reason}), run ${state.state}; not accepted: ${row.others.join(' | ')}; agent-side failures ${failures.length}: ${[...new Set(failures)].slice(0, 5).join(' | ')}`,
+        );
+      }
     }
     const agentAccepted = active.reduce((n, a) => n + a.accepted, 0);
     const disconnects = active.reduce((n, a) => n + a.disconnects, 0);
