@@ -1,0 +1,262 @@
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  startAgent,
+  startCoordinator,
+  waitForRun,
+  type AgentHandle,
+  type CoordinatorHandle,
+  type LogLine,
+  type ManagedProcess,
+  type RunView,
+} from '@fedssl/demo';
+import {
+  dumpLogsIfAsked,
+  editAgentConfig,
+  enrollSites,
+  exited,
+  expectEverySiteAccepted,
+  linesAfter,
+  roundHashes,
+  startAgents,
+} from '../support/fault-scenario';
+import { twoRoundRun } from '../support/scenario';
+import { startWireProxy, type ClientFrame, type WireProxy } from '../support/wire-proxy';
+
+/**
+ * The sites and the network fail, the federation does not lose what it accepted. One
+ * coordinator and two agents (real processes), each agent talking through its own TCP proxy
+ * (the network that stalls or drops), uploading in 8 KiB chunks so an update is many chunks.
+ * The same two-round run is done uninterrupted (the baseline) and once per fault; training is
+ * seeded by (base model hash, site, round), so each faulted run must publish models
+ * bit-identical to the baseline's. The slow site is the exception by nature — its round closes
+ * without it — so that run is compared with an uninterrupted run of the sites that took part.
+ *
+ * Faults land at exact points of an upload: the proxy sees every frame the agent sends (each
+ * update chunk is one binary frame) and holds or cuts the link right after the n-th.
+ */
+describe('agent and network faults: nothing accepted is lost, the models equal the uninterrupted run', () => {
+  let root: string;
+  let coordinator: CoordinatorHandle;
+  let agents: AgentHandle[] = [];
+  const proxies: WireProxy[] = [];
+  const processes: ManagedProcess[] = [];
+  let baseline: RunView;
+  /** Per agent: called with each binary (update chunk) frame it sends, when set. */
+  const onChunk: (((proxy: WireProxy) => void) | null)[] = [null, null];
+  /** Per agent: called with each frame it sends, when set. */
+  const onFrame: (((frame: ClientFrame, proxy: WireProxy) => void) | null)[] = [null, null];
+  /** Per agent: stall its link as it begins an upload. */
+  const stallAtUpload = [false, false];
+  const isBegin = (frame: ClientFrame) =>
+    frame.opcode === 1 && frame.payload.toString('utf8').includes('"update:begin"');
+
+  const create = (name: string, extra: Record<string, unknown> = {}) =>
+    coordinator.api.createRun({ ...twoRoundRun(name), ...extra });
+  const whenTraining = (runId: string, round: number) =>
+    coordinator.process.waitForLine(
+      (l) => l.msg === 'round training' && l.runId === runId && l.round === round,
+      `round ${round} of ${runId} to train`,
+      120_000,
+    );
+  const ledger = async (agent: AgentHandle) =>
+    (await readFile(path.join(agent.home, 'ledger.jsonl'), 'utf8'))
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const outboxFiles = async (agent: AgentHandle) =>
+    readdir(path.join(agent.home, 'state', 'outbox')).catch(() => [] as string[]);
+
+  beforeAll(async () => {
+    root = await mkdtemp(path.join(tmpdir(), 'fedssl-faults-agent-'));
+    coordinator = await startCoordinator({ dataDir: path.join(root, 'coordinator') });
+    processes.push(coordinator.process);
+    agents = await enrollSites(coordinator, root, ['alpha', 'beta']);
+    const upstream = { host: '127.0.0.1', port: Number(new URL(coordinator.url).port) };
+    for (const [i, agent] of agents.entries()) {
+      const proxy = await startWireProxy(upstream, {
+        holdBefore: (frame) => stallAtUpload[i]! && isBegin(frame),
+        onClientFrame: (frame, p) => {
+          onFrame[i]?.(frame, p);
+          if (frame.opcode === 2) onChunk[i]?.(p);
+        },
+      });
+      proxies.push(proxy);
+      await editAgentConfig(agent, { coordinatorUrl: proxy.url, uploadChunkSize: 8192 });
+    }
+    await startAgents(agents, processes);
+    const a = await create('baseline');
+    await coordinator.api.startRun(a.id);
+    baseline = await waitForRun(coordinator.api, a.id, { timeoutMs: 120_000 });
+  }, 240_000);
+
+  afterAll(async () => {
+    await dumpLogsIfAsked(processes);
+    for (const p of proxies) p.release();
+    await Promise.all(processes.map((p) => p.stop()));
+    await Promise.all(proxies.map((p) => p.close()));
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  it('publishes distinct models in both rounds of the uninterrupted baseline', () => {
+    expectEverySiteAccepted(baseline, agents, 2);
+    expect(new Set(roundHashes(baseline)).size).toBe(2);
+  });
+
+  it('(c) agent SIGKILLed mid-upload: the restarted agent resumes its sealed update from the last acknowledged chunk', async () => {
+    const alpha = agents[0]!;
+    const run = await create('agent-killed');
+    const training = whenTraining(run.id, 1);
+    await coordinator.api.startRun(run.id);
+    await training;
+    const coordSince = coordinator.process.lines.length;
+    // Let exactly three chunks through, then stall the link and kill the agent.
+    let sent = 0;
+    let third!: () => void;
+    const atThird = new Promise<void>((r) => (third = r));
+    onChunk[0] = (proxy) => {
+      if (++sent === 3) {
+        proxy.hold();
+        third();
+      }
+    };
+    await atThird;
+    const dead = alpha.process!;
+    dead.child.kill('SIGKILL');
+    await exited(dead);
+    onChunk[0] = null;
+    proxies[0]!.cut();
+    proxies[0]!.release();
+    const fresh = await startAgent(alpha);
+    processes.push(fresh);
+    const done = await waitForRun(coordinator.api, run.id, { timeoutMs: 120_000 });
+
+    // The coordinator: the upload begun once, then resumed at chunk 3 — the same upload.
+    const begun = linesAfter(coordinator.process, coordSince, 'upload begun', { siteId: alpha.siteId });
+    const again = linesAfter(coordinator.process, coordSince, 'upload resumed', { siteId: alpha.siteId });
+    expect(again.map((l) => [l.uploadId, l.nextIndex])).toEqual([[begun[0]!.uploadId, 3]]);
+    expect(begun[0]!.nextIndex).toBe(0);
+    expect(begun.filter((l) => l.taskId === begun[0]!.taskId)).toHaveLength(1);
+    expect(Number(begun[0]!.chunks)).toBeGreaterThan(3);
+    // The restarted agent took the update from its outbox: no download, no training.
+    const resumed = fresh.lines.find(
+      (l) => l.msg === 'update accepted' && l.runId === run.id && l.round === 1,
+    );
+    expect(resumed).toMatchObject({ fromOutbox: true, resumedFrom: 3 });
+    expect(
+      fresh.lines.some((l) => l.msg === 'resuming a sealed update from the outbox' && l.runId === run.id),
+    ).toBe(true);
+    const downloads = (l: LogLine) =>
+      l.msg === 'global model downloaded and verified' && l.runId === run.id && l.round === 1;
+    expect(fresh.lines.filter(downloads)).toEqual([]);
+    expect(dead.lines.filter(downloads)).toHaveLength(1);
+    // The ledger: one download and one upload for the task, the upload marked resumed.
+    const entries = (await ledger(alpha)).filter((e) => e.runId === run.id && e.round === 1);
+    expect(entries.map((e) => [e.kind, e.accepted, e.resumedFromChunk])).toEqual([
+      ['download', undefined, undefined],
+      ['upload', true, 3],
+    ]);
+    expect(await outboxFiles(alpha)).toEqual([]);
+    expectEverySiteAccepted(done, agents, 2);
+    expect(roundHashes(done)).toEqual(roundHashes(baseline));
+  }, 180_000);
+
+  it('(d) connection dropped mid-upload and restored: the agent reconnects and sends only the missing chunks', async () => {
+    const alpha = agents[0]!;
+    const proc = alpha.process!;
+    const run = await create('link-cut');
+    const training = whenTraining(run.id, 2);
+    await coordinator.api.startRun(run.id);
+    await training;
+    const since = proc.lines.length;
+    const coordSince = coordinator.process.lines.length;
+    let sent = 0;
+    onChunk[0] = (proxy) => {
+      if (++sent === 2) {
+        onChunk[0] = null;
+        proxy.cut();
+      }
+    };
+    const done = await waitForRun(coordinator.api, run.id, { timeoutMs: 120_000 });
+    onChunk[0] = null;
+    await proc.waitForLine(
+      (l) => l.msg === 'update accepted' && l.runId === run.id && l.round === 2,
+      "alpha's round-2 line",
+    );
+
+    expect(sent).toBe(2);
+    const resumed = linesAfter(proc, since, 'resuming upload', { runId: run.id, round: 2 });
+    expect(resumed).toHaveLength(1);
+    expect(Number(resumed[0]!.resumeAt)).toBeGreaterThanOrEqual(2);
+    expect(linesAfter(proc, since, 'authenticated').length).toBeGreaterThanOrEqual(1);
+    // Trained once: the model was downloaded once for the round and one update accepted.
+    expect(
+      linesAfter(proc, since, 'global model downloaded and verified', { runId: run.id, round: 2 }),
+    ).toHaveLength(1);
+    expect(linesAfter(proc, since, 'update accepted', { runId: run.id, round: 2 })).toHaveLength(1);
+    expect(linesAfter(coordinator.process, coordSince, 'update refused')).toEqual([]);
+    expectEverySiteAccepted(done, agents, 2);
+    expect(roundHashes(done)).toEqual(roundHashes(baseline));
+  }, 180_000);
+
+  it('(e) a slow site past the deadline: the round closes with the others, its late upload is refused, nothing else changes', async () => {
+    const [alpha, beta] = [agents[0]!, agents[1]!];
+    // The reference: the same one-round run with alpha alone (beta not running).
+    await beta.process!.stop();
+    const ref = await create('alpha-only', { rounds: 1, minSites: 1 });
+    await coordinator.api.startRun(ref.id);
+    const alone = await waitForRun(coordinator.api, ref.id, { timeoutMs: 120_000 });
+    processes.push(await startAgent(beta));
+
+    // Beta's link stalls the moment it begins its upload (heartbeats still pass, so the link is
+    // slow, not dead); the round's deadline passes while its update waits in the link.
+    const run = await create('slow-site', { rounds: 1, minSites: 1, roundDeadlineSeconds: 30 });
+    let beganUpload!: () => void;
+    const stalled = new Promise<void>((r) => (beganUpload = r));
+    onFrame[1] = (frame) => {
+      if (isBegin(frame)) beganUpload();
+    };
+    stallAtUpload[1] = true;
+    await coordinator.api.startRun(run.id);
+    await stalled;
+    const done = await waitForRun(coordinator.api, run.id, { timeoutMs: 120_000 });
+    const coordSince = coordinator.process.lines.length;
+    stallAtUpload[1] = false;
+    onFrame[1] = null;
+    proxies[1]!.release();
+    const refused = await coordinator.process.waitForLine(
+      (l) =>
+        l.msg === 'update refused' &&
+        l.siteId === beta.siteId &&
+        coordinator.process.lines.indexOf(l) >= coordSince,
+      "beta's late upload to be refused",
+      60_000,
+    );
+    await beta.process!.waitForLine(
+      (l) => l.msg === 'task ended' && l.runId === run.id,
+      'beta to give the task up',
+      60_000,
+    );
+    const after = await coordinator.api.getRun(run.id);
+
+    expect(refused.code).toBe('TASK_EXPIRED');
+    expect(done.state).toBe('completed');
+    const states = Object.fromEntries(
+      done.rounds[0]!.participants.map((p) => [p.siteId, [p.state, p.reason]]),
+    );
+    expect(states).toEqual({
+      [alpha.siteId]: ['accepted', null],
+      [beta.siteId]: ['dropped', 'round deadline passed'],
+    });
+    // The model is what alpha alone gives; the late upload changed nothing afterwards.
+    expect(alone.rounds.map((r) => [r.state, r.participants.map((p) => [p.siteId, p.state])])).toEqual([
+      ['published', [[alpha.siteId, 'accepted']]],
+    ]);
+    expect(roundHashes(done)).toEqual(roundHashes(alone));
+    expect(roundHashes(done)[0]).not.toBe(roundHashes(baseline)[0]);
+    expect(after).toEqual(done);
+    expect(await outboxFiles(beta)).toEqual([]);
+  }, 240_000);
+});
