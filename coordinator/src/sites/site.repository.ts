@@ -119,7 +119,8 @@ function toKeyRecord(r: SiteKeyRow): SiteKeyRecord {
   };
 }
 
-const KEY_ORDER = 'ORDER BY created_at, retired_at IS NULL, key_id';
+// Replaced keys in the order they were replaced, the current key (never replaced) last.
+const KEY_ORDER = "ORDER BY created_at, COALESCE(retired_at, '~'), key_id";
 
 function toRecord(r: SiteRow, keys: SiteKeyRecord[]): SiteRecord {
   return {

@@ -2,7 +2,16 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { augmentationConfigSchema, mulberry32 } from '@fedssl/shared/model';
-import { colorJitter, gaussianBlur, makeViews, randomBoxes } from './augment';
+import { createHash } from 'node:crypto';
+import {
+  colorJitter,
+  gaussianBlur,
+  makeViews,
+  mixup,
+  mixupLambda,
+  randomBoxes,
+  randomGrayscale,
+} from './augment';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -94,5 +103,109 @@ describe('augment', () => {
     expect(Math.max(...jv)).toBeLessThanOrEqual(1);
     expect(jv).not.toEqual(Array.from(data));
     tf.dispose([img, blurred, centre, unchanged, jit]);
+  });
+
+  it('leaves the default recipe unchanged: grayscale and mixup off, the same views as before they existed', () => {
+    const cfg = augmentationConfigSchema.parse({});
+    expect([cfg.grayscale, cfg.mixup]).toEqual([
+      { enabled: false, probability: 0.2 },
+      { enabled: false, alpha: 0.2 },
+    ]);
+    const data = new Float32Array(3 * 24 * 24);
+    for (let i = 0; i < data.length; i++) data[i] = ((i * 7919) % 1000) / 999;
+    const images = tf.tensor4d(data, [3, 24, 24, 1]);
+    const v = makeViews(images, 16, cfg, mulberry32(11));
+    const h = createHash('sha256');
+    for (const t of [...v.global, ...v.local]) h.update(Buffer.from(t.dataSync().buffer));
+    // Recorded with the code before grayscale and mixup were added.
+    expect(h.digest('hex')).toBe('4330f721fbd14c2473e1626e93f6df188d56994e35e98544c81a51e1e07652b0');
+    tf.dispose([images, ...v.global, ...v.local]);
+  });
+
+  it('grayscale: the identity on 1-channel images; luma on the selected 3-channel ones', () => {
+    const one = ramp(2, 4, 4);
+    const same = randomGrayscale(one, () => 0, { enabled: true, probability: 1 });
+    expect(Array.from(same.dataSync())).toEqual(Array.from(one.dataSync()));
+    // Image 0 selected (rand 0 < 0.5), image 1 not (rand 0.9).
+    const rgb = tf.tensor4d([1, 0, 0, 0, 1, 0, 0, 0, 1, 0.2, 0.4, 0.6], [2, 1, 2, 3]);
+    const draws = [0, 0.9];
+    const g = randomGrayscale(rgb, () => draws.shift()!, { enabled: true, probability: 0.5 });
+    const out = Array.from(g.dataSync());
+    expect(out.slice(0, 3).every((x) => Math.abs(x - 0.299) < 1e-6)).toBe(true);
+    expect(out.slice(3, 6).every((x) => Math.abs(x - 0.587) < 1e-6)).toBe(true);
+    expect(out.slice(6, 12)).toEqual(Array.from(rgb.dataSync()).slice(6, 12));
+    expect(draws).toEqual([]); // one draw per image
+    tf.dispose([one, same, rgb, g]);
+  });
+
+  it('mixup: λ·xᵢ + (1 − λ)·x_π(i) with λ ≥ 0.5 and π a permutation, seeded, values stay in [0, 1]', () => {
+    const b = 6;
+    const data = new Float32Array(b * 5 * 5);
+    for (let i = 0; i < data.length; i++) data[i] = ((i * 37) % 101) / 100;
+    const images = tf.tensor4d(data, [b, 5, 5, 1]);
+    const before = tf.memory().numTensors;
+    const a = mixup(images, mulberry32(21), { enabled: true, alpha: 0.4 });
+    const again = mixup(images, mulberry32(21), { enabled: true, alpha: 0.4 });
+    const other = mixup(images, mulberry32(22), { enabled: true, alpha: 0.4 });
+    expect(tf.memory().numTensors).toBe(before + 3);
+    expect(a.images.shape).toEqual([b, 5, 5, 1]);
+    expect(a.lambda).toBeGreaterThanOrEqual(0.5);
+    expect(a.lambda).toBeLessThanOrEqual(1);
+    expect([...a.permutation].sort()).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(Array.from(again.images.dataSync())).toEqual(Array.from(a.images.dataSync()));
+    expect([again.lambda, again.permutation]).toEqual([a.lambda, a.permutation]);
+    expect(Array.from(other.images.dataSync())).not.toEqual(Array.from(a.images.dataSync()));
+    // Against an independent computation on the arrays.
+    const got = a.images.dataSync();
+    const per = 25;
+    for (let n = 0; n < b; n++)
+      for (let k = 0; k < per; k++) {
+        const want = a.lambda * data[n * per + k]! + (1 - a.lambda) * data[a.permutation[n]! * per + k]!;
+        expect(got[n * per + k]).toBeCloseTo(want, 6);
+      }
+    expect(Math.min(...got)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...got)).toBeLessThanOrEqual(1);
+    tf.dispose([images, a.images, again.images, other.images]);
+  });
+
+  it('mixup λ follows Beta(α, α) folded to [0.5, 1]: small α stays near 1, large α near 0.5', () => {
+    const mean = (alpha: number) => {
+      const rand = mulberry32(5);
+      let s = 0;
+      for (let i = 0; i < 4000; i++) s += mixupLambda(alpha, rand);
+      return s / 4000;
+    };
+    // E[max(L, 1 − L)] for L ~ Beta(α, α): ≈ 0.89 at α = 0.2, 0.75 at α = 1 (uniform), → 0.5 as α grows.
+    expect(mean(0.2)).toBeGreaterThan(0.85);
+    expect(mean(0.2)).toBeLessThan(0.93);
+    expect(mean(1)).toBeCloseTo(0.75, 1);
+    expect(mean(10)).toBeLessThan(0.6);
+  });
+
+  it('makeViews with mixup and grayscale on: same shapes, reproducible, different from without, no leaks', () => {
+    const cfg = augmentationConfigSchema.parse({
+      mixup: { enabled: true, alpha: 1 },
+      grayscale: { enabled: true },
+    });
+    const images = ramp(4, 20, 20);
+    const before = tf.memory().numTensors;
+    const a = makeViews(images, 16, cfg, mulberry32(8));
+    const b = makeViews(images, 16, cfg, mulberry32(8));
+    const plain = makeViews(images, 16, augmentationConfigSchema.parse({}), mulberry32(8));
+    expect(tf.memory().numTensors).toBe(before + 3 * 4);
+    expect(a.global.map((t) => t.shape)).toEqual([
+      [4, 16, 16, 1],
+      [4, 16, 16, 1],
+    ]);
+    expect(a.local.map((t) => t.shape)).toEqual([
+      [4, 8, 8, 1],
+      [4, 8, 8, 1],
+    ]);
+    expect(Array.from(a.global[1].dataSync())).toEqual(Array.from(b.global[1].dataSync()));
+    expect(Array.from(a.global[0].dataSync())).not.toEqual(Array.from(plain.global[0].dataSync()));
+    const values = Array.from(a.global[0].dataSync());
+    expect(Math.min(...values)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...values)).toBeLessThanOrEqual(1 + 1e-6);
+    tf.dispose([images, ...a.global, ...a.local, ...b.global, ...b.local, ...plain.global, ...plain.local]);
   });
 });

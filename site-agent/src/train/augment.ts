@@ -105,6 +105,98 @@ export function colorJitter(
   });
 }
 
+/** ITU-R BT.601 luma weights (torchvision's `rgb_to_grayscale`). */
+const LUMA = [0.299, 0.587, 0.114] as const;
+
+/**
+ * Random grayscale per image with probability `cfg.probability`: a selected 3-channel image
+ * becomes its luma `0.299 R + 0.587 G + 0.114 B` on all three channels. fedssl's images are
+ * already 1-channel (sources convert to gray when they read), and there the operation is the
+ * identity; it is defined for RGB-derived 3-channel inputs. One `rand()` per image either way,
+ * so the random stream does not depend on the channel count.
+ */
+export function randomGrayscale(
+  images: tf.Tensor4D,
+  rand: () => number,
+  cfg: AugmentationConfig['grayscale'],
+): tf.Tensor4D {
+  const [b, , , c] = images.shape;
+  const pick = new Float32Array(b);
+  for (let n = 0; n < b; n++) pick[n] = rand() < cfg.probability ? 1 : 0;
+  if (c !== 3) return tf.clone(images);
+  return tf.tidy(() => {
+    const luma = tf.sum(tf.mul(images, tf.tensor4d([...LUMA], [1, 1, 1, 3])), 3, true);
+    const gray = tf.tile(luma, [1, 1, 1, 3]);
+    const m = tf.tensor4d(pick, [b, 1, 1, 1]);
+    return tf.add(tf.mul(gray, m), tf.mul(images, tf.sub(1, m))) as tf.Tensor4D;
+  });
+}
+
+/** A standard normal from two uniforms (Box–Muller). */
+function normal(rand: () => number): number {
+  const u = Math.max(rand(), Number.MIN_VALUE);
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
+}
+
+/** Gamma(shape, 1) by Marsaglia–Tsang, with the `U^(1/shape)` boost below shape 1. */
+function gamma(shape: number, rand: () => number): number {
+  if (shape < 1) return gamma(shape + 1, rand) * Math.pow(Math.max(rand(), Number.MIN_VALUE), 1 / shape);
+  const d = shape - 1 / 3;
+  const c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    let x: number;
+    let v: number;
+    do {
+      x = normal(rand);
+      v = 1 + c * x;
+    } while (v <= 0);
+    v = v * v * v;
+    const u = rand();
+    if (u < 1 - 0.0331 * x ** 4 || Math.log(u) < 0.5 * x * x + d * (1 - v + Math.log(v))) return d * v;
+  }
+}
+
+/**
+ * Beta(α, α) from two gammas, folded to `max(λ, 1 − λ)` ∈ [0.5, 1].
+ * @example mixupLambda(0.2, mulberry32(1)) // ≥ 0.5
+ */
+export function mixupLambda(alpha: number, rand: () => number): number {
+  const a = gamma(alpha, rand);
+  const b = gamma(alpha, rand);
+  const lambda = a + b > 0 ? a / (a + b) : 1;
+  return Math.max(lambda, 1 - lambda);
+}
+
+/**
+ * Batch-level mixup of the views' source images, on the current backend. With one
+ * `λ = max(L, 1 − L)`, `L ~ Beta(α, α)`, and one random permutation π of the batch (both from
+ * `rand`), image i becomes `λ·xᵢ + (1 − λ)·x_π(i)`; every view of image i (both global views and
+ * the local ones) is then cropped from that mixed image, so BYOL still compares two views of
+ * one input. Folding λ to ≥ 0.5 keeps xᵢ dominant, so its metadata label (its patient) stays
+ * the right target for the metadata head. A convex combination keeps values in [0, 1].
+ */
+export function mixup(
+  images: tf.Tensor4D,
+  rand: () => number,
+  cfg: AugmentationConfig['mixup'],
+): { images: tf.Tensor4D; lambda: number; permutation: number[] } {
+  const b = images.shape[0];
+  const lambda = mixupLambda(cfg.alpha, rand);
+  const permutation = Array.from({ length: b }, (_, i) => i);
+  for (let i = b - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [permutation[i], permutation[j]] = [permutation[j]!, permutation[i]!];
+  }
+  const mixed = tf.tidy(
+    () =>
+      tf.add(
+        tf.mul(images, lambda),
+        tf.mul(tf.gather(images, tf.tensor1d(permutation, 'int32')), 1 - lambda),
+      ) as tf.Tensor4D,
+  );
+  return { images: mixed, lambda, permutation };
+}
+
 function view(
   images: tf.Tensor4D,
   size: number,
@@ -127,6 +219,7 @@ function view(
     );
     if (cfg.gaussianBlur.enabled) v = gaussianBlur(v, rand, cfg.gaussianBlur);
     if (cfg.colorJitter.enabled) v = colorJitter(v, rand, cfg.colorJitter);
+    if (cfg.grayscale.enabled) v = randomGrayscale(v, rand, cfg.grayscale);
     return v;
   });
 }
@@ -142,12 +235,15 @@ export function makeViews(
   cfg: AugmentationConfig,
   rand: () => number,
 ): ViewBatch {
-  const g1 = view(images, inputSize, rand, cfg, cfg.randomResizedCrop);
-  const g2 = view(images, inputSize, rand, cfg, cfg.randomResizedCrop);
+  // Disabled options draw nothing from `rand`, so the default recipe's views are unchanged.
+  const mixed = cfg.mixup.enabled ? mixup(images, rand, cfg.mixup).images : undefined;
+  const src = mixed ?? images;
+  const g1 = view(src, inputSize, rand, cfg, cfg.randomResizedCrop);
+  const g2 = view(src, inputSize, rand, cfg, cfg.randomResizedCrop);
   const localSize = Math.max(8, Math.round(cfg.multiCrop.sizeFraction * inputSize));
   const localCrop = { enabled: true, scaleMin: cfg.multiCrop.scaleMin, scaleMax: cfg.multiCrop.scaleMax };
   const local: tf.Tensor4D[] = [];
-  for (let i = 0; i < cfg.multiCrop.localViews; i++)
-    local.push(view(images, localSize, rand, cfg, localCrop));
+  for (let i = 0; i < cfg.multiCrop.localViews; i++) local.push(view(src, localSize, rand, cfg, localCrop));
+  mixed?.dispose();
   return { global: [g1, g2], local };
 }
