@@ -454,7 +454,14 @@ async function main(): Promise<void> {
       })();
       let state: {
         state: string;
-        rounds: { round: number; state: string; accepted: number; tasks: number }[];
+        rounds: {
+          round: number;
+          state: string;
+          accepted: number;
+          tasks: number;
+          reason: string | null;
+          others: string[];
+        }[];
       };
       for (;;) {
         state = await coordinator.ask({ cmd: 'run', runId });
