@@ -11,6 +11,7 @@ import { startCoordinator, type RunningCoordinator } from '../../coordinator/src
 import { EnrollmentService } from '../../coordinator/src/sites/enrollment.service';
 import { SiteRegistryService } from '../../coordinator/src/sites/site-registry.service';
 import { enrollCommand, initCommand, type CliIo } from '../../site-agent/src/cli/commands';
+import { runDoctor } from '../../site-agent/src/cli/doctor';
 import {
   nextKeysPath,
   rotateKeysCommand,
@@ -229,6 +230,15 @@ describe('keys and identity (in-process coordinator, agent commands and client)'
     const shown = capture();
     await showCoordinatorCommand({ home: live }, shown);
     expect(shown.lines).toContain(`Coordinator fingerprint:  ${after.fingerprint}`);
+
+    // Before it reconnects, doctor sees the rotation and that the pinned key signed the way there.
+    const doctor = (await runDoctor({ home: later, logger, backend: 'cpu' })).find(
+      (c) => c.name === 'coordinator keys match the pinned ones',
+    );
+    expect(doctor).toMatchObject({
+      status: 'warn',
+      detail: `the coordinator rotated its keys (pinned ${before.keyId} -> ${after.keyId}, 1 announcement(s) signed by the pinned key); the agent follows on its next connection`,
+    });
 
     // An agent that was offline follows the chain when it next authenticates.
     const laterPin = new CoordinatorPin(

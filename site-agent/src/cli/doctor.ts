@@ -1,9 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { fingerprint, fromBase64 } from '@fedssl/shared/crypto';
+import {
+  fingerprint,
+  followCoordinatorKeyChain,
+  fromBase64,
+  type FollowedKeyChain,
+} from '@fedssl/shared/crypto';
 import { isFedsslError } from '@fedssl/shared/errors';
-import { coordinatorKeysSchema } from '@fedssl/shared/protocol';
+import {
+  coordinatorKeyChainSchema,
+  coordinatorKeysSchema,
+  type CoordinatorKeys,
+} from '@fedssl/shared/protocol';
 import {
   agentPaths,
   loadAgentConfig,
@@ -239,18 +248,45 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
           });
           const keys = coordinatorKeysSchema.parse(await res.json());
           const fp = fingerprint(fromBase64(keys.signingPublicKey, 32), fromBase64(keys.boxPublicKey, 32));
-          return fp === enrolled.coordinator!.fingerprint
-            ? { status: 'pass', detail: `fingerprint ${fp}` }
-            : {
-                status: 'fail',
-                detail: `the coordinator now presents fingerprint ${fp}, pinned is ${enrolled.coordinator!.fingerprint}`,
-                fix: 'do not train: ask the consortium admin out of band whether the coordinator keys were rotated; re-enroll only then',
-              };
+          if (fp === enrolled.coordinator!.fingerprint)
+            return { status: 'pass', detail: `fingerprint ${fp}` };
+          // A rotation the agent has not followed yet is fine if the pinned key signed the way there.
+          const followed = await followedRotation(base, doFetch, enrolled.coordinator!, opts.timeoutMs);
+          if (followed && followed.keys.fingerprint === fp) {
+            return {
+              status: 'warn',
+              detail: `the coordinator rotated its keys (pinned ${enrolled.coordinator!.keyId} -> ${followed.keys.keyId}, ${followed.followed.length} announcement(s) signed by the pinned key); the agent follows on its next connection`,
+              fix: 'none needed; compare the new fingerprint with `fedssl-coordinator fingerprint` if in doubt',
+            };
+          }
+          return {
+            status: 'fail',
+            detail: `the coordinator now presents fingerprint ${fp}, pinned is ${enrolled.coordinator!.fingerprint}, and no announcement signed by the pinned key leads to it`,
+            fix: 'do not train: ask the consortium admin out of band whether the coordinator keys were replaced; re-enroll only then',
+          };
         }),
       );
     }
   }
   return checks;
+}
+
+/** The coordinator's key chain followed from the pinned keys, or null when it is missing or refused. */
+async function followedRotation(
+  base: string,
+  doFetch: typeof fetch,
+  pinned: CoordinatorKeys,
+  timeoutMs?: number,
+): Promise<FollowedKeyChain | null> {
+  try {
+    const res = await doFetch(`${base}/coordinator/keys/chain`, {
+      signal: AbortSignal.timeout(timeoutMs ?? 5000),
+    });
+    const chain = coordinatorKeyChainSchema.parse(await res.json());
+    return followCoordinatorKeyChain(pinned, chain.chain);
+  } catch {
+    return null;
+  }
 }
 
 /** CLI wrapper: prints a table (or JSON) and returns 1 when any check failed. */
