@@ -375,6 +375,11 @@ const ROWS: Row[] = [
     ok: async () => ({ path: api('/admin-tokens'), status: 200 }),
   },
   {
+    route: 'GET /api/v1/admin-tokens/me',
+    role: 'viewer',
+    ok: async () => ({ path: api('/admin-tokens/me'), status: 200 }),
+  },
+  {
     route: 'POST /api/v1/admin-tokens/{id}/revoke',
     role: 'admin',
     ok: async () => {
@@ -628,6 +633,13 @@ describe('REST API: every route, bad inputs, roles (real server, SQLite)', () =>
       .flatMap(([p, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${p}`))
       .sort();
     expect(ROWS.map((r) => r.route).sort()).toEqual(documented);
+  });
+
+  it("GET /admin-tokens/me answers the caller's own token", async () => {
+    for (const role of ROLES) {
+      const r = await call('GET', { path: api('/admin-tokens/me'), token: tokens[role] });
+      expect(r.body).toMatchObject({ name: role, role, revokedAt: null, expiresAt: null });
+    }
   });
 
   it('documents every operation: a JSON request body exactly where it takes one, and its success responses', async () => {

@@ -86,6 +86,13 @@ export class AdminTokenService {
   }
 
   /** @throws FedsslError ADMIN_TOKEN_NOT_FOUND */
+  async get(id: string): Promise<AdminTokenRecord> {
+    const rec = await this.repo.get(id);
+    if (!rec) throw new FedsslError('ADMIN_TOKEN_NOT_FOUND', `no admin token with id ${id}`);
+    return rec;
+  }
+
+  /** @throws FedsslError ADMIN_TOKEN_NOT_FOUND */
   async revoke(id: string, actor: AuditActor = 'system'): Promise<AdminTokenRecord> {
     const rec = await this.db.transaction(async () => {
       if (!(await this.repo.get(id)))

@@ -1,7 +1,7 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Post } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Req } from '@nestjs/common';
 import { Actor } from '../audit/actor.decorator';
 import type { AuditActor } from '../audit/audit-log';
-import { Roles } from './admin-auth.guard';
+import { Roles, type AdminRequest } from './admin-auth.guard';
 import type { AdminTokenRecord } from './admin-token.repository';
 import { AdminTokenService } from './admin-token.service';
 import { createAdminTokenSchema, type CreateAdminTokenDto } from './dtos/admin-token.dto';
@@ -24,6 +24,13 @@ export class AdminTokensController {
   @Get()
   list(): Promise<AdminTokenRecord[]> {
     return this.tokens.list();
+  }
+
+  /** The caller's own token (any role): the web console shows its role and expiry. */
+  @Get('me')
+  @Roles('viewer')
+  me(@Req() req: AdminRequest): Promise<AdminTokenRecord> {
+    return this.tokens.get(req.admin!.tokenId);
   }
 
   @Post(':id/revoke')

@@ -60,6 +60,7 @@ const adminToken = {
   createdAt: str,
   revokedAt: nullable(str),
   lastUsedAt: nullable(str),
+  expiresAt: nullable(str),
 };
 const runRecord = {
   id: str,
@@ -234,6 +235,7 @@ export const OPERATION_BODIES: Record<string, OperationBodies> = {
     responses: { 201: json('the token (shown once) and its record', ref('AdminTokenCreated')) },
   },
   AdminTokensController_list: { responses: { 200: json('all admin tokens', arr(ref('AdminToken'))) } },
+  AdminTokensController_me: { responses: { 200: json("the caller's own token", ref('AdminToken')) } },
   AdminTokensController_revoke: { responses: { 200: json('the revoked token', ref('AdminToken')) } },
   HealthController_health: { responses: { 200: json('alive', ref('Health')) } },
   AuditController_list: { responses: { 200: json('a page of entries', ref('AuditPage')) } },
