@@ -11,7 +11,7 @@ import {
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Namespace } from 'socket.io';
-import { toBase64, verifyBytes } from '@fedssl/shared/crypto';
+import { keyId, toBase64, verifyBytes } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import {
   AGENT_NAMESPACE,
@@ -45,6 +45,8 @@ interface AgentSocketData {
   siteId?: string;
   nonce?: string;
   authenticated?: boolean;
+  /** Key id of the site key this connection authenticated with. */
+  keyId?: string;
   authTimer?: NodeJS.Timeout;
 }
 
@@ -82,6 +84,15 @@ export class AgentGateway
   private readonly log: Logger;
   private readonly onRevoked = (siteId: string): void =>
     this.disconnectSite(siteId, 'SITE_REVOKED', 'site was revoked');
+  private readonly onKeyExpired = (siteId: string, keyId: string): void => {
+    for (const s of [...this.transport.socketsOf(siteId)])
+      if ((s as Sock).data.keyId === keyId)
+        this.refuse(
+          s as Sock,
+          'SITE_KEY_EXPIRED',
+          `site key ${keyId} was replaced and its grace period has ended; restart the agent with its new keys`,
+        );
+  };
   /** Every connected agent learns a coordinator key rotation at once (the chain, signed by the old key). */
   private readonly onKeysRotated = (): void => {
     const chain = this.keys.keyChain();
@@ -104,11 +115,13 @@ export class AgentGateway
 
   onModuleInit(): void {
     this.presence.on('revoked', this.onRevoked);
+    this.presence.on('key-expired', this.onKeyExpired);
     this.keys.on('rotated', this.onKeysRotated);
   }
 
   onModuleDestroy(): void {
     this.presence.off('revoked', this.onRevoked);
+    this.presence.off('key-expired', this.onKeyExpired);
     this.keys.off('rotated', this.onKeysRotated);
   }
 
@@ -247,6 +260,7 @@ export class AgentGateway
         'challenge signature does not verify against the registered site key',
       );
     socket.data.authenticated = true;
+    socket.data.keyId = keyId(key);
     // Before anything signed by a newer key can reach the agent (socket.io keeps emit order).
     socket.emit('keys:announce', this.keys.keyChain());
     this.transport.attach(siteId, socket);

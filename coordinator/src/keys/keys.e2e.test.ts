@@ -8,7 +8,9 @@ import { encodeWeights } from '@fedssl/shared/codec';
 import {
   fromBase64,
   generatePartyKeys,
+  keyId,
   sealUpdate,
+  signSiteKeyRotation,
   signBytes,
   toBase64,
   verifySignedModelManifest,
@@ -48,7 +50,8 @@ describe('keys at the socket edge (whole coordinator on port 0)', () => {
   beforeEach(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'fedssl-keys-sock-'));
     c = await startCoordinator(
-      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: null, logLevel: 'silent' },
+      // Site keys replaced here stay accepted for 1 s (coordinator rotations below name their own grace).
+      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: null, logLevel: 'silent', keyGraceSeconds: 1 },
       pino({ level: 'silent' }),
     );
     admin = (await c.app.get(AdminTokenService).create('admin', 'admin')).token;
@@ -194,6 +197,43 @@ describe('keys at the socket edge (whole coordinator on port 0)', () => {
     expect(await new Promise((resolve) => again.once('error', resolve))).toEqual({
       code: 'SITE_REVOKED',
       message: `site ${a.siteId} is revoked`,
+    });
+  });
+
+  it("a connection authenticated with a site's replaced key is dropped when its grace period ends", async () => {
+    const a = await agent('Rotating hospital');
+    const next = generatePartyKeys();
+    const rotation = signSiteKeyRotation(
+      {
+        siteId: a.siteId,
+        previousKeyId: keyId(a.keys.signing.publicKey),
+        signingPublicKey: toBase64(next.signing.publicKey),
+        boxPublicKey: toBase64(next.box.publicKey),
+        issuedAt: new Date().toISOString(),
+        nonce: toBase64(new Uint8Array(32).fill(1)),
+      },
+      a.keys.signing.secretKey,
+      next.signing.secretKey,
+    );
+    const dropped = new Promise<unknown>((resolve) => a.socket.once('error', resolve));
+    const res = await http('POST', `/sites/${a.siteId}/keys/rotate`, rotation, null);
+    // A connection with the new key is not touched.
+    const fresh = connect(a.siteId, next);
+    expect(res).toMatchObject({
+      keyId: keyId(next.signing.publicKey),
+      previousKeyId: keyId(a.keys.signing.publicKey),
+    });
+    await new Promise((resolve) => fresh.once('auth:ok', resolve));
+    expect(await dropped).toEqual({
+      code: 'SITE_KEY_EXPIRED',
+      message: `site key ${keyId(a.keys.signing.publicKey)} was replaced and its grace period has ended; restart the agent with its new keys`,
+    });
+    expect(fresh.connected).toBe(true);
+    expect(c.app.get(PresenceService).isOnline(a.siteId)).toBe(true);
+    // And the old key cannot authenticate again.
+    const stale = connect(a.siteId, a.keys);
+    expect(await new Promise((resolve) => stale.once('error', resolve))).toMatchObject({
+      code: 'SITE_KEY_EXPIRED',
     });
   });
 

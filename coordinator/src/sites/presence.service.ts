@@ -7,7 +7,9 @@ import { EventEmitter } from 'node:events';
  * old socket times out), so it counts as online while at least one is open.
  *
  * Events: `'online'(siteId)` on the first connection, `'offline'(siteId)` when the last one
- * closes, `'revoked'(siteId)` when an admin revokes the site (the gateway disconnects it).
+ * closes, `'revoked'(siteId)` when an admin revokes the site (the gateway disconnects it),
+ * `'key-expired'(siteId, keyId)` when a replaced site key's grace period ends (the gateway
+ * disconnects the connections that authenticated with it).
  */
 @Injectable()
 export class PresenceService extends EventEmitter {
@@ -47,5 +49,10 @@ export class PresenceService extends EventEmitter {
   /** Tells listeners (the gateway) to drop the site's connections now. */
   announceRevoked(siteId: string): void {
     this.emit('revoked', siteId);
+  }
+
+  /** Tells listeners (the gateway) to drop connections authenticated with a site key whose grace period ended. */
+  announceKeyExpired(siteId: string, keyId: string): void {
+    this.emit('key-expired', siteId, keyId);
   }
 }

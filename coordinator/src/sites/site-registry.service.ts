@@ -1,4 +1,4 @@
-import { Inject, Injectable, Optional } from '@nestjs/common';
+import { Inject, Injectable, Optional, type OnModuleDestroy } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { fromBase64, keyId, toBase64, verifySignedSiteKeyRotation } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
@@ -25,9 +25,11 @@ export const ROTATION_MAX_SKEW_MS = 10 * 60_000;
 
 /** The registry of sites: lookup, status reports from agents, revocation. */
 @Injectable()
-export class SiteRegistryService {
+export class SiteRegistryService implements OnModuleDestroy {
   private readonly log: Logger;
   private readonly graceSeconds: number;
+  /** Ends of grace periods in this process (a restart needs none: every connection re-authenticates). */
+  private readonly graceTimers = new Set<NodeJS.Timeout>();
 
   constructor(
     @Inject(SiteRepository) private readonly repo: SiteRepository,
@@ -40,6 +42,24 @@ export class SiteRegistryService {
   ) {
     this.log = logger.child({ context: 'SiteRegistryService' });
     this.graceSeconds = config?.keyGraceSeconds ?? DEFAULT_KEY_GRACE_SECONDS;
+  }
+
+  onModuleDestroy(): void {
+    for (const t of this.graceTimers) clearTimeout(t);
+    this.graceTimers.clear();
+  }
+
+  /** At the end of a replaced key's grace period, connections still using it are dropped. */
+  private scheduleGraceEnd(siteId: string, keyId: string, validUntil: string): void {
+    const t = setTimeout(
+      () => {
+        this.graceTimers.delete(t);
+        this.presence.announceKeyExpired(siteId, keyId);
+      },
+      Math.min(Math.max(0, Date.parse(validUntil) - this.clock.now()), 2_147_483_647),
+    );
+    t.unref();
+    this.graceTimers.add(t);
   }
 
   /** {@link signingKeyFor} at the registry's clock: which of a site's keys to check a signature with. */
@@ -124,6 +144,7 @@ export class SiteRegistryService {
       return { keyId: newKeyId, validUntil, rotated: true };
     });
     if (result.rotated) {
+      this.scheduleGraceEnd(siteId, r.previousKeyId, result.validUntil);
       this.log.warn(
         {
           siteId,
