@@ -189,6 +189,14 @@ async function decodeDataSet(ds: dicomParser.DataSet, opts: DecodeDicomOptions):
 
   const bps = bitsAllocated / 8;
   const frameSamples = rows * cols * spp;
+  // Compressed frames can decode to far more than the file holds (an RLE or JPEG bomb):
+  // bound the decoded total before decoding anything.
+  const decodedBytes = frameSamples * bps * frames;
+  if (decodedBytes > opts.limits.maxBytes)
+    return fail(
+      'too-large',
+      `${frames} frame(s) of ${cols} × ${rows} decode to ${decodedBytes} bytes, over the limit of ${opts.limits.maxBytes}`,
+    );
   const name = TRANSFER_SYNTAXES[syntax] ?? 'unknown';
   const byteArray = ds.byteArray;
   const rawFrames: { bytes: Uint8Array; littleEndian: boolean; planar: boolean; rgbFromCodec: boolean }[] =
