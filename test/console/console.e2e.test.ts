@@ -222,7 +222,7 @@ describe('web console in headless Chromium, end to end', () => {
     await shot('07-models');
     const [download] = await Promise.all([
       page.waitForEvent('download'),
-      page.locator(`button[data-download="${version}"]`).click(),
+      page.locator(`button[data-download="${version}"][data-format="weights"]`).click(),
     ]);
     expect(download.suggestedFilename()).toBe(`${version}.fsw`);
     const file = path.join(root, 'downloaded.fsw');
@@ -231,6 +231,35 @@ describe('web console in headless Chromium, end to end', () => {
     const bytes = await readFile(file);
     expect(bytes.length).toBe(signed.manifest.weightsBytes);
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(signed.manifest.weightsSha256);
+  });
+
+  it('downloads the TF.js model, safetensors and model card with the same bytes as the API serves', async () => {
+    const version = (await coordinator.api.getRun(runId)).latestModelVersion!;
+    const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+    for (const [format, name] of [
+      ['tfjs', `${version}-tfjs.zip`],
+      ['safetensors', `${version}.safetensors`],
+      ['card', `${version}.MODEL_CARD.md`],
+    ] as const) {
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        page.locator(`button[data-download="${version}"][data-format="${format}"]`).click(),
+      ]);
+      expect(download.suggestedFilename()).toBe(name);
+      const file = path.join(root, name);
+      await download.saveAs(file);
+      const res = await fetch(`${coordinator.url}/api/v1/models/${version}/download/${format}`, {
+        headers: { authorization: `Bearer ${coordinator.adminToken}` },
+      });
+      expect(res.status).toBe(200);
+      const fromApi = new Uint8Array(await res.arrayBuffer());
+      const fromConsole = new Uint8Array(await readFile(file));
+      expect([format, fromConsole.length, sha(fromConsole)]).toEqual([format, fromApi.length, sha(fromApi)]);
+      if (format === 'card')
+        expect(Buffer.from(fromConsole).toString()).toContain(`# fedssl model ${version}`);
+      else expect(fromConsole.length).toBeGreaterThan(1000);
+    }
+    await shot('07b-models-downloads');
   });
 
   it('shows the audit log with a verified hash chain and the run control actions', async () => {
@@ -258,4 +287,54 @@ describe('web console in headless Chromium, end to end', () => {
     await page.locator(`tr[data-run="${created.id}"] .badge.cancelled`).waitFor();
     expect((await coordinator.api.getRun(created.id)).state).toBe('cancelled');
   });
+
+  it('shows the token expiry, and returns to sign-in with a clear message when the token is revoked or expires', async () => {
+    const signInWith = async (token: string) => {
+      await page.goto(`${coordinator.url}/console`);
+      await page
+        .locator('#signout')
+        .click({ timeout: 5_000 })
+        .catch(() => undefined);
+      await page.getByLabel('admin token').fill(token);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.locator('#sites-table').waitFor();
+    };
+    const revoked = await coordinator.api.request<{ id: string; token: string }>('POST', '/admin-tokens', {
+      name: 'to-revoke',
+      role: 'viewer',
+    });
+    await signInWith(revoked.token);
+    expect(await page.locator('#session').textContent()).toBe('to-revoke (viewer) · token does not expire');
+    await coordinator.api.request('POST', `/admin-tokens/${revoked.id}/revoke`);
+    await page.goto(`${coordinator.url}/console/#/runs`);
+    await expect
+      .poll(() => page.locator('#signin .error').textContent())
+      .toBe('Signed out: invalid or revoked admin token. Sign in again with a valid token.');
+
+    const expiresAt = new Date(Date.now() + 15_000).toISOString();
+    const shortLived = await coordinator.api.request<{ id: string; token: string }>('POST', '/admin-tokens', {
+      name: 'short-lived',
+      role: 'viewer',
+      expiresAt,
+    });
+    await signInWith(shortLived.token);
+    expect(await page.locator('#session').getAttribute('data-expires-at')).toBe(expiresAt);
+    expect(await page.locator('#session').textContent()).toMatch(/^short-lived \(viewer\) · token expires /);
+    // Each page visit calls the API; once the token has expired the console signs out.
+    let flip = false;
+    await expect
+      .poll(
+        async () => {
+          if (await page.locator('#signin').count()) return page.locator('#signin .error').textContent();
+          flip = !flip;
+          await page.goto(`${coordinator.url}/console/#/${flip ? 'runs' : 'models'}`);
+          return null;
+        },
+        { timeout: 60_000, interval: 1_000 },
+      )
+      .toBe(
+        `Signed out: admin token ${shortLived.id} expired at ${expiresAt}; ask an admin for a new one. Sign in again with a valid token.`,
+      );
+    await shot('09-signed-out');
+  }, 120_000);
 });

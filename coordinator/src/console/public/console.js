@@ -14,6 +14,7 @@
   const nav = document.getElementById('nav');
   const live = document.getElementById('live');
   const signoutButton = document.getElementById('signout');
+  const sessionInfo = document.getElementById('session');
 
   /** What the signed-in coordinator answers (probed once: endpoints other engineers add). */
   const features = { runControl: false, audit: false };
@@ -125,7 +126,9 @@
         parsed && parsed.error
           ? parsed.error
           : { code: `HTTP_${res.status}`, message: text || res.statusText };
-      if (res.status === 401 && !opts.token) signOut(err.message);
+      // An expired or revoked session token: back to sign-in, saying why.
+      if (res.status === 401 && !opts.token)
+        signOut(`Signed out: ${err.message}. Sign in again with a valid token.`);
       throw new ApiError(res.status, err.code, err.message);
     }
     return parsed;
@@ -192,6 +195,7 @@
     disconnectLive();
     nav.hidden = true;
     signoutButton.hidden = true;
+    sessionInfo.hidden = true;
     renderSignIn(message);
   }
 
@@ -235,10 +239,23 @@
     fill(main, form);
   }
 
+  /** Who is signed in and until when (`GET /admin-tokens/me`; absent on older coordinators). */
+  async function showSession() {
+    try {
+      const me = await api('GET', '/admin-tokens/me');
+      const expiry = me.expiresAt ? `expires ${fmtTime(me.expiresAt)}` : 'does not expire';
+      sessionInfo.textContent = `${me.name} (${me.role}) · token ${expiry}`;
+      sessionInfo.dataset.expiresAt = me.expiresAt || '';
+      sessionInfo.hidden = false;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+    }
+  }
+
   async function enter() {
     nav.hidden = false;
     signoutButton.hidden = false;
-    await probeFeatures();
+    await Promise.all([probeFeatures(), showSession()]);
     connectLive();
     if (!location.hash || location.hash === '#/') location.hash = '#/sites';
     else await route();
@@ -882,20 +899,41 @@
 
   // -------------------------------- models
 
-  async function download(version, status) {
+  /** What each download button fetches: the signed weights, or a file converted by the coordinator. */
+  const DOWNLOADS = [
+    { format: 'weights', label: 'Weights', route: (v) => `/models/${v}/weights`, file: (v) => `${v}.fsw` },
+    {
+      format: 'tfjs',
+      label: 'TF.js',
+      route: (v) => `/models/${v}/download/tfjs`,
+      file: (v) => `${v}-tfjs.zip`,
+    },
+    {
+      format: 'safetensors',
+      label: 'safetensors',
+      route: (v) => `/models/${v}/download/safetensors`,
+      file: (v) => `${v}.safetensors`,
+    },
+    {
+      format: 'card',
+      label: 'Card',
+      route: (v) => `/models/${v}/download/card`,
+      file: (v) => `${v}.MODEL_CARD.md`,
+    },
+  ];
+
+  async function download(version, status, d) {
     try {
-      const res = await api('GET', `/models/${encodeURIComponent(version)}/weights`, undefined, {
-        raw: true,
-      });
+      const res = await api('GET', d.route(encodeURIComponent(version)), undefined, { raw: true });
       const blob = await res.blob();
       const url = URL.createObjectURL(blob);
-      const a = h('a', { href: url, download: `${version}.fsw` });
+      const a = h('a', { href: url, download: d.file(version) });
       document.body.append(a);
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
     } catch (e) {
-      status.append(errorBox(e.message));
+      status.append(errorBox(`${d.label} of ${version}: ${e.message}`));
     }
   }
 
@@ -932,14 +970,18 @@
           h(
             'td',
             {},
-            h(
-              'button',
-              {
-                type: 'button',
-                'data-download': manifest.version,
-                onclick: () => download(manifest.version, status),
-              },
-              'Download',
+            DOWNLOADS.map((d) =>
+              h(
+                'button',
+                {
+                  type: 'button',
+                  title: `Download ${d.label}`,
+                  'data-download': manifest.version,
+                  'data-format': d.format,
+                  onclick: () => download(manifest.version, status, d),
+                },
+                d.label,
+              ),
             ),
             h(
               'button',
