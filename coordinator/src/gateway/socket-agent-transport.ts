@@ -5,8 +5,11 @@ import type {
   Ack,
   AgentToCoordinatorEvents,
   CoordinatorToAgentEvents,
+  SecAggAnswer,
+  SecAggStep,
   SignedTask,
 } from '@fedssl/shared/protocol';
+import { secAggAnswerSchema } from '@fedssl/shared/protocol';
 import { LOGGER } from '../config/config';
 import { PresenceService } from '../sites/presence.service';
 import type { AgentTransport, TaskOfferResult } from '../transport/agent-transport';
@@ -75,5 +78,25 @@ export class SocketAgentTransport implements AgentTransport {
 
   cancelTask(siteId: string, taskId: string, reason: string): void {
     for (const s of this.socketsOf(siteId)) s.emit('task:cancel', { taskId, reason: reason.slice(0, 500) });
+  }
+
+  secAggStep(siteId: string, msg: SecAggStep): Promise<SecAggAnswer> {
+    const socket = this.socketsOf(siteId).at(-1);
+    if (!socket) return Promise.reject(new Error('site is offline'));
+    return new Promise((resolve, reject) => {
+      socket
+        .timeout(this.ackTimeoutMs)
+        .emit('secagg:step', msg, (err: Error | null, res: Ack<SecAggAnswer>) => {
+          if (err) return reject(new Error(`no answer to secagg:${msg.step} before the timeout`));
+          if (res?.ok !== true)
+            return reject(
+              new Error(res?.error ? `${res.error.code}: ${res.error.message}` : 'malformed answer'),
+            );
+          const { ok: _ok, ...answer } = res;
+          const parsed = secAggAnswerSchema.safeParse(answer);
+          if (parsed.success) resolve(parsed.data);
+          else reject(new Error(`malformed secagg:${msg.step} answer`));
+        });
+    });
   }
 }

@@ -130,11 +130,12 @@ describe('differential privacy run (in-process federation)', () => {
       /^RUN_CONFIG_INVALID: maxUpdateNorm: 2 would reject honest DP updates: clipNorm plus noise reaches \d/,
     );
     expect(bad({ strategy: 'median', privacy: { secureAggregation: true } })).toMatch(
-      /; strategy: secure aggregation supports fedavg without server clipping only/,
+      /^RUN_CONFIG_INVALID: strategy: secure aggregation supports fedavg without server clipping only/,
     );
-    expect(bad({ privacy: { secureAggregation: true } })).toBe(
-      'RUN_CONFIG_INVALID: privacy.secureAggregation: not available yet: the round engine does not run the secure-aggregation protocol (docs/privacy.md §5)',
+    expect(bad({ minSites: 1, privacy: { secureAggregation: true } })).toBe(
+      'RUN_CONFIG_INVALID: minSites: secure aggregation needs at least 2 sites per round (a sum of one is the update)',
     );
+    expect(bad({ privacy: { secureAggregation: true } })).toBeNull();
     expect(bad({ privacy: { dp } })).toBeNull();
 
     // A stored config that no longer passes (e.g. written by an older coordinator) cannot start.

@@ -5,6 +5,7 @@ import { normalizeStrategyConfig, type StrategyConfigValue } from '../strategies
 /** What a run's privacy options are checked against (a subset of RunConfig). */
 export interface PrivacyPolicyInput {
   rounds: number;
+  minSites: number;
   strategy: StrategyConfigValue;
   model: ModelConfig;
   maxUpdateNorm: number;
@@ -54,13 +55,11 @@ export function privacyIssues(c: PrivacyPolicyInput): { path: string[]; message:
     }
   }
   if (c.privacy?.secureAggregation) {
-    // Until the round engine drives the session, a run asking for it would be aggregated in the
-    // clear: refuse it rather than promise what is not done (docs/privacy.md §5).
-    issues.push({
-      path: ['privacy', 'secureAggregation'],
-      message:
-        'not available yet: the round engine does not run the secure-aggregation protocol (docs/privacy.md §5)',
-    });
+    if (c.minSites < 2)
+      issues.push({
+        path: ['minSites'],
+        message: 'secure aggregation needs at least 2 sites per round (a sum of one is the update)',
+      });
     const s = normalizeStrategyConfig(c.strategy);
     if (s.name !== 'fedavg' || s.clipNorm !== undefined) {
       issues.push({

@@ -2,12 +2,28 @@ import type { Logger } from 'pino';
 import type { NamedTensors } from '@fedssl/shared/codec';
 import { FedsslError } from '@fedssl/shared/errors';
 import type { SecAggAnswer, SecAggStep } from '@fedssl/shared/protocol';
+import type { ModelConfig } from '@fedssl/shared/model';
 import {
+  decodeMaskedInput,
   DEFAULT_FRACTION_BITS,
+  isRingVector,
   minimumThreshold,
   SecAggServer,
   type SecAggParams,
 } from '@fedssl/shared/secagg';
+import { updateDimension } from './privacy-policy';
+
+/**
+ * The masked vector of a secure-aggregation update's plaintext.
+ * @throws FedsslError CODEC_MALFORMED (wrong format or length), UPDATE_TENSORS_INVALID (values
+ *   outside the ring).
+ */
+export function readMaskedUpdate(plain: Uint8Array, model: ModelConfig): Float64Array {
+  const y = decodeMaskedInput(plain, updateDimension(model));
+  if (!isRingVector(y))
+    throw new FedsslError('UPDATE_TENSORS_INVALID', 'masked update holds values outside the ring');
+  return y;
+}
 
 /** How the driver reaches the round's sites (the transport implements it; tests use memory). */
 export interface SecAggPeers {

@@ -24,6 +24,7 @@ import {
 } from './run.types';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { privacySpent } from '../privacy/privacy-report';
+import { SecAggSessions, type MaskedUpload } from '../privacy/secagg-sessions';
 import { faultPoint } from '../faults/fault-hook';
 import { isOutOfSpace } from '../faults/storage-full';
 import { assertStartable } from './run-config';
@@ -111,11 +112,14 @@ export class RoundEngine {
   private readonly onRevoked = (siteId: string): void =>
     this.background(this.siteRevoked(siteId), 'site revoked');
   private stopped = false;
+  /** Secure-aggregation sessions of training rounds (in memory; see SecAggSessions). */
+  private readonly secagg: SecAggSessions;
   /** See {@link RoundEngineEvents}. */
   readonly events = new EventEmitter<RoundEngineEvents>();
 
   constructor(private readonly d: RoundEngineDeps) {
     this.log = d.logger.child({ context: 'RoundEngine' });
+    this.secagg = new SecAggSessions(this.log);
     d.presence.on('online', this.onOnline);
     d.presence.on('revoked', this.onRevoked);
   }
@@ -535,6 +539,8 @@ export class RoundEngine {
     });
     this.armDeadline(run.id, round, deadlineMs);
     for (const t of tasks) this.offer(t);
+    // The sites set up their masks while they train (docs/privacy.md).
+    if (run.config.privacy?.secureAggregation) this.secagg.start(run, round, tasks, this.d.transport);
   }
 
   private offer(task: TaskRow): void {
@@ -858,6 +864,7 @@ export class RoundEngine {
     // Crash (or full disk) here in the faults suite: the round is `aggregating`, nothing published.
     faultPoint('aggregation.before-publish', { runId: run.id, round: round.round });
     const sources: UpdateSource[] = [];
+    const masked: MaskedUpload[] = [];
     for (const u of await this.d.repo.listUpdates(run.id, round.round, round.attempt)) {
       if ((await this.d.sites.get(u.siteId))?.status !== 'enrolled') {
         this.log.warn(
@@ -866,17 +873,18 @@ export class RoundEngine {
         );
         continue;
       }
+      const readPlain = () => {
+        const { header } = this.d.updates.readHeader(u.headerPath);
+        // Accepted in time, so opened even if its box key's grace has ended since.
+        const boxKey = this.d.keys.boxSecretKeyFor(header, { allowExpired: true });
+        return openEnvelopeFile(u.envelopePath, header, boxKey);
+      };
+      masked.push({ siteId: u.siteId, exampleCount: u.exampleCount, readPlain });
       // Read lazily: strategies hold one decrypted delta at a time (memory O(model)).
       sources.push({
         siteId: u.siteId,
         exampleCount: u.exampleCount,
-        readDelta: () => {
-          const { header } = this.d.updates.readHeader(u.headerPath);
-          // Accepted in time, so opened even if its box key's grace has ended since.
-          const boxKey = this.d.keys.boxSecretKeyFor(header, { allowExpired: true });
-          const plain = openEnvelopeFile(u.envelopePath, header, boxKey);
-          return decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
-        },
+        readDelta: () => decodeDelta(readPlain(), run.config.model, run.config.maxUpdateNorm),
       });
     }
     if (sources.length < run.config.minSites) {
@@ -885,17 +893,32 @@ export class RoundEngine {
         `only ${sources.length} update(s) of enrolled sites to aggregate; need ${run.config.minSites}`,
       );
     }
-    // Saves the server optimizer state (if any) durably before the version is published.
-    const { weights, strategyName } = aggregateRound({
-      strategy: run.config.strategy,
-      dataDir: this.d.updates.dataDir,
-      runId: run.id,
-      round: round.round,
-      baseVersion: round.baseModelVersion,
-      version,
-      global: this.d.models.readWeights(round.baseModelVersion),
-      updates: sources,
-    });
+    // Secure aggregation: only the sum of the masked updates is ever unmasked (FedAvg only).
+    // Otherwise the strategy, which saves its server state (if any) before the version is published.
+    const { weights, strategyName, sites } = run.config.privacy?.secureAggregation
+      ? {
+          ...(await this.secagg.aggregate(
+            run.id,
+            round,
+            run.config.model,
+            masked,
+            this.d.models.readWeights(round.baseModelVersion),
+          )),
+          strategyName: 'fedavg+secagg',
+        }
+      : {
+          ...aggregateRound({
+            strategy: run.config.strategy,
+            dataDir: this.d.updates.dataDir,
+            runId: run.id,
+            round: round.round,
+            baseVersion: round.baseModelVersion,
+            version,
+            global: this.d.models.readWeights(round.baseModelVersion),
+            updates: sources,
+          }),
+          sites: sources.map((u) => ({ siteId: u.siteId, exampleCount: u.exampleCount })),
+        };
     return this.d.models.publish({
       version,
       runId: run.id,
@@ -904,7 +927,7 @@ export class RoundEngine {
       weights,
       parentVersion: round.baseModelVersion,
       parentSha256: round.baseModelSha256,
-      sites: sources.map((u) => ({ siteId: u.siteId, exampleCount: u.exampleCount })),
+      sites,
       strategy: strategyName,
       hyperparameters: runHyperparameters(run),
     });

@@ -1,4 +1,4 @@
-import type { SignedTask } from '@fedssl/shared/protocol';
+import type { SecAggAnswer, SecAggStep, SignedTask } from '@fedssl/shared/protocol';
 
 /** Nest injection token for the {@link AgentTransport} the round engine uses. */
 export const AGENT_TRANSPORT = Symbol('AGENT_TRANSPORT');
@@ -21,4 +21,9 @@ export interface AgentTransport {
   offerTask(siteId: string, task: SignedTask): Promise<TaskOfferResult>;
   /** Tells a site to stop working on a task (best effort; no answer expected). */
   cancelTask(siteId: string, taskId: string, reason: string): void;
+  /**
+   * Sends a secure-aggregation step to a site and resolves with its answer; rejects if the
+   * site is offline, refuses, or does not answer in time (docs/privacy.md).
+   */
+  secAggStep?(siteId: string, msg: SecAggStep): Promise<SecAggAnswer>;
 }

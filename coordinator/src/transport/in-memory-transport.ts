@@ -1,10 +1,11 @@
-import type { SignedTask } from '@fedssl/shared/protocol';
+import type { Ack, SecAggAnswer, SecAggStep, SignedTask } from '@fedssl/shared/protocol';
 import type { AgentTransport, TaskOfferResult } from './agent-transport';
 
 /** An in-process agent: callbacks the transport invokes instead of socket messages. */
 export interface InMemoryAgent {
   onTask(task: SignedTask): Promise<TaskOfferResult> | TaskOfferResult;
   onCancel?(taskId: string, reason: string): void;
+  onSecAgg?(msg: SecAggStep): Promise<Ack<SecAggAnswer>>;
 }
 
 /**
@@ -44,5 +45,15 @@ export class InMemoryTransport implements AgentTransport {
   cancelTask(siteId: string, taskId: string, reason: string): void {
     this.cancels.push({ siteId, taskId, reason });
     this.agents.get(siteId)?.onCancel?.(taskId, reason);
+  }
+
+  async secAggStep(siteId: string, msg: SecAggStep): Promise<SecAggAnswer> {
+    const agent = this.agents.get(siteId);
+    if (!agent?.onSecAgg) throw new Error('site is offline');
+    // Through JSON, as over the socket.
+    const res = await agent.onSecAgg(JSON.parse(JSON.stringify(msg)) as SecAggStep);
+    if (!res.ok) throw new Error(`${res.error.code}: ${res.error.message}`);
+    const { ok: _ok, ...answer } = res;
+    return JSON.parse(JSON.stringify(answer)) as SecAggAnswer;
   }
 }

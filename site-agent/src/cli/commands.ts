@@ -345,6 +345,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   client.socket.on('keys:announce', (msg) => pin.accept(msg));
   client.socket.on('task:offer', (msg, ack) => runner.handleOffer(msg, ack));
   client.socket.on('task:cancel', (msg) => runner.handleCancel(msg));
+  client.socket.on('secagg:step', (msg, ack) => runner.handleSecAggStep(msg, ack));
   client.on('fatal', () => finish(1));
   void opts.stopSignal?.then((sig) => {
     log.info({ signal: sig }, 'stopping');

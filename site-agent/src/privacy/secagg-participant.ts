@@ -7,7 +7,12 @@ import { encodeMaskedInput, SecAggClient, type EncryptedShare } from '@fedssl/sh
 interface Session {
   client: SecAggClient;
   boxes: EncryptedShare[] | null;
+  /** Resolvers of {@link SecAggParticipant.ready} calls waiting for the boxes. */
+  waiters: (() => void)[];
 }
+
+/** Sessions kept: the current task's and a few finished ones still to be unmasked. */
+const MAX_SESSIONS = 4;
 
 /**
  * The site's side of secure aggregation: answers the coordinator's `secagg:step` messages for
@@ -16,10 +21,15 @@ interface Session {
  */
 export class SecAggParticipant {
   private readonly sessions = new Map<string, Session>();
+  /** ready() calls made before the session exists (training finished before set-up began). */
+  private readonly early = new Map<string, (() => void)[]>();
 
   constructor(
     private readonly siteId: string,
-    /** True when `taskId` is a verified task of this agent whose run asks for secure aggregation. */
+    /**
+     * True when `taskId` is the verified task this agent works on and its run asks for secure
+     * aggregation (checked when a session starts; later steps need the session).
+     */
     private readonly isSecureTask: (taskId: string) => boolean,
     private readonly log: Logger,
   ) {}
@@ -52,7 +62,9 @@ export class SecAggParticipant {
         dimension: m.dimension,
         fractionBits: m.fractionBits,
       });
-      this.sessions.set(m.taskId, { client, boxes: null });
+      this.sessions.set(m.taskId, { client, boxes: null, waiters: this.early.get(m.taskId) ?? [] });
+      this.early.delete(m.taskId);
+      for (const old of [...this.sessions.keys()].slice(0, -MAX_SESSIONS)) this.sessions.delete(old);
       return { step: 'advertise', keys: client.advertise() };
     }
     const s = this.sessions.get(m.taskId);
@@ -63,10 +75,31 @@ export class SecAggParticipant {
       case 'boxes':
         if (s.boxes) throw new FedsslError('SECAGG_PROTOCOL', 'share boxes already received');
         s.boxes = m.boxes;
+        for (const w of s.waiters.splice(0)) w();
         return { step: 'boxes' };
       case 'unmask':
         return { step: 'unmask', unmask: s.client.unmask(m.survivors) };
     }
+  }
+
+  /**
+   * Resolves once the task's masks are set up (its share boxes arrived). Rejects when `signal`
+   * aborts (task cancelled, deadline) — the task then fails instead of uploading in the clear.
+   */
+  async ready(taskId: string, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const s = this.sessions.get(taskId);
+    if (s?.boxes) return;
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      if (s) s.waiters.push(done);
+      else this.early.set(taskId, [...(this.early.get(taskId) ?? []), done]);
+    });
   }
 
   /**

@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import type { NamedTensors } from '@fedssl/shared/codec';
-import { FedsslError } from '@fedssl/shared/errors';
 import { GaussianSampler, privatizeDelta, type DpApplied } from '@fedssl/shared/privacy';
 import type { Task } from '@fedssl/shared/protocol';
 
@@ -13,7 +12,6 @@ export interface PrivacyRecord {
  * Applies the privacy options of a (verified, signed) task to the delta about to be sealed:
  * with `privacy.dp`, clip to C and add N(0, (σC)²) from the OS CSPRNG (or `sampler`, for
  * tests). Returns the delta unchanged and no record when the task asks for nothing.
- * @throws FedsslError SECAGG_PROTOCOL for a task asking for secure aggregation (not wired yet).
  */
 export function applyTaskPrivacy(
   task: Pick<Task, 'privacy'>,
@@ -21,12 +19,6 @@ export function applyTaskPrivacy(
   log: Logger,
   sampler?: GaussianSampler,
 ): { delta: NamedTensors; record: PrivacyRecord | null } {
-  // Never upload in the clear what the run asked to hide: this agent does not mask yet.
-  if (task.privacy?.secureAggregation)
-    throw new FedsslError(
-      'SECAGG_PROTOCOL',
-      'this agent does not run secure aggregation yet (docs/privacy.md §5)',
-    );
   const dp = task.privacy?.dp;
   if (!dp) return { delta, record: null };
   const out = privatizeDelta(delta, dp, sampler ?? new GaussianSampler());

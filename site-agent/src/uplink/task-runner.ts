@@ -8,6 +8,7 @@ import {
   taskCancelSchema,
   type Ack,
   type AgentStatus,
+  type SecAggAnswer,
   type Task,
 } from '@fedssl/shared/protocol';
 import { appendLedger } from '../audit/ledger';
@@ -20,6 +21,7 @@ import type { LocalStateStore } from './local-state-store';
 import { downloadModel } from './model-download';
 import type { Outbox, OutboxEntry, UploadFacts } from './outbox';
 import { applyTaskPrivacy } from '../privacy/task-privacy';
+import { SecAggParticipant } from '../privacy/secagg-participant';
 import type { GaussianSampler } from '@fedssl/shared/privacy';
 import { uploadUpdate } from './upload';
 import { asCodedError, type Uplink } from './uplink';
@@ -80,6 +82,9 @@ export function taskSeed(task: Pick<Task, 'modelHash' | 'siteId' | 'round'>): nu
     .readUInt32BE(0);
 }
 
+/** How long a superseded task may take to end by itself before it is stopped. */
+const SUPERSEDE_GRACE_MS = 5000;
+
 function errorOf(e: unknown): { code: string; message: string } {
   const coded = asCodedError(e);
   if (coded) return { code: coded.code, message: coded.message.slice(0, 1000) };
@@ -99,10 +104,22 @@ export class TaskRunner {
   private stopping = false;
   private readonly log: Logger;
   private readonly clock: Clock;
+  private readonly secAgg: SecAggParticipant;
 
   constructor(private readonly opts: TaskRunnerOptions) {
     this.log = opts.logger.child({ component: 'TaskRunner' });
     this.clock = opts.clock ?? systemClock;
+    this.secAgg = new SecAggParticipant(
+      opts.siteId,
+      (taskId) =>
+        this.current?.task.taskId === taskId && this.current.task.privacy?.secureAggregation === true,
+      this.log,
+    );
+  }
+
+  /** Handle `secagg:step` (docs/privacy.md): answered in the ack. */
+  handleSecAggStep(msg: unknown, ack: (res: Ack<SecAggAnswer>) => void): void {
+    void this.secAgg.handleStep(msg).then(ack);
   }
 
   /** The task being worked on, if any. */
@@ -139,7 +156,7 @@ export class TaskRunner {
       return;
     }
     const busy = this.current;
-    if (busy && (busy.task.runId !== task.runId || busy.task.round >= task.round)) {
+    if (busy && busy.task.runId === task.runId && busy.task.round > task.round) {
       ack({
         ok: false,
         error: { code: 'AGENT_BUSY', message: `agent is busy with task ${busy.task.taskId}` },
@@ -147,14 +164,18 @@ export class TaskRunner {
       return;
     }
     if (busy) {
-      // The coordinator has moved past the current task's round (it published it from the
-      // others, or our upload is committed and only local bookkeeping is left): stop it and
-      // take the new round instead of refusing it.
-      this.log.info(
-        { taskId: busy.task.taskId, next: task.taskId },
-        'current task superseded by a later round',
-      );
-      busy.abort.abort(new FedsslError('TRAINING_ABORTED', `superseded by round ${task.round}`));
+      // The coordinator offers a site a new task only once it holds the current one as done
+      // (a later round, a new attempt of the round, or another run: it never offers a site
+      // with an open task). Typically our commit was processed and its answer is still on the
+      // way, or a retry waits out a reconnection. Let the current task end by itself for a
+      // short grace, then stop it, and take the new one instead of refusing it.
+      this.log.info({ taskId: busy.task.taskId, next: task.taskId }, 'current task superseded');
+      void this.clock
+        .sleep(SUPERSEDE_GRACE_MS, busy.abort.signal)
+        .then(() =>
+          busy.abort.abort(new FedsslError('TRAINING_ABORTED', `superseded by task ${task.taskId}`)),
+        )
+        .catch(() => undefined);
       void busy.done.then(() => this.handleOffer(msg, ack));
       return;
     }
@@ -253,6 +274,11 @@ export class TaskRunner {
       const error = errorOf(e);
       if (signal.aborted) {
         log.info({ phase }, 'task aborted');
+        // Bytes may have left before the abort: the ledger records every upload attempt.
+        if (uploadFacts)
+          await this.ledgerUpload(task, uploadFacts, uploadFacts.bytes, { accepted: false, error }).catch(
+            (le: unknown) => log.error({ err: (le as Error).message }, 'could not write the ledger'),
+          );
         // Cancelled by the coordinator: the round moved on and the update can never be
         // answered. Aborted by shutdown: keep it, the next start resumes it.
         if (!this.stopping) await this.forget(task, log);
@@ -411,7 +437,12 @@ export class TaskRunner {
       });
     }
     // The run chooses the element type (float32 exact, float16 or int8 with a per-tensor scale).
-    const plaintext = encodeWeights(priv.delta, { dtype: task.training.updateEncoding });
+    // Secure aggregation: seal exampleCount·Δ masked, once the masks are set up (never in clear).
+    let plaintext: Uint8Array;
+    if (task.privacy?.secureAggregation) {
+      await this.secAgg.ready(task.taskId, signal);
+      plaintext = this.secAgg.maskUpdate(task.taskId, priv.delta, result.exampleCount);
+    } else plaintext = encodeWeights(priv.delta, { dtype: task.training.updateEncoding });
     const metrics: Record<string, number> = {};
     for (const [k, v] of Object.entries(result.metrics)) if (Number.isFinite(v)) metrics[k] = v;
     const sealed = sealUpdate({
