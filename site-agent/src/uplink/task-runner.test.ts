@@ -322,11 +322,8 @@ describe('TaskRunner: a round', () => {
     const { runner, outcomes, states, localStates } = makeRunner(uplink, calls);
     const task = makeTask();
     expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
-    // A re-offer of the running task is acknowledged, another task is refused while busy.
+    // A re-offer of the running task is acknowledged (it is already on it).
     expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
-    expect(
-      await offer(runner, signTask(makeTask({ taskId: 'task-2' }), coord.signing.secretKey)),
-    ).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
     await runner.idle();
 
     expect(uplink.unexpected).toEqual([]);
@@ -565,14 +562,14 @@ describe('TaskRunner: a round', () => {
     expect(uplink.notes).toEqual([]);
   });
 
-  it('takes a later round of the same run while the previous task winds down, and refuses other runs', async () => {
+  it('takes a newer task (later round, new attempt, another run) once the current one winds down, refuses an older round', async () => {
     const fake = honestCoordinator(coord, site);
     const uplink = new StrictFakeUplink({
       'model:manifest': fake.handlers['model:manifest']!,
       'model:chunk': fake.handlers['model:chunk']!,
     });
     let started!: () => void;
-    const trainingStarted = new Promise<void>((r) => (started = r));
+    let trainingStarted = new Promise<void>((r) => (started = r));
     // Training blocks until aborted, as a long local epoch would.
     const train = (args: TrainRoundArgs) =>
       new Promise<TrainRoundResult>((_resolve, reject) => {
@@ -580,28 +577,40 @@ describe('TaskRunner: a round', () => {
         started();
       });
     const { runner, outcomes } = makeRunner(uplink, [], { train });
-    expect(await offer(runner, signTask(makeTask(), coord.signing.secretKey))).toEqual({ ok: true });
+    expect(
+      await offer(runner, signTask(makeTask({ round: 2, taskId: 'task-r2' }), coord.signing.secretKey)),
+    ).toEqual({ ok: true });
     await trainingStarted;
 
-    const otherRun = await offer(
-      runner,
-      signTask(makeTask({ taskId: 'task-x', runId: 'run-2', round: 5 }), coord.signing.secretKey),
-    );
-    expect(otherRun).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
-    const sameRound = await offer(runner, signTask(makeTask({ taskId: 'task-1b' }), coord.signing.secretKey));
-    expect(sameRound).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
+    // A stale offer of an earlier round of the same run is refused.
+    const older = await offer(runner, signTask(makeTask({ taskId: 'task-r1' }), coord.signing.secretKey));
+    expect(older).toMatchObject({ ok: false, error: { code: 'AGENT_BUSY' } });
+    expect(runner.currentTaskId).toBe('task-r2');
 
-    const next = await offer(
+    // A new attempt of the same round: the coordinator closed the old one; after the grace
+    // (immediate with this clock) the current task stops and the new one starts.
+    trainingStarted = new Promise<void>((r) => (started = r));
+    const retry = await offer(
       runner,
-      signTask(makeTask({ taskId: 'task-2', round: 2 }), coord.signing.secretKey),
+      signTask(makeTask({ round: 2, taskId: 'task-r2b' }), coord.signing.secretKey),
     );
-    expect(next).toEqual({ ok: true });
+    expect(retry).toEqual({ ok: true });
     expect(outcomes[0]).toMatchObject({
-      taskId: 'task-1',
+      taskId: 'task-r2',
       status: 'cancelled',
       error: { code: 'TRAINING_ABORTED' },
     });
-    expect(runner.currentTaskId).toBe('task-2');
+    expect(runner.currentTaskId).toBe('task-r2b');
+    await trainingStarted;
+
+    // Another run: the coordinator only offers it when it holds this site free.
+    const otherRun = await offer(
+      runner,
+      signTask(makeTask({ taskId: 'task-x', runId: 'run-2', round: 1 }), coord.signing.secretKey),
+    );
+    expect(otherRun).toEqual({ ok: true });
+    expect(outcomes[1]).toMatchObject({ taskId: 'task-r2b', status: 'cancelled' });
+    expect(runner.currentTaskId).toBe('task-x');
     await runner.stop();
   });
 });
