@@ -422,19 +422,25 @@ async function drawPlots(
   const out: string[] = [];
   const seed = o.probeRoundSeeds[0];
   const fed = results.filter((r) => r.federation && r.seed === seed);
+  // Site k (site-k) is the k-th local-only row: name the curves after the hospital.
+  const siteNames = results
+    .filter((r) => r.arm === 'local' && r.seed === seed)
+    .map((r) => r.label.replace(/^local-only /, ''));
+  const siteName = (id: string) => siteNames[Number(id.replace(/^site-/, '')) - 1] ?? id;
   const lossSeries: Series[] = [];
   for (const r of fed.filter((x) => x.arm === 'fedavgMeta' || x.arm === 'fedavg')) {
     const siteIds = r.federation!.rounds[0]?.map((p) => p.siteId) ?? [];
-    for (const siteId of siteIds) {
+    siteIds.forEach((siteId, k) =>
       lossSeries.push({
-        name: `${r.label}: ${siteId}`,
+        name: `${r.label}: ${siteName(siteId)}`,
         dashed: r.arm === 'fedavg',
+        colour: k,
         points: r.federation!.rounds.map((round, i) => [
           i + 1,
           round.find((p) => p.siteId === siteId)?.loss ?? NaN,
         ]),
-      });
-    }
+      }),
+    );
   }
   if (lossSeries.length) {
     const file = path.join(o.imgDir, `${def.name}-loss-per-round.png`);

@@ -7,6 +7,8 @@ export interface Series {
   /** [x, y] points, drawn in order. */
   points: [number, number][];
   dashed?: boolean;
+  /** Index into the palette (default: the series' position). */
+  colour?: number;
 }
 
 export interface ChartSpec {
@@ -85,7 +87,7 @@ export function lineChartSvg(c: ChartSpec): string {
     );
   };
   c.series.forEach((s, i) => {
-    const colour = COLOURS[i % COLOURS.length]!;
+    const colour = COLOURS[(s.colour ?? i) % COLOURS.length]!;
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
     if (pts.length === 0) return;
     parts.push(
