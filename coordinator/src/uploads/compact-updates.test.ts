@@ -24,18 +24,26 @@ function variedDelta(specs: ReturnType<typeof sharedParamSpecs>, seed: number): 
   });
 }
 
+/** Two connected sites and a started one-round run; resolves their tasks. */
+async function startRound(examples: [number, number], maxUpdateNorm?: number) {
+  f = await FederationFixture.create();
+  const a = f.agent('site-a', examples[0], 0);
+  const b = f.agent('site-b', examples[1], 0);
+  f.connect(a);
+  f.connect(b);
+  await f.engine.idle();
+  const run = await f.runs.create(
+    testRunBody({ rounds: 1, minSites: 2, ...(maxUpdateNorm ? { maxUpdateNorm } : {}) }),
+  );
+  const tasks = Promise.all([a.nextTask(), b.nextTask()]);
+  await f.runs.start(run.id);
+  const [taskA, taskB] = await tasks;
+  return { f, a, b, run, taskA, taskB };
+}
+
 describe('float16 and int8 updates at the coordinator', () => {
   it('are accepted and averaged as decoded, one site in each encoding', async () => {
-    f = await FederationFixture.create();
-    const a = f.agent('site-a', 100, 0);
-    const b = f.agent('site-b', 300, 0);
-    f.connect(a);
-    f.connect(b);
-    await f.engine.idle();
-    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2 }));
-    const [ta, tb] = [a.nextTask(), b.nextTask()];
-    await f.runs.start(run.id);
-    const [taskA, taskB] = await Promise.all([ta, tb]);
+    const { f, a, b, run, taskA, taskB } = await startRound([100, 300]);
     const specs = sharedParamSpecs(taskA.model);
     const bytesA = encodeWeights(variedDelta(specs, 1), { dtype: 'float16' });
     const bytesB = encodeWeights(variedDelta(specs, 2), { dtype: 'int8' });
@@ -62,16 +70,7 @@ describe('float16 and int8 updates at the coordinator', () => {
   });
 
   it('refuses an int8 update whose norm exceeds the bound, as for float32', async () => {
-    f = await FederationFixture.create();
-    const a = f.agent('site-a', 100, 0);
-    const b = f.agent('site-b', 100, 0);
-    f.connect(a);
-    f.connect(b);
-    await f.engine.idle();
-    const run = await f.runs.create(testRunBody({ rounds: 1, minSites: 2, maxUpdateNorm: 1e-3 }));
-    const ta = a.nextTask();
-    await f.runs.start(run.id);
-    const task = await ta;
+    const { f, a, taskA: task } = await startRound([100, 100], 1e-3);
     const big = sharedParamSpecs(task.model).map((s) => ({
       name: s.name,
       shape: s.shape.slice(),
