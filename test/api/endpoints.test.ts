@@ -436,6 +436,13 @@ const ROWS: Row[] = [
         path: api('/models/fixture.r1/download/onnx'),
       }),
       prunedWeights(api('/models/pruned.r1/download/safetensors')),
+      err(
+        404,
+        'MODEL_VERSION_NOT_FOUND',
+        'no published model version ../../keys',
+        { path: api('/models/..%2F..%2Fkeys/download/card') },
+        { version: '../../keys' },
+      ),
     ],
     notFound: () => noVersion(api('/models/nope/download/tfjs')),
   },
