@@ -228,7 +228,7 @@ describe.each([
     (): Promise<SqlStore> =>
       PostgresStore.open({ url: PG_URL, schema: `t_${randomBytes(6).toString('hex')}` }),
   ],
-])('enrollment tokens on %s', (_name, open) => {
+])('enrollment and rotation on %s', (_name, open) => {
   let dir: string;
   let db: SqlStore;
   beforeEach(async () => {
@@ -262,6 +262,40 @@ describe.each([
       expect(site.signingPublicKey).toBe(toBase64(winner.signing.publicKey));
       expect(site.keys.map((k) => k.keyId)).toEqual([keyId(winner.signing.publicKey)]);
     }
+  });
+
+  it('two concurrent rotations from the same key: exactly one applies, the site keeps one current key', async () => {
+    const p = await platform(db, dir);
+    const issued = await p.enrollment.issueToken('Rotation race', 3600);
+    const first = generatePartyKeys();
+    await p.enrollment.enroll(enrollRequest(issued.token, first));
+    const rotate = (next: PartyKeys) =>
+      p.registry.rotateKeys(
+        issued.siteId,
+        signSiteKeyRotation(
+          {
+            siteId: issued.siteId,
+            previousKeyId: keyId(first.signing.publicKey),
+            signingPublicKey: toBase64(next.signing.publicKey),
+            boxPublicKey: toBase64(next.box.publicKey),
+            issuedAt: new Date(p.clock.now()).toISOString(),
+            nonce: toBase64(randomBytes(32)),
+          },
+          first.signing.secretKey,
+          next.signing.secretKey,
+        ),
+      );
+    const candidates = [generatePartyKeys(), generatePartyKeys()];
+    const results = await Promise.allSettled(candidates.map(rotate));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const lost = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!;
+    expect(isFedsslErrorLike(lost.reason) && lost.reason.code).toBe('SITE_KEY_ROTATION_INVALID');
+    const winner = candidates[results.findIndex((r) => r.status === 'fulfilled')]!;
+    const site = (await p.registry.get(issued.siteId))!;
+    expect(site.signingPublicKey).toBe(toBase64(winner.signing.publicKey));
+    expect(site.keys.filter((k) => k.validUntil === null).map((k) => k.keyId)).toEqual([
+      keyId(winner.signing.publicKey),
+    ]);
   });
 
   it('a token is refused once expired, and after one use', async () => {

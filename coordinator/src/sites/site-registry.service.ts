@@ -127,7 +127,12 @@ export class SiteRegistryService implements OnModuleDestroy {
       }
       const validUntil = new Date(nowMs + this.graceSeconds * 1000).toISOString();
       const newKeyId = keyIdOf(newSigning);
-      await this.repo.retireKey(siteId, r.previousKeyId, now, validUntil);
+      if (!(await this.repo.retireKey(siteId, r.previousKeyId, now, validUntil))) {
+        throw new FedsslError(
+          'SITE_KEY_ROTATION_INVALID',
+          `key ${r.previousKeyId} is no longer the site's current key (another rotation was applied first)`,
+        );
+      }
       await this.repo.insertKey({
         siteId,
         keyId: newKeyId,

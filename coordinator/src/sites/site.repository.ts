@@ -233,12 +233,16 @@ export class SiteRepository {
     );
   }
 
-  /** Marks a site's current key replaced, accepted until `validUntil`. */
-  async retireKey(siteId: string, keyId: string, retiredAt: string, validUntil: string): Promise<void> {
-    await this.db.execute(
+  /**
+   * Marks a site's current key replaced, accepted until `validUntil`. Returns false when it was
+   * not current any more (a concurrent rotation got there first).
+   */
+  async retireKey(siteId: string, keyId: string, retiredAt: string, validUntil: string): Promise<boolean> {
+    const r = await this.db.execute(
       'UPDATE site_keys SET retired_at = $1, valid_until = $2 WHERE site_id = $3 AND key_id = $4 AND retired_at IS NULL',
       [retiredAt, validUntil, siteId, keyId],
     );
+    return r.rowCount === 1;
   }
 
   /** Points the site at its new current keys. */
