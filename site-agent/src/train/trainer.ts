@@ -16,7 +16,13 @@ import type { TrainingDataset } from '../data/dataset';
 import { makeViews } from './augment';
 import type { LocalState } from './local-state';
 import { defaultTrainingWorkers, ParallelTrainer } from './parallel/pool';
-import { Replica, type PlainTensor4D, type ReplicaInit, type TrainEngine } from './parallel/replica';
+import {
+  Replica,
+  type PlainTensor4D,
+  type ReplicaInit,
+  type StepBatch,
+  type TrainEngine,
+} from './parallel/replica';
 
 export { decodeLocalState, encodeLocalState, type LocalState } from './local-state';
 
@@ -212,7 +218,40 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   let metaSum = 0;
   let steps = 0;
 
+  /** Batch `step`'s images, augmented on this thread (the PRNG order is the same for any worker count). */
+  const prepare = (step: number): StepBatch => {
+    // Batch indices: walk a fresh permutation per epoch, wrapping so every batch is full
+    // (batch norm needs ≥ 2 samples and equal-sized batches keep steps comparable).
+    const labels = new Int32Array(batch);
+    const pixels = new Float32Array(batch * pixelsPerImage);
+    for (let i = 0; i < batch; i++) {
+      if (cursor >= dataset.count) {
+        order = shuffled(dataset.count, rand);
+        cursor = 0;
+      }
+      const idx = order[cursor++]!;
+      labels[i] = dataset.metadataLabels[idx]!;
+      pixels.set(
+        dataset.pixels.subarray(idx * pixelsPerImage, (idx + 1) * pixelsPerImage),
+        i * pixelsPerImage,
+      );
+    }
+    const tau = args.schedule
+      ? emaMomentum(training.emaMomentum, args.schedule.offset + step, args.schedule.total)
+      : emaMomentum(training.emaMomentum, step, totalSteps);
+    const views = tf.tidy(() => {
+      const images = tf.tensor4d(pixels, [batch, dataset.height, dataset.width, 1]);
+      const v = makeViews(images, model.inputSize, training.augmentation, rand);
+      return [tf.concat(v.global, 0) as tf.Tensor4D, ...v.local];
+    });
+    const plain = (t: tf.Tensor4D): PlainTensor4D => ({ data: t.dataSync() as Float32Array, shape: t.shape });
+    const inputs = { globals: plain(views[0]!), locals: views.slice(1).map(plain), labels, tau };
+    tf.dispose(views);
+    return inputs;
+  };
+
   try {
+    let next = totalSteps > 0 ? prepare(0) : undefined;
     for (let step = 0; step < totalSteps; step++) {
       if (args.signal?.aborted) {
         throw new FedsslError('TRAINING_ABORTED', `training aborted after ${step} of ${totalSteps} steps`, {
@@ -220,41 +259,11 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
           totalSteps,
         });
       }
-      // Batch indices: walk a fresh permutation per epoch, wrapping so every batch is full
-      // (batch norm needs ≥ 2 samples and equal-sized batches keep steps comparable).
-      const indices = new Int32Array(batch);
-      const labels = new Int32Array(batch);
-      const pixels = new Float32Array(batch * pixelsPerImage);
-      for (let i = 0; i < batch; i++) {
-        if (cursor >= dataset.count) {
-          order = shuffled(dataset.count, rand);
-          cursor = 0;
-        }
-        const idx = order[cursor++]!;
-        indices[i] = idx;
-        labels[i] = dataset.metadataLabels[idx]!;
-        pixels.set(
-          dataset.pixels.subarray(idx * pixelsPerImage, (idx + 1) * pixelsPerImage),
-          i * pixelsPerImage,
-        );
-      }
-      const tau = args.schedule
-        ? emaMomentum(training.emaMomentum, args.schedule.offset + step, args.schedule.total)
-        : emaMomentum(training.emaMomentum, step, totalSteps);
-
-      // Augmentation on this thread (its PRNG order is the same for any worker count).
-      const views = tf.tidy(() => {
-        const images = tf.tensor4d(pixels, [batch, dataset.height, dataset.width, 1]);
-        const v = makeViews(images, model.inputSize, training.augmentation, rand);
-        return [tf.concat(v.global, 0) as tf.Tensor4D, ...v.local];
-      });
-      const plain = (t: tf.Tensor4D): PlainTensor4D => ({
-        data: t.dataSync() as Float32Array,
-        shape: t.shape,
-      });
-      const inputs = { globals: plain(views[0]!), locals: views.slice(1).map(plain), labels, tau };
-      tf.dispose(views);
-      const losses = await engine.step(inputs);
+      const pending = engine.step(next!);
+      pending.catch(() => undefined); // awaited below; not unhandled if prepare() throws first
+      // With worker threads, the next batch is augmented here while they train on this one.
+      next = step + 1 < totalSteps ? prepare(step + 1) : undefined;
+      const losses = await pending;
       lastLoss = losses.loss;
       lastByol = losses.byol;
       lastMeta = losses.metadata;
