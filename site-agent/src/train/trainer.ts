@@ -198,7 +198,7 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   };
   const backend = tf.getBackend();
   const threaded = backend === 'wasm' || backend === 'cpu' ? backend : undefined;
-  const workers = threaded ? (args.workers ?? defaultTrainingWorkers(threaded)) : 1;
+  const workers = threaded ? (args.workers ?? defaultTrainingWorkers()) : 1;
   const engine: TrainEngine =
     threaded && workers > 1
       ? await ParallelTrainer.start({ workers, backend: threaded, init })

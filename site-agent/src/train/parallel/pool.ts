@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describeModel, shapeSize } from '@fedssl/shared/model';
@@ -9,12 +8,12 @@ import type { PlainTensor4D, ReplicaInit, ReplicaState, StepBatch, StepLosses, T
 import { abortSync, createSyncBuffers, type SyncBuffers } from './buffers';
 
 /**
- * Worker threads the trainer uses when not told: see docs/benchmarks.md (issue 8) for
- * the measurements behind the choice.
+ * Worker threads the trainer uses when not told: one. Measured on a 2-core machine under
+ * a load average of 17–21 (docs/benchmarks.md, issue 8), two workers ran at 0.68–1.11×
+ * the speed of one, and every round pays the workers' start-up. On a host with idle cores,
+ * pass `workers: 2`: the result is the same up to float rounding.
  */
-export function defaultTrainingWorkers(backend: WorkerData['backend']): number {
-  void backend;
-  void os;
+export function defaultTrainingWorkers(): number {
   return 1;
 }
 
