@@ -158,6 +158,11 @@ describe('agent and network faults: nothing accepted is lost, the models equal t
       ['download', undefined, undefined],
       ['upload', true, 3],
     ]);
+    // Once its last task has ended (the answer to its commit may trail the run), nothing waits.
+    await fresh.waitForLine(
+      (l) => l.msg === 'task ended' && l.runId === run.id && l.round === 2,
+      "alpha's round-2 task to end",
+    );
     expect(await outboxFiles(alpha)).toEqual([]);
     expectEverySiteAccepted(done, agents, 2);
     expect(roundHashes(done)).toEqual(roundHashes(baseline));

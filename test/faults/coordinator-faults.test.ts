@@ -217,11 +217,20 @@ describe('coordinator faults: nothing accepted is lost, the models equal the uni
     expect(linesAfter(third, 0, 'round published', { runId: run.id, round: 3 })).toHaveLength(1);
     expect(linesAfter(third, 0, 'model version published')).toEqual([]);
     expectSameModels(done);
+    // Let both agents finish their round-3 tasks before the next scenario. The one whose
+    // commit answer died with the coordinator retries and is told TASK_ALREADY_ANSWERED (a
+    // known limit, docs/operations.md): its update is the accepted one all the same.
+    for (const a of agents)
+      await a.process!.waitForLine(
+        (l) => l.msg === 'task ended' && l.runId === run.id && l.round === 3,
+        `${a.name} to end its round-3 task`,
+      );
   }, 240_000);
 
   it('(f) data directory full during collection and aggregation: STORAGE_FULL, nothing corrupted, recovers once freed', async () => {
     const run = await create('disk-full');
     const proc = coordinator.process;
+    const since = proc.lines.length;
     await startUntilTraining(run.id, 2);
     const filler = path.join(dataDir, 'filler');
     if (tmpfs) await fillDisk(filler);
@@ -256,7 +265,7 @@ describe('coordinator faults: nothing accepted is lost, the models equal the uni
     expect(
       linesAfter(proc, 0, 'aggregation deferred: data directory full', { runId: run.id, round: 3 }),
     ).toHaveLength(1);
-    expect(proc.lines.filter((l) => l.msg === 'update refused' && l.code !== 'STORAGE_FULL')).toEqual([]);
+    expect(linesAfter(proc, since, 'update refused').filter((l) => l.code !== 'STORAGE_FULL')).toEqual([]);
     expectSameModels(done);
     // No upload left half-way on disk.
     expect(await readdir(path.join(dataDir, 'uploads'))).toEqual([]);
