@@ -141,7 +141,7 @@ describe('web console in headless Chromium, end to end', () => {
         dataPath: path.join(root, 'data', 'beta'),
       }),
     );
-  });
+  }, 120_000); // two agent CLIs and an enrollment, slow on a loaded machine
 
   it('shows both sites coming online live, without a reload', async () => {
     await page.goto(`${coordinator.url}/console/#/sites`);
@@ -149,7 +149,7 @@ describe('web console in headless Chromium, end to end', () => {
     const online = page.locator('#sites-table td.connection .badge.online');
     expect(await online.count()).toBe(0);
     for (const agent of agents) processes.push(await startAgent(agent));
-    await expect.poll(() => online.count(), { timeout: 30_000 }).toBe(2);
+    await expect.poll(() => online.count(), { timeout: 90_000 }).toBe(2);
     // The agents' status reports (backend, example count) arrive on the next refresh.
     await page.reload();
     await expect
