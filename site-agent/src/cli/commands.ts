@@ -285,6 +285,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   const { selectBackend } = await import('../train/backend.js');
   const { decodeLocalState, encodeLocalState, trainRound } = await import('../train/trainer.js');
   const backend = await selectBackend(log, opts.backend ?? config.backend);
+  const workers = config.trainWorkers;
   const { dataset, report } = await loadTrainingDataset({
     path: config.data.path,
     ...(config.data.manifest !== undefined ? { manifest: config.data.manifest } : {}),
@@ -320,7 +321,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     uploadChunkSize: config.uploadChunkSize,
     home: opts.home,
     dataset: async () => dataset,
-    train: trainRound,
+    train: workers ? (a) => trainRound({ ...a, workers }) : trainRound,
     localStates: fileLocalStateStore(
       agentPaths(opts.home).stateDir,
       { encode: encodeLocalState, decode: decodeLocalState },

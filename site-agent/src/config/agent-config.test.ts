@@ -106,6 +106,8 @@ describe('config validation', () => {
     expect(() => parseAgentConfig({ ...valid, uploadChunkSize: 'big' })).toThrow(/uploadChunkSize/);
     expect(() => parseAgentConfig({ ...valid, extra: 1 })).toThrow(/Unrecognized key/);
     expect(codeOf(() => parseAgentConfig({ ...valid, backend: 'gpu' }))).toBe('AGENT_CONFIG_INVALID');
+    expect(() => parseAgentConfig({ ...valid, trainWorkers: 0 })).toThrow(/^config\.json: trainWorkers: /);
+    expect(parseAgentConfig({ ...valid, trainWorkers: 2 }).trainWorkers).toBe(2);
   });
 
   it('rejects a half-enrolled config and requires enrollment to run', () => {

@@ -66,6 +66,8 @@ export const agentConfigSchema = z
     data: dataConfigSchema,
     uploadChunkSize: z.number().int().min(1024).max(MAX_CHUNK_BYTES).default(DEFAULT_UPLOAD_CHUNK_SIZE),
     backend: backendPreferenceSchema.default('auto'),
+    /** Data-parallel training worker threads on the wasm/cpu backends; absent: the trainer's default (1). */
+    trainWorkers: z.number().int().min(1).max(16).optional(),
   })
   .strict();
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
