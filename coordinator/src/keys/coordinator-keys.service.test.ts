@@ -1,5 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -127,6 +127,18 @@ describe('CoordinatorKeysService rotation', () => {
     ]);
     clock.t = Date.parse('2026-01-01T01:00:00.000Z');
     expect(reloaded.history()[0]?.status).toBe('expired');
+  });
+
+  it('a key file it cannot write refuses the rotation with a coded error and keeps the keys in use', () => {
+    const { config, keys } = setup();
+    const before = keys.publicKeys();
+    // The temporary sibling cannot be created (a directory is in the way), as on a read-only mount.
+    mkdirSync(`${coordinatorKeysFile(config.dataDir)}.tmp-${process.pid}`);
+    expect(() => keys.rotate()).toThrow(
+      'cannot write the coordinator key file (EISDIR); if it is mounted read-only (e.g. a Kubernetes Secret), rotate offline with fedssl-coordinator rotate-keys and update the mount (docs/keys.md)',
+    );
+    expect(keys.publicKeys()).toEqual(before);
+    expect(keys.keyChain().chain).toEqual([]);
   });
 
   it('reads the first key-file format and keeps its key as the first of the keyring', () => {

@@ -115,7 +115,15 @@ export class CoordinatorKeysService extends EventEmitter<{ rotated: [Coordinator
   rotate(graceSeconds = this.graceSeconds): CoordinatorKeyRotation {
     const now = new Date(this.clock.now());
     const next = rotateKeyring(this.ring, now, graceSeconds);
-    saveKeyring(this.dataDir, next);
+    try {
+      saveKeyring(this.dataDir, next);
+    } catch (e) {
+      // Nothing changed: the keys in use stay the old ones.
+      throw new FedsslError(
+        'COORDINATOR_CONFIG_INVALID',
+        `cannot write the coordinator key file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); if it is mounted read-only (e.g. a Kubernetes Secret), rotate offline with fedssl-coordinator rotate-keys and update the mount (docs/keys.md)`,
+      );
+    }
     this.ring = next;
     const a = next.announcements.at(-1)!.announcement;
     const rotation: CoordinatorKeyRotation = {
