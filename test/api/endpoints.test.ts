@@ -53,7 +53,7 @@ const ROLES: Role[] = ['viewer', 'operator', 'admin'];
 let running: RunningCoordinator;
 let root: string;
 interface OpenApiOperation {
-  requestBody?: { content: Record<string, { schema: Schema }> };
+  requestBody?: { required?: boolean; content: Record<string, { schema: Schema }> };
   responses: Record<string, { content?: Record<string, { schema: Schema }> }>;
 }
 let doc: {
@@ -658,6 +658,12 @@ describe('REST API: every route, bad inputs, roles (real server, SQLite)', () =>
         row.route,
         takesBody,
       ]);
+      // Optional only where the handler accepts no body (prune: a dry run with the defaults).
+      if (op.requestBody)
+        expect([row.route, op.requestBody.required]).toEqual([
+          row.route,
+          !['POST /api/v1/models/prune', 'POST /api/v1/coordinator/keys/rotate'].includes(row.route),
+        ]);
       const success = Object.entries(op.responses).filter(([status]) => /^2\d\d$/.test(status));
       expect([row.route, success.map(([status]) => Number(status)).includes(req.status)]).toEqual([
         row.route,

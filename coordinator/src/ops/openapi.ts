@@ -17,13 +17,13 @@ interface HandlerFacts {
   /** `Controller_method` ids (swagger's default operationId) of handlers marked `@Public()`. */
   open: Set<string>;
   /** Request body schemas of handlers whose `@Body()` is validated by a {@link ZodBodyPipe}. */
-  bodies: Map<string, JsonSchema>;
+  bodies: Map<string, { schema: JsonSchema; required: boolean }>;
 }
 
 /** What the OpenAPI document needs from each registered handler's decorators. */
 function handlerFacts(app: INestApplication): HandlerFacts {
   const open = new Set<string>();
-  const bodies = new Map<string, JsonSchema>();
+  const bodies = new Map<string, { schema: JsonSchema; required: boolean }>();
   for (const mod of app.get(ModulesContainer).values()) {
     for (const wrapper of mod.controllers.values()) {
       const cls = wrapper.metatype as (new (...a: never[]) => unknown) | null;
@@ -43,7 +43,12 @@ function handlerFacts(app: INestApplication): HandlerFacts {
         for (const [k, arg] of Object.entries(args)) {
           if (!k.startsWith(`${RouteParamtypes.BODY}:`)) continue;
           const pipe = arg.pipes?.find((p): p is ZodBodyPipe<z.ZodType> => p instanceof ZodBodyPipe);
-          if (pipe) bodies.set(id, fromZod(pipe.schema, 'input'));
+          // Required unless the schema accepts no body at all.
+          if (pipe)
+            bodies.set(id, {
+              schema: fromZod(pipe.schema, 'input'),
+              required: !pipe.schema.safeParse(undefined).success,
+            });
         }
       }
     }
@@ -57,9 +62,12 @@ type Operation = NonNullable<OpenAPIObject['paths'][string]['get']>;
 function describeBodies(op: Operation, facts: HandlerFacts): void {
   const id = op.operationId ?? '';
   const known = OPERATION_BODIES[id];
-  const request = facts.bodies.get(id) ?? known?.request;
+  const request = facts.bodies.get(id) ?? (known?.request && { schema: known.request, required: true });
   if (request) {
-    op.requestBody = { required: false, content: { 'application/json': { schema: request } } };
+    op.requestBody = {
+      required: request.required,
+      content: { 'application/json': { schema: request.schema } },
+    };
   }
   if (!known) return;
   const responses: Operation['responses'] = {};
