@@ -219,8 +219,10 @@ describe('federated BYOL round, end to end', () => {
     const keyFile = JSON.parse(
       await readFile(path.join(root, 'coordinator', 'keys', 'coordinator-keys.json'), 'utf8'),
     ) as {
-      boxSecretKey: string;
+      keys: { boxSecretKey: string }[];
     };
+    // The keyring's last entry is the current key (no rotation in this run).
+    const boxSecretKey = keyFile.keys.at(-1)!.boxSecretKey;
     const sites = await coordinator.api.listSites();
     const alphaKey = sites.find((x) => x.id === agents[0]!.siteId)!.signingPublicKey;
     const model = modelConfigSchema.parse(twoRoundRun('e2e').model);
@@ -243,7 +245,7 @@ describe('federated BYOL round, end to end', () => {
       const plaintext = openUpdate({
         ...u,
         siteSigningPublicKey: fromBase64(alphaKey, 32),
-        coordinatorBoxSecretKey: fromBase64(keyFile.boxSecretKey, 32),
+        coordinatorBoxSecretKey: fromBase64(boxSecretKey, 32),
       });
       const { tensors } = decodeWeights(plaintext, expected);
       expect(tensors.map((t) => t.name)).toEqual(expected.map((t) => t.name));
