@@ -36,12 +36,17 @@ export class SecAggSessions {
 
   constructor(private readonly log: Logger) {}
 
-  /** Starts the key set-up with the sites of a round's tasks (runs in the background). */
+  /**
+   * Starts the key set-up with the sites of a round's tasks (runs in the background). Sites left
+   * out of it could not mask, so their tasks are handed to `leftOut` (the engine drops them and
+   * cancels them at the agent) instead of waiting for the deadline.
+   */
   start(
     run: RunRef,
     round: RoundRef,
     tasks: readonly { id: string; siteId: string }[],
     transport: AgentTransport,
+    leftOut: (taskId: string, siteId: string) => void,
   ): void {
     const peers = {
       step: (siteId: string, msg: Parameters<NonNullable<AgentTransport['secAggStep']>>[1]) => {
@@ -58,13 +63,20 @@ export class SecAggSessions {
       tasks.map((t) => ({ siteId: t.siteId, taskId: t.id })),
       this.log.child({ runId: run.id, round: round.round, attempt: round.attempt }),
     );
-    const setup = driver.setup().catch((e: unknown) => {
-      this.log.error(
-        { runId: run.id, round: round.round, err: (e as Error).message },
-        'secure aggregation set-up failed',
-      );
-      return null;
-    });
+    const setup = driver.setup().then(
+      (masking) => {
+        for (const t of tasks) if (!masking.includes(t.siteId)) leftOut(t.id, t.siteId);
+        return masking;
+      },
+      (e: unknown) => {
+        this.log.error(
+          { runId: run.id, round: round.round, err: (e as Error).message },
+          'secure aggregation set-up failed',
+        );
+        for (const t of tasks) leftOut(t.id, t.siteId);
+        return null;
+      },
+    );
     this.sessions.set(run.id, { round: round.round, attempt: round.attempt, driver, setup });
   }
 

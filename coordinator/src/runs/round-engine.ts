@@ -540,7 +540,12 @@ export class RoundEngine {
     this.armDeadline(run.id, round, deadlineMs);
     for (const t of tasks) this.offer(t);
     // The sites set up their masks while they train (docs/privacy.md).
-    if (run.config.privacy?.secureAggregation) this.secagg.start(run, round, tasks, this.d.transport);
+    if (run.config.privacy?.secureAggregation)
+      this.secagg.start(run, round, tasks, this.d.transport, (taskId, siteId) => {
+        const reason = 'left out of secure aggregation';
+        this.d.transport.cancelTask(siteId, taskId, reason);
+        this.background(this.answer(taskId, 'dropped', reason), 'secure aggregation');
+      });
   }
 
   private offer(task: TaskRow): void {

@@ -27,8 +27,8 @@ export class SecAggParticipant {
   constructor(
     private readonly siteId: string,
     /**
-     * True when `taskId` is the verified task this agent works on and its run asks for secure
-     * aggregation (checked when a session starts; later steps need the session).
+     * True when `taskId` is a task this agent verified (signed, for this site) whose run asks for
+     * secure aggregation (checked when a session starts; later steps need the session).
      */
     private readonly isSecureTask: (taskId: string) => boolean,
     private readonly log: Logger,
@@ -49,12 +49,14 @@ export class SecAggParticipant {
     const parsed = secAggStepSchema.safeParse(msg);
     if (!parsed.success) throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'malformed secagg:step');
     const m = parsed.data;
-    if (!this.isSecureTask(m.taskId))
-      throw new FedsslError(
-        'SECAGG_PROTOCOL',
-        `task ${m.taskId} is not a secure-aggregation task of this site`,
-      );
     if (m.step === 'advertise') {
+      // Only for a task this agent verified; later steps (unmasking comes after the upload,
+      // when the task is done) need the session this created.
+      if (!this.isSecureTask(m.taskId))
+        throw new FedsslError(
+          'SECAGG_PROTOCOL',
+          `task ${m.taskId} is not a secure-aggregation task of this site`,
+        );
       if (this.sessions.has(m.taskId)) throw new FedsslError('SECAGG_PROTOCOL', 'keys already advertised');
       const client = new SecAggClient(this.siteId, {
         sessionId: m.sessionId,

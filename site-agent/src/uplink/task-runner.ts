@@ -105,16 +105,16 @@ export class TaskRunner {
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly secAgg: SecAggParticipant;
+  /**
+   * Verified secure-aggregation tasks, newest last (a few): recorded at the offer, before the
+   * task may start (it can wait for a superseded one), since the coordinator sets up masks at once.
+   */
+  private readonly secureTasks: string[] = [];
 
   constructor(private readonly opts: TaskRunnerOptions) {
     this.log = opts.logger.child({ component: 'TaskRunner' });
     this.clock = opts.clock ?? systemClock;
-    this.secAgg = new SecAggParticipant(
-      opts.siteId,
-      (taskId) =>
-        this.current?.task.taskId === taskId && this.current.task.privacy?.secureAggregation === true,
-      this.log,
-    );
+    this.secAgg = new SecAggParticipant(opts.siteId, (taskId) => this.secureTasks.includes(taskId), this.log);
   }
 
   /** Handle `secagg:step` (docs/privacy.md): answered in the ack. */
@@ -135,6 +135,8 @@ export class TaskRunner {
     let task: Task;
     try {
       task = this.verifyOffer(msg);
+      if (task.privacy?.secureAggregation && !this.secureTasks.includes(task.taskId))
+        this.secureTasks.splice(0, Math.max(0, this.secureTasks.push(task.taskId) - 8));
     } catch (e) {
       const error = errorOf(e);
       this.log.warn({ code: error.code }, 'task offer refused');
