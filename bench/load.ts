@@ -287,10 +287,18 @@ class SimAgent {
           },
         }),
       );
-      await uploadUpdate({ uplink: this.client, sealed, logger: silent });
+      // As the agent does: retries within the task's deadline (lost links, a busy coordinator).
+      await uploadUpdate({
+        uplink: this.client,
+        sealed,
+        logger: silent,
+        deadlineMs: Date.parse(task.deadline),
+      });
       this.accepted++;
     } catch (e) {
-      this.failures.push((e as Error).message);
+      const message = (e as Error).message;
+      this.failures.push(message);
+      console.error(`agent ${this.index}: ${message}`);
     }
   }
 
@@ -421,7 +429,7 @@ async function main(): Promise<void> {
         name: 'load',
         rounds,
         minSites: active.length,
-        roundDeadlineSeconds: 900,
+        roundDeadlineSeconds: 600,
         strategy: 'fedavg',
         seed: 1,
         model: MODEL,
