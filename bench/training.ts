@@ -94,18 +94,21 @@ class Runner {
 /** Child mode: one tfjs backend, one config; answers step/rss/quit on stdin. */
 async function child(cfg: ChildConfig): Promise<void> {
   // Loaded here so the parent never initialises TensorFlow.js.
-  const tf = await import('@tensorflow/tfjs-core');
-  const { selectBackend } = await import('../site-agent/src/train/backend');
   const { createByolBench } = await import('./lib/byol-step');
-  const { pino } = await import('pino');
   const backend = cfg.backend as 'wasm' | 'cpu';
   const workers = cfg.workers ?? 1;
-  // With worker threads this thread only coordinates: no backend (and no heap) of its own.
-  if (workers === 1) await selectBackend(pino({ level: 'silent' }), backend);
+  let name = `${backend}×${workers}`;
+  // With worker threads this thread only coordinates: no TensorFlow.js (nor its heap) here.
+  if (workers === 1) {
+    const tf = await import('@tensorflow/tfjs-core');
+    const { selectBackend } = await import('../site-agent/src/train/backend');
+    const { pino } = await import('pino');
+    await selectBackend(pino({ level: 'silent' }), backend);
+    name = tf.getBackend();
+  }
+  const t0 = performance.now();
   const bench = await createByolBench(cfg.arch, cfg.size, cfg.batch, { workers, backend });
-  process.stdout.write(
-    `ready ${bench.paramCount} ${workers === 1 ? tf.getBackend() : `${backend}×${workers}`}\n`,
-  );
+  process.stdout.write(`ready ${bench.paramCount} ${name} ${(performance.now() - t0).toFixed(0)}\n`);
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'step') {
       const t0 = performance.now();
