@@ -177,6 +177,31 @@ function rotation(siteId: string, previous: ReturnType<typeof generatePartyKeys>
   );
 }
 
+/**
+ * `POST /runs/{id}/<action>`: succeeds from `from`, answers 409 with `message` from `wrong`,
+ * 404 for an unknown run.
+ */
+function runControl(
+  action: 'start' | 'pause' | 'resume' | 'cancel',
+  from: 'created' | 'running' | 'paused',
+  wrong: 'running' | 'paused' | 'cancelled',
+  message: (id: string) => string,
+): Row {
+  return {
+    route: `POST /api/v1/runs/{id}/${action}`,
+    role: 'operator',
+    ok: async () => ({ path: api(`/runs/${await runIn(from)}/${action}`), status: 200 }),
+    bad: async () => {
+      const id = await runIn(wrong === 'cancelled' ? 'running' : wrong);
+      if (wrong === 'cancelled')
+        await call('POST', { path: api(`/runs/${id}/cancel`), token: tokens.operator });
+      return [err(409, 'RUN_INVALID_STATE', message(id), { path: api(`/runs/${id}/${action}`) })];
+    },
+    notFound: () =>
+      err(404, 'RUN_NOT_FOUND', 'run nope does not exist', { path: api(`/runs/nope/${action}`) }),
+  };
+}
+
 const ROWS: Row[] = [
   {
     route: 'GET /healthz',
@@ -526,68 +551,20 @@ const ROWS: Row[] = [
     ok: async () => ({ path: api(`/runs/${await createRun()}`), status: 200 }),
     notFound: () => err(404, 'RUN_NOT_FOUND', 'run nope does not exist', { path: api('/runs/nope') }),
   },
-  {
-    route: 'POST /api/v1/runs/{id}/start',
-    role: 'operator',
-    ok: async () => ({ path: api(`/runs/${await runIn('created')}/start`), status: 200 }),
-    bad: async () => {
-      const id = await runIn('running');
-      return [
-        err(409, 'RUN_INVALID_STATE', `run ${id} is running; only a created run can be started`, {
-          path: api(`/runs/${id}/start`),
-        }),
-      ];
-    },
-    notFound: () => err(404, 'RUN_NOT_FOUND', 'run nope does not exist', { path: api('/runs/nope/start') }),
-  },
-  {
-    route: 'POST /api/v1/runs/{id}/pause',
-    role: 'operator',
-    ok: async () => ({ path: api(`/runs/${await runIn('running')}/pause`), status: 200 }),
-    bad: async () => {
-      const id = await runIn('paused');
-      return [
-        err(409, 'RUN_INVALID_STATE', `run ${id} is paused; only a running run can be paused`, {
-          path: api(`/runs/${id}/pause`),
-        }),
-      ];
-    },
-    notFound: () => err(404, 'RUN_NOT_FOUND', 'run nope does not exist', { path: api('/runs/nope/pause') }),
-  },
-  {
-    route: 'POST /api/v1/runs/{id}/resume',
-    role: 'operator',
-    ok: async () => ({ path: api(`/runs/${await runIn('paused')}/resume`), status: 200 }),
-    bad: async () => {
-      const id = await runIn('running');
-      return [
-        err(409, 'RUN_INVALID_STATE', `run ${id} is running; only a paused run can be resumed`, {
-          path: api(`/runs/${id}/resume`),
-        }),
-      ];
-    },
-    notFound: () => err(404, 'RUN_NOT_FOUND', 'run nope does not exist', { path: api('/runs/nope/resume') }),
-  },
-  {
-    route: 'POST /api/v1/runs/{id}/cancel',
-    role: 'operator',
-    ok: async () => ({ path: api(`/runs/${await runIn('running')}/cancel`), status: 200 }),
-    bad: async () => {
-      const id = await runIn('running');
-      await call('POST', { path: api(`/runs/${id}/cancel`), token: tokens.operator });
-      return [
-        err(
-          409,
-          'RUN_INVALID_STATE',
-          `run ${id} is cancelled; only a created, running or paused run can be cancelled`,
-          {
-            path: api(`/runs/${id}/cancel`),
-          },
-        ),
-      ];
-    },
-    notFound: () => err(404, 'RUN_NOT_FOUND', 'run nope does not exist', { path: api('/runs/nope/cancel') }),
-  },
+  runControl(
+    'start',
+    'created',
+    'running',
+    (id) => `run ${id} is running; only a created run can be started`,
+  ),
+  runControl('pause', 'running', 'paused', (id) => `run ${id} is paused; only a running run can be paused`),
+  runControl('resume', 'paused', 'running', (id) => `run ${id} is running; only a paused run can be resumed`),
+  runControl(
+    'cancel',
+    'running',
+    'cancelled',
+    (id) => `run ${id} is cancelled; only a created, running or paused run can be cancelled`,
+  ),
   // Last: it replaces the coordinator keys the other rows' fixtures were signed under.
   {
     route: 'POST /api/v1/coordinator/keys/rotate',
