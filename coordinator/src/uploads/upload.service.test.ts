@@ -3,7 +3,11 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { generatePartyKeys } from '@fedssl/shared/crypto';
 import type { Task } from '@fedssl/shared/protocol';
+import { encodeWeights } from '@fedssl/shared/codec';
+import { sharedParamSpecs, shapeSize, tinyModelConfig } from '@fedssl/shared/model';
+import { encodeMaskedInput } from '@fedssl/shared/secagg';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
+import { maxUpdateBytes } from './upload.service';
 import { constantDelta, FederationFixture, testRunBody, type FakeAgent } from '../runs/federation.fixture';
 
 async function codeOf(fn: () => unknown): Promise<string> {
@@ -245,5 +249,19 @@ describe('UploadService rejections', () => {
       'PROTOCOL_INVALID_MESSAGE',
       'uploadId: expected [A-Za-z0-9._:-]',
     ]);
+  });
+});
+
+describe('maxUpdateBytes', () => {
+  it('admits every encoding of a real update of the model, and not much more', () => {
+    for (const model of [testRunBody().model, tinyModelConfig(32)]) {
+      const bound = maxUpdateBytes(model);
+      const delta = constantDelta(model, 0.01);
+      const n = sharedParamSpecs(model).reduce((a, s) => a + shapeSize(s.shape), 0);
+      for (const dtype of ['float32', 'float16', 'int8'] as const)
+        expect(encodeWeights(delta, { dtype }).length).toBeLessThanOrEqual(bound);
+      expect(encodeMaskedInput(new Float64Array(n)).length).toBeLessThanOrEqual(bound);
+      expect(bound).toBeLessThan(8 * n + 512 * delta.length + 64 * 1024 + 1);
+    }
   });
 });

@@ -31,15 +31,17 @@ const MAX_CLOSED_UPLOADS_REMEMBERED = 1024;
 export const DEFAULT_MAX_CLOCK_SKEW_MS = 10 * 60_000;
 
 /**
- * Upper bound of the encoded size of an update for `model`: every shared tensor in float32
- * (the widest element type), 8-byte aligned, plus generous room per tensor for its manifest
- * entry and a fixed allowance for the header. A signed header may not announce more, so an
- * authenticated site cannot make the coordinator store more than one model's worth of bytes.
+ * Upper bound of the encoded size of an update for `model`: 8 bytes per shared parameter
+ * (wider than every encoding an update uses: float32/float16/int8 weights, 6-byte ring
+ * elements of a secure-aggregation masked input), plus generous room per tensor for its
+ * manifest entry and a fixed allowance for headers. A signed header may not announce more,
+ * so an authenticated site cannot make the coordinator store more than about two models'
+ * worth of bytes for one task.
  */
 export function maxUpdateBytes(model: ModelConfig): number {
   let bytes = 64 * 1024;
   for (const s of sharedParamSpecs(model))
-    bytes += Math.ceil((shapeSize(s.shape) * 4) / 8) * 8 + s.name.length + 16 * s.shape.length + 256;
+    bytes += 8 * shapeSize(s.shape) + s.name.length + 16 * s.shape.length + 256;
   return bytes;
 }
 
