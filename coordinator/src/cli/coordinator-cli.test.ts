@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -10,7 +10,7 @@ import pino from 'pino';
 import { followCoordinatorKeyChain } from '@fedssl/shared/crypto';
 import { AuditLog } from '../audit/audit-log';
 import { loadConfig } from '../config/config';
-import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { CoordinatorKeysService, coordinatorKeysFile } from '../keys/coordinator-keys.service';
 import { openStore } from '../store/open-store';
 
 /** These run the compiled CLI (`npx tsc -b coordinator` first; `npm test` builds). */
@@ -117,7 +117,6 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
     expect(followCoordinatorKeyChain(keys.publicKeys(), after.keyChain().chain).keys).toEqual(
       after.publicKeys(),
     );
-    expect(spawnSyncText(['fingerprint'], env).stdout).toBe(rotated.stdout);
     const db = await openStore(loadConfig(env));
     try {
       const audit = await new AuditLog(db, { now: () => Date.now() }).init();
@@ -141,13 +140,15 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
         FEDSSL_PORT: String(port),
         FEDSSL_LOG_LEVEL: 'silent',
       };
-      const before = spawnSyncText(['fingerprint'], env).stdout;
+      const keyFile = coordinatorKeysFile(dir);
+      new CoordinatorKeysService(loadConfig(env), pino({ level: 'silent' })); // creates the keys
+      const before = readFileSync(keyFile, 'utf8');
       const r = await spawnText(['rotate-keys'], env);
       expect(r.status).toBe(1);
       expect(r.stderr).toBe(
         `error: COORDINATOR_CONFIG_INVALID: a coordinator is running on port ${port}; rotate its keys through the admin API (POST /api/v1/coordinator/keys/rotate, or fedssl-admin keys rotate) so it and its agents switch at once\n`,
       );
-      expect(spawnSyncText(['fingerprint'], env).stdout).toBe(before);
+      expect(readFileSync(keyFile, 'utf8')).toBe(before);
     } finally {
       server.close();
     }
