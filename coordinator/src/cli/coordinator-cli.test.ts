@@ -98,9 +98,16 @@ describe('fedssl-coordinator (compiled, as a child process)', () => {
     const dir = dataDir();
     // Port 0: no coordinator can be listening there, so the offline rotation may proceed.
     const env = { ...process.env, FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0', FEDSSL_LOG_LEVEL: 'silent' };
+    // Never a fingerprint of keys made up on the spot (a mistyped data dir).
+    const none = spawnSyncText(['fingerprint'], env);
+    expect([none.status, none.stdout, none.stderr]).toEqual([
+      1,
+      '',
+      `error: COORDINATOR_CONFIG_INVALID: no coordinator keys in ${dir}: check FEDSSL_DATA_DIR (the coordinator creates its keys when it first starts)\n`,
+    ]);
+    const keys = new CoordinatorKeysService(loadConfig(env), pino({ level: 'silent' }));
     const first = spawnSyncText(['fingerprint'], env);
     expect(first.status).toBe(0);
-    const keys = new CoordinatorKeysService(loadConfig(env), pino({ level: 'silent' }));
     expect(first.stdout).toBe(`${keys.publicKeys().fingerprint}\n`);
     expect(first.stderr).toBe(`coordinator key id ${keys.keyId}\n`);
 

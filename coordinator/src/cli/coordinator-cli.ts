@@ -7,7 +7,13 @@ import { describeCoordinatorKeys } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import { systemClock } from '../config/clock';
 import { DEFAULT_KEY_GRACE_SECONDS, loadConfig, type CoordinatorConfig } from '../config/config';
-import { loadOrCreateKeyring, rotateKeyring, saveKeyring } from '../keys/coordinator-keyring';
+import { existsSync } from 'node:fs';
+import {
+  coordinatorKeysFile,
+  loadOrCreateKeyring,
+  rotateKeyring,
+  saveKeyring,
+} from '../keys/coordinator-keyring';
 import { AuditLog } from '../audit/audit-log';
 import { openStore } from '../store/open-store';
 import type { SqlStore } from '../store/sql-store';
@@ -44,10 +50,25 @@ export async function bootstrapAdmin(
  */
 export function coordinatorFingerprint(env: NodeJS.ProcessEnv): { keyId: string; fingerprint: string } {
   const config = loadConfig(env);
+  requireKeyFile(config.dataDir);
   const { ring } = loadOrCreateKeyring(config.dataDir, new Date());
   const current = ring.entries.at(-1)!.keys;
   const d = describeCoordinatorKeys(current.signing.publicKey, current.box.publicKey);
   return { keyId: d.keyId, fingerprint: d.fingerprint };
+}
+
+/**
+ * Key commands never create keys: a fingerprint of keys made up on the spot (a mistyped
+ * FEDSSL_DATA_DIR) would be read to hospital IT as the coordinator's.
+ * @throws FedsslError COORDINATOR_CONFIG_INVALID when there is no key file.
+ */
+function requireKeyFile(dataDir: string): void {
+  if (!existsSync(coordinatorKeysFile(dataDir))) {
+    throw new FedsslError(
+      'COORDINATOR_CONFIG_INVALID',
+      `no coordinator keys in ${dataDir}: check FEDSSL_DATA_DIR (the coordinator creates its keys when it first starts)`,
+    );
+  }
 }
 
 /** True when something answers `/healthz` where this config would serve. */
@@ -80,6 +101,7 @@ export async function rotateCoordinatorKeysOffline(
       `a coordinator is running on port ${config.port}; rotate its keys through the admin API (POST /api/v1/coordinator/keys/rotate, or fedssl-admin keys rotate) so it and its agents switch at once`,
     );
   }
+  requireKeyFile(config.dataDir);
   const now = new Date();
   const { ring } = loadOrCreateKeyring(config.dataDir, now);
   const next = rotateKeyring(ring, now, graceSeconds ?? config.keyGraceSeconds ?? DEFAULT_KEY_GRACE_SECONDS);
