@@ -116,4 +116,38 @@ describe('secure aggregation run (round engine, in-memory transport)', () => {
     const got2 = f.flatWeights(`${run.id}.r2`);
     expect(Math.max(...got2.map((v, i) => Math.abs(v - expected2[i]!)))).toBeLessThan(1e-6);
   });
+
+  it('after a coordinator restart mid-round the session is gone: the round fails and is retried with new masks, never aggregated in the clear', async () => {
+    f = await FederationFixture.create();
+    const sites = [secureAgent(f, 'site-a', 100, 0), secureAgent(f, 'site-b', 300, 1)];
+    await f.engine.idle();
+    const run = await f.runs.create(
+      testRunBody({ rounds: 1, minSites: 2, privacy: { secureAggregation: true } }),
+    );
+    const first = sites.map((s) => s.agent.nextTask());
+    await f.runs.start(run.id);
+    const tasks1 = await Promise.all(first);
+    for (const [i, s] of sites.entries())
+      await s.participant.ready(tasks1[i]!.taskId, new AbortController().signal);
+    await f.restart();
+    await f.engine.resumeAll();
+    const retry = sites.map((s) => s.agent.nextTask());
+    for (const [i, s] of sites.entries()) await maskedUpload(f, s, tasks1[i]!);
+    await f.engine.idle();
+    const failed = (await f.runs.get(run.id)).rounds[0]!;
+    expect(failed.state).toBe('failed');
+    expect(failed.reason).toMatch(/SECAGG_PROTOCOL: no secure-aggregation session for this round/);
+    const tasks2 = await Promise.all(retry);
+    for (const [i, s] of sites.entries()) await maskedUpload(f, s, tasks2[i]!);
+    await f.engine.idle();
+    const detail = await f.runs.get(run.id);
+    expect(detail.state).toBe('completed');
+    expect(detail.rounds.map((r) => [r.attempt, r.state])).toEqual([
+      [1, 'failed'],
+      [2, 'published'],
+    ]);
+    const expected = plainFedAvg(f, `${run.id}.r0`, tasks2[0]!, sites);
+    const got = f.flatWeights(`${run.id}.r1`);
+    expect(Math.max(...got.map((v, i) => Math.abs(v - expected[i]!)))).toBeLessThan(1e-6);
+  });
 });
