@@ -39,4 +39,20 @@ describe('ledger table', () => {
     ]);
     expect(summarizeTensors([])).toBe('');
   });
+
+  it('shows the differential privacy applied before an upload as a dp row', () => {
+    const lines = formatLedgerTable([
+      {
+        kind: 'privacy',
+        time: '2025-01-02T03:04:00.000Z',
+        runId: 'run-1',
+        round: 2,
+        taskId: 't-2',
+        dp: { clipNorm: 1, noiseMultiplier: 0.8, noiseStd: 0.8, normBefore: 4.2, clipFactor: 0.238 },
+      },
+    ]);
+    expect(lines[2]).toBe(
+      '2025-01-02T03:04:00.000Z  dp   run-1      2  t-2       -  -        -               -  clip 1 (clipped), noise σ=0.8',
+    );
+  });
 });
