@@ -371,6 +371,8 @@ export function expectRefused(got: Ack | Refusal | undefined, code: string): voi
  */
 export class RawAgent implements Closable {
   readonly events: [string, ...unknown[]][] = [];
+  /** Acks received, by ack id. */
+  readonly acks = new Map<number, unknown[]>();
   /** Resolves with the close code and reason once the server closes the WebSocket. */
   readonly closed: Promise<{ code: number; reason: string }>;
   private listeners: (() => void)[] = [];
@@ -389,6 +391,8 @@ export class RawAgent implements Closable {
       if (text === '2') return ws.send('3'); // engine.io ping → pong
       const prefix = `42${AGENT_NAMESPACE},`;
       if (text.startsWith(prefix)) this.events.push(JSON.parse(text.slice(prefix.length)) as [string]);
+      const ack = new RegExp(`^43${AGENT_NAMESPACE},(\\d+)(.*)$`).exec(text);
+      if (ack) this.acks.set(Number(ack[1]), JSON.parse(ack[2]!) as unknown[]);
       this.notify();
     });
   }
@@ -434,6 +438,16 @@ export class RawAgent implements Closable {
       const found = this.events.find((e) => e[0] === name);
       if (found) return found;
       if (this.ws.readyState === WebSocket.CLOSED) throw new Error(`socket closed before ${name}`);
+      await new Promise<void>((resolve) => this.listeners.push(resolve));
+    }
+  }
+
+  /** The ack with id `id` (now or later); rejects if the socket closes first. */
+  async nextAck(id: number): Promise<unknown[]> {
+    for (;;) {
+      const found = this.acks.get(id);
+      if (found) return found;
+      if (this.ws.readyState === WebSocket.CLOSED) throw new Error(`socket closed before ack ${id}`);
       await new Promise<void>((resolve) => this.listeners.push(resolve));
     }
   }

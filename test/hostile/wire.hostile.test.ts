@@ -168,6 +168,17 @@ const CASES: HostileCase[] = [
     act: ({ m }) => m.emit('admin:grant', { role: 'admin' }),
   },
   {
+    name: 'an event named by a number, with an ack (raw packet)',
+    code: 'PROTOCOL_INVALID_MESSAGE',
+    log: messageRefused,
+    act: async ({ h, m }) => {
+      const raw = await RawAgent.authenticated(h, m.agent);
+      raw.send('42/agents,7[404,{"x":1}]');
+      const ack = await raw.nextAck(7);
+      return (ack[0] as { error: Refusal }).error;
+    },
+  },
+  {
     name: 'model chunk of a version named with a path traversal',
     code: 'PROTOCOL_INVALID_MESSAGE',
     log: messageRefused,

@@ -164,15 +164,18 @@ export class AgentGateway
   }
 
   /** An event no handler listens to: refused (acked with a coded error when it asked for an ack). */
-  private unknownEvent(socket: Sock, event: string, args: unknown[]): void {
-    if ((socket as unknown as NodeJS.EventEmitter).listeners(event).length > 0) return;
+  private unknownEvent(socket: Sock, event: unknown, args: unknown[]): void {
+    // socket.io also lets a client name an event with a number.
+    if (typeof event === 'string' && (socket as unknown as NodeJS.EventEmitter).listeners(event).length > 0)
+      return;
+    const name = String(event).slice(0, 64);
     const code = 'PROTOCOL_INVALID_MESSAGE';
-    this.log.warn({ siteId: socket.data.siteId, event: event.slice(0, 64), code }, 'agent message refused');
+    this.log.warn({ siteId: socket.data.siteId, event: name, code }, 'agent message refused');
     const ack = args.at(-1);
     if (typeof ack === 'function')
       (ack as (r: AckError) => void)({
         ok: false,
-        error: { code, message: `unknown event "${event.slice(0, 64)}"` },
+        error: { code, message: `unknown event "${name}"` },
       });
   }
 
@@ -188,7 +191,7 @@ export class AgentGateway
     (socket as unknown as NodeJS.EventEmitter).on('error', (err: unknown) =>
       this.protocolViolation(socket, err),
     );
-    socket.onAny((event: string, ...args: unknown[]) => this.unknownEvent(socket, event, args));
+    socket.onAny((event: unknown, ...args: unknown[]) => this.unknownEvent(socket, event, args));
     const hs = agentHandshakeSchema.safeParse(socket.handshake.auth);
     if (!hs.success)
       return this.refuse(
