@@ -93,7 +93,10 @@ export class SecAggParticipant {
     const s = this.sessions.get(taskId);
     if (s?.boxes) return;
     await new Promise<void>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason as Error);
+      const onAbort = () => {
+        this.early.delete(taskId);
+        reject(signal.reason as Error);
+      };
       signal.addEventListener('abort', onAbort, { once: true });
       const done = () => {
         signal.removeEventListener('abort', onAbort);
@@ -117,10 +120,5 @@ export class SecAggParticipant {
     let off = 0;
     for (const t of delta) for (let i = 0; i < t.data.length; i++) x[off++] = exampleCount * t.data[i]!;
     return encodeMaskedInput(s.client.maskedInput(s.boxes, x).masked);
-  }
-
-  /** Drops a finished task's session (its secrets go with it). */
-  forget(taskId: string): void {
-    this.sessions.delete(taskId);
   }
 }
