@@ -18,6 +18,9 @@ import { ParallelTrainer, workerRows } from './pool';
 import { Replica, type ReplicaInit, type ReplicaState, type StepBatch, type TrainEngine } from './replica';
 
 // The pool runs the compiled worker (site-agent/dist): build site-agent before this file.
+// Every pool starts threads that each load TensorFlow.js (~3 s idle, far more at this
+// machine's load): tests that start one get a longer timeout.
+const POOL_TIMEOUT = 120_000;
 
 const SIZE = 16;
 // Odd: two workers get 2 and 3 images, so the loss and gradient weights b/B differ.
@@ -163,88 +166,104 @@ function dataset(count: number): TrainingDataset {
 }
 
 describe('data-parallel training equals one worker', () => {
-  it('batch norm, through trainRound (augmentation, a multi-crop view): 2 workers give the weights of 1 after 2 steps', async () => {
-    const model = tinyModelConfig(SIZE);
-    const round = (workers: number) =>
-      trainRound({
-        model,
-        training: trainingConfigSchema.parse({
-          batchSize: BATCH,
-          maxStepsPerRound: 2,
-          weightDecay: 1e-4,
-          metadataWeight: 0.5,
-          augmentation: { multiCrop: { localViews: 1, sizeFraction: 0.5, scaleMin: 0.05, scaleMax: 0.3 } },
-        }),
-        globalWeights: init(model).online,
-        dataset: dataset(11),
-        seed: 5,
-        logger: pino({ level: 'silent' }),
-        keepOptimizerState: true,
-        workers,
+  it(
+    'batch norm, through trainRound (augmentation, a multi-crop view): 2 workers give the weights of 1 after 2 steps',
+    async () => {
+      const model = tinyModelConfig(SIZE);
+      const round = (workers: number) =>
+        trainRound({
+          model,
+          training: trainingConfigSchema.parse({
+            batchSize: BATCH,
+            maxStepsPerRound: 2,
+            weightDecay: 1e-4,
+            metadataWeight: 0.5,
+            augmentation: { multiCrop: { localViews: 1, sizeFraction: 0.5, scaleMin: 0.05, scaleMax: 0.3 } },
+          }),
+          globalWeights: init(model).online,
+          dataset: dataset(11),
+          seed: 5,
+          logger: pino({ level: 'silent' }),
+          keepOptimizerState: true,
+          workers,
+        });
+      const before = tf.memory().numTensors;
+      const one = await round(1);
+      const two = await round(2);
+      expect(tf.memory().numTensors).toBe(before);
+      const state = (r: typeof one): ReplicaState => ({
+        online: r.weights,
+        target: r.localState.target,
+        head: r.localState.metadataHead,
       });
-    const before = tf.memory().numTensors;
-    const one = await round(1);
-    const two = await round(2);
-    expect(tf.memory().numTensors).toBe(before);
-    const state = (r: typeof one): ReplicaState => ({
-      online: r.weights,
-      target: r.localState.target,
-      head: r.localState.metadataHead,
-    });
-    expect(two.metrics.steps).toBe(2);
-    expectSameTraining(
-      model,
-      { losses: [two.metrics.loss], state: state(two) },
-      { losses: [one.metrics.loss], state: state(one) },
-    );
-    // Adam's state comes back from worker 0 in the same layout (its values include the
-    // squared noise of the zero-gradient biases, so they are not compared).
-    expect(two.optimizerState!.map((t) => [t.name, t.shape])).toEqual(
-      one.optimizerState!.map((t) => [t.name, t.shape]),
-    );
-  });
+      expect(two.metrics.steps).toBe(2);
+      expectSameTraining(
+        model,
+        { losses: [two.metrics.loss], state: state(two) },
+        { losses: [one.metrics.loss], state: state(one) },
+      );
+      // Adam's state comes back from worker 0 in the same layout (its values include the
+      // squared noise of the zero-gradient biases, so they are not compared).
+      expect(two.optimizerState!.map((t) => [t.name, t.shape])).toEqual(
+        one.optimizerState!.map((t) => [t.name, t.shape]),
+      );
+    },
+    POOL_TIMEOUT,
+  );
 
-  it('group norm: 2 workers give the weights of 1 after 2 steps (relative error < 1e-4); close() ends the threads', async () => {
-    const model = { ...tinyModelConfig(SIZE), norm: 'group' as const };
-    const before = tf.memory().numTensors;
-    const single = await train(await Replica.create(init(model)));
-    expect(tf.memory().numTensors).toBe(before);
-    const pool = await ParallelTrainer.start({ workers: 2, backend: 'wasm', init: init(model) });
-    expectSameTraining(model, await train(pool), single);
-    expect(await exitCodes(pool)).toEqual([0, 0]);
-    await expect(pool.step(batches()[0]!)).rejects.toThrow('the training worker pool is closed');
-  });
+  it(
+    'group norm: 2 workers give the weights of 1 after 2 steps (relative error < 1e-4); close() ends the threads',
+    async () => {
+      const model = { ...tinyModelConfig(SIZE), norm: 'group' as const };
+      const before = tf.memory().numTensors;
+      const single = await train(await Replica.create(init(model)));
+      expect(tf.memory().numTensors).toBe(before);
+      const pool = await ParallelTrainer.start({ workers: 2, backend: 'wasm', init: init(model) });
+      expectSameTraining(model, await train(pool), single);
+      expect(await exitCodes(pool)).toEqual([0, 0]);
+      await expect(pool.step(batches()[0]!)).rejects.toThrow('the training worker pool is closed');
+    },
+    POOL_TIMEOUT,
+  );
 });
 
 describe('worker failures', () => {
-  it('a worker failing mid-step surfaces as a FedsslError with its message; the waiting worker is released', async () => {
-    const pool = await ParallelTrainer.start({
-      workers: 2,
-      backend: 'wasm',
-      init: init(tinyModelConfig(SIZE)),
-    });
-    const bad = batches()[0]!;
-    // Worker 1's local-view rows come up short: worker 0 is already waiting in the first batch norm.
-    const local = bad.locals[0]!;
-    bad.locals[0] = { ...local, data: local.data.subarray(0, local.data.length - 5) };
-    const err = await pool.step(bad).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(isFedsslError(err, 'TRAINING_FAILED')).toBe(true);
-    expect((err as Error).message).toMatch(/^training worker 1: .*should have 192 values but has 187/);
-    expect((err as { details?: unknown }).details).toEqual({ worker: 1 });
-    await pool.close();
-  });
+  it(
+    'a worker failing mid-step surfaces as a FedsslError with its message; the waiting worker is released',
+    async () => {
+      const pool = await ParallelTrainer.start({
+        workers: 2,
+        backend: 'wasm',
+        init: init(tinyModelConfig(SIZE)),
+      });
+      const bad = batches()[0]!;
+      // Worker 1's local-view rows come up short: worker 0 is already waiting in the first batch norm.
+      const local = bad.locals[0]!;
+      bad.locals[0] = { ...local, data: local.data.subarray(0, local.data.length - 5) };
+      const err = await pool.step(bad).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isFedsslError(err, 'TRAINING_FAILED')).toBe(true);
+      expect((err as Error).message).toMatch(/^training worker 1: .*should have 192 values but has 187/);
+      expect((err as { details?: unknown }).details).toEqual({ worker: 1 });
+      await pool.close();
+    },
+    POOL_TIMEOUT,
+  );
 
-  it('a worker failing at start (weights that do not fit) rejects start with the worker error code', async () => {
-    const bad = init(tinyModelConfig(SIZE));
-    bad.online = bad.online.slice(1);
-    const err = await ParallelTrainer.start({ workers: 2, backend: 'wasm', init: bad }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(isFedsslError(err, 'MODEL_WEIGHTS_MISMATCH')).toBe(true);
-    expect((err as Error).message).toBe("training worker 0: weights lack tensor 'encoder.conv1.weight'");
-  });
+  it(
+    'a worker failing at start (weights that do not fit) rejects start with the worker error code',
+    async () => {
+      const bad = init(tinyModelConfig(SIZE));
+      bad.online = bad.online.slice(1);
+      const err = await ParallelTrainer.start({ workers: 2, backend: 'wasm', init: bad }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isFedsslError(err, 'MODEL_WEIGHTS_MISMATCH')).toBe(true);
+      expect((err as Error).message).toBe("training worker 0: weights lack tensor 'encoder.conv1.weight'");
+    },
+    POOL_TIMEOUT,
+  );
 });
