@@ -198,14 +198,15 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   };
   const backend = tf.getBackend();
   const threaded = backend === 'wasm' || backend === 'cpu' ? backend : undefined;
-  const workers = threaded ? (args.workers ?? defaultTrainingWorkers()) : 1;
+  const batch = Math.max(2, Math.min(training.batchSize, dataset.count));
+  // Every worker needs at least one image of each batch.
+  const workers = threaded ? Math.min(batch, args.workers ?? defaultTrainingWorkers()) : 1;
   const engine: TrainEngine =
     threaded && workers > 1
       ? await ParallelTrainer.start({ workers, backend: threaded, init })
       : await Replica.create(init);
 
   const totalSteps = stepsPerRound(dataset.count, training);
-  const batch = Math.max(2, Math.min(training.batchSize, dataset.count));
   const pixelsPerImage = dataset.height * dataset.width;
   const started = performance.now();
   let order = shuffled(dataset.count, rand);
