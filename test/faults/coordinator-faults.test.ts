@@ -218,8 +218,8 @@ describe('coordinator faults: nothing accepted is lost, the models equal the uni
     expect(linesAfter(third, 0, 'model version published')).toEqual([]);
     expectSameModels(done);
     // Let both agents finish their round-3 tasks before the next scenario. The one whose
-    // commit answer died with the coordinator retries and is told TASK_ALREADY_ANSWERED (a
-    // known limit, docs/operations.md): its update is the accepted one all the same.
+    // commit answer died with the coordinator retries the same envelope and is answered
+    // "accepted" again (docs/operations.md).
     for (const a of agents)
       await a.process!.waitForLine(
         (l) => l.msg === 'task ended' && l.runId === run.id && l.round === 3,

@@ -65,6 +65,9 @@ export const RUNS_MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX runs_state ON runs(state);
    CREATE INDEX tasks_round ON tasks(run_id, round, attempt);`,
+  // The accepted envelope's signature, so a retry of that same envelope (its commit answer lost
+  // to a crash or a cut link) is answered "accepted" again instead of refused.
+  `ALTER TABLE updates ADD COLUMN signature TEXT`,
 ];
 
 interface RunDb {
@@ -121,6 +124,7 @@ interface UpdateDb {
   envelope_path: string;
   header_path: string;
   received_at: string;
+  signature: string | null;
 }
 
 const toRun = (r: RunDb): RunRecord => ({
@@ -177,6 +181,7 @@ const toUpdate = (r: UpdateDb): UpdateRow => ({
   envelopePath: r.envelope_path,
   headerPath: r.header_path,
   receivedAt: r.received_at,
+  signature: r.signature,
 });
 
 const RUN_PATCH_COLUMNS = {
@@ -421,8 +426,8 @@ export class RunRepository {
 
   async insertUpdate(update: UpdateRow): Promise<void> {
     await this.db.execute(
-      `INSERT INTO updates (id, task_id, run_id, round, attempt, site_id, example_count, metrics, envelope_path, header_path, received_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+      `INSERT INTO updates (id, task_id, run_id, round, attempt, site_id, example_count, metrics, envelope_path, header_path, received_at, signature)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
       [
         update.id,
         update.taskId,
@@ -435,6 +440,7 @@ export class RunRepository {
         update.envelopePath,
         update.headerPath,
         update.receivedAt,
+        update.signature ?? null,
       ],
     );
   }

@@ -73,6 +73,8 @@ export interface UpdateRow {
   envelopePath: string;
   headerPath: string;
   receivedAt: string;
+  /** The accepted envelope's header signature (null for rows written before it was kept). */
+  signature?: string | null;
 }
 
 export interface ParticipantView {

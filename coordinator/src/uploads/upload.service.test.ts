@@ -88,13 +88,12 @@ const CASES: Case[] = [
     act: ({ f, a, ta }) => f.upload('site-b', a.seal(ta)),
   },
   {
-    name: 'replayed task (already answered)',
+    name: 'a second envelope for a task already answered',
     code: 'TASK_ALREADY_ANSWERED',
     taskState: 'accepted',
     act: async ({ f, a, ta }) => {
-      const sealed = a.seal(ta);
-      await f.upload('site-a', sealed);
-      await f.upload('site-a', sealed);
+      await f.upload('site-a', a.seal(ta));
+      await f.upload('site-a', a.seal(ta));
     },
   },
   {
@@ -213,6 +212,26 @@ describe('UploadService rejections', () => {
     expect(await f.uploads.commit('site-a', { uploadId })).toMatchObject({ accepted: true });
     expect((await f.repo.getTask(ta.taskId))!.state).toBe('accepted');
     expect(files(join(f.dataDir, 'uploads'))).toEqual([]);
+  });
+
+  it('answers the very envelope already accepted (its commit answer lost) as accepted again, storing nothing twice', async () => {
+    ctx = await setup();
+    const { f, a, ta } = ctx;
+    const sealed = a.seal(ta);
+    const first = await f.upload('site-a', sealed);
+    expect(first).toMatchObject({ accepted: true });
+    const begin = { header: sealed.header, signature: sealed.signature };
+    const again = await f.uploads.begin('site-a', begin);
+    // No chunk is asked for: the coordinator already holds them.
+    expect(again.nextIndex).toBe(sealed.chunks.length);
+    // Only the site that sent it may collect the answer.
+    expect(await codeOf(() => f.uploads.commit('site-b', { uploadId: again.uploadId }))).toBe(
+      'UPLOAD_UNKNOWN',
+    );
+    expect(await f.uploads.commit('site-a', { uploadId: again.uploadId })).toEqual(first);
+    expect(await f.repo.countUpdates()).toBe(1);
+    // A forged or re-sealed envelope for the same task is still refused.
+    expect(await codeOf(() => f.upload('site-a', a.seal(ta)))).toBe('TASK_ALREADY_ANSWERED');
   });
 
   it('refuses an update after the task deadline, and from a revoked site', async () => {

@@ -93,6 +93,8 @@ export class UploadService {
   private readonly log: Logger;
   private readonly sessions = new Map<string, UploadSession>();
   private readonly closedUploads = new Map<string, FedsslError>();
+  /** Begun again after acceptance (same envelope): upload id → the accepted update, for commit. */
+  private readonly alreadyAccepted = new Map<string, { siteId: string; updateId: string }>();
   /** See {@link UploadEvents}. */
   readonly events = new EventEmitter<UploadEvents>();
 
@@ -181,6 +183,12 @@ export class UploadService {
           `task ${taskId} was not issued to this site for run ${header.runId} round ${header.round}`,
         );
       }
+      // The very envelope already accepted, sent again because its commit answer was lost (a
+      // coordinator crash or a cut link): answer it accepted again; nothing is stored twice.
+      if (task.state === 'accepted') {
+        const accepted = await this.d.repo.getUpdateByTask(task.id);
+        if (accepted?.signature === signature) return this.beginAccepted(header, signature, accepted.id);
+      }
       const closed = await this.d.engine.taskAnswerability(task);
       if (closed) throw new FedsslError(closed.code, closed.message);
       // From here the header is authentic and about this site's own open task: failures reject it.
@@ -221,6 +229,23 @@ export class UploadService {
     } catch (e) {
       return this.refuse(connSiteId, taskId, e);
     }
+  }
+
+  /** A begin of an already-accepted envelope: no chunks are needed, its commit answers the update id. */
+  private beginAccepted(
+    header: UpdateHeader,
+    signature: string,
+    updateId: string,
+  ): { uploadId: string; nextIndex: number } {
+    const uploadId = this.d.updates.uploadIdFor(header.taskId, signature);
+    this.alreadyAccepted.set(uploadId, { siteId: header.siteId, updateId });
+    if (this.alreadyAccepted.size > MAX_CLOSED_UPLOADS_REMEMBERED)
+      this.alreadyAccepted.delete(this.alreadyAccepted.keys().next().value!);
+    this.log.info(
+      { siteId: header.siteId, taskId: header.taskId, updateId },
+      'upload begun again after acceptance: answering accepted',
+    );
+    return { uploadId, nextIndex: header.chunkCount };
   }
 
   private checkAgainstTask(header: UpdateHeader, task: TaskRow): void {
@@ -310,6 +335,11 @@ export class UploadService {
         new FedsslError('PROTOCOL_INVALID_MESSAGE', formatIssues(parsed.error.issues)),
       );
     }
+    const done = this.alreadyAccepted.get(parsed.data.uploadId);
+    if (done && done.siteId === connSiteId) {
+      this.alreadyAccepted.delete(parsed.data.uploadId);
+      return { accepted: true, updateId: done.updateId };
+    }
     const s = this.sessions.get(parsed.data.uploadId);
     if (!s || s.siteId !== connSiteId)
       return this.refuse(connSiteId, undefined, this.unknownUpload(parsed.data.uploadId));
@@ -380,6 +410,7 @@ export class UploadService {
         metrics: s.header.metrics,
         ...paths,
         receivedAt: now,
+        signature: s.signature,
       });
       await this.d.audit.append(`site:${task.siteId}`, 'update.accepted', task.id, {
         runId: task.runId,
