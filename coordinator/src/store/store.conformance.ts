@@ -181,9 +181,19 @@ export function storeConformance(
         name: 'root',
         role: 'admin',
         createdAt: 't0',
+        expiresAt: null,
         revokedAt: null,
         lastUsedAt: null,
       });
+      await admins.insert({
+        id: 'adm-3',
+        name: 'ci',
+        role: 'viewer',
+        tokenHash: 'th3',
+        createdAt: 't0',
+        expiresAt: '2030-01-01T00:00:00.000Z',
+      });
+      expect(await admins.get('adm-3')).toMatchObject({ expiresAt: '2030-01-01T00:00:00.000Z' });
       await admins.touch('adm-1', 't1');
       expect(await admins.revoke('adm-1', 't2')).toBe(true);
       expect(await admins.revoke('adm-1', 't3')).toBe(false);
