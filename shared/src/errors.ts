@@ -74,6 +74,10 @@ export const ERROR_CODES = {
   COORDINATOR_KEY_EXPIRED: 5015,
   /** An admin token past its `expiresAt`. */
   ADMIN_TOKEN_EXPIRED: 5016,
+  /** No enrollment token was ever issued for this site id. */
+  ENROLLMENT_TOKEN_NOT_FOUND: 5017,
+  /** The token cannot be expired: it is already used, expired or its site revoked. */
+  ENROLLMENT_TOKEN_NOT_PENDING: 5018,
   // 505x coordinator: store
   STORE_UNAVAILABLE: 5050,
   /** The coordinator's data directory (or its database) is out of space; retry once it is freed. */
