@@ -10,6 +10,7 @@ export type AuditActor = `admin:${string}` | `site:${string}` | 'system';
 /** Every state change the coordinator records (ARCHITECTURE.md §4). */
 export const AUDIT_ACTIONS = [
   'enrollment-token.created',
+  'enrollment-token.expired',
   'site.enrolled',
   'site.revoked',
   'site.keys-rotated',
