@@ -384,7 +384,7 @@ export async function runExperiment(
     `batch ${o.batchSize}, Adam ${o.learningRate}, λ = ${o.lambda} (metadata arms), ${o.rounds} rounds; ` +
     `budget ${epochs.toFixed(2)} epochs over the pooled data${totalSteps !== undefined ? ` (${totalSteps} steps per arm)` : ''}` +
     `${calibration ? ` — ${calibration}` : ''}; seeds ${o.seeds.join(', ')}; probe: ${foldSource}; ` +
-    `backend ${backend.name}; ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}; started ${startedAt.toISOString()}` +
+    `backend ${backend.name}; ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}; ${o.reportOnly ? `report of ${journal}, made` : 'started'} ${startedAt.toISOString()}` +
     `${o.smoke ? '; SMOKE RUN (not a result)' : ''}`;
   const verdict =
     g.bestFederated && g.centralized
@@ -396,7 +396,8 @@ export async function runExperiment(
   const lines = resultLines(def.name, rows, {
     epochs: `${epochs.toFixed(3)} epochs`,
     rounds: `${o.rounds} rounds`,
-    seeds: `${o.seeds.length} seeds`,
+    // The fewest seeds any row has (an interrupted run leaves later arms with fewer).
+    seeds_min_per_row: `${Math.min(...rows.map((r) => r.seeds.length))} seeds`,
   });
   const plots = await drawPlots(def, results, rows, o);
   const ftTable = tuned.length
