@@ -135,19 +135,23 @@ async function runIn(state: 'created' | 'running' | 'paused'): Promise<string> {
     expect((await call('POST', { path: api(`/runs/${id}/pause`), token: tokens.operator })).status).toBe(200);
   return id;
 }
-async function enrolledSite(): Promise<{
-  siteId: string;
-  keys: ReturnType<typeof generatePartyKeys>;
-}> {
+async function issuedToken(): Promise<{ siteId: string; token: string }> {
   const issued = await call('POST', {
     path: api('/enrollment-tokens'),
     token: tokens.admin,
     body: { siteName: `site-${randomBytes(3).toString('hex')}` },
   });
+  expect(issued.status).toBe(201);
+  return issued.body as { siteId: string; token: string };
+}
+async function enrolledSite(): Promise<{
+  siteId: string;
+  keys: ReturnType<typeof generatePartyKeys>;
+}> {
   const keys = generatePartyKeys();
   const e = await call('POST', {
     path: api('/enroll'),
-    body: enrollBody((issued.body as { token: string }).token, keys),
+    body: enrollBody((await issuedToken()).token, keys),
   });
   expect(e.status).toBe(200);
   return { siteId: (e.body as { siteId: string }).siteId, keys };
@@ -293,6 +297,42 @@ const ROWS: Row[] = [
         body: { siteName: 'x', expiresInSeconds: 1 },
       }),
     ],
+  },
+  {
+    route: 'GET /api/v1/enrollment-tokens',
+    role: 'viewer',
+    ok: async () => ({ path: api('/enrollment-tokens'), status: 200 }),
+  },
+  {
+    route: 'POST /api/v1/enrollment-tokens/{siteId}/expire',
+    role: 'admin',
+    ok: async () => ({ path: api(`/enrollment-tokens/${(await issuedToken()).siteId}/expire`), status: 200 }),
+    bad: async () => {
+      const expired = (await issuedToken()).siteId;
+      const once = await call('POST', {
+        path: api(`/enrollment-tokens/${expired}/expire`),
+        token: tokens.admin,
+      });
+      expect(once.status).toBe(200);
+      const used = (await enrolledSite()).siteId;
+      const notPending = (siteId: string) =>
+        err(
+          409,
+          'ENROLLMENT_TOKEN_NOT_PENDING',
+          `the enrollment token of site ${siteId} is already used, expired or revoked`,
+          { path: api(`/enrollment-tokens/${siteId}/expire`) },
+          { siteId },
+        );
+      return [notPending(expired), notPending(used)];
+    },
+    notFound: () =>
+      err(
+        404,
+        'ENROLLMENT_TOKEN_NOT_FOUND',
+        'no enrollment token for site nope',
+        { path: api('/enrollment-tokens/nope/expire') },
+        { siteId: 'nope' },
+      ),
   },
   {
     route: 'GET /api/v1/sites',

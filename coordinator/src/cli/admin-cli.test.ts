@@ -220,6 +220,23 @@ describe('fedssl-admin against an in-process coordinator', () => {
     ).toContain('m.r0');
   });
 
+  it('lists enrollment tokens with their state and expires a pending one', async () => {
+    const created = JSON.parse((await cli('--json', 'tokens', 'create', '--site', 'Hospital B')).out);
+    const line = (state: string, expiresAt: string) =>
+      `${created.siteId}  Hospital B  ${state}  expires=${expiresAt}\n`;
+    expect((await cli('tokens', 'list')).out).toContain(line('pending', created.expiresAt));
+    const expired = await cli('--json', 'tokens', 'expire', created.siteId);
+    expect(expired.code).toBe(0);
+    const body = JSON.parse(expired.out);
+    expect(body).toMatchObject({ siteId: created.siteId, state: 'expired' });
+    expect((await cli('tokens', 'list')).out).toContain(line('expired', body.expiresAt));
+    const again = await cli('tokens', 'expire', created.siteId);
+    expect([again.code, again.err]).toEqual([
+      1,
+      `error: ENROLLMENT_TOKEN_NOT_PENDING: the enrollment token of site ${created.siteId} is already used, expired or revoked (HTTP 409 POST /enrollment-tokens/${created.siteId}/expire)\n`,
+    ]);
+  });
+
   it('creates a run from flags and from a config file; shows the server validation error', async () => {
     const created = await cli(
       '--json',

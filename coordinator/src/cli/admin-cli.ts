@@ -79,6 +79,26 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
       );
       print(r, () => `site ${r.siteName} (${r.siteId})\ntoken ${r.token}\nexpires ${r.expiresAt}\n`);
     });
+  type EnrollmentTokenRow = { siteId: string; siteName: string; expiresAt: string; state: string };
+  const enrollmentLine = (t: EnrollmentTokenRow) =>
+    `${t.siteId}  ${t.siteName}  ${t.state}  expires=${t.expiresAt}\n`;
+  tokens
+    .command('list')
+    .description('issued tokens, newest first, with their state (never the token itself)')
+    .action(async () => {
+      const list = await client().get<EnrollmentTokenRow[]>('/enrollment-tokens');
+      print(list, () => (list.length === 0 ? 'no enrollment tokens\n' : list.map(enrollmentLine).join('')));
+    });
+  tokens
+    .command('expire <siteId>')
+    .description("expire a site's pending token now")
+    .action(async (siteId: string) => {
+      const t = await client().post<EnrollmentTokenRow>(
+        `/enrollment-tokens/${encodeURIComponent(siteId)}/expire`,
+        {},
+      );
+      print(t, () => enrollmentLine(t));
+    });
 
   const adminTokens = program.command('admin-tokens').description('bearer tokens of the admin API');
   type AdminTokenRow = {

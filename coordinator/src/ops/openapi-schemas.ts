@@ -127,6 +127,14 @@ export const COMPONENT_SCHEMAS: Record<string, JsonSchema> = {
   }),
   EnrollResponse: fromZod(enrollResponseSchema, 'output'),
   EnrollmentToken: obj({ token: str, siteId: str, siteName: str, expiresAt: str }),
+  EnrollmentTokenSummary: obj({
+    siteId: str,
+    siteName: str,
+    createdAt: str,
+    expiresAt: str,
+    usedAt: nullable(str),
+    state: oneOf('pending', 'used', 'expired', 'revoked'),
+  }),
   SiteKey: siteKey,
   Site: obj({
     id: str,
@@ -222,6 +230,14 @@ export const OPERATION_BODIES: Record<string, OperationBodies> = {
   },
   EnrollmentController_issue: {
     responses: { 201: json('the one-time token (shown once)', ref('EnrollmentToken')) },
+  },
+  EnrollmentController_listTokens: {
+    responses: {
+      200: json('issued tokens, newest first (never the secret)', arr(ref('EnrollmentTokenSummary'))),
+    },
+  },
+  EnrollmentController_expireToken: {
+    responses: { 200: json('the token, now expired', ref('EnrollmentTokenSummary')) },
   },
   SitesController_list: { responses: { 200: json('all sites', arr(ref('Site'))) } },
   SitesController_keys: { responses: { 200: json("the site's keys, oldest first", arr(ref('SiteKey'))) } },

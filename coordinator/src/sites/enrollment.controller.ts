@@ -1,11 +1,15 @@
-import { Body, Controller, Inject, Post, HttpCode } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Post } from '@nestjs/common';
 import { enrollRequestSchema, type EnrollRequest, type EnrollResponse } from '@fedssl/shared/protocol';
 import { Public, Roles } from '../admin/admin-auth.guard';
 import { ZodBodyPipe } from '../admin/http/zod-body.pipe';
 import { Actor } from '../audit/actor.decorator';
 import type { AuditActor } from '../audit/audit-log';
 import { createEnrollmentTokenSchema, type CreateEnrollmentTokenDto } from './dtos/site.dto';
-import { EnrollmentService, type IssuedEnrollmentToken } from './enrollment.service';
+import {
+  EnrollmentService,
+  type EnrollmentTokenSummary,
+  type IssuedEnrollmentToken,
+} from './enrollment.service';
 
 @Controller()
 export class EnrollmentController {
@@ -26,5 +30,20 @@ export class EnrollmentController {
     @Actor() actor: AuditActor,
   ): Promise<IssuedEnrollmentToken> {
     return this.enrollment.issueToken(body.siteName, body.expiresInSeconds, actor);
+  }
+
+  /** Issued tokens, newest first, with their state; never the secret nor its hash. */
+  @Roles('viewer')
+  @Get('enrollment-tokens')
+  listTokens(): Promise<EnrollmentTokenSummary[]> {
+    return this.enrollment.listTokens();
+  }
+
+  /** Expires a site's pending token now (same role as issuing one). */
+  @Roles('admin')
+  @Post('enrollment-tokens/:siteId/expire')
+  @HttpCode(200)
+  expireToken(@Param('siteId') siteId: string, @Actor() actor: AuditActor): Promise<EnrollmentTokenSummary> {
+    return this.enrollment.expireToken(siteId, actor);
   }
 }

@@ -24,6 +24,19 @@ export interface IssuedEnrollmentToken {
   expiresAt: string;
 }
 
+/** Where an issued token stands; `revoked` when its site was revoked before the token was used. */
+export type EnrollmentTokenState = 'pending' | 'used' | 'expired' | 'revoked';
+
+/** An issued token as the console lists it: never the secret nor its hash. */
+export interface EnrollmentTokenSummary {
+  siteId: string;
+  siteName: string;
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  state: EnrollmentTokenState;
+}
+
 /** Token prefix: lets secret scanners and humans recognise an enrollment token. */
 export const ENROLLMENT_TOKEN_PREFIX = 'fse_';
 
@@ -72,6 +85,56 @@ export class EnrollmentService {
     });
     this.log.info({ siteId, siteName, expiresAt }, 'enrollment token issued');
     return { token, siteId, siteName, expiresAt };
+  }
+
+  /** Every issued token, newest first, with its state now. */
+  async listTokens(): Promise<EnrollmentTokenSummary[]> {
+    const now = this.clock.now();
+    return (await this.repo.listAllTokens()).map((t) => ({
+      siteId: t.siteId,
+      siteName: t.siteName,
+      createdAt: t.createdAt,
+      expiresAt: t.expiresAt,
+      usedAt: t.usedAt,
+      state:
+        t.usedAt !== null
+          ? 'used'
+          : t.siteStatus === 'revoked'
+            ? 'revoked'
+            : Date.parse(t.expiresAt) <= now
+              ? 'expired'
+              : 'pending',
+    }));
+  }
+
+  /**
+   * Expires the site's pending token now, so `POST /enroll` refuses it as expired.
+   * @throws FedsslError ENROLLMENT_TOKEN_NOT_FOUND (no token for this site id),
+   *   ENROLLMENT_TOKEN_NOT_PENDING (already used, expired or revoked)
+   */
+  async expireToken(siteId: string, actor: AuditActor = 'system'): Promise<EnrollmentTokenSummary> {
+    const at = new Date(this.clock.now()).toISOString();
+    await this.db.transaction(async () => {
+      const tokens = await this.repo.listTokens(siteId);
+      if (tokens.length === 0) {
+        throw new FedsslError('ENROLLMENT_TOKEN_NOT_FOUND', `no enrollment token for site ${siteId}`, {
+          siteId,
+        });
+      }
+      const site = await this.repo.get(siteId);
+      if (site?.status === 'revoked' || (await this.repo.expireTokens(siteId, at)) === 0) {
+        throw new FedsslError(
+          'ENROLLMENT_TOKEN_NOT_PENDING',
+          `the enrollment token of site ${siteId} is already used, expired or revoked`,
+          { siteId },
+        );
+      }
+      await this.audit.append(actor, 'enrollment-token.expired', siteId, { siteName: site?.name ?? null });
+    });
+    this.log.info({ siteId }, 'enrollment token expired early');
+    const summary = (await this.listTokens()).find((t) => t.siteId === siteId);
+    // The row exists (checked above); listTokens reflects the new expiry.
+    return summary!;
   }
 
   /**

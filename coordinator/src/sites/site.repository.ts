@@ -284,6 +284,30 @@ export class SiteRepository {
     );
   }
 
+  /** Every enrollment token with its site's name and status, newest first (never the token itself). */
+  async listAllTokens(): Promise<
+    (EnrollmentTokenRow & { siteName: string; siteStatus: SiteRecord['status'] })[]
+  > {
+    return this.db.query(
+      `SELECT t.token_hash AS "tokenHash", t.site_id AS "siteId", t.created_at AS "createdAt",
+              t.expires_at AS "expiresAt", t.used_at AS "usedAt", s.name AS "siteName", s.status AS "siteStatus"
+         FROM enrollment_tokens t JOIN sites s ON s.id = t.site_id
+        ORDER BY t.created_at DESC, t.token_hash`,
+    );
+  }
+
+  /**
+   * Moves a site's unused, unexpired tokens' expiry to `at`; returns how many it changed
+   * (0 when another request used or expired them first).
+   */
+  async expireTokens(siteId: string, at: string): Promise<number> {
+    const r = await this.db.execute(
+      'UPDATE enrollment_tokens SET expires_at = $1 WHERE site_id = $2 AND used_at IS NULL AND expires_at > $1',
+      [at, siteId],
+    );
+    return r.rowCount;
+  }
+
   /** Marks the token used if it was not; returns false when another request got there first. */
   async markTokenUsed(tokenHash: string, usedAt: string): Promise<boolean> {
     const r = await this.db.execute(

@@ -345,6 +345,56 @@
     const hours = h('input', { name: 'expiresInHours', type: 'number', value: '24', min: '1', step: '1' });
     const result = h('div', { id: 'token-result' });
     const pending = h('table', { id: 'pending-table' });
+    const issuedTable = h('table', { id: 'enrollment-tokens-table' });
+    const tokensStatus = h('div');
+    async function loadTokens() {
+      const list = await api('GET', '/enrollment-tokens');
+      fill(
+        issuedTable,
+        h(
+          'tr',
+          {},
+          ['Site', 'State', 'Created', 'Expires', ''].map((c) => h('th', {}, c)),
+        ),
+        list.length === 0 ? h('tr', {}, h('td', { colspan: 5, class: 'note' }, 'No tokens yet.')) : null,
+        list.map((t) =>
+          h(
+            'tr',
+            { 'data-site': t.siteId },
+            h('td', {}, h('div', {}, t.siteName), h('code', { class: 'note' }, t.siteId)),
+            h('td', { class: 'state' }, badge(t.state)),
+            h('td', {}, fmtTime(t.createdAt)),
+            h('td', {}, fmtTime(t.expiresAt)),
+            h(
+              'td',
+              {},
+              t.state === 'pending'
+                ? h(
+                    'button',
+                    {
+                      type: 'button',
+                      class: 'danger',
+                      'aria-label': `expire the token of ${t.siteName} now`,
+                      onclick: () => expire(t),
+                    },
+                    'Expire now',
+                  )
+                : null,
+            ),
+          ),
+        ),
+      );
+    }
+    async function expire(t) {
+      fill(tokensStatus);
+      try {
+        await api('POST', `/enrollment-tokens/${encodeURIComponent(t.siteId)}/expire`);
+        toast(`Token of ${t.siteName} expired`);
+        await loadTokens();
+      } catch (e) {
+        tokensStatus.append(errorBox(e.message));
+      }
+    }
     async function loadPending() {
       const sites = (await api('GET', '/sites')).filter((x) => x.status === 'pending');
       fill(
@@ -415,7 +465,7 @@
                 ),
               ),
             );
-            await loadPending();
+            await Promise.all([loadPending(), loadTokens()]);
           } catch (e) {
             result.append(errorBox(e.message));
           }
@@ -429,9 +479,21 @@
       ),
       h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Create token')),
     );
-    page('Enrollment tokens', form, result, h('h2', {}, 'Sites waiting for enrollment'), pending);
-    await loadPending();
-    onLive = null;
+    page(
+      'Enrollment tokens',
+      form,
+      result,
+      h('h2', {}, 'Sites waiting for enrollment'),
+      pending,
+      h('h2', {}, 'Issued tokens'),
+      tokensStatus,
+      issuedTable,
+    );
+    await Promise.all([loadPending(), loadTokens()]);
+    onLive = (ev) => {
+      // An agent redeeming a token changes its state and leaves the waiting list.
+      if (ev.startsWith('site:')) void Promise.all([loadPending(), loadTokens()]).catch(() => {});
+    };
   }
 
   async function copy(field) {
