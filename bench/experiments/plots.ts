@@ -41,7 +41,7 @@ function ticks(lo: number, hi: number, count = 5): number[] {
 export function lineChartSvg(c: ChartSpec): string {
   const W = c.width ?? 860;
   const H = c.height ?? 420;
-  const m = { l: 64, r: 300, t: 40, b: 52 };
+  const m = { l: 80, r: 300, t: 40, b: 52 };
   const xs = c.series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = [
     ...c.series.flatMap((s) => s.points.map((p) => p[1])),
