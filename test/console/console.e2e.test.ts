@@ -133,6 +133,21 @@ describe('web console in headless Chromium, end to end', () => {
     const alpha = sites.find((s) => s.name === 'alpha');
     expect(alpha?.status).toBe('enrolled');
     agents.push({ name: 'alpha', siteId: alpha!.id, home });
+
+    // A second token, never handed out: expired early from the list; alpha's shows as used.
+    await page.getByLabel('site name').fill('gamma');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const gammaRow = page.locator('#enrollment-tokens-table tr', { hasText: 'gamma' });
+    await expect.poll(() => gammaRow.locator('td.state').textContent()).toBe('pending');
+    await page.getByRole('button', { name: 'expire the token of gamma now' }).click();
+    await expect.poll(() => gammaRow.locator('td.state').textContent()).toBe('expired');
+    expect(await gammaRow.getByRole('button').count()).toBe(0);
+    await page.reload();
+    await expect
+      .poll(() =>
+        page.locator('#enrollment-tokens-table tr', { hasText: 'alpha' }).locator('td.state').textContent(),
+      )
+      .toBe('used');
     agents.push(
       await enrollAgent({
         coordinator,
