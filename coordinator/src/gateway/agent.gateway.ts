@@ -33,6 +33,7 @@ import { RoundEngine } from '../runs/round-engine';
 import { formatIssues } from '../runs/run-config';
 import { PresenceService } from '../sites/presence.service';
 import { SiteRegistryService } from '../sites/site-registry.service';
+import { rememberingVerifier } from '../sites/site-keys';
 import { UploadService } from '../uploads/upload.service';
 import { SocketAgentTransport, type AgentSocket } from './socket-agent-transport';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
@@ -248,15 +249,15 @@ export class AgentGateway
     }
     const challenge = authChallengeBytes(nonce, siteId);
     let key: Uint8Array;
+    const signedBy = rememberingVerifier((pk) => verifyBytes(challenge, parsed.data.signature, pk));
     try {
       // The current key, or a replaced one still in its grace period.
-      key = this.sites.signingKeyFor(site, (pk) => verifyBytes(challenge, parsed.data.signature, pk));
+      key = this.sites.signingKeyFor(site, signedBy);
     } catch (e) {
       if (isFedsslErrorLike(e)) return this.refuse(socket, e.code, e.message);
       throw e;
     }
-    const ok = verifyBytes(challenge, parsed.data.signature, key);
-    if (!ok)
+    if (!signedBy(key))
       return this.refuse(
         socket,
         'SITE_AUTH_FAILED',

@@ -18,6 +18,7 @@ import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { AuditLog } from '../audit/audit-log';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { rememberingVerifier } from './site-keys';
 import { PostgresStore } from '../store/postgres-store';
 import type { SqlStore } from '../store/sql-store';
 import { SqliteStore } from '../store/sqlite-store';
@@ -310,5 +311,22 @@ describe.each([
     expect(await codeOf(() => p.enrollment.enroll(enrollRequest(fresh.token, generatePartyKeys())))).toBe(
       'ENROLLMENT_TOKEN_USED',
     );
+  });
+});
+
+describe('rememberingVerifier', () => {
+  it('checks each key once and keeps each answer', () => {
+    const keys = generatePartyKeys();
+    const other = generatePartyKeys();
+    const message = randomBytes(32);
+    const signature = signBytes(message, keys.signing.secretKey);
+    let checks = 0;
+    const verify = rememberingVerifier((pk) => {
+      checks++;
+      return verifyBytes(message, signature, pk);
+    });
+    expect([verify(keys.signing.publicKey), verify(keys.signing.publicKey)]).toEqual([true, true]);
+    expect([verify(other.signing.publicKey), verify(other.signing.publicKey)]).toEqual([false, false]);
+    expect(checks).toBe(2);
   });
 });

@@ -46,3 +46,18 @@ export function signingKeyFor(
   }
   return current;
 }
+
+/**
+ * `verifies` with each key's answer remembered, so a caller that asks {@link signingKeyFor}
+ * for the key and then checks the returned key pays for one signature check per key, not two.
+ */
+export function rememberingVerifier(
+  verifies: (signingPublicKey: Uint8Array) => boolean,
+): (signingPublicKey: Uint8Array) => boolean {
+  const answers = new WeakMap<Uint8Array, boolean>();
+  return (pk) => {
+    let ok = answers.get(pk);
+    if (ok === undefined) answers.set(pk, (ok = verifies(pk)));
+    return ok;
+  };
+}
