@@ -210,12 +210,14 @@ describe('web console in headless Chromium, end to end', () => {
 
   it('draws the loss chart and updates it live as each round is published', async () => {
     const points = () => page.locator('svg[data-chart="loss"]').getAttribute('data-points');
+    // Pause from the run page while round 1 trains (on an idle machine a whole round of this tiny
+    // run takes seconds, so pausing after it could find the run completed): the round still
+    // publishes, no next round starts until resume; the badge follows over the socket.
+    await page.locator('button[data-action="pause"]').click();
+    await page.locator('.card .badge.paused').waitFor({ timeout: 60_000 });
     // Round 1: a global point plus one per site; round 2 adds as many, pushed over the socket.
     await expect.poll(points, { timeout: 240_000, interval: 500 }).toBe('3');
     await shot('05-run-round-1');
-    // Pause and resume from the run page; the badge follows over the socket.
-    await page.locator('button[data-action="pause"]').click();
-    await page.locator('.card .badge.paused').waitFor({ timeout: 60_000 });
     await shot('05b-run-paused');
     await page.locator('button[data-action="resume"]').click();
     await page.locator('.card .badge.running, .card .badge.completed').first().waitFor({ timeout: 60_000 });
