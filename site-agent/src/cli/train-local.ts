@@ -119,6 +119,9 @@ export async function trainLocalCommand(opts: TrainLocalCommandOptions, io: CliI
     logger: log,
     ...(opts.progressStream ? { stream: opts.progressStream } : {}),
   });
+  // CPU time of this process, worker threads included: the budgets are CPU budgets,
+  // and on a shared machine wall-clock seconds overstate what training cost.
+  const cpuBefore = process.cpuUsage();
   let result;
   try {
     result = await trainLocal({
@@ -151,11 +154,13 @@ export async function trainLocalCommand(opts: TrainLocalCommandOptions, io: CliI
     throw e;
   }
   reporter.finish();
+  const cpu = process.cpuUsage(cpuBefore);
   const summary = {
     out: resolve(opts.out),
     steps: result.steps,
     resumedFromStep: result.resumedFromStep,
     seconds: Number(result.seconds.toFixed(1)),
+    cpuSeconds: Number(((cpu.user + cpu.system) / 1e6).toFixed(1)),
     imagesPerSecond: Number(result.imagesPerSecond.toFixed(1)),
     lastLoss: result.lastLoss,
     stoppedBy: result.stoppedBy,
