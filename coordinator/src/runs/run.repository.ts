@@ -68,6 +68,18 @@ export const RUNS_MIGRATIONS: readonly string[] = [
   // The accepted envelope's signature, so a retry of that same envelope (its commit answer lost
   // to a crash or a cut link) is answered "accepted" again instead of refused.
   `ALTER TABLE updates ADD COLUMN signature TEXT`,
+  // Updates accepted by an earlier attempt of a round that count in a later attempt of the same
+  // round (same base model): one row per attempt and site, pointing at the original update.
+  `CREATE TABLE carried_updates (
+     run_id TEXT NOT NULL,
+     round INTEGER NOT NULL,
+     attempt INTEGER NOT NULL,
+     site_id TEXT NOT NULL,
+     update_id TEXT NOT NULL REFERENCES updates(id),
+     carried_at TEXT NOT NULL,
+     PRIMARY KEY (run_id, round, attempt, site_id),
+     FOREIGN KEY (run_id, round, attempt) REFERENCES rounds(run_id, round, attempt)
+   )`,
 ];
 
 interface RunDb {
@@ -450,6 +462,58 @@ export class RunRepository {
     return (
       await this.db.query<UpdateDb>(
         'SELECT * FROM updates WHERE run_id = $1 AND round = $2 AND attempt = $3 ORDER BY site_id',
+        [runId, round, attempt],
+      )
+    ).map(toUpdate);
+  }
+
+  /**
+   * Records that `updateId`, accepted in an earlier attempt of the round, counts in attempt
+   * `attempt`. Fails (primary key) if the site already has a carried update in that attempt.
+   */
+  async insertCarriedUpdate(c: {
+    runId: string;
+    round: number;
+    attempt: number;
+    siteId: string;
+    updateId: string;
+    carriedAt: string;
+  }): Promise<void> {
+    await this.db.execute(
+      `INSERT INTO carried_updates (run_id, round, attempt, site_id, update_id, carried_at)
+       VALUES ($1, $2, $3, $4, $5, $6)`,
+      [c.runId, c.round, c.attempt, c.siteId, c.updateId, c.carriedAt],
+    );
+  }
+
+  /**
+   * Updates carried into one round attempt from earlier attempts, in siteId order. Each row is
+   * the original update (its `attempt` is the attempt that accepted it).
+   */
+  async listCarriedUpdates(runId: string, round: number, attempt: number): Promise<UpdateRow[]> {
+    return (
+      await this.db.query<UpdateDb>(
+        `SELECT u.* FROM carried_updates c JOIN updates u ON u.id = c.update_id
+         WHERE c.run_id = $1 AND c.round = $2 AND c.attempt = $3 ORDER BY c.site_id`,
+        [runId, round, attempt],
+      )
+    ).map(toUpdate);
+  }
+
+  /**
+   * Every update that counts in one round attempt: those it accepted and those carried into it,
+   * in siteId order (the aggregation order).
+   */
+  async listRoundUpdates(runId: string, round: number, attempt: number): Promise<UpdateRow[]> {
+    // One ORDER BY over both, so the order is the store's site_id order as in listUpdates.
+    return (
+      await this.db.query<UpdateDb>(
+        `SELECT * FROM (
+           SELECT * FROM updates WHERE run_id = $1 AND round = $2 AND attempt = $3
+           UNION ALL
+           SELECT u.* FROM carried_updates c JOIN updates u ON u.id = c.update_id
+           WHERE c.run_id = $1 AND c.round = $2 AND c.attempt = $3
+         ) AS counted ORDER BY site_id`,
         [runId, round, attempt],
       )
     ).map(toUpdate);

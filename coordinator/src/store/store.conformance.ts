@@ -281,6 +281,60 @@ export function storeConformance(
       ).rejects.toThrow();
     });
 
+    it('carried updates: an accepted update counts in a later attempt of its round, once per site', async () => {
+      expect(await db.appliedVersions('runs')).toEqual([1, 2, 3]);
+      const attempt2 = { ...(await runs.getRound('run-a', 1, 1))!, attempt: 2, state: 'open' as const };
+      await runs.insertRound(attempt2);
+      await runs.insertCarriedUpdate({
+        runId: 'run-a',
+        round: 1,
+        attempt: 2,
+        siteId: 'site-a',
+        updateId: 'u-1',
+        carriedAt: 'tc',
+      });
+      // The original row comes back, with the attempt that accepted it.
+      expect(await runs.listCarriedUpdates('run-a', 1, 2)).toEqual([await runs.getUpdateByTask('t-1')]);
+      expect((await runs.listCarriedUpdates('run-a', 1, 2))[0]).toMatchObject({ id: 'u-1', attempt: 1 });
+      expect(await runs.listCarriedUpdates('run-a', 1, 1)).toEqual([]);
+      expect(await runs.listUpdates('run-a', 1, 2)).toEqual([]);
+      // Attempt 2 accepts its own update of another site: both count, in siteId order.
+      await runs.insertTask({ ...task('t-3', 'run-a', 'site-0'), attempt: 2 });
+      await runs.insertUpdate({
+        id: 'u-3',
+        taskId: 't-3',
+        runId: 'run-a',
+        round: 1,
+        attempt: 2,
+        siteId: 'site-0',
+        exampleCount: 3,
+        metrics: {},
+        envelopePath: 'e3',
+        headerPath: 'h3',
+        receivedAt: 'tc',
+      });
+      expect((await runs.listRoundUpdates('run-a', 1, 2)).map((u) => [u.id, u.attempt])).toEqual([
+        ['u-3', 2],
+        ['u-1', 1],
+      ]);
+      expect((await runs.listRoundUpdates('run-a', 1, 1)).map((u) => u.id)).toEqual(['u-1']);
+      // A site is carried at most once per attempt, only into an attempt that exists, only a stored update.
+      const again = {
+        runId: 'run-a',
+        round: 1,
+        attempt: 2,
+        siteId: 'site-a',
+        updateId: 'u-1',
+        carriedAt: 'td',
+      };
+      await expect(runs.insertCarriedUpdate(again)).rejects.toThrow();
+      await expect(runs.insertCarriedUpdate({ ...again, attempt: 9 })).rejects.toThrow();
+      await expect(
+        runs.insertCarriedUpdate({ ...again, siteId: 'site-z', updateId: 'u-none' }),
+      ).rejects.toThrow();
+      expect(await runs.listRoundUpdates('run-a', 1, 2)).toHaveLength(2);
+    });
+
     it('transactions serialise: concurrent read-modify-write loses nothing', async () => {
       await audit.append('system', 'run.created', 'run-x', {});
       const before = await audit.count();
