@@ -2,13 +2,23 @@
  * Where the time of one BYOL + metadata step goes on a tfjs backend: per-kernel wall
  * time from `tf.profile`, summed by kernel name (and by shape for convolutions).
  *
- *   npx vite-node bench/training-profile.ts [-- --arch tiny --size 64 --batch 32 --backend wasm]
+ *   npx vite-node bench/training-profile.ts [-- --arch tiny --size 64 --batch 32 --backend wasm --steps 3]
+ *
+ * Also prints the wasm heap's size (it never shrinks: its high-water mark), peak RSS and
+ * the most tensors alive at once during the profiled step.
  */
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { pino } from 'pino';
 import { selectBackend } from '../site-agent/src/train/backend';
 import { createByolBench, type BenchArch } from './lib/byol-step';
+
+/** Size of the wasm backend's linear memory (it only grows): the heap's high-water mark. */
+function wasmHeapBytes(): number {
+  if (tf.getBackend() !== 'wasm') return 0;
+  const b = tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } };
+  return b.wasm.HEAPU8.buffer.byteLength;
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -19,16 +29,37 @@ async function main(): Promise<void> {
       batch: { type: 'string', default: '32' },
       backend: { type: 'string', default: 'wasm' },
       top: { type: 'string', default: '25' },
+      /** Unprofiled steps timed after the warm-up (0: none). */
+      steps: { type: 'string', default: '0' },
     },
   });
   await selectBackend(pino({ level: 'silent' }), values.backend as 'wasm' | 'cpu');
   const bench = await createByolBench(values.arch as BenchArch, Number(values.size), Number(values.batch));
+  const heapMiB = () => wasmHeapBytes() / 2 ** 20;
+  const heap0 = heapMiB();
   await bench.step(); // warm-up
+  const heap1 = heapMiB();
+  const steps = Number(values.steps);
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t = performance.now();
+    await bench.step();
+    times.push(performance.now() - t);
+  }
   const t0 = performance.now();
   const info = await tf.profile(async () => {
     await bench.step();
   });
   const wall = performance.now() - t0;
+  // Live tensors at their high-water mark: the engine's count after each kernel.
+  const peakTensors = Math.max(0, ...info.kernels.map((k) => k.totalTensorsSnapshot));
+  times.sort((a, b) => a - b);
+  console.log(
+    `unprofiled steps: median ${times.length ? times[Math.floor(times.length / 2)]!.toFixed(0) : '-'} ms ` +
+      `(${times.map((t) => t.toFixed(0)).join(', ')}); wasm heap ${heap0.toFixed(0)} MiB after setup, ` +
+      `${heap1.toFixed(0)} after the warm-up step, ${heapMiB().toFixed(0)} at the end; ` +
+      `peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; live tensors peak ${peakTensors}`,
+  );
   const byName = new Map<string, { ms: number; n: number }>();
   const byShape = new Map<string, { ms: number; n: number }>();
   let total = 0;

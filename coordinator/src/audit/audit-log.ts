@@ -26,6 +26,8 @@ export const AUDIT_ACTIONS = [
   'run.failed',
   'round.published',
   'round.failed',
+  'round.updates-carried',
+  'round.updates-not-carried',
   'update.accepted',
   'update.rejected',
   'model.pruned',

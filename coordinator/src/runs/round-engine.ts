@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { signTask, toBase64 } from '@fedssl/shared/crypto';
 import { FedsslError, type ErrorCode } from '@fedssl/shared/errors';
@@ -21,6 +22,7 @@ import {
   type RunRecord,
   type RunState,
   type TaskRow,
+  type UpdateRow,
 } from './run.types';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { privacySpent } from '../privacy/privacy-report';
@@ -69,6 +71,14 @@ export function modelVersionOf(runId: string, round: number): string {
   return `${runId}.r${round}`;
 }
 
+/** How the reason of a round attempt that failed in aggregation begins. */
+const AGGREGATION_FAILED = 'aggregation failed: ';
+
+/** How a carried (or not carried) update is named in the audit log: no payload, no paths. */
+function carriedRef(u: UpdateRow): { siteId: string; updateId: string; acceptedInAttempt: number } {
+  return { siteId: u.siteId, updateId: u.id, acceptedInAttempt: u.attempt };
+}
+
 /** The run settings a published manifest carries (signed): training, strategy with its options, seed. */
 function runHyperparameters(run: RunRecord): ModelHyperparameters {
   return {
@@ -82,6 +92,10 @@ function runHyperparameters(run: RunRecord): ModelHyperparameters {
  * The persisted round state machine (ARCHITECTURE.md §2):
  *   run:   created → running → (paused ⇄ running) → completed | cancelled | failed
  *   round: open → training → aggregating → published   (or → failed, retried as a new attempt)
+ * A retried attempt keeps the updates accepted earlier in its round when they were trained from
+ * its base model ({@link carryPlan}): they count toward its quorum, are aggregated once, and
+ * their sites get no new task; an attempt whose carried updates alone make the quorum and that
+ * has no other site to ask goes from `open` straight to `aggregating`.
  * Every transition is written to the store before it is acted on, so {@link resumeAll}
  * after a restart continues from the store alone. In-memory state is limited to timers
  * and "waiting for sites" flags, both rebuilt by resume.
@@ -376,26 +390,130 @@ export class RoundEngine {
     const manifest = base === null ? undefined : this.d.models.getManifest(base);
     if (!base || !manifest)
       throw new FedsslError('MODEL_VERSION_NOT_FOUND', `base model of run ${run.id} is missing`);
+    const baseSha256 = manifest.manifest.weightsSha256;
+    const plan = await this.carryPlan(run, round, attempt, baseSha256);
+    const now = this.iso();
+    // The new attempt and what it carries over are one transaction: a crash leaves both or neither.
     await this.d.repo.transaction(async () => {
       await this.d.repo.insertRound({
         runId: run.id,
         round,
         attempt,
         state: 'open',
-        startedAt: this.iso(),
+        startedAt: now,
         deadline: null,
         publishedAt: null,
         baseModelVersion: base,
-        baseModelSha256: manifest.manifest.weightsSha256,
+        baseModelSha256: baseSha256,
         modelVersion: null,
         modelSha256: null,
         reason: null,
       });
-      await this.d.repo.updateRun(run.id, { currentRound: round }, this.iso());
+      await this.d.repo.updateRun(run.id, { currentRound: round }, now);
+      for (const u of plan.carry) {
+        await this.d.repo.insertCarriedUpdate({
+          runId: run.id,
+          round,
+          attempt,
+          siteId: u.siteId,
+          updateId: u.id,
+          carriedAt: now,
+        });
+      }
+      if (plan.carry.length > 0)
+        await this.d.audit.append('system', 'round.updates-carried', run.id, {
+          round,
+          attempt,
+          updates: plan.carry.map(carriedRef),
+        });
+      for (const d of plan.notCarried)
+        await this.d.audit.append('system', 'round.updates-not-carried', run.id, {
+          round,
+          attempt,
+          reason: d.reason,
+          updates: d.updates.map(carriedRef),
+        });
     });
+    if (plan.carry.length > 0)
+      this.log.info(
+        { runId: run.id, round, attempt, carried: plan.carry.length, sites: plan.carry.map((u) => u.siteId) },
+        'accepted updates carried over',
+      );
+    for (const d of plan.notCarried)
+      this.log.warn(
+        {
+          runId: run.id,
+          round,
+          attempt,
+          reason: d.reason,
+          updates: d.updates.length,
+          sites: d.updates.map((u) => u.siteId),
+        },
+        'accepted updates not carried over',
+      );
     this.log.info({ runId: run.id, round, attempt }, 'round open');
     this.events.emit('round', { runId: run.id, round, attempt, state: 'open' });
     await this.trySelect(run.id);
+  }
+
+  /**
+   * What a retried attempt keeps from the attempt before it (its accepted updates and those it
+   * had carried): an update counts again only if it was trained from the same base model
+   * (its task's model hash equals the new attempt's), its site is still enrolled and its files
+   * are still on disk; after a failed aggregation, only if its file still opens and decodes (so
+   * an update damaged on disk does not fail every later attempt too). Nothing is carried into a first attempt, when the run opts out
+   * (`reuseAcceptedUpdates: false`) or under secure aggregation (a masked update unmasks only
+   * together with the masks of its own attempt's participants).
+   */
+  private async carryPlan(
+    run: RunRecord,
+    round: number,
+    attempt: number,
+    baseSha256: string,
+  ): Promise<{ carry: UpdateRow[]; notCarried: { reason: string; updates: UpdateRow[] }[] }> {
+    const earlier = attempt > 1 ? await this.d.repo.listRoundUpdates(run.id, round, attempt - 1) : [];
+    if (earlier.length === 0) return { carry: [], notCarried: [] };
+    const none = (reason: string) => ({ carry: [], notCarried: [{ reason, updates: earlier }] });
+    if (run.config.reuseAcceptedUpdates === false) return none('the run sets reuseAcceptedUpdates: false');
+    if (run.config.privacy?.secureAggregation)
+      return none("secure aggregation: a masked update only unmasks within its own attempt's participants");
+    const reopen =
+      (await this.d.repo.getRound(run.id, round, attempt - 1))?.reason?.startsWith(AGGREGATION_FAILED) ??
+      false;
+    const carry: UpdateRow[] = [];
+    const notCarried = new Map<string, UpdateRow[]>();
+    for (const u of earlier) {
+      const trainedFrom = (await this.d.repo.getTask(u.taskId))?.modelHash;
+      let reason: string | null = null;
+      if (trainedFrom !== baseSha256)
+        reason = `base model changed: trained from ${trainedFrom ?? 'an unknown model'}, the round now starts from ${baseSha256}`;
+      else if ((await this.d.sites.get(u.siteId))?.status !== 'enrolled') reason = 'site no longer enrolled';
+      else if (!existsSync(u.envelopePath) || !existsSync(u.headerPath))
+        reason = 'update files missing on disk';
+      else if (reopen) {
+        const problem = this.unreadable(run, u);
+        if (problem !== null) reason = `update no longer opens: ${problem}`;
+      }
+      if (reason === null) carry.push(u);
+      else notCarried.set(reason, [...(notCarried.get(reason) ?? []), u]);
+    }
+    return { carry, notCarried: [...notCarried].map(([reason, updates]) => ({ reason, updates })) };
+  }
+
+  /** Why an accepted update's sealed file no longer opens and decodes as it did at commit, or null. */
+  private unreadable(run: RunRecord, u: UpdateRow): string | null {
+    try {
+      const { header } = this.d.updates.readHeader(u.headerPath);
+      const boxKey = this.d.keys.boxSecretKeyFor(header, { allowExpired: true });
+      decodeDelta(
+        openEnvelopeFile(u.envelopePath, header, boxKey),
+        run.config.model,
+        run.config.maxUpdateNorm,
+      );
+      return null;
+    } catch (e) {
+      return isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : String(e);
+    }
   }
 
   /**
@@ -462,9 +580,14 @@ export class RoundEngine {
       this.waiting.delete(runId);
       return;
     }
-    const eligible = await this.eligibleSites(run);
+    // A site whose update was carried into this attempt has done its work for the round.
+    const carried = new Set(
+      (await this.d.repo.listCarriedUpdates(runId, round.round, round.attempt)).map((u) => u.siteId),
+    );
+    const eligible = (await this.eligibleSites(run)).filter((id) => !carried.has(id));
     const { minSites } = run.config;
-    if (eligible.length < minSites) {
+    const needed = Math.max(0, minSites - carried.size);
+    if (eligible.length < needed) {
       if (this.waiting.get(runId) !== eligible.length) {
         this.log.info(
           {
@@ -473,7 +596,8 @@ export class RoundEngine {
             attempt: round.attempt,
             online: eligible.length,
             minSites,
-            waitingFor: minSites - eligible.length,
+            ...(carried.size > 0 ? { carried: carried.size } : {}),
+            waitingFor: needed - eligible.length,
           },
           'waiting for sites',
         );
@@ -482,6 +606,16 @@ export class RoundEngine {
       return;
     }
     this.waiting.delete(runId);
+    if (eligible.length === 0) {
+      // Only possible with carried updates enough for the quorum (the attempt before failed
+      // after collecting them) and no other site to ask: aggregate them as they are.
+      this.log.info(
+        { runId, round: round.round, attempt: round.attempt, carried: carried.size },
+        'round aggregating carried updates only',
+      );
+      await this.aggregate(runId, round);
+      return;
+    }
     await this.issueTasks(run, round, eligible);
   }
 
@@ -702,14 +836,31 @@ export class RoundEngine {
     const tasks = await this.d.repo.listTasks(runId, roundNo, attempt);
     if (tasks.some((t) => t.state === 'offered')) return;
     const run = await this.getRun(runId);
-    const accepted = tasks.filter((t) => t.state === 'accepted').length;
-    if (accepted >= run.config.minSites) await this.aggregate(runId, round);
+    const counted = await this.countedUpdates(round, tasks);
+    if (counted.total >= run.config.minSites) await this.aggregate(runId, round);
     else
       await this.failRound(
         run,
         round,
-        `every task answered with ${accepted} accepted update(s); need ${run.config.minSites}`,
+        `every task answered with ${counted.text}; need ${run.config.minSites}`,
       );
+  }
+
+  /** Accepted updates that count in a round attempt: its own and those carried into it. */
+  private async countedUpdates(
+    round: RoundRow,
+    tasks: readonly TaskRow[],
+  ): Promise<{ total: number; text: string }> {
+    const own = tasks.filter((t) => t.state === 'accepted').length;
+    const carried = (await this.d.repo.listCarriedUpdates(round.runId, round.round, round.attempt)).length;
+    const total = own + carried;
+    return {
+      total,
+      text:
+        carried === 0
+          ? `${total} accepted update(s)`
+          : `${total} accepted update(s) (${carried} carried over from an earlier attempt)`,
+    };
   }
 
   private async onDeadline(runId: string, roundNo: number, attempt: number): Promise<void> {
@@ -717,18 +868,12 @@ export class RoundEngine {
     const round = await this.d.repo.getRound(runId, roundNo, attempt);
     if (round?.state !== 'training') return;
     const run = await this.getRun(runId);
-    const accepted = (await this.d.repo.listTasks(runId, roundNo, attempt)).filter(
-      (t) => t.state === 'accepted',
-    ).length;
-    if (accepted >= run.config.minSites) {
+    const counted = await this.countedUpdates(round, await this.d.repo.listTasks(runId, roundNo, attempt));
+    if (counted.total >= run.config.minSites) {
       await this.dropOutstanding(round, 'round deadline passed');
       await this.aggregate(runId, round);
     } else {
-      await this.failRound(
-        run,
-        round,
-        `deadline passed with ${accepted} accepted update(s); need ${run.config.minSites}`,
-      );
+      await this.failRound(run, round, `deadline passed with ${counted.text}; need ${run.config.minSites}`);
     }
     this.kickWaiting(runId);
   }
@@ -802,7 +947,7 @@ export class RoundEngine {
       } catch (e) {
         timed(false);
         if (this.deferOnFullDisk(runId, round.round, e)) return;
-        const reason = `aggregation failed: ${isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : String(e)}`;
+        const reason = `${AGGREGATION_FAILED}${isFedsslErrorLike(e) ? `${e.code}: ${e.message}` : String(e)}`;
         this.log.error({ runId, round: round.round, err: e }, 'aggregation failed');
         await this.d.repo.updateRound(runId, round.round, round.attempt, { state: 'training' });
         await this.failRound(run, round, reason);
@@ -864,13 +1009,16 @@ export class RoundEngine {
     });
   }
 
-  /** Folds accepted updates, read back from disk one at a time in siteId order, and publishes. */
+  /**
+   * Folds the attempt's accepted updates (with those carried into it), read back from disk one
+   * at a time in siteId order, and publishes.
+   */
   private async foldAndPublish(run: RunRecord, round: RoundRow, version: string) {
     // Crash (or full disk) here in the faults suite: the round is `aggregating`, nothing published.
     faultPoint('aggregation.before-publish', { runId: run.id, round: round.round });
     const sources: UpdateSource[] = [];
     const masked: MaskedUpload[] = [];
-    for (const u of await this.d.repo.listUpdates(run.id, round.round, round.attempt)) {
+    for (const u of await this.d.repo.listRoundUpdates(run.id, round.round, round.attempt)) {
       if ((await this.d.sites.get(u.siteId))?.status !== 'enrolled') {
         this.log.warn(
           { runId: run.id, round: round.round, siteId: u.siteId },

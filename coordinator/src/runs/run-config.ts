@@ -27,6 +27,12 @@ export const runConfigSchema = z
     maxUpdateNorm: z.number().positive().max(1e12).default(DEFAULT_MAX_UPDATE_NORM),
     /** Sites whose last reported exampleCount is below this are not selected (0 = no minimum). */
     minExamples: z.number().int().min(0).max(1e9).default(0),
+    /**
+     * When an attempt of a round fails and the round is retried from the same base model, the
+     * updates already accepted for it count in the new attempt and their sites are not asked to
+     * train again (docs/operations.md). `false`: every attempt starts from no update.
+     */
+    reuseAcceptedUpdates: z.boolean().default(true),
     /** Differential privacy and secure aggregation (docs/privacy.md); absent: neither. */
     privacy: privacyConfigSchema.optional(),
   })

@@ -7,7 +7,7 @@ import type { AuditSink, RoundEngine } from './round-engine';
 import { privacySpent } from '../privacy/privacy-report';
 import { parseRunConfig } from './run-config';
 import type { RunRepository } from './run.repository';
-import type { RunDetail, RunRecord, RoundView } from './run.types';
+import type { ParticipantView, RunDetail, RunRecord, RoundView } from './run.types';
 
 /** Creating, starting and reading runs; the state machine itself is RoundEngine's. */
 export class RunService {
@@ -81,7 +81,7 @@ export class RunService {
       const updates = new Map(
         (await this.repo.listUpdates(runId, r.round, r.attempt)).map((u) => [u.taskId, u]),
       );
-      const participants = [];
+      const participants: ParticipantView[] = [];
       for (const t of await this.repo.listTasks(runId, r.round, r.attempt)) {
         const u = updates.get(t.id);
         participants.push({
@@ -93,6 +93,20 @@ export class RunService {
           reason: t.reason,
         });
       }
+      // Updates carried into this attempt from an earlier one count here as accepted.
+      const carried = await this.repo.listCarriedUpdates(runId, r.round, r.attempt);
+      for (const u of carried) {
+        participants.push({
+          siteId: u.siteId,
+          siteName: (await this.sites.get(u.siteId))?.name ?? null,
+          state: 'accepted',
+          exampleCount: u.exampleCount,
+          metrics: u.metrics,
+          reason: `carried over from attempt ${u.attempt}`,
+        });
+      }
+      if (carried.length > 0)
+        participants.sort((a, b) => (a.siteId < b.siteId ? -1 : a.siteId > b.siteId ? 1 : 0));
       rounds.push({
         round: r.round,
         attempt: r.attempt,

@@ -28,8 +28,13 @@ export function targetProjections(
   reducer?: MomentsReducer,
 ): [tf.Tensor2D, tf.Tensor2D] {
   const opts = { training: true, ...(reducer ? { reducer } : {}) };
-  const tz = mlpForward('projector', target, encoderForward(model, target, globals, opts), opts);
-  return tf.split(tz, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+  // Its own tidy: without a tape nothing needs the target's activations once the
+  // projections exist, and the caller's scope would otherwise hold all of them (a
+  // full forward of both views) through the online forward and backward.
+  return tf.tidy(() => {
+    const tz = mlpForward('projector', target, encoderForward(model, target, globals, opts), opts);
+    return tf.split(tz, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+  });
 }
 
 export interface ObjectiveInputs {

@@ -86,16 +86,19 @@ export function batchNormCore(
     });
     return {
       value,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sx, sm, sr, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
-        const xhat = tf.mul(tf.sub(sx, sm), sr);
-        const dBeta = tf.sum(dy, axes);
-        const dGamma = tf.sum(tf.mul(dy, xhat), axes);
-        const [sumDy, sumDyXhat] = reducer ? reducer.sums(dBeta, dGamma) : [dBeta, dGamma];
-        const k = tf.mul(sg, sr);
-        const corr = tf.add(tf.mul(xhat, tf.div(sumDyXhat, n)), tf.div(sumDy, n));
-        return [tf.mul(tf.sub(dy, corr), k), dGamma, dBeta];
-      },
+      // In its own tidy: the engine runs a custom gradient outside any per-node scope, so
+      // its full-size intermediates would otherwise live until the whole backward ends.
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [sx, sm, sr, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+          const xhat = tf.mul(tf.sub(sx, sm), sr);
+          const dBeta = tf.sum(dy, axes);
+          const dGamma = tf.sum(tf.mul(dy, xhat), axes);
+          const [sumDy, sumDyXhat] = reducer ? reducer.sums(dBeta, dGamma) : [dBeta, dGamma];
+          const k = tf.mul(sg, sr);
+          const corr = tf.add(tf.mul(xhat, tf.div(sumDyXhat, n)), tf.div(sumDy, n));
+          return [tf.mul(tf.sub(dy, corr), k), dGamma, dBeta];
+        }),
     };
   });
   return f(x, gamma, beta);
