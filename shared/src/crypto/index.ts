@@ -4,6 +4,12 @@
  */
 export { assertBytes, concatBytes, equalBytes, fromBase64, toBase64, toHex, utf8 } from './bytes';
 export { bulkBackend, setBulkBackend, type BulkBackendChoice, type BulkBackendName } from './bulk-backend';
+export {
+  setSignatureBackend,
+  signatureBackend,
+  type SignatureBackendChoice,
+  type SignatureBackendName,
+} from './ed25519';
 export { createSha256, createSha512, sha256Hex, sha512Hex, type IncrementalHash } from './hash';
 export { canonicalJson } from './canonical-json';
 export {

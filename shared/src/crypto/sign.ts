@@ -1,7 +1,7 @@
-import nacl from 'tweetnacl';
 import { FedsslError } from '../errors';
 import { assertBytes, concatBytes, fromBase64, toBase64, utf8 } from './bytes';
 import { canonicalJson } from './canonical-json';
+import { ed25519Sign, ed25519Verify } from './ed25519';
 import { SIGNATURE_BYTES, SIGNING_PUBLIC_KEY_BYTES, SIGNING_SECRET_KEY_BYTES } from './keys';
 
 /**
@@ -19,15 +19,16 @@ export const SIGNING_DOMAINS = {
 } as const;
 export type SigningDomain = keyof typeof SIGNING_DOMAINS;
 
-/** Ed25519 detached signature of `bytes`, base64 (64 bytes). */
+/** Ed25519 detached signature of `bytes`, base64 (64 bytes; node:crypto, tweetnacl as the fallback). */
 export function signBytes(bytes: Uint8Array, secretKey: Uint8Array): string {
   assertBytes(bytes, undefined, 'bytes');
   assertBytes(secretKey, SIGNING_SECRET_KEY_BYTES, 'secretKey');
-  return toBase64(nacl.sign.detached(bytes, secretKey));
+  return toBase64(ed25519Sign(bytes, secretKey));
 }
 
 /**
- * True iff `sigB64` is a valid Ed25519 signature of `bytes` under `publicKey`.
+ * True iff `sigB64` is a valid Ed25519 signature of `bytes` under `publicKey` (node:crypto,
+ * tweetnacl as the fallback; a non-reduced scalar S ≥ L is not valid, see `ed25519.ts`).
  * A malformed signature string is simply not valid (false); a malformed key or message
  * is a programming error and throws CRYPTO_INVALID_ARGUMENT.
  */
@@ -40,7 +41,7 @@ export function verifyBytes(bytes: Uint8Array, sigB64: string, publicKey: Uint8A
   } catch {
     return false;
   }
-  return nacl.sign.detached.verify(bytes, sig, publicKey);
+  return ed25519Verify(bytes, sig, publicKey);
 }
 
 /** The exact bytes signed for `value` in `domain`: prefix ‖ canonical JSON, UTF-8. */

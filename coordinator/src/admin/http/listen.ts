@@ -7,7 +7,7 @@ import { Logger as PinoNestLogger, LoggerModule } from 'nestjs-pino';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { ServerOptions } from 'socket.io';
-import { bulkBackend } from '@fedssl/shared/crypto';
+import { bulkBackend, signatureBackend } from '@fedssl/shared/crypto';
 import { MAX_CHUNK_BYTES } from '@fedssl/shared/protocol';
 import type { CoordinatorConfig } from '../../config/config';
 import { setupOpenApi } from '../../ops/openapi';
@@ -78,8 +78,12 @@ export async function listenNestApp(
   const address = app.getHttpServer().address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  // bulkCrypto: which secretbox implementation opens update chunks (sodium-native or the tweetnacl fallback).
-  logger.info({ url, port: address.port, bulkCrypto: bulkBackend().name }, 'coordinator listening');
+  // bulkCrypto: which secretbox implementation opens update chunks (sodium-native or the tweetnacl
+  // fallback); signatures: which Ed25519 implementation signs and verifies (node-crypto or tweetnacl).
+  logger.info(
+    { url, port: address.port, bulkCrypto: bulkBackend().name, signatures: signatureBackend() },
+    'coordinator listening',
+  );
   let closed: Promise<void> | undefined;
   return {
     app,
