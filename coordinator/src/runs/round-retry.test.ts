@@ -62,17 +62,21 @@ async function start(
 }
 
 /**
- * Two sites (100 examples each, deltas 0.2 and 0.4) tasked in a one-round run whose first
- * publication fails ("model store unavailable"), so its first aggregation fails.
+ * Two sites (100 examples each, deltas 0.2 and 0.4) tasked in a one-round run whose model store
+ * refuses to publish ("model store unavailable") until an attempt has failed, so its first
+ * aggregation fails (or fails earlier, when it reads an update the test damaged).
  */
 async function aggregationFailsOnce(fx: FederationFixture) {
   const a = fx.agent('site-a', 100, 0.2);
   const b = fx.agent('site-b', 100, 0.4);
   const started = await start(fx, [a, b], { rounds: 1, minSites: 2 });
   const publish = fx.models.publish.bind(fx.models);
-  let broken = 1;
+  let broken = true;
+  fx.engine.events.on('round', (e) => {
+    if (e.state === 'failed') broken = false;
+  });
   fx.models.publish = (args) => {
-    if (broken-- > 0) throw new Error('model store unavailable');
+    if (broken) throw new Error('model store unavailable');
     return publish(args);
   };
   return { a, b, ...started };
