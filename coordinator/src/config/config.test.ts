@@ -26,6 +26,7 @@ describe('loadConfig', () => {
       keyGraceSeconds: 86_400,
       retainVersions: 0,
       maxClockSkewSeconds: 600,
+      ingestCacheMiB: 1024,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -40,6 +41,7 @@ describe('loadConfig', () => {
       FEDSSL_KEY_GRACE_SECONDS: '3600',
       FEDSSL_RETAIN_VERSIONS: '5',
       FEDSSL_MAX_CLOCK_SKEW_SECONDS: '120',
+      FEDSSL_INGEST_CACHE_MB: '0',
     });
     expect(c).toEqual({
       host: '0.0.0.0',
@@ -50,6 +52,7 @@ describe('loadConfig', () => {
       keyGraceSeconds: 3600,
       retainVersions: 5,
       maxClockSkewSeconds: 120,
+      ingestCacheMiB: 0,
     });
     expect(sqliteFileFor(c)).toBe('/var/lib/fedssl/db.sqlite');
     expect(sqliteFileFor({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
@@ -77,6 +80,12 @@ describe('loadConfig', () => {
   it('rejects a retention count that is not a whole number', () => {
     expect(errorOf(() => loadConfig({ FEDSSL_RETAIN_VERSIONS: '-1' })).message).toBe(
       'invalid configuration: FEDSSL_RETAIN_VERSIONS: expected a whole number of versions to keep per run (0 = all), got "-1"',
+    );
+  });
+
+  it('rejects an ingest cache size that is not whole MiB', () => {
+    expect(errorOf(() => loadConfig({ FEDSSL_INGEST_CACHE_MB: '1.5G' })).message).toBe(
+      'invalid configuration: FEDSSL_INGEST_CACHE_MB: expected whole MiB 0–9999999 (0 = keep no opened update), got "1.5G"',
     );
   });
 

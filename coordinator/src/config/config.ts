@@ -27,6 +27,12 @@ export interface CoordinatorConfig {
    * (FEDSSL_MAX_CLOCK_SKEW_SECONDS, default 600). Absent: the default.
    */
   maxClockSkewSeconds?: number;
+  /**
+   * Memory for accepted updates kept opened from commit to aggregation, in MiB
+   * (FEDSSL_INGEST_CACHE_MB, default 1024; 0 = open every update again at aggregation).
+   * Absent: the default.
+   */
+  ingestCacheMiB?: number;
 }
 
 /** Default grace period of a replaced key: 24 hours. */
@@ -93,6 +99,13 @@ const envSchema = z.object({
       error: (i) => `expected whole seconds 0–9999999, got ${shown(i.input)}`,
     })
     .transform(Number),
+  FEDSSL_INGEST_CACHE_MB: z
+    .string()
+    .default('1024')
+    .refine((s) => /^\d{1,7}$/.test(s), {
+      error: (i) => `expected whole MiB 0–9999999 (0 = keep no opened update), got ${shown(i.input)}`,
+    })
+    .transform(Number),
 });
 
 /**
@@ -122,5 +135,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): CoordinatorConfig {
     keyGraceSeconds: e.FEDSSL_KEY_GRACE_SECONDS,
     retainVersions: e.FEDSSL_RETAIN_VERSIONS,
     maxClockSkewSeconds: e.FEDSSL_MAX_CLOCK_SKEW_SECONDS,
+    ingestCacheMiB: e.FEDSSL_INGEST_CACHE_MB,
   });
 }

@@ -172,6 +172,12 @@ export class FakeAgent {
   }
 }
 
+/** Settings of a {@link FederationFixture} that differ from production defaults. */
+export interface FixtureOptions {
+  /** Memory for updates kept opened from commit to aggregation (UpdateStore's default if absent). */
+  openedBudgetBytes?: number;
+}
+
 /** Everything a federation test needs, over one data dir that survives {@link restart}. */
 export class FederationFixture {
   readonly dataDir = mkdtempSync(join(tmpdir(), 'fedssl-fed-'));
@@ -191,13 +197,16 @@ export class FederationFixture {
   uploads!: UploadService;
   runs!: RunService;
 
-  private constructor(logger?: Logger) {
+  private constructor(
+    logger?: Logger,
+    private readonly options: FixtureOptions = {},
+  ) {
     this.logger = logger ?? pino({ level: 'silent' });
   }
 
   /** A fixture over a fresh data dir (SQLite store, migrated). */
-  static async create(logger?: Logger): Promise<FederationFixture> {
-    const f = new FederationFixture(logger);
+  static async create(logger?: Logger, options?: FixtureOptions): Promise<FederationFixture> {
+    const f = new FederationFixture(logger, options);
     await f.build();
     return f;
   }
@@ -215,7 +224,7 @@ export class FederationFixture {
     this.keys = new CoordinatorKeysService(config, this.logger);
     this.models = new ModelStoreService(config, this.keys, this.clock, this.logger);
     this.repo = await new RunRepository(this.db).init();
-    this.updates = new UpdateStore(this.dataDir);
+    this.updates = new UpdateStore(this.dataDir, this.options);
     const deps = {
       repo: this.repo,
       transport: this.transport,

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { signTask, toBase64 } from '@fedssl/shared/crypto';
 import { FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import { initSharedWeights } from '@fedssl/shared/model';
-import type { ModelHyperparameters, Task } from '@fedssl/shared/protocol';
+import type { ModelHyperparameters, Task, UpdateHeader } from '@fedssl/shared/protocol';
 import { strategyLabel, type UpdateSource } from '../strategies';
 import { normalizeStrategyConfig } from '../strategies/config';
 import { aggregateRound } from '../strategies/aggregate-round';
@@ -1026,18 +1026,20 @@ export class RoundEngine {
         );
         continue;
       }
-      const readPlain = () => {
-        const { header } = this.d.updates.readHeader(u.headerPath);
-        // Accepted in time, so opened even if its box key's grace has ended since.
-        const boxKey = this.d.keys.boxSecretKeyFor(header, { allowExpired: true });
-        return openEnvelopeFile(u.envelopePath, header, boxKey);
-      };
-      masked.push({ siteId: u.siteId, exampleCount: u.exampleCount, readPlain });
-      // Read lazily: strategies hold one decrypted delta at a time (memory O(model)).
+      // Accepted in time, so opened even if its box key's grace has ended since.
+      const boxKey = (header: UpdateHeader) => this.d.keys.boxSecretKeyFor(header, { allowExpired: true });
+      // What commit opened if still held, else opened again from the sealed file (same values).
+      masked.push({
+        siteId: u.siteId,
+        exampleCount: u.exampleCount,
+        readPlain: () => this.d.updates.readAcceptedPlain(u, boxKey),
+      });
+      // Read lazily: strategies take one delta at a time, in siteId order.
       sources.push({
         siteId: u.siteId,
         exampleCount: u.exampleCount,
-        readDelta: () => decodeDelta(readPlain(), run.config.model, run.config.maxUpdateNorm),
+        readDelta: () =>
+          this.d.updates.readAcceptedDelta(u, boxKey, run.config.model, run.config.maxUpdateNorm),
       });
     }
     if (sources.length < run.config.minSites) {

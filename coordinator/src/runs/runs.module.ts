@@ -54,7 +54,10 @@ export class RunsLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
     },
     {
       provide: UpdateStore,
-      useFactory: (c: CoordinatorConfig) => new UpdateStore(c.dataDir),
+      useFactory: (c: CoordinatorConfig) =>
+        new UpdateStore(c.dataDir, {
+          ...(c.ingestCacheMiB !== undefined ? { openedBudgetBytes: c.ingestCacheMiB * 1024 * 1024 } : {}),
+        }),
       inject: [CONFIG],
     },
     {

@@ -22,6 +22,7 @@ import { sharedParamSpecs, type ModelConfig } from '@fedssl/shared/model';
 import type { UpdateHeader } from '@fedssl/shared/protocol';
 import { faultPoint } from '../faults/fault-hook';
 import { whenOutOfSpace } from '../faults/storage-full';
+import { DEFAULT_OPENED_UPDATES_MIB, OpenedUpdates } from './opened-updates';
 
 /** Poly1305 tag added to every encrypted chunk. */
 const TAG_BYTES = 16;
@@ -47,9 +48,21 @@ function chunkOffset(header: UpdateHeader, index: number): number {
  * A part file holds whole, fsynced chunks only, and its name derives from the task and the
  * envelope's signature, so after a coordinator restart the same envelope begun again finds
  * its part file and resumes after the last chunk that reached the disk.
+ *
+ * What commit opened is kept in {@link opened} until aggregation (see {@link OpenedUpdates}),
+ * so the normal path opens each update once; {@link readAcceptedDelta} falls back to the file.
  */
 export class UpdateStore {
-  constructor(readonly dataDir: string) {}
+  /** Accepted updates as commit opened them, by update id (memory only). */
+  readonly opened: OpenedUpdates;
+
+  /** `openedBudgetBytes`: memory for {@link opened} (default 1 GiB; 0 = re-open every update at aggregation). */
+  constructor(
+    readonly dataDir: string,
+    options: { openedBudgetBytes?: number } = {},
+  ) {
+    this.opened = new OpenedUpdates(options.openedBudgetBytes ?? DEFAULT_OPENED_UPDATES_MIB * 1024 * 1024);
+  }
 
   partPath(uploadId: string): string {
     return join(this.dataDir, 'uploads', `${uploadId}.part`);
@@ -160,6 +173,50 @@ export class UpdateStore {
   readHeader(headerPath: string): { header: UpdateHeader; signature: string } {
     return JSON.parse(readFileSync(headerPath, 'utf8')) as { header: UpdateHeader; signature: string };
   }
+
+  /**
+   * Decrypts an envelope file ({@link openEnvelopeFile}): the one place the coordinator opens
+   * an update, at commit and, when {@link opened} does not hold it, at aggregation.
+   */
+  openEnvelope(path: string, header: UpdateHeader, coordinatorBoxSecretKey: Uint8Array): Uint8Array {
+    return openEnvelopeFile(path, header, coordinatorBoxSecretKey);
+  }
+
+  /** The plaintext of an accepted update from its sealed file (the header beside it names the key). */
+  private reopen(u: AcceptedUpdateRef, boxKeyFor: (header: UpdateHeader) => Uint8Array): Uint8Array {
+    const { header } = this.readHeader(u.headerPath);
+    return this.openEnvelope(u.envelopePath, header, boxKeyFor(header));
+  }
+
+  /**
+   * The validated delta of an accepted update for aggregation: the one commit decoded if it is
+   * still held (and no longer held after this call), else opened and decoded again from its
+   * sealed file, which gives the same values.
+   */
+  readAcceptedDelta(
+    u: AcceptedUpdateRef,
+    boxKeyFor: (header: UpdateHeader) => Uint8Array,
+    model: ModelConfig,
+    maxUpdateNorm: number,
+  ): NamedTensors {
+    const held = this.opened.take(u.id);
+    if (held?.kind === 'delta') return held.tensors;
+    return decodeDelta(this.reopen(u, boxKeyFor), model, maxUpdateNorm);
+  }
+
+  /** The opened plaintext of an accepted masked update (secure aggregation), as {@link readAcceptedDelta}. */
+  readAcceptedPlain(u: AcceptedUpdateRef, boxKeyFor: (header: UpdateHeader) => Uint8Array): Uint8Array {
+    const held = this.opened.take(u.id);
+    if (held?.kind === 'masked') return held.plain;
+    return this.reopen(u, boxKeyFor);
+  }
+}
+
+/** Where an accepted update is: its id and the files {@link UpdateStore.promote} wrote. */
+export interface AcceptedUpdateRef {
+  id: string;
+  envelopePath: string;
+  headerPath: string;
 }
 
 /**

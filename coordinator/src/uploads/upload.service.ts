@@ -16,7 +16,8 @@ import type { AuditSink, RoundEngine } from '../runs/round-engine';
 import { formatIssues } from '../runs/run-config';
 import type { RunRepository } from '../runs/run.repository';
 import type { TaskRow } from '../runs/run.types';
-import { chunkCiphertextLength, decodeDelta, openEnvelopeFile, type UpdateStore } from './update-store';
+import { chunkCiphertextLength, decodeDelta, type UpdateStore } from './update-store';
+import type { OpenedUpdate } from './opened-updates';
 import { readMaskedUpdate } from '../privacy/secagg-driver';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { signingKeyFor } from '../sites/site-keys';
@@ -101,11 +102,17 @@ export class UploadService {
   constructor(private readonly d: UploadServiceDeps) {
     this.log = d.logger.child({ context: 'UploadService' });
     // A round that stopped collecting can accept nothing more: its unfinished uploads go.
+    // Opened updates are kept for aggregation until their round is published (a failed attempt's
+    // may still be aggregated with the retried attempt) or their run ends.
     d.engine.events.on('round', (e) => {
       if (e.state === 'published' || e.state === 'failed') this.dropRound(e.runId, e.round);
+      if (e.state === 'published') d.updates.opened.dropRun(e.runId, e.round);
     });
     d.engine.events.on('run', (e) => {
-      if (e.state === 'cancelled' || e.state === 'failed' || e.state === 'completed') this.dropRound(e.runId);
+      if (e.state === 'cancelled' || e.state === 'failed' || e.state === 'completed') {
+        this.dropRound(e.runId);
+        d.updates.opened.dropRun(e.runId);
+      }
     });
   }
 
@@ -373,17 +380,22 @@ export class UploadService {
       return this.refuse(connSiteId, s.taskId, new FedsslError(closed!.code, closed!.message));
     }
     const run = (await this.d.repo.getRun(task.runId))!;
+    let opened: OpenedUpdate;
     try {
-      const plain = openEnvelopeFile(
+      const plain = this.d.updates.openEnvelope(
         this.d.updates.partPath(s.uploadId),
         s.header,
         this.d.keys.boxSecretKeyFor(s.header),
       );
       // A masked update (secure aggregation) is only checked for shape: its values look random.
-      if (run.config.privacy?.secureAggregation) readMaskedUpdate(plain, run.config.model);
-      else decodeDelta(plain, run.config.model, run.config.maxUpdateNorm);
+      if (run.config.privacy?.secureAggregation) {
+        readMaskedUpdate(plain, run.config.model);
+        opened = { kind: 'masked', plain };
+      } else {
+        opened = { kind: 'delta', tensors: decodeDelta(plain, run.config.model, run.config.maxUpdateNorm) };
+      }
     } catch (e) {
-      await this.fail(s, e);
+      return this.fail(s, e);
     }
     const updateId = `upd-${randomBytes(12).toString('hex')}`;
     let paths: ReturnType<UpdateStore['promote']>;
@@ -394,31 +406,39 @@ export class UploadService {
     }
     this.sessions.delete(s.uploadId);
     const now = new Date(this.d.clock.now()).toISOString();
+    // Kept for aggregation, which then need not open the file again. Put before the row exists
+    // (nothing can ask for this id yet), so an aggregation right after the commit finds it.
+    this.d.updates.opened.put(updateId, task.runId, task.round, opened);
     // The accepted answer, the update row and its audit entry commit together or not at all.
-    await this.d.repo.transaction(async () => {
-      if (!(await this.d.repo.answerTask(task.id, 'accepted', null, now))) {
-        throw new FedsslError('TASK_ALREADY_ANSWERED', `task ${task.id} was already answered`);
-      }
-      await this.d.repo.insertUpdate({
-        id: updateId,
-        taskId: task.id,
-        runId: task.runId,
-        round: task.round,
-        attempt: task.attempt,
-        siteId: task.siteId,
-        exampleCount: s.header.exampleCount,
-        metrics: s.header.metrics,
-        ...paths,
-        receivedAt: now,
-        signature: s.signature,
+    await this.d.repo
+      .transaction(async () => {
+        if (!(await this.d.repo.answerTask(task.id, 'accepted', null, now))) {
+          throw new FedsslError('TASK_ALREADY_ANSWERED', `task ${task.id} was already answered`);
+        }
+        await this.d.repo.insertUpdate({
+          id: updateId,
+          taskId: task.id,
+          runId: task.runId,
+          round: task.round,
+          attempt: task.attempt,
+          siteId: task.siteId,
+          exampleCount: s.header.exampleCount,
+          metrics: s.header.metrics,
+          ...paths,
+          receivedAt: now,
+          signature: s.signature,
+        });
+        await this.d.audit.append(`site:${task.siteId}`, 'update.accepted', task.id, {
+          runId: task.runId,
+          round: task.round,
+          updateId,
+          exampleCount: s.header.exampleCount,
+        });
+      })
+      .catch((e: unknown) => {
+        this.d.updates.opened.take(updateId);
+        throw e;
       });
-      await this.d.audit.append(`site:${task.siteId}`, 'update.accepted', task.id, {
-        runId: task.runId,
-        round: task.round,
-        updateId,
-        exampleCount: s.header.exampleCount,
-      });
-    });
     this.log.info(
       { siteId: task.siteId, taskId: task.id, updateId, exampleCount: s.header.exampleCount },
       'update accepted',
