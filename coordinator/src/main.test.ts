@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { io, type Socket } from 'socket.io-client';
-import { generatePartyKeys, signBytes, toBase64, type PartyKeys } from '@fedssl/shared/crypto';
+import { generatePartyKeys, signBytes, type PartyKeys } from '@fedssl/shared/crypto';
 import {
   AGENT_NAMESPACE,
   MAX_CHUNK_BYTES,
@@ -16,6 +16,7 @@ import { AdminTokenService } from './admin/admin-token.service';
 import { MAX_HTTP_BUFFER_SIZE } from './admin/http/listen';
 import { startCoordinator, type RunningCoordinator } from './main';
 import { EnrollmentService } from './sites/enrollment.service';
+import { enrollRequest } from './testing/enrollment';
 
 describe('startCoordinator: HTTP and socket.io on one port', () => {
   let dir: string;
@@ -33,13 +34,7 @@ describe('startCoordinator: HTTP and socket.io on one port', () => {
     const enrollment = c.app.get(EnrollmentService);
     const issued = await enrollment.issueToken('Frames', 600);
     party = generatePartyKeys();
-    await enrollment.enroll({
-      token: issued.token,
-      signingPublicKey: toBase64(party.signing.publicKey),
-      boxPublicKey: toBase64(party.box.publicKey),
-      agentVersion: 't',
-      protocolVersion: PROTOCOL_VERSION,
-    });
+    await enrollment.enroll(enrollRequest(issued.token, party, 't'));
     siteId = issued.siteId;
   });
   afterAll(async () => {

@@ -1,17 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generatePartyKeys, keyId, signSiteKeyRotation, toBase64 } from '@fedssl/shared/crypto';
 import { modelConfigSchema } from '@fedssl/shared/model';
-import { PROTOCOL_VERSION } from '@fedssl/shared/protocol';
 import { AdminTokenService } from '../../coordinator/src/admin/admin-token.service';
-import { loadConfig } from '../../coordinator/src/config/config';
-import { startCoordinator, type RunningCoordinator } from '../../coordinator/src/main';
 import { ModelStoreService } from '../../coordinator/src/models/model-store.service';
 import { OPENAPI_JSON_PATH } from '../../coordinator/src/ops/openapi';
+import { enrollRequest } from '../../coordinator/src/testing/enrollment';
+import { RestClient } from '../../coordinator/src/testing/rest-client';
+import { startTestCoordinator, type TestCoordinator } from '../../coordinator/src/testing/test-coordinator';
 import { checkJsonSchema, type Schema } from './json-schema-check';
 
 /**
@@ -50,8 +46,7 @@ interface Row {
 const MISSING_TOKEN = 'missing bearer token: send "Authorization: Bearer <admin token>"';
 const ROLES: Role[] = ['viewer', 'operator', 'admin'];
 
-let running: RunningCoordinator;
-let root: string;
+let running: TestCoordinator;
 interface OpenApiOperation {
   requestBody?: { required?: boolean; content: Record<string, { schema: Schema }> };
   responses: Record<string, { content?: Record<string, { schema: Schema }> }>;
@@ -66,24 +61,8 @@ const operation = (row: Row): OpenApiOperation => {
 };
 const tokens: Record<Role, string> = { viewer: '', operator: '', admin: '' };
 
-async function call(
-  method: Method,
-  req: Req,
-): Promise<{ status: number; body: unknown; type: string | null; bytes: number }> {
-  const headers: Record<string, string> = {};
-  if (req.token) headers['authorization'] = `Bearer ${req.token}`;
-  if (req.body !== undefined || req.raw !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${running.url}${req.path}`, {
-    method,
-    headers,
-    body: req.raw ?? (req.body === undefined ? undefined : JSON.stringify(req.body)),
-  });
-  const buf = Buffer.from(await res.arrayBuffer());
-  const type = res.headers.get('content-type');
-  const body =
-    type?.includes('json') && buf.length > 0 ? JSON.parse(buf.toString('utf8')) : buf.toString('utf8');
-  return { status: res.status, body, type, bytes: buf.length };
-}
+let rest: RestClient;
+const call = (method: Method, { path, ...req }: Req) => rest.response(method, path, req);
 
 const api = (p: string) => `/api/v1${p}`;
 const err = (
@@ -156,15 +135,7 @@ async function enrolledSite(): Promise<{
   expect(e.status).toBe(200);
   return { siteId: (e.body as { siteId: string }).siteId, keys };
 }
-function enrollBody(token: string, keys = generatePartyKeys()) {
-  return {
-    token,
-    signingPublicKey: toBase64(keys.signing.publicKey),
-    boxPublicKey: toBase64(keys.box.publicKey),
-    agentVersion: 'test',
-    protocolVersion: PROTOCOL_VERSION,
-  };
-}
+const enrollBody = (token: string, keys = generatePartyKeys()) => enrollRequest(token, keys, 'test');
 function rotation(siteId: string, previous: ReturnType<typeof generatePartyKeys>) {
   const next = generatePartyKeys();
   return signSiteKeyRotation(
@@ -623,11 +594,8 @@ const routeOf = (r: Row) => r.route.split(' ') as [Method, string];
 
 describe('REST API: every route, bad inputs, roles (real server, SQLite)', () => {
   beforeAll(async () => {
-    root = await mkdtemp(path.join(tmpdir(), 'fedssl-api-'));
-    running = await startCoordinator(
-      loadConfig({ FEDSSL_DATA_DIR: root, FEDSSL_PORT: '0' }),
-      pino({ level: 'silent' }),
-    );
+    running = await startTestCoordinator({ prefix: 'fedssl-api-' });
+    rest = new RestClient(running.url);
     const admins = running.app.get(AdminTokenService);
     for (const role of ROLES) tokens[role] = (await admins.create(role, role)).token;
     const models = running.app.get(ModelStoreService);
@@ -649,7 +617,6 @@ describe('REST API: every route, bad inputs, roles (real server, SQLite)', () =>
   });
   afterAll(async () => {
     await running?.close();
-    await rm(root, { recursive: true, force: true });
   });
 
   it('has exactly one row per route of the OpenAPI document (derived from the router)', async () => {

@@ -10,6 +10,7 @@ import { CoordinatorKeysService } from '../../coordinator/src/keys/coordinator-k
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/src/main';
 import { EnrollmentService } from '../../coordinator/src/sites/enrollment.service';
 import { SiteRegistryService } from '../../coordinator/src/sites/site-registry.service';
+import { RestClient } from '../../coordinator/src/testing/rest-client';
 import { enrollCommand, initCommand, type CliIo } from '../../site-agent/src/cli/commands';
 import { runDoctor } from '../../site-agent/src/cli/doctor';
 import {
@@ -45,14 +46,8 @@ describe('keys and identity (in-process coordinator, agent commands and client)'
     return { lines, out: (l) => lines.push(l), err: (l) => lines.push(l) };
   };
 
-  async function http(method: string, p: string, body?: unknown) {
-    const res = await fetch(`${coordinator.url}/api/v1${p}`, {
-      method,
-      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  const http = (method: string, p: string, body?: unknown) =>
+    new RestClient(`${coordinator.url}/api/v1`, admin).call(method, p, { body });
 
   /** An initialised and enrolled agent home. */
   async function enrolledAgent(name: string): Promise<string> {

@@ -19,6 +19,8 @@ import {
 } from '@fedssl/shared/protocol';
 import { AdminTokenService } from '../../coordinator/src/admin/admin-token.service';
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/src/main';
+import { enrollRequest } from '../../coordinator/src/testing/enrollment';
+import { RestClient, type RestRequest, type RestResponse } from '../../coordinator/src/testing/rest-client';
 import { FakeAgent, testRunBody } from '../../coordinator/src/runs/federation.fixture';
 import { RoundEngine } from '../../coordinator/src/runs/round-engine';
 import { RunRepository } from '../../coordinator/src/runs/run.repository';
@@ -58,11 +60,7 @@ export class LogCapture extends Writable {
   }
 }
 
-export interface HttpResult {
-  status: number;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  body: any;
-}
+export type HttpResult = Pick<RestResponse, 'status' | 'body'>;
 
 /** What the sender of a hostile input got back: a coded ack, a coded `error` event, an HTTP error. */
 export interface Refusal {
@@ -161,6 +159,8 @@ export class HostileCoordinator {
   readonly dataDir = mkdtempSync(join(tmpdir(), 'fedssl-hostile-'));
   c!: RunningCoordinator;
   adminToken!: string;
+  /** REST as admin unless a call names its own token. */
+  rest!: RestClient;
   coordinator!: CoordinatorKeys;
   /** Every connection opened through this harness, closed between cases (but the honest ones). */
   private readonly opened: { socket: { disconnect(): void } | Closable; siteId?: string }[] = [];
@@ -174,6 +174,7 @@ export class HostileCoordinator {
       logger,
     );
     h.adminToken = (await h.c.app.get(AdminTokenService).create('hostile-suite', 'admin')).token;
+    h.rest = new RestClient(`${h.c.url}/api/v1`, h.adminToken);
     h.coordinator = (await h.api('GET', '/coordinator/keys')) as CoordinatorKeys;
     return h;
   }
@@ -191,37 +192,14 @@ export class HostileCoordinator {
   }
 
   /** A REST call; `token: null` sends none. `raw` sends the string as the body. */
-  async http(
-    method: string,
-    path: string,
-    opts: { body?: unknown; raw?: string; token?: string | null; headers?: Record<string, string> } = {},
-  ): Promise<HttpResult> {
-    const token = opts.token === undefined ? this.adminToken : opts.token;
-    const res = await fetch(`${this.c.url}/api/v1${path}`, {
-      method,
-      headers: {
-        ...(token !== null ? { authorization: `Bearer ${token}` } : {}),
-        'content-type': 'application/json',
-        ...opts.headers,
-      },
-      body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
-    });
-    const text = await res.text();
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // not JSON (weights, HTML): keep the text
-    }
-    return { status: res.status, body };
+  http(method: string, path: string, opts: RestRequest = {}): Promise<HttpResult> {
+    return this.rest.call(method, path, opts);
   }
 
   /** A REST call as admin that must succeed. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  async api(method: string, path: string, body?: unknown): Promise<any> {
-    const r = await this.http(method, path, { body });
-    if (r.status >= 300) throw new Error(`${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
-    return r.body;
+  api(method: string, path: string, body?: unknown): Promise<any> {
+    return this.rest.ok(method, path, body);
   }
 
   /** Issues an enrollment token and enrolls a fresh site with its own keys. */
@@ -232,13 +210,7 @@ export class HostileCoordinator {
       box: { publicKey: fromBase64(this.coordinator.boxPublicKey, 32) },
     } as PartyKeys;
     const agent = new FakeAgent(tok.siteId as string, tok.siteName as string, coordKeys, examples, delta);
-    await this.api('POST', '/enroll', {
-      token: tok.token,
-      signingPublicKey: Buffer.from(agent.keys.signing.publicKey).toString('base64'),
-      boxPublicKey: Buffer.from(agent.keys.box.publicKey).toString('base64'),
-      agentVersion: 'hostile-suite',
-      protocolVersion: PROTOCOL_VERSION,
-    });
+    await this.api('POST', '/enroll', enrollRequest(tok.token, agent.keys, 'hostile-suite'));
     return agent;
   }
 

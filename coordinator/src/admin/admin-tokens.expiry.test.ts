@@ -1,52 +1,40 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { startCoordinator, type RunningCoordinator } from '../main';
 import { FakeClock } from '../runs/clock';
+import type { RestClient } from '../testing/rest-client';
+import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 import { AdminTokenService } from './admin-token.service';
 
 /** Admin tokens with an expiry, over real HTTP, with the platform clock under the test's control. */
 describe('admin tokens with expiry (REST)', () => {
-  let dir: string;
-  let c: RunningCoordinator;
+  let c: TestCoordinator;
+  let rest: RestClient;
   let admin: string;
   const clock = new FakeClock(Date.parse('2031-03-01T12:00:00Z'));
   const lines: { msg: string; code?: string; status?: number; path?: string }[] = [];
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- assertions walk response JSON
-  const call = async (method: string, path: string, token?: string, body?: unknown): Promise<any> => {
-    const res = await fetch(`${c.url}/api/v1${path}`, {
-      method,
-      headers: {
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: await res.json() };
-  };
+  const call = (method: string, path: string, token?: string, body?: unknown) =>
+    rest.call(method, path, { token, body });
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'fedssl-admin-expiry-'));
     const capture = new Writable({
       write(chunk, _enc, cb) {
         for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l));
         cb();
       },
     });
-    c = await startCoordinator(
-      { host: '127.0.0.1', port: 0, dataDir: dir, databaseUrl: null, logLevel: 'info' },
-      pino({ level: 'info' }, capture),
-      { clock },
-    );
+    c = await startTestCoordinator({
+      prefix: 'fedssl-admin-expiry-',
+      config: { logLevel: 'info' },
+      logger: pino({ level: 'info' }, capture),
+      core: { clock },
+    });
+    rest = c.rest();
     admin = (await c.app.get(AdminTokenService).create('root', 'admin')).token;
   });
   afterAll(async () => {
     await c?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('creates a token valid for a duration, lists its expiry, and refuses it with a coded 401 after', async () => {

@@ -1,16 +1,13 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
 import { AdminTokenService } from '../admin/admin-token.service';
-import { startCoordinator, type RunningCoordinator } from '../main';
 import { testRunBody } from '../runs/federation.fixture';
 import { SQL_STORE, type SqlStore } from '../store/sql-store';
+import type { RestClient } from '../testing/rest-client';
+import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 
 describe('run control and the audit log over HTTP (whole coordinator on port 0)', () => {
-  let c: RunningCoordinator;
-  let dataDir: string;
+  let c: TestCoordinator;
+  let rest: RestClient;
   let admin: string;
   let adminId: string;
   let operator: string;
@@ -18,11 +15,8 @@ describe('run control and the audit log over HTTP (whole coordinator on port 0)'
   let viewer: string;
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'fedssl-audit-http-'));
-    c = await startCoordinator(
-      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: null, logLevel: 'silent' },
-      pino({ level: 'silent' }),
-    );
+    c = await startTestCoordinator({ prefix: 'fedssl-audit-http-' });
+    rest = c.rest();
     const tokens = c.app.get(AdminTokenService);
     ({ token: admin, id: adminId } = await tokens.create('root', 'admin'));
     ({ token: operator, id: operatorId } = await tokens.create('op', 'operator'));
@@ -30,17 +24,10 @@ describe('run control and the audit log over HTTP (whole coordinator on port 0)'
   });
   afterAll(async () => {
     await c.close();
-    rmSync(dataDir, { recursive: true, force: true });
   });
 
-  async function call(method: string, path: string, token: string, body?: unknown) {
-    const res = await fetch(`${c.url}/api/v1${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  const call = (method: string, path: string, token: string, body?: unknown) =>
+    rest.call(method, path, { token, body });
 
   it('pauses, resumes and cancels a run with persisted states and exact 409s, each audited', async () => {
     const id = (await call('POST', '/runs', operator, testRunBody({ minSites: 1 }))).body.id as string;

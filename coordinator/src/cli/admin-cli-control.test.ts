@@ -1,40 +1,22 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
-import { AdminTokenService } from '../admin/admin-token.service';
-import { loadConfig } from '../config/config';
-import { startCoordinator, type RunningCoordinator } from '../main';
 import { testRunBody } from '../runs/federation.fixture';
 import { RunService } from '../runs/run.service';
 import { SQL_STORE, type SqlStore } from '../store/sql-store';
-import { runAdminCli } from './admin-cli';
+import { runAdminCliAt } from '../testing/admin-cli';
+import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 
 describe('fedssl-admin runs pause|resume|cancel and audit list|verify', () => {
-  let dir: string;
-  let running: RunningCoordinator;
+  let running: TestCoordinator;
   let token: string;
 
-  const cli = async (...argv: string[]) => {
-    let out = '';
-    let err = '';
-    const io = { stdout: (s: string) => void (out += s), stderr: (s: string) => void (err += s) };
-    const code = await runAdminCli(argv, { io, env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: token } });
-    return { code, out, err };
-  };
+  const cli = (...argv: string[]) => runAdminCliAt(running.url, token, argv);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'fedssl-cli-ctl-'));
-    running = await startCoordinator(
-      loadConfig({ FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0' }),
-      pino({ level: 'silent' }),
-    );
-    token = (await running.app.get(AdminTokenService).create('cli', 'admin')).token;
+    running = await startTestCoordinator({ prefix: 'fedssl-cli-ctl-' });
+    token = await running.token('admin', 'cli');
   });
   afterAll(async () => {
     await running?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('steers a run and shows the server error for an illegal transition', async () => {

@@ -1,18 +1,17 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { sha256Hex } from '@fedssl/shared/crypto';
 import { tinyModelConfig } from '@fedssl/shared/model';
-import { AdminTokenService } from '../admin/admin-token.service';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
-import { startCoordinator, type RunningCoordinator } from '../main';
 import { ModelStoreService, type PublishArgs } from '../models/model-store.service';
 import { runAdminCli } from './admin-cli';
 import type { CliIo } from './io';
+import { runAdminCliAt } from '../testing/admin-cli';
+import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 
 function capture(): CliIo & { out: string; err: string } {
   const io = {
@@ -30,17 +29,13 @@ function capture(): CliIo & { out: string; err: string } {
 
 describe('fedssl-admin against an in-process coordinator', () => {
   let dir: string;
-  let running: RunningCoordinator;
+  let running: TestCoordinator;
   let token: string;
   let viewerToken: string;
   let offline: ModelStoreService;
   const silent = pino({ level: 'silent' });
 
-  const cli = async (...argv: string[]) => {
-    const io = capture();
-    const code = await runAdminCli(argv, { io, env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: token } });
-    return { code, out: io.out, err: io.err };
-  };
+  const cli = (...argv: string[]) => runAdminCliAt(running.url, token, argv);
   const publishArgs = (version: string): PublishArgs => ({
     version,
     runId: null,
@@ -54,11 +49,11 @@ describe('fedssl-admin against an in-process coordinator', () => {
   });
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'fedssl-cli-'));
+    running = await startTestCoordinator({ prefix: 'fedssl-cli-', logger: silent });
+    dir = running.dataDir;
     const config = loadConfig({ FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0' });
-    running = await startCoordinator(config, silent);
-    token = (await running.app.get(AdminTokenService).create('cli', 'admin')).token;
-    viewerToken = (await running.app.get(AdminTokenService).create('viewer', 'viewer')).token;
+    token = await running.token('admin', 'cli');
+    viewerToken = await running.token('viewer');
     running.app.get(ModelStoreService).publish(publishArgs('m.r0'));
     // A second store over the same directory, to plant versions the server reads lazily from disk.
     offline = new ModelStoreService(
@@ -70,7 +65,6 @@ describe('fedssl-admin against an in-process coordinator', () => {
   });
   afterAll(async () => {
     await running?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('admin-tokens create --expires-in, list and revoke', async () => {

@@ -1,6 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import * as tf from '@tensorflow/tfjs-core';
@@ -15,38 +14,26 @@ import {
   trainingConfigSchema,
 } from '@fedssl/shared/model';
 import { fileLoadHandler } from '@fedssl/shared/model/tf';
-import { AdminTokenService } from '../admin/admin-token.service';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
-import { startCoordinator, type RunningCoordinator } from '../main';
 import { ModelStoreService } from '../models/model-store.service';
-import { runAdminCli } from './admin-cli';
+import { runAdminCliAt } from '../testing/admin-cli';
+import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 
 const model = tinyModelConfig(32);
 const weights = initSharedWeights(model, 5);
 
 describe('fedssl-admin models pull --format', () => {
   let dir: string;
-  let running: RunningCoordinator;
+  let running: TestCoordinator;
   let token: string;
 
-  const cli = async (...argv: string[]) => {
-    let out = '';
-    let err = '';
-    const code = await runAdminCli(argv, {
-      io: { stdout: (t) => void (out += t), stderr: (t) => void (err += t) },
-      env: { FEDSSL_URL: running.url, FEDSSL_ADMIN_TOKEN: token },
-    });
-    return { code, out, err };
-  };
+  const cli = (...argv: string[]) => runAdminCliAt(running.url, token, argv);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'fedssl-pull-'));
-    running = await startCoordinator(
-      loadConfig({ FEDSSL_DATA_DIR: dir, FEDSSL_PORT: '0' }),
-      pino({ level: 'silent' }),
-    );
-    token = (await running.app.get(AdminTokenService).create('cli', 'admin')).token;
+    running = await startTestCoordinator({ prefix: 'fedssl-pull-' });
+    dir = running.dataDir;
+    token = await running.token('admin', 'cli');
     const store = running.app.get(ModelStoreService);
     for (const [version, round] of [
       ['real.r1', 1],
@@ -70,7 +57,6 @@ describe('fedssl-admin models pull --format', () => {
   });
   afterAll(async () => {
     await running?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('writes safetensors with torchvision names, the signed manifest and a model card (latest version)', async () => {

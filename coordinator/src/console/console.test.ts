@@ -1,18 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
 import { io, type Socket } from 'socket.io-client';
-import { generatePartyKeys, signBytes, toBase64 } from '@fedssl/shared/crypto';
-import {
-  AGENT_NAMESPACE,
-  PROTOCOL_VERSION,
-  authChallengeBytes,
-  type AuthChallenge,
-} from '@fedssl/shared/protocol';
-import { AdminTokenService } from '../admin/admin-token.service';
-import { startCoordinator, type RunningCoordinator } from '../main';
+import { generatePartyKeys } from '@fedssl/shared/crypto';
+import { enrollRequest } from '../testing/enrollment';
+import type { RestClient } from '../testing/rest-client';
+import { SocketAgents } from '../testing/socket-agents';
+import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 import { CONSOLE_NAMESPACE } from './console.gateway';
 import { CONSOLE_CSP } from './console-static';
 
@@ -35,38 +27,25 @@ const RUN = {
 };
 
 describe('web console: static files and the /console live namespace', () => {
-  let dir: string;
-  let c: RunningCoordinator;
-  let admin: string;
+  let c: TestCoordinator;
+  let api: RestClient;
+  let agents: SocketAgents;
   let viewer: string;
   const sockets: Socket[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'fedssl-console-'));
-    c = await startCoordinator(
-      { host: '127.0.0.1', port: 0, dataDir: dir, databaseUrl: null, logLevel: 'silent' },
-      pino({ level: 'silent' }),
-    );
-    const tokens = c.app.get(AdminTokenService);
-    admin = (await tokens.create('console-admin', 'admin')).token;
-    viewer = (await tokens.create('console-viewer', 'viewer')).token;
+    c = await startTestCoordinator({ prefix: 'fedssl-console-' });
+    api = c.rest(await c.token('admin', 'console-admin'));
+    agents = new SocketAgents(c.url, api);
+    viewer = await c.token('viewer', 'console-viewer');
   });
   afterAll(async () => {
     for (const s of sockets) s.close();
+    agents?.closeAll();
     await c?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
-  async function rest<T>(method: string, route: string, body?: unknown): Promise<T> {
-    const res = await fetch(`${c.url}/api/v1${route}`, {
-      method,
-      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json = (await res.json()) as T;
-    if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${JSON.stringify(json)}`);
-    return json;
-  }
+  const rest = <T>(method: string, route: string, body?: unknown): Promise<T> => api.ok(method, route, body);
 
   function consoleSocket(auth: Record<string, unknown>): Socket {
     const s = io(`${c.url}${CONSOLE_NAMESPACE}`, { auth, transports: ['websocket'], reconnection: false });
@@ -158,31 +137,14 @@ describe('web console: static files and the /console live namespace', () => {
       siteName: 'console-site',
     });
     const party = generatePartyKeys();
-    const enrolled = await fetch(`${c.url}/api/v1/enroll`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        token: issued.token,
-        signingPublicKey: toBase64(party.signing.publicKey),
-        boxPublicKey: toBase64(party.box.publicKey),
-        agentVersion: 't',
-        protocolVersion: PROTOCOL_VERSION,
-      }),
+    const enrolled = await api.call('POST', '/enroll', {
+      body: enrollRequest(issued.token, party, 't'),
+      token: null,
     });
     expect(enrolled.status).toBe(200);
 
     const online = next<{ siteId: string }>(s, 'site:online', (p) => p.siteId === issued.siteId);
-    const agent = io(`${c.url}${AGENT_NAMESPACE}`, {
-      auth: { siteId: issued.siteId, protocolVersion: PROTOCOL_VERSION, agentVersion: 't' },
-      transports: ['websocket'],
-      reconnection: false,
-    });
-    sockets.push(agent);
-    agent.once('auth:challenge', (ch: AuthChallenge) => {
-      agent.emit('auth:response', {
-        signature: signBytes(authChallengeBytes(ch.nonce, issued.siteId), party.signing.secretKey),
-      });
-    });
+    agents.connect(issued.siteId, party);
     expect(await online).toEqual({ siteId: issued.siteId });
 
     const revoked = next<{ siteId: string }>(s, 'site:revoked', (p) => p.siteId === issued.siteId);

@@ -13,24 +13,14 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { encodeWeights, type NamedTensors } from '@fedssl/shared/codec';
 import { fromBase64, sha256Hex, signModelManifest, verifySignedModelManifest } from '@fedssl/shared/crypto';
-import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { INPUT_NORMALIZATION, tinyModelConfig, trainingConfigSchema } from '@fedssl/shared/model';
 import { MAX_CHUNK_BYTES } from '@fedssl/shared/protocol';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { codeOfSync } from '../testing/errors';
 import { ModelStoreService, type PublishArgs } from './model-store.service';
 
 const silent = pino({ level: 'silent' });
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (isFedsslErrorLike(e)) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
 
 const weights = (scale = 1): NamedTensors => [
   { name: 'enc/w', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6].map((x) => x * scale)) },
@@ -129,14 +119,14 @@ describe('ModelStoreService', () => {
     expect(reopened.list().map((m) => m.manifest.version)).toEqual(['run-1.r0', 'run-1.r1']);
     expect(reopened.getManifest('run-1.r1')).toEqual(store.getManifest('run-1.r1'));
     expect(reopened.getManifest('nope')).toBeUndefined();
-    expect(codeOf(() => reopened.readWeights('nope'))).toBe('MODEL_VERSION_NOT_FOUND');
+    expect(codeOfSync(() => reopened.readWeights('nope'))).toBe('MODEL_VERSION_NOT_FOUND');
   });
 
   it('refuses to overwrite a published version and rejects unsafe version ids', () => {
     store.publish(args());
-    expect(codeOf(() => store.publish(args({ weights: weights(3) })))).toBe('MODEL_VERSION_EXISTS');
-    expect(codeOf(() => store.publish(args({ version: '..' })))).toBe('PROTOCOL_INVALID_MESSAGE');
-    expect(codeOf(() => store.publish(args({ version: 'a/b' })))).toBe('PROTOCOL_INVALID_MESSAGE');
+    expect(codeOfSync(() => store.publish(args({ weights: weights(3) })))).toBe('MODEL_VERSION_EXISTS');
+    expect(codeOfSync(() => store.publish(args({ version: '..' })))).toBe('PROTOCOL_INVALID_MESSAGE');
+    expect(codeOfSync(() => store.publish(args({ version: 'a/b' })))).toBe('PROTOCOL_INVALID_MESSAGE');
     expect(store.getManifest('..')).toBeUndefined();
   });
 
@@ -146,7 +136,7 @@ describe('ModelStoreService', () => {
     const bytes = readFileSync(file);
     bytes[bytes.length - 1] ^= 1;
     writeFileSync(file, bytes);
-    expect(codeOf(() => store.readWeights('run-1.r0'))).toBe('MODEL_HASH_MISMATCH');
+    expect(codeOfSync(() => store.readWeights('run-1.r0'))).toBe('MODEL_HASH_MISMATCH');
   });
 
   it('reads chunks within bounds and rejects out-of-range requests', () => {
@@ -157,14 +147,14 @@ describe('ModelStoreService', () => {
     for (let off = 0; off < size; off += 7) parts.push(store.readChunk('run-1.r0', off, 7));
     expect(Buffer.concat(parts)).toEqual(Buffer.from(all));
     expect(store.readChunk('run-1.r0', size - 1, 100)).toEqual(all.slice(size - 1));
-    expect(codeOf(() => store.readChunk('run-1.r0', size, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
-    expect(codeOf(() => store.readChunk('run-1.r0', -1, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
-    expect(codeOf(() => store.readChunk('run-1.r0', 0.5, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
-    expect(codeOf(() => store.readChunk('run-1.r0', 0, 0))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
-    expect(codeOf(() => store.readChunk('run-1.r0', 0, MAX_CHUNK_BYTES + 1))).toBe(
+    expect(codeOfSync(() => store.readChunk('run-1.r0', size, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
+    expect(codeOfSync(() => store.readChunk('run-1.r0', -1, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
+    expect(codeOfSync(() => store.readChunk('run-1.r0', 0.5, 1))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
+    expect(codeOfSync(() => store.readChunk('run-1.r0', 0, 0))).toBe('MODEL_CHUNK_OUT_OF_RANGE');
+    expect(codeOfSync(() => store.readChunk('run-1.r0', 0, MAX_CHUNK_BYTES + 1))).toBe(
       'MODEL_CHUNK_OUT_OF_RANGE',
     );
-    expect(codeOf(() => store.readChunk('missing', 0, 1))).toBe('MODEL_VERSION_NOT_FOUND');
+    expect(codeOfSync(() => store.readChunk('missing', 0, 1))).toBe('MODEL_VERSION_NOT_FOUND');
   });
 
   it('never leaves temp files, and cleans up ones left by a crash', () => {

@@ -4,9 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { generatePartyKeys, toBase64 } from '@fedssl/shared/crypto';
-import { PROTOCOL_VERSION, type EnrollRequest } from '@fedssl/shared/protocol';
-import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { AuditLog } from '../audit/audit-log';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
@@ -14,6 +11,8 @@ import { hashSecretToken } from '../keys/secret-token';
 import { PostgresStore } from '../store/postgres-store';
 import type { SqlStore } from '../store/sql-store';
 import { SqliteStore } from '../store/sqlite-store';
+import { codeOf } from '../testing/errors';
+import { enrollRequest as request } from '../testing/enrollment';
 import { EnrollmentService } from './enrollment.service';
 import { PresenceService } from './presence.service';
 import { SiteRegistryService } from './site-registry.service';
@@ -21,24 +20,6 @@ import { SiteRepository } from './site.repository';
 
 const silent = pino({ level: 'silent' });
 const PG_URL = process.env['FEDSSL_TEST_DATABASE_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/test';
-
-async function codeOf(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-  } catch (e) {
-    if (isFedsslErrorLike(e)) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
-const request = (token: string, party = generatePartyKeys()): EnrollRequest => ({
-  token,
-  signingPublicKey: toBase64(party.signing.publicKey),
-  boxPublicKey: toBase64(party.box.publicKey),
-  agentVersion: '0.1.0',
-  protocolVersion: PROTOCOL_VERSION,
-});
 
 const backends: [string, (dir: string) => Promise<SqlStore>, (s: SqlStore) => Promise<void>][] = [
   ['SQLite', async (dir) => SqliteStore.open(join(dir, 'fedssl.sqlite')), (s) => s.close()],

@@ -13,7 +13,6 @@ import {
   verifyBytes,
   type PartyKeys,
 } from '@fedssl/shared/crypto';
-import { PROTOCOL_VERSION, type EnrollRequest } from '@fedssl/shared/protocol';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { AuditLog } from '../audit/audit-log';
 import { loadConfig } from '../config/config';
@@ -22,6 +21,8 @@ import { rememberingVerifier } from './site-keys';
 import { PostgresStore } from '../store/postgres-store';
 import type { SqlStore } from '../store/sql-store';
 import { SqliteStore } from '../store/sqlite-store';
+import { codeOf } from '../testing/errors';
+import { enrollRequest } from '../testing/enrollment';
 import { toSiteResponse } from './dtos/site.dto';
 import { EnrollmentService } from './enrollment.service';
 import { PresenceService } from './presence.service';
@@ -30,24 +31,6 @@ import { SiteRepository } from './site.repository';
 
 const silent = pino({ level: 'silent' });
 const PG_URL = process.env['FEDSSL_TEST_DATABASE_URL'] ?? 'postgresql://postgres@127.0.0.1:5432/test';
-
-async function codeOf(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-  } catch (e) {
-    if (isFedsslErrorLike(e)) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
-const enrollRequest = (token: string, party: PartyKeys): EnrollRequest => ({
-  token,
-  signingPublicKey: toBase64(party.signing.publicKey),
-  boxPublicKey: toBase64(party.box.publicKey),
-  agentVersion: '0.1.0',
-  protocolVersion: PROTOCOL_VERSION,
-});
 
 /** Registry + enrollment over one store, with a movable clock and a 1-hour grace period. */
 async function platform(db: SqlStore, dir: string) {

@@ -4,29 +4,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { generatePartyKeys, toBase64 } from '@fedssl/shared/crypto';
-import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
-import { PROTOCOL_VERSION, type EnrollRequest } from '@fedssl/shared/protocol';
+import { PROTOCOL_VERSION } from '@fedssl/shared/protocol';
 import { loadConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { hashSecretToken } from '../keys/secret-token';
 import { AuditLog } from '../audit/audit-log';
 import { SqliteStore } from '../store/sqlite-store';
+import { codeOf } from '../testing/errors';
+import { enrollRequest as request } from '../testing/enrollment';
 import { EnrollmentService } from './enrollment.service';
 import { PresenceService } from './presence.service';
 import { SiteRegistryService } from './site-registry.service';
 import { SiteRepository } from './site.repository';
 
 const silent = pino({ level: 'silent' });
-
-async function codeOf(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-  } catch (e) {
-    if (isFedsslErrorLike(e)) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
 
 describe('sites', () => {
   let dir: string;
@@ -37,14 +28,6 @@ describe('sites', () => {
   let presence: PresenceService;
   let registry: SiteRegistryService;
   let enrollment: EnrollmentService;
-
-  const request = (token: string, party = generatePartyKeys()): EnrollRequest => ({
-    token,
-    signingPublicKey: toBase64(party.signing.publicKey),
-    boxPublicKey: toBase64(party.box.publicKey),
-    agentVersion: '0.1.0',
-    protocolVersion: PROTOCOL_VERSION,
-  });
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'fedssl-sites-'));

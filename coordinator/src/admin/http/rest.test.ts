@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { generatePartyKeys, sha256Hex, toBase64 } from '@fedssl/shared/crypto';
+import { sha256Hex } from '@fedssl/shared/crypto';
 import { tinyModelConfig } from '@fedssl/shared/model';
 import { PROTOCOL_VERSION } from '@fedssl/shared/protocol';
 import { loadConfig, type CoordinatorConfig } from '../../config/config';
@@ -17,6 +17,8 @@ import { SitesModule } from '../../sites/sites.module';
 import { PresenceService } from '../../sites/presence.service';
 import { AdminModule } from '../admin.module';
 import { AdminTokenService } from '../admin-token.service';
+import { enrollRequest } from '../../testing/enrollment';
+import { RestClient, type RestRequest } from '../../testing/rest-client';
 import { listenNestApp, type RunningCoordinator } from './listen';
 
 @Module({})
@@ -32,27 +34,11 @@ class PlatformModule {
 describe('platform REST API (real HTTP server)', () => {
   let dir: string;
   let running: RunningCoordinator;
-  let api: string;
   const lines: string[] = [];
   const tokens = { admin: '', operator: '', viewer: '' };
 
-  const call = async (
-    method: string,
-    path: string,
-    opts: { token?: string; body?: unknown; raw?: string } = {},
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- assertions walk arbitrary response JSON
-  ): Promise<{ status: number; body: any; headers: Headers }> => {
-    const headers: Record<string, string> = {};
-    if (opts.token) headers['authorization'] = `Bearer ${opts.token}`;
-    if (opts.body !== undefined || opts.raw !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(`${api}${path}`, {
-      method,
-      headers,
-      body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
-  };
+  let rest: RestClient;
+  const call = (method: string, path: string, opts: RestRequest = {}) => rest.call(method, path, opts);
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'fedssl-rest-'));
@@ -65,7 +51,7 @@ describe('platform REST API (real HTTP server)', () => {
     });
     const logger = pino({ level: 'info' }, capture);
     running = await listenNestApp(PlatformModule.forRoot(config, logger), config, logger);
-    api = `${running.url}/api/v1`;
+    rest = new RestClient(`${running.url}/api/v1`);
     const admins = running.app.get(AdminTokenService);
     tokens.admin = (await admins.create('root', 'admin')).token;
     tokens.operator = (await admins.create('ops', 'operator')).token;
@@ -175,14 +161,7 @@ describe('platform REST API (real HTTP server)', () => {
     });
     expect(issued.status).toBe(201);
     expect(Object.keys(issued.body).sort()).toEqual(['expiresAt', 'siteId', 'siteName', 'token']);
-    const party = generatePartyKeys();
-    const enrollBody = {
-      token: issued.body.token,
-      signingPublicKey: toBase64(party.signing.publicKey),
-      boxPublicKey: toBase64(party.box.publicKey),
-      agentVersion: '0.1.0',
-      protocolVersion: PROTOCOL_VERSION,
-    };
+    const enrollBody = enrollRequest(issued.body.token);
     const enrolled = await call('POST', '/enroll', { body: enrollBody });
     expect(enrolled.status).toBe(200);
     expect(enrolled.body).toEqual({
@@ -280,7 +259,7 @@ describe('platform REST API (real HTTP server)', () => {
     });
     expect((await call('GET', '/models/run-x.r0', { token: tokens.viewer })).body).toEqual(signed);
     expect((await call('GET', '/models', { token: tokens.viewer })).body).toEqual([signed]);
-    const res = await fetch(`${api}/models/run-x.r0/weights`, {
+    const res = await fetch(`${rest.baseUrl}/models/run-x.r0/weights`, {
       headers: { authorization: `Bearer ${tokens.viewer}` },
     });
     expect(res.headers.get('content-type')).toBe('application/octet-stream');
