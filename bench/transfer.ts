@@ -2,6 +2,8 @@
  * Transfer: bytes per round per site for float32 / float16 / int8 updates, and their error on real deltas.
  *
  *   npm run bench -- transfer [--real tiny-32px[,resnet18-quarter-64px]] [--steps 8] [--images 256]
+ *   npm run bench -- transfer --probe busbra|pneumonia [--epochs 1 --rounds 5 --seeds 1,2
+ *        --encodings float32,float16,int8 --image-size 32 --resume --out DIR …]
  *
  * 1. Bytes: for each model preset, the update a site uploads per round (the sealed
  *    envelope's ciphertext chunks plus its signed header, as sent) in each encoding, and the
@@ -12,8 +14,13 @@
  *    dtype and decoded as the coordinator does; relative L2 error, worst element error, and
  *    cosine between the decoded and the exact delta.
  *
- * The probe AUC cost of each encoding needs federated runs to convergence and is not
- * measured here (see docs/benchmarks.md). Prints tables, then `RESULT` lines.
+ * 3. `--probe <experiment>` (instead of 1 and 2): the probe AUC cost of each encoding — the
+ *    same short federated run (FedAvg-BYOL + metadata, same seed, data and steps) once per
+ *    encoding through the experiments' simulator, each global model linearly probed, and the
+ *    bytes per round per site from the agents' ledgers (bench/experiments/encodings.ts; the
+ *    other options are those of `experiments/<name>`).
+ *
+ * Prints tables, then `RESULT` lines.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -26,9 +33,14 @@ import { loadTrainingDataset } from '../site-agent/src/data/load-dataset';
 import { selectBackend } from '../site-agent/src/train/backend';
 import { trainRound } from '../site-agent/src/train/trainer';
 import { subsetDataset } from './experiments/data';
+import { parseEncodingCostArgs, runEncodingCost } from './experiments/encodings';
 import { MODEL_PRESETS, parameterCountOf, sealDelta, syntheticDelta } from './lib/updates';
 
+const argv = process.argv.slice(2).filter((a) => a !== '--');
+/** `--probe <experiment>`: the encodings' probe AUC cost instead of the bytes and error tables. */
+const probeMode = argv.includes('--probe');
 const { values: opts } = parseArgs({
+  args: probeMode ? [] : argv,
   options: {
     real: { type: 'string', default: 'tiny-32px' },
     steps: { type: 'string', default: '8' },
@@ -166,6 +178,11 @@ async function realDeltaErrors(): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (probeMode) {
+    const a = parseEncodingCostArgs(argv);
+    await runEncodingCost(a.def, a.options, a.encodings);
+    return;
+  }
   bytesPerRound();
   await realDeltaErrors();
   console.log('');

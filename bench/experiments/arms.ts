@@ -115,7 +115,8 @@ export function siteStepsPerRound(site: SiteData, s: ArmSettings): number {
   return Math.max(1, Math.round((s.epochs * site.dataset.count) / (s.batchSize * s.rounds)));
 }
 
-function trainingConfig(s: ArmSettings, over: Partial<TrainingConfig> = {}): TrainingConfig {
+/** The run's training config of an arm: the shared settings, then `over`. */
+export function trainingConfig(s: ArmSettings, over: Partial<TrainingConfig> = {}): TrainingConfig {
   return trainingConfigSchema.parse({
     batchSize: s.batchSize,
     learningRate: s.learningRate,

@@ -1,8 +1,8 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { decodeWeights, encodeWeights } from '@fedssl/shared/codec';
 import {
   initSharedWeights,
@@ -22,6 +22,7 @@ import {
   type SeedContext,
 } from './arms';
 import type { ExperimentData } from './data';
+import { openJournal } from './journal';
 import { writeChartPng, type Series } from './plots';
 import { fineTuneFolds } from './finetune';
 import {
@@ -178,7 +179,7 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
 }
 
 /** The encoder every arm trains: the tiny ResNet (smoke: a few thousand parameters). */
-function modelOf(o: ExperimentOptions): ModelConfig {
+export function modelOf(o: ExperimentOptions): ModelConfig {
   return modelConfigSchema.parse({
     arch: 'tiny',
     inputSize: o.imageSize,
@@ -187,6 +188,25 @@ function modelOf(o: ExperimentOptions): ModelConfig {
       ? { projectorHidden: 8, projectionDim: 4, metadataHidden: 4 }
       : { projectorHidden: 128, projectionDim: 64, metadataHidden: 64 }),
   });
+}
+
+/** The settings every arm shares, from the options, the model and the budget in epochs. */
+export function armSettingsOf(
+  o: ExperimentOptions,
+  model: ModelConfig,
+  epochs: number,
+  logger: Logger,
+): ArmSettings {
+  return {
+    model,
+    batchSize: o.batchSize,
+    learningRate: o.learningRate,
+    lambda: o.lambda,
+    rounds: o.rounds,
+    epochs,
+    fedemaTau: o.fedemaTau,
+    logger,
+  };
 }
 
 /** Seconds per optimizer step on the pooled data (1 warm-up step, then `steps` timed). */
@@ -237,15 +257,9 @@ export async function runExperiment(
   mkdirSync(o.imgDir, { recursive: true });
   const backend = await selectBackend(logger, 'auto');
   const startedAt = new Date();
-  const journal = path.join(o.out, 'results.jsonl');
-  const done: Record_[] =
-    o.resume && existsSync(journal)
-      ? readFileSync(journal, 'utf8')
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => JSON.parse(l) as Record_)
-      : [];
-  if (!o.resume) writeFileSync(journal, '');
+  const j = openJournal<Record_>(path.join(o.out, 'results.jsonl'), o.resume);
+  const journal = j.file;
+  const done = j.done;
   const meta = done.find((d) => d.kind === 'meta') as Extract<Record_, { kind: 'meta' }> | undefined;
   const data = o.reportOnly
     ? null
@@ -272,18 +286,8 @@ export async function runExperiment(
     calibration = `${sps.toFixed(2)} s/step measured → ${o.budgetMinutes} min ≈ ${Math.round(steps)} steps ≈ ${epochs.toFixed(2)} epochs`;
     say(calibration);
   }
-  if (data && !meta)
-    appendFileSync(journal, `${JSON.stringify({ kind: 'meta', description, foldSource, epochs })}\n`);
-  const settings: ArmSettings = {
-    model,
-    batchSize: o.batchSize,
-    learningRate: o.learningRate,
-    lambda: o.lambda,
-    rounds: o.rounds,
-    epochs,
-    fedemaTau: o.fedemaTau,
-    logger,
-  };
+  if (data && !meta) j.append({ kind: 'meta', description, foldSource, epochs });
+  const settings = armSettingsOf(o, model, epochs, logger);
 
   const results: ArmResult[] = [];
   for (const seed of o.finetuneOnly ? [] : o.seeds) {
@@ -311,11 +315,10 @@ export async function runExperiment(
         }
         const auc = r.probe.auc.reduce((a, b) => a + b, 0) / r.probe.auc.length;
         say(`  ${r.label}: AUC ${auc.toFixed(3)}, ${r.steps} steps, ${(r.seconds / 60).toFixed(1)} min`);
-        appendFileSync(journal, `${JSON.stringify({ kind: 'result', result: r })}\n`);
+        j.append({ kind: 'result', result: r });
       }
       results.push(...rs);
-      if (ctx.fedemaScaler !== undefined)
-        appendFileSync(journal, `${JSON.stringify({ kind: 'ctx', seed, ctx })}\n`);
+      if (ctx.fedemaScaler !== undefined) j.append({ kind: 'ctx', seed, ctx });
     }
   }
 
@@ -367,7 +370,7 @@ export async function runExperiment(
           say(
             `fine-tune ${label}, seed ${seed}, ${fraction * 100} % labels: AUC ${stat(f.auc).mean.toFixed(3)} (${f.steps} steps)`,
           );
-          appendFileSync(journal, `${JSON.stringify({ kind: 'finetune', result: r })}\n`);
+          j.append({ kind: 'finetune', result: r });
           tuned.push(r);
         }
       }

@@ -9,6 +9,7 @@ import { FederationFixture } from '../../coordinator/src/runs/federation.fixture
 import { modelVersionOf } from '../../coordinator/src/runs/round-engine';
 import type { RunDetail } from '../../coordinator/src/runs/run.types';
 import type { StrategyConfigInput } from '../../coordinator/src/strategies/config';
+import { readLedger } from '../../site-agent/src/audit/ledger';
 import { decodeLocalState, encodeLocalState, trainRound } from '../../site-agent/src/train/trainer';
 import { systemClock } from '../../site-agent/src/uplink/backoff';
 import { fileLocalStateStore } from '../../site-agent/src/uplink/local-state-store';
@@ -129,6 +130,12 @@ export interface FederatedRunResult {
   taskOffers: number;
   /** ‖w_global(round 1) − w_site(end of round 1)‖ per site (FedEMA's autoscaler uses it). */
   round1Divergence: number[];
+  /**
+   * Per published round, per site (in `sites` order), the bytes each agent's upload ledger
+   * records: `upload` = the accepted update as sent (ciphertext chunks + signed header),
+   * `download` = the global model it fetched for that round.
+   */
+  bytes: { upload: number[][]; download: number[][] };
   seconds: number;
 }
 
@@ -254,6 +261,21 @@ export async function simulateFederation(spec: FederatedRunSpec): Promise<Federa
         ...(p.metrics?.fedemaMu !== undefined ? { fedemaMu: p.metrics.fedemaMu } : {}),
       })),
     );
+    const ledgers = await Promise.all(spec.sites.map((s) => readLedger(join(f.dataDir, 'agents', s.id))));
+    const bytesOf = (kind: 'upload' | 'download', round: number) =>
+      ledgers.map((entries) =>
+        entries.reduce(
+          (n, e) =>
+            e.round !== round
+              ? n
+              : e.kind === 'upload' && kind === 'upload' && e.accepted
+                ? n + e.bytesSent
+                : e.kind === 'download' && kind === 'download'
+                  ? n + e.bytes
+                  : n,
+          0,
+        ),
+      );
     const r1 = f.models.readWeights(modelVersionOf(run.id, 1));
     return {
       runId: run.id,
@@ -264,6 +286,10 @@ export async function simulateFederation(spec: FederatedRunSpec): Promise<Federa
       acceptedUpdates: rounds.flat().filter((p) => p.state === 'accepted').length,
       taskOffers: f.transport.offers.length,
       round1Divergence: spec.sites.map((s) => l2Distance(r1, round1Local.get(s.id)!)),
+      bytes: {
+        upload: published.map((r) => bytesOf('upload', r.round)),
+        download: published.map((r) => bytesOf('download', r.round)),
+      },
       seconds: (performance.now() - started) / 1000,
     };
   } finally {

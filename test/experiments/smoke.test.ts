@@ -1,11 +1,10 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { strToU8, unzipSync, zipSync } from 'fflate';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pneumonia } from '../../bench/experiments/definitions';
 import { parseExperimentArgs, runExperiment } from '../../bench/experiments/experiment';
-import { parseNpy } from '../../site-agent/src/data/npz-source';
+import { PNEUMONIA_NPZ, slicePneumoniaNpz } from '../support/pneumonia-slice';
 
 /**
  * The experiment pipeline end to end in `--smoke` mode on a small slice of the real
@@ -14,40 +13,14 @@ import { parseNpy } from '../../site-agent/src/data/npz-source';
  * (rounds published, one accepted sealed update per site and round, FedEMA's μ applied).
  */
 
-const NPZ = join(__dirname, '..', '..', '..', 'shared', 'data', 'medmnist', 'pneumoniamnist.npz');
 const dir = mkdtempSync(join(tmpdir(), 'fedssl-exp-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The first `n` training images and labels of the real file as a small .npz of their own. */
-function sliceNpz(n: number): string {
-  const entries = unzipSync(new Uint8Array(readFileSync(NPZ)));
-  const npy = (shape: number[], data: Uint8Array) => {
-    let header = `{'descr': '|u1', 'fortran_order': False, 'shape': (${shape.join(', ')},), }`;
-    header += ' '.repeat(63 - ((header.length + 10) % 64)) + '\n';
-    const h = strToU8(header);
-    const out = new Uint8Array(10 + h.length + data.length);
-    out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, h.length & 0xff, h.length >> 8]);
-    out.set(h, 10);
-    out.set(data, 10 + h.length);
-    return out;
-  };
-  const images = parseNpy(entries['train_images.npy']!);
-  const labels = parseNpy(entries['train_labels.npy']!);
-  const imgData = (images.data as Uint8Array).subarray(0, n * 28 * 28);
-  const labData = (labels.data as Uint8Array).subarray(0, n);
-  const file = join(dir, 'small.npz');
-  writeFileSync(
-    file,
-    zipSync({ 'train_images.npy': npy([n, 28, 28], imgData), 'train_labels.npy': npy([n, 1], labData) }),
-  );
-  return file;
-}
-
 describe('federated experiments, smoke mode', () => {
-  it.runIf(existsSync(NPZ))(
+  it.runIf(existsSync(PNEUMONIA_NPZ))(
     'runs every arm through the real federation code and reports the table, RESULT lines and plots',
     async () => {
-      const data = sliceNpz(100);
+      const data = slicePneumoniaNpz(100, dir);
       const o = parseExperimentArgs(pneumonia, ['--smoke', '--out', join(dir, 'out'), '--data', data]);
       expect(o.rounds).toBe(2);
       const r = await runExperiment(pneumonia, o);
