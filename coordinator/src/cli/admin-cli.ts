@@ -365,15 +365,20 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
           weightsSha256: string;
           createdAt: string;
         };
+        /** Absent from coordinators older than the field. */
+        weightsAvailable?: boolean;
+        prunedAt?: string | null;
       }[]
     >('/models');
+    const pruned = (v: (typeof list)[number]) =>
+      v.weightsAvailable === false ? `  weights pruned ${v.prunedAt ?? '(not recorded)'}` : '';
     print(list, () =>
       list.length === 0
         ? 'no models\n'
         : list
             .map(
-              ({ manifest: m }) =>
-                `${m.version}  round ${m.round}  ${m.weightsBytes} bytes  sha256 ${m.weightsSha256.slice(0, 16)}…  ${m.createdAt}`,
+              (v) =>
+                `${v.manifest.version}  round ${v.manifest.round}  ${v.manifest.weightsBytes} bytes  sha256 ${v.manifest.weightsSha256.slice(0, 16)}…  ${v.manifest.createdAt}${pruned(v)}`,
             )
             .join('\n') + '\n',
     );

@@ -5,6 +5,7 @@ import {
   coordinatorKeysSchema,
   signedModelManifestSchema,
   type ModelManifest,
+  type SignedModelManifest,
 } from '@fedssl/shared/protocol';
 import { exportModel, type ExportFormat } from '../models/export/export-model';
 import type { AdminClient } from './admin-client';
@@ -62,9 +63,16 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
   }
 
   const version = opts.version === 'latest' ? await latestVersion(client) : opts.version;
-  const signedParsed = signedModelManifestSchema.safeParse(
-    await client.get(`/models/${encodeURIComponent(version)}`),
-  );
+  // Only the signed document is checked: the answer also says whether the weights are still
+  // there (weightsAvailable, prunedAt), which the signature does not cover.
+  const answer = (await client.get(
+    `/models/${encodeURIComponent(version)}`,
+  )) as Partial<SignedModelManifest> | null;
+  const signedParsed = signedModelManifestSchema.safeParse({
+    manifest: answer?.manifest,
+    signature: answer?.signature,
+    keyId: answer?.keyId,
+  });
   if (!signedParsed.success)
     throw new CliError('PROTOCOL_INVALID_MESSAGE', 'model manifest response is malformed');
   let manifest: ModelManifest;

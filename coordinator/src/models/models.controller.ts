@@ -1,22 +1,32 @@
 import { Controller, Get, Inject, Param, StreamableFile } from '@nestjs/common';
 import { createReadStream } from 'node:fs';
-import type { SignedModelManifest } from '@fedssl/shared/protocol';
 import { Roles } from '../admin/admin-auth.guard';
+import { toModelVersionResponse, type ModelVersionResponse } from './dtos/model-version.dto';
+import { ModelMarksRepository } from './model-marks.repository';
 import { ModelStoreService } from './model-store.service';
 
 @Controller('models')
 @Roles('viewer')
 export class ModelsController {
-  constructor(@Inject(ModelStoreService) private readonly store: ModelStoreService) {}
+  constructor(
+    @Inject(ModelStoreService) private readonly store: ModelStoreService,
+    @Inject(ModelMarksRepository) private readonly marks: ModelMarksRepository,
+  ) {}
 
   @Get()
-  list(): SignedModelManifest[] {
-    return this.store.list();
+  async list(): Promise<ModelVersionResponse[]> {
+    const marks = new Map((await this.marks.list()).map((m) => [m.version, m]));
+    return this.store
+      .list()
+      .map((s) =>
+        toModelVersionResponse(s, this.store.hasWeights(s.manifest.version), marks.get(s.manifest.version)),
+      );
   }
 
   @Get(':version')
-  get(@Param('version') version: string): SignedModelManifest {
-    return this.store.requireManifest(version);
+  async get(@Param('version') version: string): Promise<ModelVersionResponse> {
+    const signed = this.store.requireManifest(version);
+    return toModelVersionResponse(signed, this.store.hasWeights(version), await this.marks.get(version));
   }
 
   /**

@@ -6,22 +6,17 @@ import { CONFIG, LOGGER, type CoordinatorConfig } from '../config/config';
 import { RoundEngine } from '../runs/round-engine';
 import { RunRepository } from '../runs/run.repository';
 import { RunsModule } from '../runs/runs.module';
-import { SQL_STORE, type SqlStore } from '../store/sql-store';
 import { ModelMarksRepository } from './model-marks.repository';
 import { ModelStoreService } from './model-store.service';
+import { ModelsModule } from './models.module';
 import { RetentionController } from './retention.controller';
 import { RetentionService } from './retention.service';
 
-/** Model retention: marks table, the policy after each publish, and the admin endpoints. */
+/** Model retention: the policy after each publish and the admin endpoints (marks: {@link ModelsModule}). */
 @Module({
-  imports: [RunsModule],
+  imports: [RunsModule, ModelsModule],
   controllers: [RetentionController],
   providers: [
-    {
-      provide: ModelMarksRepository,
-      useFactory: (db: SqlStore) => new ModelMarksRepository(db).init(),
-      inject: [SQL_STORE],
-    },
     {
       provide: RetentionService,
       useFactory: (
@@ -56,7 +51,7 @@ import { RetentionService } from './retention.service';
       ],
     },
   ],
-  exports: [RetentionService, ModelMarksRepository],
+  exports: [RetentionService],
 })
 export class RetentionModule implements OnModuleDestroy {
   constructor(@Inject(RetentionService) private readonly retention: RetentionService) {}

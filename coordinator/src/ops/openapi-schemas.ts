@@ -7,6 +7,7 @@ import {
   siteKeyRotationResponseSchema,
 } from '@fedssl/shared/protocol';
 import { ADMIN_ROLES } from '../admin/admin-token.repository';
+import { modelVersionResponseSchema } from '../models/dtos/model-version.dto';
 import { runConfigSchema } from '../runs/run-config';
 
 /**
@@ -168,6 +169,7 @@ export const COMPONENT_SCHEMAS: Record<string, JsonSchema> = {
   AuditPage: obj({ entries: arr(ref('AuditEntry')), nextAfter: nullable(int) }),
   AuditVerification: obj({ ok: bool, entries: int }, { firstBadSeq: int, reason: str }),
   SignedModelManifest: fromZod(signedModelManifestSchema, 'output'),
+  ModelVersion: fromZod(modelVersionResponseSchema, 'output'),
   PruneResult: obj({
     dryRun: bool,
     retain: int,
@@ -257,9 +259,18 @@ export const OPERATION_BODIES: Record<string, OperationBodies> = {
   AuditController_list: { responses: { 200: json('a page of entries', ref('AuditPage')) } },
   AuditController_verify: { responses: { 200: json('the chain check', ref('AuditVerification')) } },
   ModelsController_list: {
-    responses: { 200: json('every published version, oldest first', arr(ref('SignedModelManifest'))) },
+    responses: {
+      200: json(
+        'every published version, oldest first: its signed manifest and whether its weights are still there',
+        arr(ref('ModelVersion')),
+      ),
+    },
   },
-  ModelsController_get: { responses: { 200: json('the signed manifest', ref('SignedModelManifest')) } },
+  ModelsController_get: {
+    responses: {
+      200: json('the signed manifest and whether the weights are still there', ref('ModelVersion')),
+    },
+  },
   ModelsController_weights: {
     responses: {
       200: {

@@ -257,8 +257,10 @@ describe('platform REST API (real HTTP server)', () => {
       sites: [],
       strategy: 'fedavg',
     });
-    expect((await call('GET', '/models/run-x.r0', { token: tokens.viewer })).body).toEqual(signed);
-    expect((await call('GET', '/models', { token: tokens.viewer })).body).toEqual([signed]);
+    // The signed manifest, and beside it whether the weights are still there.
+    const version = { ...signed, weightsAvailable: true, prunedAt: null };
+    expect((await call('GET', '/models/run-x.r0', { token: tokens.viewer })).body).toEqual(version);
+    expect((await call('GET', '/models', { token: tokens.viewer })).body).toEqual([version]);
     const res = await fetch(`${rest.baseUrl}/models/run-x.r0/weights`, {
       headers: { authorization: `Bearer ${tokens.viewer}` },
     });
