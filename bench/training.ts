@@ -3,8 +3,14 @@
  * side by side with the same model and step in PyTorch (CPU), measured interleaved in
  * one run so the machine's load affects both alike.
  *
- *   npx vite-node bench/training.ts [-- --arch tiny,resnet18 --size 32,64 --batch 32
- *        --steps 5 --warmup 1 --backends wasm,cpu --workers 1,2 --torch-threads 2]
+ *   npx vite-node bench/training.ts [-- --arch tiny,resnet18,resnet50 --size 32,64,128
+ *        --batch auto --steps 5 --warmup 1 --backends wasm,cpu --workers 1,2 --torch-threads 2]
+ *
+ * `--batch auto` (the default) takes {@link autoBatch}: 32 images, fewer where the step
+ * does not fit the wasm backend's 4 GiB heap; a number forces that batch everywhere. Every
+ * framework of one config trains the same batch. A child that cannot run its config (the
+ * wasm heap exhausted, or any other error) is reported in one line (`… does not fit …` /
+ * `… failed …`) and the bench goes on with the others.
  *
  * Each measured framework/config runs in its own child process (peak RSS is per
  * process, all threads); the parent asks each child for one step in turn. `--workers`
@@ -19,16 +25,52 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
+import { LARGE_STEM_MIN_INPUT } from '@fedssl/shared/model';
+import { BENCH_ARCHS, type BenchArch } from './lib/byol-step';
 
 const PYTHON = '/usr/bin/python3';
 const TORCH_SCRIPT = path.join(__dirname, 'reference', 'byol_step.py');
 
 interface ChildConfig {
   backend: string;
-  arch: 'tiny' | 'resnet18';
+  arch: BenchArch;
   size: number;
   batch: number;
   workers?: number;
+}
+
+/**
+ * Images per batch for `--batch auto`: 32, except ResNet-50 ÷4 below 96 px (CIFAR-style stem:
+ * its 16 bottleneck blocks keep 64–512-channel activations of 64×64…8×8 px for the backward
+ * pass), whose wasm step at batch 32 aborted in its first step (heap capped at 4 GiB;
+ * docs/benchmarks.md).
+ */
+export function autoBatch(arch: BenchArch, size: number): number {
+  return arch === 'resnet50' && size < LARGE_STEM_MIN_INPUT ? 16 : 32;
+}
+
+/** A child could not run its config: its own error line, or how it ended. */
+class ChildFailed extends Error {}
+
+/** One line of an error for the line protocol. */
+function oneLine(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' ').slice(0, 400);
+}
+
+/** Size of wasm32's linear memory at most (tfjs-backend-wasm's `getHeapMax()`: 4 GiB − 64 KiB). */
+const WASM_HEAP_MAX_MIB = 4096;
+
+/**
+ * Whether a child's error says that memory ran out. tfjs-backend-wasm's release build just
+ * says `Aborted()` when an allocation fails, so the child appends its heap size
+ * (`[wasm heap N MiB]`): an abort with the heap within 512 MiB of the cap counts as out of memory.
+ */
+function isOutOfMemory(message: string): boolean {
+  const heap = /\[wasm heap (\d+) MiB\]/.exec(message);
+  return (
+    /OOM|out of memory|Cannot enlarge memory|Array buffer allocation failed/i.test(message) ||
+    (heap !== null && Number(heap[1]) >= WASM_HEAP_MAX_MIB - 512)
+  );
 }
 
 /** A child process speaking the line protocol of bench/reference/byol_step.py. */
@@ -39,13 +81,21 @@ class Runner {
   readonly losses: number[] = [];
   /** Milliseconds the child took to build the model (and start its worker threads). */
   setupMs = NaN;
+  /** Why the child stopped before the end (it is not asked again). */
+  failure?: string;
+  private stderrTail = '';
   private readonly lines: AsyncIterator<string>;
   private constructor(
     readonly label: string,
     private readonly proc: ChildProcessWithoutNullStreams,
   ) {
     this.lines = readline.createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
-    proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[${label}] ${d.toString()}`));
+    // A child that failed may be gone before it reads `quit`: its exit says so, not an EPIPE.
+    proc.stdin.on('error', () => undefined);
+    proc.stderr.on('data', (d: Buffer) => {
+      process.stderr.write(`[${label}] ${d.toString()}`);
+      this.stderrTail = (this.stderrTail + d.toString()).slice(-2000);
+    });
   }
 
   static async start(label: string, cmd: string, args: string[], cwd?: string): Promise<Runner> {
@@ -54,6 +104,7 @@ class Runner {
       spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) }),
     );
     const ready = await r.read();
+    if (ready.startsWith('error ')) throw new ChildFailed(ready.slice(6));
     if (!ready.startsWith('ready')) throw new Error(`${label}: unexpected first line '${ready}'`);
     r.setupMs = Number(ready.split(' ')[3]);
     return r;
@@ -61,13 +112,25 @@ class Runner {
 
   private async read(): Promise<string> {
     const next = await this.lines.next();
-    if (next.done) throw new Error(`${this.label}: child exited early`);
+    if (next.done) {
+      await new Promise((resolve) =>
+        this.proc.exitCode !== null || this.proc.signalCode !== null
+          ? resolve(0)
+          : this.proc.once('exit', resolve),
+      );
+      const tail = oneLine(this.stderrTail.split('\n').filter(Boolean).slice(-3).join(' '));
+      throw new ChildFailed(
+        `exited early (code ${this.proc.exitCode}, signal ${this.proc.signalCode})${tail ? `: ${tail}` : ''}`,
+      );
+    }
     return next.value;
   }
 
   async ask(cmd: string): Promise<string[]> {
     this.proc.stdin.write(`${cmd}\n`);
-    return (await this.read()).split(' ');
+    const line = await this.read();
+    if (line.startsWith('error ')) throw new ChildFailed(line.slice(6));
+    return line.split(' ');
   }
 
   async step(record: boolean): Promise<void> {
@@ -79,12 +142,14 @@ class Runner {
     }
   }
 
-  async peakRssMiB(): Promise<number> {
-    const [, kib] = await this.ask('rss');
-    return Number(kib) / 1024;
+  /** Peak RSS, and the wasm heap's size (it only grows: its high-water mark) where the child knows it. */
+  async memoryMiB(): Promise<{ rss: number; wasmHeap: number }> {
+    const [, kib, heap] = await this.ask('rss');
+    return { rss: Number(kib) / 1024, wasmHeap: heap === undefined ? NaN : Number(heap) / 2 ** 20 };
   }
 
   async quit(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     const exited = new Promise((resolve) => this.proc.once('exit', resolve));
     this.proc.stdin.write('quit\n');
     await exited;
@@ -98,6 +163,7 @@ async function child(cfg: ChildConfig): Promise<void> {
   const backend = cfg.backend as 'wasm' | 'cpu';
   const workers = cfg.workers ?? 1;
   let name = `${backend}×${workers}`;
+  let wasmHeapBytes = (): number => NaN;
   // With worker threads this thread only coordinates: no TensorFlow.js (nor its heap) here.
   if (workers === 1) {
     const tf = await import('@tensorflow/tfjs-core');
@@ -105,15 +171,25 @@ async function child(cfg: ChildConfig): Promise<void> {
     const { pino } = await import('pino');
     await selectBackend(pino({ level: 'silent' }), backend);
     name = tf.getBackend();
+    if (name === 'wasm')
+      wasmHeapBytes = () =>
+        (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.buffer.byteLength;
   }
+  // Any error (the wasm heap exhausted above all) is one `error` line to the parent, then exit.
+  const fail = (e: unknown): never => {
+    const heap = wasmHeapBytes();
+    const where = Number.isNaN(heap) ? '' : ` [wasm heap ${(heap / 2 ** 20).toFixed(0)} MiB]`;
+    process.stdout.write(`error ${oneLine(e)}${where}\n`);
+    process.exit(0);
+  };
   const t0 = performance.now();
-  const bench = await createByolBench(cfg.arch, cfg.size, cfg.batch, { workers, backend });
+  const bench = await createByolBench(cfg.arch, cfg.size, cfg.batch, { workers, backend }).catch(fail);
   process.stdout.write(`ready ${bench.paramCount} ${name} ${(performance.now() - t0).toFixed(0)}\n`);
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'step') {
       const t0 = performance.now();
       const c0 = process.cpuUsage();
-      const loss = await bench.step();
+      const loss = await bench.step().catch(fail);
       const c = process.cpuUsage(c0);
       // CPU time of the whole process (all worker threads): the work a step costs,
       // which the machine's load does not inflate the way it inflates wall time.
@@ -121,7 +197,8 @@ async function child(cfg: ChildConfig): Promise<void> {
         `ms ${(performance.now() - t0).toFixed(3)} ${loss.toFixed(6)} ${((c.user + c.system) / 1000).toFixed(3)}\n`,
       );
     } else if (line === 'rss') {
-      process.stdout.write(`rss ${process.resourceUsage().maxRSS}\n`);
+      const heap = wasmHeapBytes();
+      process.stdout.write(`rss ${process.resourceUsage().maxRSS}${Number.isNaN(heap) ? '' : ` ${heap}`}\n`);
     } else if (line === 'quit') {
       break;
     }
@@ -144,11 +221,14 @@ function torchAvailable(): string | undefined {
 interface Row {
   arch: string;
   size: number;
+  batch: number;
   framework: string;
   ms: number[];
   cpuMs: number[];
   setupMs: number;
   rssMiB: number;
+  /** Size of the wasm heap after the steps (NaN: not a one-thread wasm child). */
+  wasmHeapMiB: number;
   loss: number;
 }
 
@@ -171,7 +251,8 @@ export async function main(argv: string[]): Promise<void> {
       child: { type: 'string' },
       arch: { type: 'string', default: 'tiny,resnet18' },
       size: { type: 'string', default: '32,64' },
-      batch: { type: 'string', default: '32' },
+      /** `auto` ({@link autoBatch}) or one batch size for every config. */
+      batch: { type: 'string', default: 'auto' },
       steps: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '1' },
       backends: { type: 'string', default: 'wasm,cpu' },
@@ -184,17 +265,22 @@ export async function main(argv: string[]): Promise<void> {
   });
   if (values.child) return child(JSON.parse(values.child) as ChildConfig);
 
-  const archs = values.arch.split(',') as ChildConfig['arch'][];
+  const archs = values.arch.split(',') as BenchArch[];
+  for (const a of archs)
+    if (!BENCH_ARCHS.includes(a)) throw new Error(`unknown --arch ${a}; one of ${BENCH_ARCHS.join(', ')}`);
   const sizes = values.size.split(',').map(Number);
-  const batch = Number(values.batch);
+  const batchOf = (arch: BenchArch, size: number): number =>
+    values.batch === 'auto' ? autoBatch(arch, size) : Number(values.batch);
   const steps = Number(values.steps);
   const warmup = Number(values.warmup);
   const backends = values.backends.split(',');
   const workerCounts = values.workers.split(',').map(Number);
   const torchVersion = torchAvailable();
   const rows: Row[] = [];
+  /** Configs a child could not run, one line each (printed again before the RESULT lines). */
+  const failures: string[] = [];
   console.log(
-    `training bench: batch ${batch}, ${steps} measured steps after ${warmup} warm-up, node ${process.version}, ` +
+    `training bench: batch ${values.batch === 'auto' ? 'auto (32; ResNet-50 below 96 px: 16)' : values.batch}, ${steps} measured steps after ${warmup} warm-up, node ${process.version}, ` +
       `${os.cpus().length} cpus, load average ${loadAverage()} at start; ` +
       (torchVersion
         ? `torch ${torchVersion}`
@@ -203,59 +289,85 @@ export async function main(argv: string[]): Promise<void> {
 
   for (const arch of archs) {
     for (const size of sizes) {
+      const batch = batchOf(arch, size);
       const runners: Runner[] = [];
+      const failed = (label: string, e: unknown): void => {
+        if (!(e instanceof ChildFailed)) throw e;
+        failures.push(
+          isOutOfMemory(e.message)
+            ? `${arch} ${size}px batch ${batch}: ${label} does not fit in memory (${e.message}); try a smaller --batch`
+            : `${arch} ${size}px batch ${batch}: ${label} failed: ${e.message}`,
+        );
+        console.log(failures[failures.length - 1]);
+      };
+      const start = async (label: string, cmd: string, args: string[], cwd?: string): Promise<void> => {
+        try {
+          runners.push(await Runner.start(label, cmd, args, cwd));
+        } catch (e) {
+          failed(label, e);
+        }
+      };
       for (const backend of backends) {
         // The pure-JS cpu backend takes tens of seconds per step: only the smallest config.
         if (backend === 'cpu' && !(arch === 'tiny' && size <= 32)) continue;
         for (const workers of backend === 'wasm' ? workerCounts : [1]) {
           const cfg: ChildConfig = { backend, arch, size, batch, workers };
-          runners.push(
-            await Runner.start(
-              backend === 'wasm' ? wasmLabel(workers) : `tfjs-${backend}`,
-              process.execPath,
-              [process.argv[1]!, __filename, '--', '--child', JSON.stringify(cfg)],
-            ),
-          );
+          await start(backend === 'wasm' ? wasmLabel(workers) : `tfjs-${backend}`, process.execPath, [
+            process.argv[1]!,
+            __filename,
+            '--',
+            '--child',
+            JSON.stringify(cfg),
+          ]);
         }
       }
       if (values.compare) {
         const dir = path.resolve(values.compare);
         const cfg: ChildConfig = { backend: 'wasm', arch, size, batch };
-        runners.push(
-          await Runner.start(
-            'wasm@compare',
-            process.execPath,
-            [process.argv[1]!, path.join(dir, 'bench', 'training.ts'), '--', '--child', JSON.stringify(cfg)],
-            dir,
-          ),
+        await start(
+          'wasm@compare',
+          process.execPath,
+          [process.argv[1]!, path.join(dir, 'bench', 'training.ts'), '--', '--child', JSON.stringify(cfg)],
+          dir,
         );
       }
       if (torchVersion) {
         const cfg = { arch, size, batch, classes: 4, threads: Number(values['torch-threads']) };
-        runners.push(await Runner.start('torch', PYTHON, [TORCH_SCRIPT, JSON.stringify(cfg)]));
+        await start('torch', PYTHON, [TORCH_SCRIPT, JSON.stringify(cfg)]);
       }
       for (let i = 0; i < warmup + steps; i++) {
         for (const r of runners) {
           // cpu is so slow that one measured step is enough.
-          if (r.label === 'tfjs-cpu' && i > warmup) continue;
-          await r.step(i >= warmup);
+          if (r.failure !== undefined || (r.label === 'tfjs-cpu' && i > warmup)) continue;
+          try {
+            await r.step(i >= warmup);
+          } catch (e) {
+            r.failure = e instanceof Error ? e.message : String(e);
+            failed(r.label, e);
+          }
         }
       }
-      for (const r of runners) {
+      const done = runners.filter((r) => r.failure === undefined);
+      for (const r of done) {
+        const memory = await r.memoryMiB();
         rows.push({
           arch,
           size,
+          batch,
           framework: r.label,
           ms: r.times,
           cpuMs: r.cpu,
           setupMs: r.setupMs,
-          rssMiB: await r.peakRssMiB(),
+          rssMiB: memory.rss,
+          wasmHeapMiB: memory.wasmHeap,
           loss: r.losses[r.losses.length - 1] ?? NaN,
         });
-        await r.quit();
       }
-      const last = rows.slice(-runners.length);
-      console.log(`${arch} ${size}px: load average ${loadAverage()} after the run of this config`);
+      for (const r of runners) await r.quit();
+      const last = rows.slice(rows.length - done.length);
+      console.log(
+        `${arch} ${size}px batch ${batch}: load average ${loadAverage()} after the run of this config`,
+      );
       for (const row of last) {
         const m = median(row.ms);
         console.log(
@@ -267,6 +379,7 @@ export async function main(argv: string[]): Promise<void> {
               .toFixed(0)
               .padStart(6)}  ${((batch * 1000) / m).toFixed(1).padStart(6)} img/s  ` +
             `peak RSS ${row.rssMiB.toFixed(0).padStart(5)} MiB  loss ${row.loss.toFixed(4)}` +
+            (Number.isFinite(row.wasmHeapMiB) ? `  wasm heap ${row.wasmHeapMiB.toFixed(0)} MiB` : '') +
             (row.cpuMs.length ? `  cpu ${median(row.cpuMs).toFixed(0)} ms/step` : '') +
             (Number.isFinite(row.setupMs) ? `  setup ${row.setupMs.toFixed(0)} ms` : ''),
         );
@@ -275,8 +388,11 @@ export async function main(argv: string[]): Promise<void> {
   }
 
   console.log(`load average at end: ${loadAverage()}`);
+  for (const f of failures) console.log(`not measured: ${f}`);
   for (const arch of archs) {
     for (const size of sizes) {
+      const measured = rows.find((r) => r.arch === arch && r.size === size);
+      if (measured) console.log(`RESULT train_batch_${size}px_${arch}=${measured.batch} images`);
       const find = (framework: string) =>
         rows.find((r) => r.arch === arch && r.size === size && r.framework === framework);
       const torch = find('torch');
@@ -294,6 +410,8 @@ export async function main(argv: string[]): Promise<void> {
           );
         }
         console.log(`RESULT train_${tag}_ms_per_step_${size}px_${arch}=${median(wasm.ms).toFixed(0)} ms`);
+        if (Number.isFinite(wasm.wasmHeapMiB))
+          console.log(`RESULT train_${tag}_heap_mib_${size}px_${arch}=${wasm.wasmHeapMiB.toFixed(0)} MiB`);
         if (wasm.cpuMs.length) {
           console.log(
             `RESULT train_${tag}_cpu_ms_per_step_${size}px_${arch}=${median(wasm.cpuMs).toFixed(0)} ms`,
@@ -311,8 +429,13 @@ export async function main(argv: string[]): Promise<void> {
           }
         }
       }
-      if (torch)
+      if (torch) {
         console.log(`RESULT train_torch_ms_per_step_${size}px_${arch}=${median(torch.ms).toFixed(0)} ms`);
+        if (torch.cpuMs.length)
+          console.log(
+            `RESULT train_torch_cpu_ms_per_step_${size}px_${arch}=${median(torch.cpuMs).toFixed(0)} ms`,
+          );
+      }
       const wasm = one;
       if (!wasm) continue;
       const other = rows.find((r) => r.arch === arch && r.size === size && r.framework === 'wasm@compare');

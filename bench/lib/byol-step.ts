@@ -1,6 +1,7 @@
 import {
   describeModel,
   initWeights,
+  modelConfigSchema,
   mulberry32,
   resnet18ModelConfig,
   tinyModelConfig,
@@ -9,17 +10,31 @@ import {
 import { ParallelTrainer } from '../../site-agent/src/train/parallel/pool';
 import type { ReplicaInit, TrainEngine } from '../../site-agent/src/train/parallel/replica';
 
-/** The encoders measured: the tiny demo ResNet and a ResNet-18-shaped one at ¼ width. */
-export type BenchArch = 'tiny' | 'resnet18';
+/** The encoders measured: the tiny demo ResNet, and ResNet-18- and ResNet-50-shaped ones at ¼ width. */
+export type BenchArch = 'tiny' | 'resnet18' | 'resnet50';
+export const BENCH_ARCHS: readonly BenchArch[] = ['tiny', 'resnet18', 'resnet50'];
 
-/** Widths of the ResNet-18-shaped benchmark encoder: torchvision's [64, 64, 128, 256, 512] / 4. */
+/**
+ * Widths of the ResNet-18- and ResNet-50-shaped benchmark encoders: torchvision's
+ * [64, 64, 128, 256, 512] / 4 (ResNet-50's bottlenecks expand ×4, so its features are 512-d).
+ */
 export const RESNET18_BENCH_WIDTHS = [16, 16, 32, 64, 128];
 
 export const METADATA_CLASSES = 4;
 
 /** The model config of a benchmark encoder at `size` px (the same one bench/reference/byol_step.py builds). */
 export function benchModelConfig(arch: BenchArch, size: number): ModelConfig {
-  return arch === 'tiny' ? tinyModelConfig(size) : resnet18ModelConfig(size, RESNET18_BENCH_WIDTHS);
+  if (arch === 'tiny') return tinyModelConfig(size);
+  if (arch === 'resnet18') return resnet18ModelConfig(size, RESNET18_BENCH_WIDTHS);
+  // The heads of the ResNet-18 bench encoder, so the two differ only in the encoder.
+  return modelConfigSchema.parse({
+    arch: 'resnet50',
+    inputSize: size,
+    widths: RESNET18_BENCH_WIDTHS,
+    projectorHidden: 1024,
+    projectionDim: 256,
+    metadataHidden: 256,
+  });
 }
 
 /** One BYOL + metadata training step on fixed views; `step()` returns the loss. */

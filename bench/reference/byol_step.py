@@ -1,14 +1,15 @@
 """PyTorch CPU reference of the fedssl BYOL + metadata training step (bench/training.ts).
 
 Mirrors shared/src/model (architecture.ts, spec.ts, tf/forward.ts) exactly: ResNet basic
-blocks, convolutions without bias and padding k//2, batch norm (eps 1e-5, momentum 0.1),
+blocks (tiny, resnet18) or bottleneck blocks (resnet50: 1x1 -> 3x3 with the stride -> 1x1 x4,
+torchvision v1.5), convolutions without bias and padding k//2, batch norm (eps 1e-5, momentum 0.1),
 a 3x3 stride-1 stem below 96 px (7x7/2 + 3x3/2 max-pool from 96 px), global average
 pooling, MLP heads Linear -> BatchNorm1d -> ReLU -> Linear, Adam (lr 1e-3), and an EMA
 target (encoder + projector, incl. running statistics). Both global views go through the
 encoders as one batch of 2B images, as in the trainer.
 
 Driven over stdin by bench/training.ts so the two frameworks are measured interleaved:
-  step -> prints "ms <wall milliseconds of one step> <loss>"
+  step -> prints "ms <wall milliseconds of one step> <loss> <CPU milliseconds, all threads>"
   rss  -> prints "rss <peak resident set size in KiB>"
   quit
 Run with Debian's /usr/bin/python3 (python3-torch), one JSON config as argv[1].
@@ -24,9 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-WIDTHS = {"tiny": [16, 32, 64], "resnet18": [16, 16, 32, 64, 128]}
-BLOCKS = {"tiny": [1, 1, 1], "resnet18": [2, 2, 2, 2]}
-HEADS = {"tiny": (128, 64, 64), "resnet18": (1024, 256, 256)}  # projectorHidden, projectionDim, metadataHidden
+# bench/lib/byol-step.ts: torchvision widths / 4 for both ResNets.
+WIDTHS = {"tiny": [16, 32, 64], "resnet18": [16, 16, 32, 64, 128], "resnet50": [16, 16, 32, 64, 128]}
+BLOCKS = {"tiny": [1, 1, 1], "resnet18": [2, 2, 2, 2], "resnet50": [3, 4, 6, 3]}
+# projectorHidden, projectionDim, metadataHidden
+HEADS = {"tiny": (128, 64, 64), "resnet18": (1024, 256, 256), "resnet50": (1024, 256, 256)}
+EXPANSION = 4
 
 
 def conv(cin, cout, k, stride):
@@ -50,6 +54,27 @@ class Basic(nn.Module):
         return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
 
 
+class Bottleneck(nn.Module):
+    def __init__(self, cin, mid, stride):
+        super().__init__()
+        cout = mid * EXPANSION
+        self.conv1 = conv(cin, mid, 1, 1)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = conv(mid, mid, 3, stride)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = conv(mid, cout, 1, 1)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
 class Encoder(nn.Module):
     def __init__(self, arch, size):
         super().__init__()
@@ -67,8 +92,13 @@ class Encoder(nn.Module):
         cin = stem
         for s, count in enumerate(stages):
             for b in range(count):
-                layers.append(Basic(cin, stage_widths[s], 2 if b == 0 and s > 0 else 1))
-                cin = stage_widths[s]
+                stride = 2 if b == 0 and s > 0 else 1
+                if arch == "resnet50":
+                    layers.append(Bottleneck(cin, stage_widths[s], stride))
+                    cin = stage_widths[s] * EXPANSION
+                else:
+                    layers.append(Basic(cin, stage_widths[s], stride))
+                    cin = stage_widths[s]
         self.layers = nn.Sequential(*layers)
         self.feature_dim = cin
 
@@ -130,8 +160,11 @@ def main():
         cmd = line.strip()
         if cmd == "step":
             t0 = time.perf_counter()
+            c0 = time.process_time()
             loss = step()
-            print(f"ms {(time.perf_counter() - t0) * 1000:.3f} {loss:.6f}", flush=True)
+            wall = (time.perf_counter() - t0) * 1000
+            # CPU time of the process (all threads), as the tfjs children report it.
+            print(f"ms {wall:.3f} {loss:.6f} {(time.process_time() - c0) * 1000:.3f}", flush=True)
         elif cmd == "rss":
             print(f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", flush=True)
         elif cmd == "quit":
