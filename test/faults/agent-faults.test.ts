@@ -31,7 +31,8 @@ import { startWireProxy, type ClientFrame, type WireProxy } from '../support/wir
  * (the network that stalls or drops), uploading in 8 KiB chunks so an update is many chunks.
  * The same two-round run is done uninterrupted (the baseline) and once per fault; training is
  * seeded by (base model hash, site, round), so each faulted run must publish models
- * bit-identical to the baseline's. The slow site is the exception by nature — its round closes
+ * bit-identical to the baseline's (a round retried after a failed quorum included: it keeps
+ * the update already accepted and asks only the missing site again). The slow site is the exception by nature — its round closes
  * without it — so that run is compared with an uninterrupted run of the sites that took part.
  *
  * Faults land at exact points of an upload: the proxy sees every frame the agent sends (each
@@ -263,5 +264,59 @@ describe('agent and network faults: nothing accepted is lost, the models equal t
     expect(roundHashes(done)[0]).not.toBe(roundHashes(baseline)[0]);
     expect(after).toEqual(done);
     expect(await outboxFiles(beta)).toEqual([]);
+  }, 240_000);
+
+  it('(f) a round retried after its quorum failed keeps the accepted update: its site is not asked again, the model equals the baseline', async () => {
+    const [alpha, beta] = [agents[0]!, agents[1]!];
+    // Beta dies once it has the round-1 model, before it trains (so it keeps no local state of
+    // the run): the deadline passes with alpha's update alone (1 of 2), attempt 1 fails, and
+    // attempt 2 carries alpha's update over while it waits for beta to come back.
+    // The baseline's config (the EMA schedule spans every round's steps) with a shorter deadline.
+    const run = await create('quorum-retry', { roundDeadlineSeconds: 45 });
+    const dead = beta.process!;
+    const downloaded = dead.waitForLine(
+      (l) => l.msg === 'global model downloaded and verified' && l.runId === run.id,
+      'beta to download the round-1 model',
+      120_000,
+    );
+    const carried = coordinator.process.waitForLine(
+      (l) => l.msg === 'accepted updates carried over' && l.runId === run.id,
+      'attempt 2 to carry the accepted update',
+      120_000,
+    );
+    const alphaSince = alpha.process!.lines.length;
+    await coordinator.api.startRun(run.id);
+    await downloaded;
+    dead.child.kill('SIGKILL');
+    await exited(dead);
+    // Nothing sealed (the outbox is written before the local state): beta will train afresh.
+    expect(await outboxFiles(beta)).toEqual([]);
+    const carriedLine = await carried;
+    processes.push(await startAgent(beta));
+    const done = await waitForRun(coordinator.api, run.id, { timeoutMs: 120_000 });
+
+    expect(carriedLine).toMatchObject({ round: 1, attempt: 2, carried: 1, sites: [alpha.siteId] });
+    expect(done.state).toBe('completed');
+    // The API's round view also carries the failure reason (the demo's RoundView type omits it).
+    const reasonOf = (r: RunView['rounds'][number]) => (r as typeof r & { reason: string | null }).reason;
+    expect(done.rounds.map((r) => [r.round, r.attempt, r.state, reasonOf(r)])).toEqual([
+      [1, 1, 'failed', 'deadline passed with 1 accepted update(s); need 2'],
+      [1, 2, 'published', null],
+      [2, 1, 'published', null],
+    ]);
+    const states = Object.fromEntries(
+      done.rounds[1]!.participants.map((p) => [p.siteId, [p.state, p.reason, p.exampleCount]]),
+    );
+    expect(states).toEqual({
+      [alpha.siteId]: ['accepted', 'carried over from attempt 1', 18],
+      [beta.siteId]: ['accepted', null, 18],
+    });
+    // Alpha trained and uploaded once for round 1: one download, one accepted update.
+    const ofRun = (msg: string) => linesAfter(alpha.process!, alphaSince, msg, { runId: run.id, round: 1 });
+    expect(ofRun('global model downloaded and verified')).toHaveLength(1);
+    expect(ofRun('update accepted')).toHaveLength(1);
+    // Training is seeded by (base model hash, site, round): beta's retrained update is the one it
+    // would have sent, so the models are bit-identical to the baseline's.
+    expect(roundHashes(done).filter((h) => h !== null)).toEqual(roundHashes(baseline));
   }, 240_000);
 });
