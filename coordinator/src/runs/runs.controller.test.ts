@@ -1,40 +1,26 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
-import { AdminTokenService } from '../admin/admin-token.service';
-import { startCoordinator, type RunningCoordinator } from '../main';
+import type { RestClient } from '../testing/rest-client';
+import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 import { testRunBody } from './federation.fixture';
 
 describe('RunsController over HTTP (whole coordinator on port 0)', () => {
-  let c: RunningCoordinator;
-  let dataDir: string;
+  let c: TestCoordinator;
+  let rest: RestClient;
   let operator: string;
   let viewer: string;
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'fedssl-runs-http-'));
-    c = await startCoordinator(
-      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: null, logLevel: 'silent' },
-      pino({ level: 'silent' }),
-    );
-    operator = (await c.app.get(AdminTokenService).create('op', 'operator')).token;
-    viewer = (await c.app.get(AdminTokenService).create('view', 'viewer')).token;
+    c = await startTestCoordinator({ prefix: 'fedssl-runs-http-' });
+    rest = c.rest();
+    operator = await c.token('operator', 'op');
+    viewer = await c.token('viewer', 'view');
   });
   afterAll(async () => {
     await c.close();
-    rmSync(dataDir, { recursive: true, force: true });
   });
 
-  async function call(method: string, path: string, token: string, body?: unknown) {
-    const res = await fetch(`${c.url}/api/v1${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  const call = (method: string, path: string, token: string, body?: unknown) =>
+    rest.call(method, path, { token, body });
 
   it('creates, starts and reads a run; invalid bodies get exact messages', async () => {
     const bad = await call('POST', '/runs', operator, { ...testRunBody(), minSites: 0, seed: -1 });

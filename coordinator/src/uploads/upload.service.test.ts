@@ -7,18 +7,9 @@ import { encodeWeights } from '@fedssl/shared/codec';
 import { sharedParamSpecs, shapeSize, tinyModelConfig } from '@fedssl/shared/model';
 import { encodeMaskedInput } from '@fedssl/shared/secagg';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
+import { codeOf } from '../testing/errors';
 import { maxUpdateBytes } from './upload.service';
 import { constantDelta, FederationFixture, testRunBody, type FakeAgent } from '../runs/federation.fixture';
-
-async function codeOf(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-  } catch (e) {
-    if (isFedsslErrorLike(e)) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
 
 function files(dir: string): string[] {
   if (!existsSync(dir)) return [];
