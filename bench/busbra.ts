@@ -160,6 +160,8 @@ async function runArm(arm: (typeof allArms)[number], seed: number): Promise<Row>
       '--encoder',
       'random',
       ...modelArgs,
+      '--norm',
+      values.norm,
       '--seed',
       String(seed),
       ...probeArgs,

@@ -22,6 +22,7 @@ export interface ProbeCommandOptions {
   /** With `--encoder random`: the architecture, input size and init seed. */
   arch?: ModelConfig['arch'];
   widths?: number[];
+  norm?: ModelConfig['norm'];
   size?: number;
   seed?: number;
   l2?: number;
@@ -55,7 +56,7 @@ export async function probeCommand(opts: ProbeCommandOptions, io: CliIo): Promis
   let encoder: ProbeReport['encoder'];
   let weights;
   if (opts.encoder === 'random') {
-    const model = localModelConfig(opts.arch ?? 'tiny', opts.size ?? 64, opts.widths);
+    const model = localModelConfig(opts.arch ?? 'tiny', opts.size ?? 64, opts.widths, opts.norm);
     weights = initSharedWeights(model, opts.seed ?? 1);
     encoder = {
       source: 'random',

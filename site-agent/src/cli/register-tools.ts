@@ -162,6 +162,7 @@ export function registerProbe(program: Command): void {
     .option('--folds <k>', 'number of seeded patient-wise folds (without --fold-column)', positiveInt, 5)
     .addOption(archOption().default('tiny'))
     .option('--widths <list>', 'with --encoder random: stem and stage widths', intList)
+    .option('--norm <kind>', 'with --encoder random: batch or group normalization', 'batch')
     .option('--size <px>', 'with --encoder random: input size', positiveInt, 64)
     .option('--seed <s>', 'seed of the folds and of a random encoder', nonNegativeInt, 1)
     .option('--l2 <lambda>', 'L2 weight of the logistic regression', nonNegativeNumber)
@@ -178,15 +179,19 @@ export function registerProbe(program: Command): void {
         folds: number;
         arch: ModelConfig['arch'];
         widths?: number[];
+        norm: string;
         size: number;
         seed: number;
         l2?: number;
         backend?: 'auto';
         json: boolean;
       }) => {
+        if (o.norm !== 'batch' && o.norm !== 'group')
+          throw new InvalidArgumentError('--norm must be batch or group');
         process.exitCode = await probeCommand(
           {
             encoder: o.encoder,
+            norm: o.norm,
             data: o.data,
             labelColumn: o.labelColumn,
             folds: o.folds,

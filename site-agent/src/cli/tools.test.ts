@@ -99,6 +99,16 @@ describe('train-local and probe commands', () => {
     const text = human.lines.join('\n').split('\n');
     expect(text[0]).toBe('Encoder:   random-init seed 1 (tiny, 16 px, 64 features)');
     expect(text.at(-2)).toMatch(/^AUC {7}\d\.\d{3} ± \d\.\d{3} \(mean ± std over 3 folds\)$/);
+    // The group-norm baseline is another network: same seed, different features, hence AUC.
+    const batchJson = capture();
+    const groupJson = capture();
+    expect(await probeCommand({ ...common, labelColumn: 'coin', json: true }, batchJson.io)).toBe(0);
+    expect(
+      await probeCommand({ ...common, labelColumn: 'coin', json: true, norm: 'group' }, groupJson.io),
+    ).toBe(0);
+    const aucOf = (c: { lines: string[] }) =>
+      (JSON.parse(c.lines.join('\n')) as { auc: { mean: number } }).auc.mean;
+    expect(aucOf(groupJson)).not.toBe(aucOf(batchJson));
     await expect(probeCommand({ ...common, labelColumn: 'patient_id' }, capture().io)).rejects.toThrow(
       'label column "patient_id" has 12 classes (counting images without a value as one); the probe needs exactly 2',
     );
