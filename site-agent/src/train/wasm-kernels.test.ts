@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initSharedWeights, tinyModelConfig, trainingConfigSchema } from '@fedssl/shared/model';
 import { batchNormCore } from '@fedssl/shared/model/tf';
 import { selectBackend } from './backend';
+import { random, relErr } from './numeric-test-util';
 import { trainRound } from './trainer';
 import { registerWasmTrainingKernels } from './wasm-kernels';
 
@@ -37,21 +38,6 @@ async function convGrads(
     return [gx!.dataSync() as Float32Array, gw!.dataSync() as Float32Array];
   });
 }
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
-
-const random = (n: number, seed: number) => {
-  let s = seed;
-  return Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1);
-};
 
 describe('wasm training kernels', () => {
   it('registration is idempotent and provides Conv2DBackpropFilter', () => {

@@ -1,31 +1,17 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { encoderPlan, groupNormGroups, type BlockPlan } from '../architecture';
 import type { ModelConfig } from '../config';
+import {
+  applyActivation,
+  batchNormCore,
+  BN_EPS,
+  type MomentsReducer,
+  type NormActivation,
+} from './batch-norm';
 import { param, type ParamMap } from './params';
 
-const EPS = 1e-5;
 /** PyTorch's default batch-norm momentum (weight of the new batch statistic). */
 export const DEFAULT_BN_MOMENTUM = 0.1;
-
-/**
- * Combines batch-norm moments across data-parallel workers, so that every worker
- * normalizes with the statistics of the GLOBAL batch exactly as one worker would. Each
- * method is called by every worker in the same order (the model code is the same) and
- * returns the same values on all of them. Absent: the batch is all on this thread.
- */
-export interface MomentsReducer {
-  /**
-   * Forward: this worker's row count, per-channel mean and Σ(x − mean)² in; the global
-   * batch's count, mean and (biased) variance out.
-   */
-  moments(
-    count: number,
-    mean: tf.Tensor,
-    m2: tf.Tensor,
-  ): { count: number; mean: tf.Tensor; variance: tf.Tensor };
-  /** Backward: per-channel Σdy and Σdy·x̂ of this worker in, summed over all workers out. */
-  sums(dBeta: tf.Tensor, dGamma: tf.Tensor): [tf.Tensor, tf.Tensor];
-}
 
 /** Options of the forward functions. */
 export interface ForwardOptions {
@@ -44,66 +30,6 @@ export interface ForwardOptions {
   reducer?: MomentsReducer;
 }
 
-/**
- * Batch norm from batch moments, y = (x − μ)·γ/√(σ² + ε) + β over all axes but the
- * last, with a hand-written gradient. Autodiff through `tf.moments` and a scale/shift
- * keeps a dozen full-size intermediates per norm (mean's gradient even tiles a tensor of
- * ones); this keeps x, μ and 1/√(σ² + ε) and needs five full-size passes backwards:
- *   x̂ = (x − μ)·r,  dβ = Σ dy,  dγ = Σ dy·x̂,  dx = γr·(dy − (x̂·dγ + dβ)/n).
- * Same maths as before (checked against autodiff in the tests), fewer passes and tensors.
- *
- * With a `reducer` (data-parallel workers) μ, σ² and the two backward sums are those of
- * the global batch; dγ and dβ stay this worker's share (the caller sums gradients), and
- * `n` is the global row count.
- */
-export function batchNormCore(
-  x: tf.Tensor,
-  gamma: tf.Tensor,
-  beta: tf.Tensor,
-  onMoments?: (mean: tf.Tensor, variance: tf.Tensor, count: number) => void,
-  reducer?: MomentsReducer,
-): tf.Tensor {
-  const axes = x.shape.slice(0, -1).map((_, i) => i);
-  const localN = x.size / (x.shape[x.shape.length - 1] ?? 1);
-  let n = localN;
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [xt, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const [mean, variance] = tf.tidy(() => {
-      const m = tf.mean(xt, axes);
-      if (!reducer) return [m, tf.mean(tf.square(tf.sub(xt, m)), axes)];
-      // Local mean and Σ(x − m)² combine stably across workers (Chan et al.).
-      const global = reducer.moments(localN, m, tf.sum(tf.square(tf.sub(xt, m)), axes));
-      n = global.count;
-      return [global.mean, global.variance];
-    });
-    onMoments?.(mean, variance, n);
-    const rstd = tf.rsqrt(tf.add(variance, EPS));
-    save([xt, mean, rstd, g]);
-    // x·s + t with s = γr, t = β − μs: two full-size passes.
-    const value = tf.tidy(() => {
-      const scale = tf.mul(g, rstd);
-      return tf.add(tf.mul(xt, scale), tf.sub(b, tf.mul(mean, scale)));
-    });
-    return {
-      value,
-      // In its own tidy: the engine runs a custom gradient outside any per-node scope, so
-      // its full-size intermediates would otherwise live until the whole backward ends.
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
-        tf.tidy(() => {
-          const [sx, sm, sr, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
-          const xhat = tf.mul(tf.sub(sx, sm), sr);
-          const dBeta = tf.sum(dy, axes);
-          const dGamma = tf.sum(tf.mul(dy, xhat), axes);
-          const [sumDy, sumDyXhat] = reducer ? reducer.sums(dBeta, dGamma) : [dBeta, dGamma];
-          const k = tf.mul(sg, sr);
-          const corr = tf.add(tf.mul(xhat, tf.div(sumDyXhat, n)), tf.div(sumDy, n));
-          return [tf.mul(tf.sub(dy, corr), k), dGamma, dBeta];
-        }),
-    };
-  });
-  return f(x, gamma, beta);
-}
-
 /** Batch norm with batch moments in training; with running statistics in inference. */
 function batchNorm(
   x: tf.Tensor,
@@ -111,13 +37,14 @@ function batchNorm(
   name: string,
   opts: ForwardOptions,
   hasRunning: boolean,
+  act: NormActivation = {},
 ): tf.Tensor {
   const gamma = param(params, `${name}.weight`);
   const beta = param(params, `${name}.bias`);
   if (!opts.training && hasRunning) {
-    const scale = tf.mul(gamma, tf.rsqrt(tf.add(param(params, `${name}.running_var`), EPS)));
+    const scale = tf.mul(gamma, tf.rsqrt(tf.add(param(params, `${name}.running_var`), BN_EPS)));
     const shift = tf.sub(beta, tf.mul(param(params, `${name}.running_mean`), scale));
-    return tf.add(tf.mul(x, scale), shift);
+    return applyActivation(tf.add(tf.mul(x, scale), shift), act);
   }
   const statsOut = opts.training && hasRunning ? opts.statsOut : undefined;
   return batchNormCore(
@@ -137,6 +64,7 @@ function batchNorm(
         );
       }),
     opts.reducer,
+    act,
   );
 }
 
@@ -146,19 +74,23 @@ function groupNorm(x: tf.Tensor4D, params: ParamMap, name: string): tf.Tensor {
   const g = groupNormGroups(c);
   const grouped = tf.reshape(x, [n, h, w, g, c / g]);
   const { mean, variance } = tf.moments(grouped, [1, 2, 4], true);
-  const normed = tf.reshape(tf.mul(tf.sub(grouped, mean), tf.rsqrt(tf.add(variance, EPS))), [n, h, w, c]);
+  const normed = tf.reshape(tf.mul(tf.sub(grouped, mean), tf.rsqrt(tf.add(variance, BN_EPS))), [n, h, w, c]);
   return tf.add(tf.mul(normed, param(params, `${name}.weight`)), param(params, `${name}.bias`));
 }
 
+/** Normalization, then the optional residual add and ReLU (one unit for batch norm). */
 function norm2d(
   x: tf.Tensor4D,
   params: ParamMap,
   name: string,
   kind: ModelConfig['norm'],
   opts: ForwardOptions,
+  act: NormActivation = {},
 ): tf.Tensor4D {
   return (
-    kind === 'group' ? groupNorm(x, params, name) : batchNorm(x, params, name, opts, true)
+    kind === 'group'
+      ? applyActivation(groupNorm(x, params, name), act)
+      : batchNorm(x, params, name, opts, true, act)
   ) as tf.Tensor4D;
 }
 
@@ -177,19 +109,24 @@ function block(
   opts: ForwardOptions,
 ): tf.Tensor4D {
   const p = b.prefix;
+  const relu = { relu: true };
   let out: tf.Tensor4D;
   if (b.kind === 'basic') {
-    out = tf.relu(norm2d(conv(x, params, `${p}.conv1`, b.stride), params, `${p}.bn1`, kind, opts));
-    out = norm2d(conv(out, params, `${p}.conv2`, 1), params, `${p}.bn2`, kind, opts);
+    out = norm2d(conv(x, params, `${p}.conv1`, b.stride), params, `${p}.bn1`, kind, opts, relu);
   } else {
-    out = tf.relu(norm2d(conv(x, params, `${p}.conv1`, 1), params, `${p}.bn1`, kind, opts));
-    out = tf.relu(norm2d(conv(out, params, `${p}.conv2`, b.stride), params, `${p}.bn2`, kind, opts));
-    out = norm2d(conv(out, params, `${p}.conv3`, 1), params, `${p}.bn3`, kind, opts);
+    out = norm2d(conv(x, params, `${p}.conv1`, 1), params, `${p}.bn1`, kind, opts, relu);
+    out = norm2d(conv(out, params, `${p}.conv2`, b.stride), params, `${p}.bn2`, kind, opts, relu);
   }
   const shortcut = b.downsample
     ? norm2d(conv(x, params, `${p}.downsample.0`, b.stride), params, `${p}.downsample.1`, kind, opts)
     : x;
-  return tf.relu(tf.add(out, shortcut)) as tf.Tensor4D;
+  // The last norm, the residual add and the ReLU are one unit.
+  const last = b.kind === 'basic' ? 'conv2' : 'conv3';
+  const lastNorm = b.kind === 'basic' ? 'bn2' : 'bn3';
+  return norm2d(conv(out, params, `${p}.${last}`, 1), params, `${p}.${lastNorm}`, kind, opts, {
+    residual: shortcut,
+    relu: true,
+  });
 }
 
 /**
@@ -206,9 +143,9 @@ export function encoderForward(
   opts: ForwardOptions,
 ): tf.Tensor2D {
   const plan = encoderPlan(config);
-  let h = tf.relu(
-    norm2d(conv(x, params, 'encoder.conv1', plan.stem.stride), params, 'encoder.bn1', plan.norm, opts),
-  );
+  let h = norm2d(conv(x, params, 'encoder.conv1', plan.stem.stride), params, 'encoder.bn1', plan.norm, opts, {
+    relu: true,
+  });
   if (plan.stem.pool) h = tf.maxPool(h, 3, 2, 1);
   for (const b of plan.blocks) h = block(h, params, b, plan.norm, opts);
   return tf.mean(h, [1, 2]) as tf.Tensor2D;
@@ -229,7 +166,7 @@ export function mlpForward(
     tf.matMul(x, param(params, `${prefix}.0.weight`) as tf.Tensor2D),
     param(params, `${prefix}.0.bias`),
   );
-  const h1 = tf.relu(batchNorm(h0, params, `${prefix}.1`, { ...opts, training: true }, false));
+  const h1 = batchNorm(h0, params, `${prefix}.1`, { ...opts, training: true }, false, { relu: true });
   return tf.add(
     tf.matMul(h1 as tf.Tensor2D, param(params, `${prefix}.3.weight`) as tf.Tensor2D),
     param(params, `${prefix}.3.bias`),

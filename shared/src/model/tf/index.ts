@@ -1,3 +1,4 @@
 export * from './params';
+export * from './batch-norm';
 export * from './forward';
 export * from './export-layers';
