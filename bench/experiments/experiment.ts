@@ -79,6 +79,8 @@ export interface ExperimentOptions {
   batchSize: number;
   learningRate: number;
   widths?: number[];
+  /** Encoder normalization (docs/models.md: group norm for pretraining). */
+  norm: 'batch' | 'group';
   fedemaTau: number;
   resume: boolean;
   /** Seeds whose federated arms are also probed after every round (for the plot). */
@@ -96,6 +98,11 @@ export interface ExperimentOptions {
 }
 
 const ROOT = path.join(__dirname, '..', '..');
+
+function normOf(v: string): 'batch' | 'group' {
+  if (v !== 'batch' && v !== 'group') throw new Error(`--norm must be batch or group, got "${v}"`);
+  return v;
+}
 
 export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): ExperimentOptions {
   const { values } = parseArgs({
@@ -116,6 +123,7 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
       batch: { type: 'string', default: '32' },
       lr: { type: 'string', default: '0.001' },
       widths: { type: 'string' },
+      norm: { type: 'string', default: 'batch' },
       'fedema-tau': { type: 'string', default: '0.7' },
       resume: { type: 'boolean', default: false },
       'probe-round-seeds': { type: 'string' },
@@ -156,6 +164,7 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
     batchSize: smoke ? 16 : Number(values.batch),
     learningRate: Number(values.lr),
     ...(values.widths ? { widths: list(String(values.widths)) } : smoke ? { widths: [4, 4, 4] } : {}),
+    norm: normOf(String(values.norm)),
     fedemaTau: Number(values['fedema-tau']),
     resume: values.resume === true || values['report-only'] === true,
     probeRoundSeeds:
@@ -183,6 +192,7 @@ export function modelOf(o: ExperimentOptions): ModelConfig {
   return modelConfigSchema.parse({
     arch: 'tiny',
     inputSize: o.imageSize,
+    norm: o.norm,
     ...(o.widths ? { widths: o.widths } : {}),
     ...(o.smoke
       ? { projectorHidden: 8, projectionDim: 4, metadataHidden: 4 }
@@ -383,7 +393,7 @@ export async function runExperiment(
   const totalSteps = results.find((r) => r.arm === 'centralized' || r.federation)?.steps;
   const header =
     `${def.title}: ${description}.\n` +
-    `Encoder tiny ResNet ${model.widths ? `widths ${model.widths.join('-')}` : '16-32-64'}, ${model.inputSize} px; ` +
+    `Encoder tiny ResNet ${model.widths ? `widths ${model.widths.join('-')}` : '16-32-64'}, ${model.norm} norm, ${model.inputSize} px; ` +
     `batch ${o.batchSize}, Adam ${o.learningRate}, λ = ${o.lambda} (metadata arms), ${o.rounds} rounds; ` +
     `budget ${epochs.toFixed(2)} epochs over the pooled data${totalSteps !== undefined ? ` (${totalSteps} steps per arm)` : ''}` +
     `${calibration ? ` — ${calibration}` : ''}; seeds ${o.seeds.join(', ')}; probe: ${foldSource}; ` +

@@ -89,4 +89,36 @@ describe('federated experiments, smoke mode', () => {
     },
     180_000,
   );
+
+  it.runIf(existsSync(PNEUMONIA_NPZ))(
+    'a group-norm encoder federates too: rounds published from every site, no running statistics shared',
+    async () => {
+      const data = slicePneumoniaNpz(100, dir);
+      const out = join(dir, 'out-group');
+      const o = parseExperimentArgs(pneumonia, [
+        '--smoke',
+        '--norm',
+        'group',
+        '--arms',
+        'fedavgMeta',
+        '--out',
+        out,
+        '--data',
+        data,
+      ]);
+      expect(o.norm).toBe('group');
+      const r = await runExperiment(pneumonia, o);
+      const fed = r.results.find((x) => x.arm === 'fedavgMeta')!.federation!;
+      expect(fed.publishedRounds).toBe(2);
+      expect(fed.acceptedUpdates).toBe(8);
+      expect(fed.rounds.flat().every((p) => p.metadataLoss > 0)).toBe(true);
+      expect(r.settings.model.norm).toBe('group');
+      const model = JSON.parse(readFileSync(join(out, 'encoders', 'model.json'), 'utf8')) as { norm: string };
+      expect(model.norm).toBe('group');
+      expect(() => parseExperimentArgs(pneumonia, ['--smoke', '--norm', 'layer'])).toThrow(
+        '--norm must be batch or group, got "layer"',
+      );
+    },
+    180_000,
+  );
 });

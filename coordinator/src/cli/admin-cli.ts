@@ -227,6 +227,14 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     .option('--deadline <seconds>', 'round deadline in seconds', int('--deadline', 1), 600)
     .option('--arch <arch>', 'encoder architecture (tiny|resnet18|resnet50)', 'tiny')
     .option('--size <px>', 'input size in pixels', int('--size', 16), 32)
+    .addOption(
+      new Option(
+        '--norm <kind>',
+        'encoder normalization (group: recommended for pretraining, docs/models.md)',
+      )
+        .choices(['batch', 'group'])
+        .default('batch'),
+    )
     .option('--batch-size <n>', 'local batch size', int('--batch-size', 2))
     .option('--max-steps <n>', 'max optimizer steps per round (0 = no bound)', int('--max-steps', 0))
     .option('--lambda <l>', 'metadata loss weight λ', num('--lambda'))
@@ -247,6 +255,10 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
       ]),
     )
     .option('--fedema-scaler <λ>', "FedEMA's λ in μ = min(λ·‖w_g − w_l‖, 1)", num('--fedema-scaler'))
+    .option(
+      '--no-reuse-accepted-updates',
+      'a retried round attempt asks every site to train again (default: updates accepted earlier are carried)',
+    )
     .option('--config <file>', 'full run config as JSON (instead of the flags)')
     .action(async (o: Record<string, unknown>) => {
       let body: unknown;
@@ -277,9 +289,10 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
           roundDeadlineSeconds: o['deadline'],
           strategy:
             o['clipNorm'] === undefined ? o['strategy'] : { name: o['strategy'], clipNorm: o['clipNorm'] },
-          model: { arch: o['arch'], inputSize: o['size'] },
+          model: { arch: o['arch'], inputSize: o['size'], norm: o['norm'] },
           training,
           seed: o['seed'],
+          ...(o['reuseAcceptedUpdates'] === false ? { reuseAcceptedUpdates: false } : {}),
         };
       }
       const r = await client().post<{ id: string; name: string; state: string }>('/runs', body);

@@ -180,14 +180,21 @@ describe('fedssl-admin models pull --format', () => {
       'fedema',
       '--fedema-scaler',
       '0.5',
+      '--norm',
+      'group',
+      '--no-reuse-accepted-updates',
     );
     expect(r.err).toBe('');
     expect(JSON.parse(r.out).config).toMatchObject({
       strategy: { name: 'trimmed-mean', clipNorm: 5 },
       training: { localUpdate: 'fedema', fedemaScaler: 0.5 },
+      model: { norm: 'group' },
+      reuseAcceptedUpdates: false,
     });
     const plain = JSON.parse((await cli(...base)).out);
     expect(plain.config.strategy).toBe('fedavg');
+    expect(plain.config.model.norm).toBe('batch');
+    expect(plain.config.reuseAcceptedUpdates).toBe(true);
     expect(plain.config.training).toMatchObject({ localUpdate: 'replace', fedemaScaler: 1 });
     const bad = await cli(...base, '--strategy', 'krum');
     expect(bad.code).not.toBe(0);
