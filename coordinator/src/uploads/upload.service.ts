@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { updateHeaderSignedBy, verifyUpdateHeader } from '@fedssl/shared/crypto';
+import { parseUpdateHeader, updateHeaderSignedBy } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
 import { sharedParamSpecs, shapeSize, type ModelConfig } from '@fedssl/shared/model';
 import {
+  PROTOCOL_VERSION,
   uploadBeginSchema,
   uploadChunkSchema,
   uploadCommitSchema,
@@ -20,7 +21,7 @@ import { chunkCiphertextLength, decodeDelta, type UpdateStore } from './update-s
 import type { OpenedUpdate } from './opened-updates';
 import { readMaskedUpdate } from '../privacy/secagg-driver';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
-import { signingKeyFor } from '../sites/site-keys';
+import { rememberingVerifier, signingKeyFor } from '../sites/site-keys';
 
 /** Largest example count an update may claim. */
 export const MAX_EXAMPLE_COUNT = 1e9;
@@ -165,10 +166,21 @@ export class UploadService {
       if (!site || site.signingPublicKey === '')
         throw new FedsslError('SITE_NOT_FOUND', `site ${header.siteId} is not registered`);
       // The current key, or a replaced one in its grace period (SITE_KEY_EXPIRED after it).
-      const signer = signingKeyFor(site, this.d.clock.now(), (pk) =>
-        updateHeaderSignedBy(header, signature, pk),
-      );
-      verifyUpdateHeader(header, signature, signer);
+      const signedBy = rememberingVerifier((pk) => updateHeaderSignedBy(header, signature, pk));
+      const signer = signingKeyFor(site, this.d.clock.now(), signedBy);
+      // verifyUpdateHeader's checks, in its order, with the signature's answer remembered from
+      // the key choice above: one Ed25519 verification per key tried, not one more for the winner.
+      parseUpdateHeader(header);
+      if (!signedBy(signer))
+        throw new FedsslError(
+          'ENVELOPE_SIGNATURE_INVALID',
+          'update header signature does not verify against the site key',
+        );
+      if (header.protocolVersion !== PROTOCOL_VERSION)
+        throw new FedsslError(
+          'PROTOCOL_VERSION_MISMATCH',
+          `update header is protocol version ${header.protocolVersion}, this build speaks ${PROTOCOL_VERSION}`,
+        );
       if (site.status === 'revoked') throw new FedsslError('SITE_REVOKED', `site ${site.id} is revoked`);
       if (site.status !== 'enrolled')
         throw new FedsslError('SITE_AUTH_FAILED', `site ${site.id} is not enrolled`);
