@@ -445,33 +445,49 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
         .default('fsw'),
     )
     .option('--fingerprint <fp>', 'expected coordinator key fingerprint (compare out of band)')
-    .action(async (o: { version: string; out: string; format: ExportFormat; fingerprint?: string }) => {
-      const r = await pullModel(client(), {
-        version: o.version,
-        outDir: o.out,
-        format: o.format,
-        fingerprint: o.fingerprint,
-      });
-      if (r.unpinned) {
-        io.stderr(
-          `warning: coordinator key not pinned; its fingerprint is "${r.coordinatorFingerprint}" — compare it out of band and pass --fingerprint\n`,
+    .option(
+      '--input-size <px>',
+      "tfjs: input side the graph is built for (group-norm encoders take only that size; default the model's)",
+      int('--input-size', 16),
+    )
+    .action(
+      async (o: {
+        version: string;
+        out: string;
+        format: ExportFormat;
+        fingerprint?: string;
+        inputSize?: number;
+      }) => {
+        if (o.inputSize !== undefined && o.format !== 'tfjs')
+          throw new CliError('PROTOCOL_INVALID_MESSAGE', '--input-size applies to --format tfjs only');
+        const r = await pullModel(client(), {
+          version: o.version,
+          outDir: o.out,
+          format: o.format,
+          fingerprint: o.fingerprint,
+          tfjsInputSize: o.inputSize,
+        });
+        if (r.unpinned) {
+          io.stderr(
+            `warning: coordinator key not pinned; its fingerprint is "${r.coordinatorFingerprint}" — compare it out of band and pass --fingerprint\n`,
+          );
+        }
+        print(
+          {
+            version: r.manifest.version,
+            format: r.format,
+            files: r.files,
+            weightsPath: r.weightsPath,
+            manifestPath: r.manifestPath,
+            sha256: r.manifest.weightsSha256,
+            card: r.card,
+          },
+          () =>
+            `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}, verified) as ${r.format} → ${o.out}: ${r.files.join(', ')}\n` +
+            describeCard(r.card),
         );
-      }
-      print(
-        {
-          version: r.manifest.version,
-          format: r.format,
-          files: r.files,
-          weightsPath: r.weightsPath,
-          manifestPath: r.manifestPath,
-          sha256: r.manifest.weightsSha256,
-          card: r.card,
-        },
-        () =>
-          `pulled ${r.manifest.version} (${r.manifest.weightsBytes} bytes, sha256 ${r.manifest.weightsSha256}, verified) as ${r.format} → ${o.out}: ${r.files.join(', ')}\n` +
-          describeCard(r.card),
-      );
-    });
+      },
+    );
 
   return program;
 }

@@ -20,8 +20,9 @@ import { ModelStoreService } from '../models/model-store.service';
 import { runAdminCliAt } from '../testing/admin-cli';
 import { startTestCoordinator, type TestCoordinator } from '../testing/test-coordinator';
 
-const model = tinyModelConfig(32);
+const model = { ...tinyModelConfig(32), norm: 'batch' as const };
 const weights = initSharedWeights(model, 5);
+const groupModel = { ...tinyModelConfig(32), norm: 'group' as const };
 
 describe('fedssl-admin models pull --format', () => {
   let dir: string;
@@ -35,6 +36,18 @@ describe('fedssl-admin models pull --format', () => {
     dir = running.dataDir;
     token = await running.token('admin', 'cli');
     const store = running.app.get(ModelStoreService);
+    store.publish({
+      version: 'gn.r1',
+      // Its own run (kept by retention as the latest of it), published first (not `latest`).
+      runId: 'gn',
+      round: 1,
+      model: groupModel,
+      weights: initSharedWeights(groupModel, 5),
+      parentVersion: null,
+      parentSha256: null,
+      sites: [{ siteId: 'site-a', exampleCount: 40 }],
+      strategy: 'fedavg',
+    });
     for (const [version, round] of [
       ['real.r1', 1],
       ['real.r2', 2],
@@ -132,6 +145,61 @@ describe('fedssl-admin models pull --format', () => {
     expect(y.shape).toEqual([1, featureDim(model)]);
     tf.dispose(y);
     loaded.dispose();
+  });
+
+  it('--input-size: a group-norm TF.js graph for another input size; refused with another format', async () => {
+    const out = join(dir, 'tfjs-gn');
+    const r = await cli(
+      'models',
+      'pull',
+      '--version',
+      'gn.r1',
+      '--format',
+      'tfjs',
+      '--input-size',
+      '48',
+      '--out',
+      out,
+    );
+    expect(r.code).toBe(0);
+    const loaded = await tfl.loadLayersModel(fileLoadHandler(out));
+    expect(loaded.inputs[0]!.shape).toEqual([null, 48, 48, 1]);
+    const y = loaded.predict(tf.ones([1, 48, 48, 1])) as tf.Tensor;
+    expect(y.shape).toEqual([1, featureDim(groupModel)]);
+    tf.dispose(y);
+    loaded.dispose();
+
+    const bad = join(dir, 'st-size');
+    const e = await cli(
+      'models',
+      'pull',
+      '--version',
+      'gn.r1',
+      '--format',
+      'safetensors',
+      '--input-size',
+      '48',
+      '--out',
+      bad,
+    );
+    expect(e.code).not.toBe(0);
+    expect(e.err).toBe('error: PROTOCOL_INVALID_MESSAGE: --input-size applies to --format tfjs only\n');
+    expect(existsSync(bad)).toBe(false);
+  });
+
+  it('GET /models/:version/download/tfjs?inputSize=48 serves the graph for that size; a malformed size is a 400', async () => {
+    const get = (q: string) =>
+      fetch(`${running.url}/api/v1/models/gn.r1/download/tfjs${q}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+    const ok = await get('?inputSize=48');
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('content-disposition')).toBe('attachment; filename="gn.r1-tfjs-48px.zip"');
+    const bad = await get('?inputSize=4.8');
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toBe(
+      'inputSize must be one whole number of pixels, got "4.8"',
+    );
   });
 
   it('verifies before converting: a tampered manifest writes nothing in any format', async () => {

@@ -19,6 +19,8 @@ export interface PullOptions {
   format?: ExportFormat;
   /** Expected coordinator fingerprint (as printed by `GET /coordinator/keys`, compared out of band). */
   fingerprint?: string;
+  /** `tfjs` only: input side the graph is built for (group-norm encoders; default the model's). */
+  tfjsInputSize?: number;
 }
 
 export interface PullResult {
@@ -110,6 +112,7 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
     coordinatorFingerprint: actual,
     // Newer manifests carry the hyperparameters signed; only older ones need the run record.
     training: manifest.runId && !manifest.hyperparameters ? await runTraining(client, manifest.runId) : null,
+    tfjsInputSize: opts.tfjsInputSize,
   });
   return {
     manifest,

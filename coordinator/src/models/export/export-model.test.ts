@@ -2,16 +2,22 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeWeights } from '@fedssl/shared/codec';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { decodeWeights, encodeWeights } from '@fedssl/shared/codec';
 import { generatePartyKeys, keyId, sha256Hex, signModelManifest } from '@fedssl/shared/crypto';
 import {
   initSharedWeights,
+  type ModelConfig,
   modelConfigSchema,
+  sharedParamSpecs,
   tinyModelConfig,
   trainingConfigSchema,
 } from '@fedssl/shared/model';
+import { createVariables, disposeParams, encoderForward, fileLoadHandler } from '@fedssl/shared/model/tf';
 import type { ModelManifest } from '@fedssl/shared/protocol';
-import { exportModel, type ExportFormat } from './export-model';
+import { exportModel } from './export-model';
 
 function published(model = tinyModelConfig(32), extra: Partial<ModelManifest> = {}) {
   const bytes = encodeWeights(initSharedWeights(model, 2));
@@ -122,20 +128,90 @@ describe('exportModel', () => {
     expect(md).toContain('"randomResizedCrop":{"enabled":true,"scaleMin":0.3,"scaleMax":1}');
   });
 
-  it('tfjs: refuses a group-norm encoder before writing anything', async () => {
-    const p = published(modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'group' }));
+  /** A tfjs export of `p` into `outDir` (no run record). */
+  const tfjsExport = (p: ReturnType<typeof published>, outDir: string, tfjsInputSize?: number) =>
+    exportModel({
+      signed: p.signed,
+      manifest: p.manifest,
+      weights: p.bytes,
+      format: 'tfjs',
+      outDir,
+      coordinatorFingerprint: 'x',
+      training: null,
+      tfjsInputSize,
+    });
+
+  /** Features of the exported model.json reloaded with the stock loader, and of encoderForward. */
+  async function exportedAndForwardFeatures(
+    dir: string,
+    model: ModelConfig,
+    bytes: Uint8Array,
+    size: number,
+  ) {
+    const loaded = await tfl.loadLayersModel(fileLoadHandler(dir));
+    const params = createVariables(
+      decodeWeights(bytes, sharedParamSpecs(model)).tensors,
+      sharedParamSpecs(model),
+    );
+    const x = tf.randomUniform([2, size, size, 1], 0, 1, 'float32', 5) as tf.Tensor4D;
+    const got = loaded.predict(x) as tf.Tensor;
+    const want = tf.tidy(() => encoderForward(model, params, x, { training: false }));
+    const maxAbsDiff = tf.tidy(() => tf.max(tf.abs(tf.sub(got, want))).dataSync()[0]!);
+    const inputShape = loaded.inputs[0]!.shape;
+    tf.dispose([x, got, want]);
+    disposeParams(params);
+    loaded.dispose();
+    return { maxAbsDiff, inputShape };
+  }
+
+  it('tfjs: a group-norm encoder as stock layers, at its input size and at another, same features as the forward pass', async () => {
+    const model = modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'group' });
+    const p = published(model);
+    for (const [tfjsInputSize, size] of [
+      [undefined, 32],
+      [48, 48],
+    ] as const) {
+      const out = mkdtempSync(join(tmpdir(), 'fedssl-export-'));
+      const { files, card } = await tfjsExport(p, out, tfjsInputSize);
+      expect(files).toEqual([
+        'model.json',
+        'weights.bin',
+        'manifest.json',
+        'model-card.json',
+        'MODEL_CARD.md',
+      ]);
+      expect(card.files['model.json']).toBe(
+        `TF.js LayersModel topology of the encoder (group norm from stock layers; input fixed at ${size}×${size}×1)`,
+      );
+      const json = JSON.parse(readFileSync(join(out, 'model.json'), 'utf8'));
+      expect(json.userDefinedMetadata.fedssl).toMatchObject({
+        version: 'run-9.r4',
+        inputSize: 32,
+        norm: 'group',
+      });
+      const r = await exportedAndForwardFeatures(out, model, p.bytes, size);
+      expect(r.inputShape).toEqual([null, size, size, 1]);
+      expect(r.maxAbsDiff).toBeLessThan(1e-4);
+    }
+  });
+
+  it('tfjs: a batch-norm graph takes any size; a wrong input size is refused before writing anything', async () => {
+    const batch = modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'batch' });
+    const p = published(batch);
     const out = mkdtempSync(join(tmpdir(), 'fedssl-export-'));
-    await expect(
-      exportModel({
-        signed: p.signed,
-        manifest: p.manifest,
-        weights: p.bytes,
-        format: 'tfjs' as ExportFormat,
-        outDir: out,
-        coordinatorFingerprint: 'x',
-        training: null,
-      }),
-    ).rejects.toThrow('the TF.js export supports batch-norm encoders only, this one uses group norm');
-    expect(readdirSync(out)).toEqual([]);
+    const { card } = await tfjsExport(p, out);
+    expect(card.files['model.json']).toBe(
+      'TF.js LayersModel topology of the encoder (inference-mode batch norm; any input size)',
+    );
+    const r = await exportedAndForwardFeatures(out, batch, p.bytes, 48);
+    expect(r.inputShape).toEqual([null, null, null, 1]);
+    expect(r.maxAbsDiff).toBeLessThan(1e-4);
+
+    const group = published(modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'group' }));
+    const empty = mkdtempSync(join(tmpdir(), 'fedssl-export-'));
+    await expect(tfjsExport(group, empty, 600)).rejects.toThrow(
+      'TF.js export input size must be an integer from 16 to 512 pixels, got 600',
+    );
+    expect(readdirSync(empty)).toEqual([]);
   });
 });

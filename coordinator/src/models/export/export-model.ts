@@ -6,8 +6,10 @@ import {
   buildModelCard,
   encodeSafetensors,
   type ModelCard,
+  type ModelConfig,
   modelCardMarkdown,
   sharedParamSpecs,
+  tfjsExportInputSize,
   toTorchStateDict,
   type TrainingConfig,
 } from '@fedssl/shared/model';
@@ -31,13 +33,17 @@ export interface ExportArgs {
    * (signed) yet; null when unavailable or not needed.
    */
   training: TrainingConfig | null;
+  /**
+   * `tfjs` only: side of the square input the graph is built for (default the model's
+   * `inputSize`). Group-norm graphs take only that size; batch-norm graphs take any.
+   */
+  tfjsInputSize?: number;
 }
 
 const FILE_DESCRIPTIONS: Record<string, string> = {
   'weights.fsw': 'all shared weights (encoder, projector, predictor) in fedssl-weights/1, the signed bytes',
   'model.safetensors':
     'encoder with torchvision ResNet names (OIHW kernels) + projector.* and predictor.* ([out, in] linear weights)',
-  'model.json': 'TF.js LayersModel topology of the encoder (inference-mode batch norm)',
   'weights.bin': 'TF.js weights of the encoder',
   'manifest.json': "the coordinator-signed manifest (verify with the coordinator's Ed25519 key)",
   'model-card.json': 'this model card, machine-readable',
@@ -61,13 +67,17 @@ export async function exportModel(args: ExportArgs): Promise<{ files: string[]; 
   try {
     const main = await writeFormat(args, tmp);
     const files = [...main, 'manifest.json', 'model-card.json', 'MODEL_CARD.md'];
+    const describe = (f: string): string =>
+      f === 'model.json'
+        ? tfjsTopologyDescription(manifest.model, args.tfjsInputSize)
+        : (FILE_DESCRIPTIONS[f] ?? f);
     writeFileSync(join(tmp, 'manifest.json'), `${JSON.stringify(args.signed, null, 2)}\n`);
     const card = buildModelCard({
       manifest,
       keyId: args.signed.keyId,
       coordinatorFingerprint: args.coordinatorFingerprint,
       training: args.training,
-      files: Object.fromEntries(files.map((f) => [f, FILE_DESCRIPTIONS[f] ?? f])),
+      files: Object.fromEntries(files.map((f) => [f, describe(f)])),
     });
     writeFileSync(join(tmp, 'model-card.json'), `${JSON.stringify(card, null, 2)}\n`);
     writeFileSync(join(tmp, 'MODEL_CARD.md'), modelCardMarkdown(card));
@@ -76,6 +86,14 @@ export async function exportModel(args: ExportArgs): Promise<{ files: string[]; 
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** What `model.json` holds: the graph's normalization and the input it takes. */
+function tfjsTopologyDescription(model: ModelConfig, inputSize: number | undefined): string {
+  if (model.norm === 'batch')
+    return 'TF.js LayersModel topology of the encoder (inference-mode batch norm; any input size)';
+  const s = tfjsExportInputSize(model, inputSize);
+  return `TF.js LayersModel topology of the encoder (group norm from stock layers; input fixed at ${s}×${s}×1)`;
 }
 
 function sharedWeights(args: ExportArgs): NamedTensors {
@@ -108,15 +126,22 @@ async function writeFormat(args: ExportArgs, dir: string): Promise<string[]> {
       const weights = sharedWeights(args);
       // TensorFlow is loaded only for this format (the coordinator CLI does not need it otherwise).
       const { writeTfjsEncoder } = await import('./tfjs-export.js');
-      await writeTfjsEncoder(m.model, weights, dir, {
-        fedssl: {
-          version: m.version,
-          runId: m.runId,
-          round: m.round,
-          weightsSha256: m.weightsSha256,
-          inputSize: m.model.inputSize,
+      await writeTfjsEncoder(
+        m.model,
+        weights,
+        dir,
+        {
+          fedssl: {
+            version: m.version,
+            runId: m.runId,
+            round: m.round,
+            weightsSha256: m.weightsSha256,
+            inputSize: m.model.inputSize,
+            norm: m.model.norm,
+          },
         },
-      });
+        args.tfjsInputSize,
+      );
       return ['model.json', 'weights.bin'];
     }
   }

@@ -17,8 +17,23 @@ import { ModelStoreService } from '../model-store.service';
 import { ModelExportsService } from './model-exports.service';
 
 const silent = pino({ level: 'silent' });
-const model = tinyModelConfig(32);
+const model = { ...tinyModelConfig(32), norm: 'batch' as const };
 const weights = initSharedWeights(model, 3);
+const groupModel = { ...tinyModelConfig(32), norm: 'group' as const };
+
+/** Entry names and the model.json input shape of a tfjs zip (read by Python's zipfile). */
+function readTfjsZip(file: string): {
+  names: string[];
+  inputShape: unknown;
+  manifest: unknown;
+  format: string;
+} {
+  const py =
+    'import json,sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nm=json.loads(z.read("model.json"))\n' +
+    'print(json.dumps({"names": z.namelist(), "manifest": json.loads(z.read("manifest.json")), "format": m["format"], ' +
+    '"inputShape": m["modelTopology"]["config"]["layers"][0]["config"]["batch_input_shape"]}))';
+  return JSON.parse(execFileSync('python3', ['-c', py, file], { encoding: 'utf8' }));
+}
 
 describe('ModelExportsService', () => {
   let dir: string;
@@ -30,13 +45,14 @@ describe('ModelExportsService', () => {
     const keys = new CoordinatorKeysService(config, silent);
     store = new ModelStoreService(config, keys, { now: () => Date.now() }, silent);
     exportsService = new ModelExportsService(store, keys, silent);
-    for (const version of ['run.r1', 'run.r2']) {
+    for (const version of ['run.r1', 'run.r2', 'gn.r1']) {
+      const gn = version.startsWith('gn');
       store.publish({
         version,
-        runId: 'run',
+        runId: gn ? 'gn' : 'run',
         round: Number(version.slice(-1)),
-        model,
-        weights,
+        model: gn ? groupModel : model,
+        weights: gn ? initSharedWeights(groupModel, 3) : weights,
         parentVersion: null,
         parentSha256: null,
         sites: [{ siteId: 'site-a', exampleCount: 12 }],
@@ -64,9 +80,7 @@ describe('ModelExportsService', () => {
     expect([d.name, d.type]).toEqual(['run.r2-tfjs.zip', 'application/zip']);
     const file = join(dir, 'm.zip');
     writeFileSync(file, d.data);
-    const py =
-      'import json,sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nprint(json.dumps({"names": z.namelist(), "manifest": json.loads(z.read("manifest.json")), "format": json.loads(z.read("model.json"))["format"]}))';
-    const out = JSON.parse(execFileSync('python3', ['-c', py, file], { encoding: 'utf8' }));
+    const out = readTfjsZip(file);
     expect(out.names).toEqual([
       'model.json',
       'weights.bin',
@@ -76,6 +90,7 @@ describe('ModelExportsService', () => {
     ]);
     expect(out.manifest).toEqual(store.requireManifest('run.r2'));
     expect(out.format).toBe('layers-model');
+    expect(out.inputShape).toEqual([null, null, null, 1]);
     // Two concurrent first requests convert once and get the same bytes.
     rmSync(store.exportsDir('run.r2'), { recursive: true });
     const [a, b] = await Promise.all([
@@ -83,6 +98,44 @@ describe('ModelExportsService', () => {
       exportsService.download('run.r2', 'tfjs'),
     ]);
     expect(a.data).toBe(b.data);
+  });
+
+  it('tfjs of a group-norm encoder: built for the model input size, or for ?inputSize (cached apart, one extra size kept)', async () => {
+    const file = join(dir, 'gn.zip');
+    const d = await exportsService.download('gn.r1', 'tfjs');
+    expect(d.name).toBe('gn.r1-tfjs.zip');
+    writeFileSync(file, d.data);
+    expect(readTfjsZip(file).inputShape).toEqual([null, 32, 32, 1]);
+    // The model's own size is the default file.
+    expect((await exportsService.download('gn.r1', 'tfjs', { inputSize: '32' })).name).toBe('gn.r1-tfjs.zip');
+
+    const big = await exportsService.download('gn.r1', 'tfjs', { inputSize: '48' });
+    expect(big.name).toBe('gn.r1-tfjs-48px.zip');
+    writeFileSync(file, big.data);
+    expect(readTfjsZip(file).inputShape).toEqual([null, 48, 48, 1]);
+    expect(readdirSync(store.exportsDir('gn.r1')).sort()).toEqual(['model-tfjs-48px.zip', 'model-tfjs.zip']);
+    await exportsService.download('gn.r1', 'tfjs', { inputSize: '64' });
+    expect(readdirSync(store.exportsDir('gn.r1')).sort()).toEqual(['model-tfjs-64px.zip', 'model-tfjs.zip']);
+  });
+
+  it('inputSize: ignored by batch-norm graphs, refused when malformed, out of range or for another format', async () => {
+    expect((await exportsService.download('run.r2', 'tfjs', { inputSize: '48' })).name).toBe(
+      'run.r2-tfjs.zip',
+    );
+    await expect(exportsService.download('gn.r1', 'tfjs', { inputSize: '48px' })).rejects.toThrow(
+      'inputSize must be one whole number of pixels, got "48px"',
+    );
+    await expect(exportsService.download('gn.r1', 'tfjs', { inputSize: ['48', '64'] })).rejects.toThrow(
+      'inputSize must be one whole number of pixels, got ["48","64"]',
+    );
+    await expect(exportsService.download('gn.r1', 'safetensors', { inputSize: '48' })).rejects.toThrow(
+      'inputSize applies to the tfjs format only, not safetensors',
+    );
+    await expect(exportsService.download('gn.r1', 'tfjs', { inputSize: '8' })).rejects.toSatisfy(
+      (e) =>
+        isFedsslError(e, 'MODEL_CONFIG_INVALID') &&
+        (e as Error).message === 'TF.js export input size must be an integer from 16 to 512 pixels, got 8',
+    );
   });
 
   it('card: markdown from the signed manifest, still there after the weights were pruned', async () => {

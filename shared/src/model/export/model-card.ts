@@ -180,7 +180,9 @@ export function modelCardMarkdown(card: ModelCard): string {
     '',
     '## Load it',
     '',
-    'TensorFlow.js (`model.json` + `weights.bin`, inference-mode batch norm):',
+    a.norm === 'group'
+      ? `TensorFlow.js (\`model.json\` + \`weights.bin\`; group norm from stock layers, so the graph takes only the input size it was exported for: ${s} px unless exported with another \`inputSize\`, see \`model.inputs[0].shape\`):`
+      : 'TensorFlow.js (`model.json` + `weights.bin`; inference-mode batch norm, any input size):',
     '',
     '```js',
     "const tf = require('@tensorflow/tfjs');",
@@ -193,11 +195,13 @@ export function modelCardMarkdown(card: ModelCard): string {
     '```python',
     'import torch, torchvision',
     'from safetensors.torch import load_file',
-    `net = torchvision.models.${a.arch === 'resnet50' ? 'resnet50' : 'resnet18'}(num_classes=1000)`,
+    a.norm === 'group'
+      ? `net = torchvision.models.${a.arch === 'resnet50' ? 'resnet50' : 'resnet18'}(num_classes=1000, norm_layer=lambda c: torch.nn.GroupNorm(max(g for g in range(1, min(32, c) + 1) if c % g == 0), c))`
+      : `net = torchvision.models.${a.arch === 'resnet50' ? 'resnet50' : 'resnet18'}(num_classes=1000)`,
     'net.conv1 = torch.nn.Conv2d(1, net.conv1.out_channels, net.conv1.kernel_size, net.conv1.stride, net.conv1.padding, bias=False)',
     'net.fc = torch.nn.Identity()',
     'state = {k: v for k, v in load_file("model.safetensors").items() if not k.startswith(("projector.", "predictor."))}',
-    'missing, unexpected = net.load_state_dict(state, strict=False)  # missing: only bn*.num_batches_tracked',
+    `missing, unexpected = net.load_state_dict(state, strict=False)  # missing: ${a.norm === 'group' ? 'nothing (GroupNorm keeps no running statistics)' : 'only bn*.num_batches_tracked'}`,
     `features = net.eval()(torch.zeros(1, 1, ${s}, ${s}))  # [1, ${a.featureDim}]`,
     '```',
     '',
