@@ -3,6 +3,11 @@
  * time from `tf.profile`, summed by kernel name (and by shape for convolutions).
  *
  *   npx vite-node bench/training-profile.ts [-- --arch tiny --size 64 --batch 32 --backend wasm --steps 3]
+ *   npx vite-node bench/training-profile.ts -- --clock cpu   # CPU time per kernel (load-robust)
+ *
+ * `--clock cpu` wraps every kernel of the backend and charges each call the process CPU
+ * time it used minus that of the kernels it called (self time): on a loaded machine
+ * `tf.profile`'s wall-clock kernel times mostly measure the scheduler.
  *
  * Also prints the wasm heap's size (it never shrinks: its high-water mark), peak RSS and
  * the most tensors alive at once during the profiled step.
@@ -20,6 +25,70 @@ function wasmHeapBytes(): number {
   return b.wasm.HEAPU8.buffer.byteLength;
 }
 
+interface Tally {
+  ms: number;
+  n: number;
+}
+
+function add(map: Map<string, Tally>, key: string, ms: number): void {
+  const a = map.get(key) ?? { ms: 0, n: 0 };
+  a.ms += ms;
+  a.n++;
+  map.set(key, a);
+}
+
+/** Kernels whose time is also reported by input shapes. */
+const BY_SHAPE = /^(Conv2D|Mean|Sum|Multiply|Add|Sub|Transpose|DepthwiseConv2dNative|FusedDepthwiseConv2D)/;
+
+/**
+ * Re-registers every kernel of `backendName` with a wrapper that charges the call its
+ * process CPU time minus that of the kernels it called (nested kernels run through the
+ * registry too), by name and, for the kernels matching BY_SHAPE, by input shapes.
+ */
+function profileCpu(backendName: string): { byName: Map<string, Tally>; byShape: Map<string, Tally> } {
+  const byName = new Map<string, Tally>();
+  const byShape = new Map<string, Tally>();
+  const children: number[] = [];
+  for (const k of tf.getKernelsForBackend(backendName)) {
+    const inner = k.kernelFunc;
+    tf.unregisterKernel(k.kernelName, backendName);
+    tf.registerKernel({
+      ...k,
+      kernelFunc: (args) => {
+        children.push(0);
+        const t0 = process.cpuUsage();
+        try {
+          return inner(args);
+        } finally {
+          const u = process.cpuUsage(t0);
+          const ms = (u.user + u.system) / 1000;
+          const self = ms - children.pop()!;
+          if (children.length) children[children.length - 1]! += ms;
+          add(byName, k.kernelName, self);
+          if (BY_SHAPE.test(k.kernelName)) {
+            const shapes = Object.values(args.inputs).map((t) => `[${(t as tf.TensorInfo).shape.join(',')}]`);
+            add(byShape, `${k.kernelName} ${shapes.join(' ')}`, self);
+          }
+        }
+      },
+    });
+  }
+  return { byName, byShape };
+}
+
+function printTallies(byName: Map<string, Tally>, byShape: Map<string, Tally>, top: number): void {
+  const total = [...byName.values()].reduce((a, b) => a + b.ms, 0);
+  for (const [name, a] of [...byName].sort((x, y) => y[1].ms - x[1].ms).slice(0, top)) {
+    console.log(
+      `${name.padEnd(24)} ${a.ms.toFixed(1).padStart(8)} ms ${((100 * a.ms) / total).toFixed(1).padStart(5)} %  ×${a.n}`,
+    );
+  }
+  console.log('by input shapes:');
+  for (const [key, a] of [...byShape].sort((x, y) => y[1].ms - x[1].ms).slice(0, top)) {
+    console.log(`${a.ms.toFixed(1).padStart(8)} ms ×${a.n}  ${key}`);
+  }
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: process.argv.slice(2).filter((a) => a !== '--'),
@@ -31,6 +100,7 @@ async function main(): Promise<void> {
       top: { type: 'string', default: '25' },
       /** Unprofiled steps timed after the warm-up (0: none). */
       steps: { type: 'string', default: '0' },
+      clock: { type: 'string', default: 'wall' },
     },
   });
   await selectBackend(pino({ level: 'silent' }), values.backend as 'wasm' | 'cpu');
@@ -45,6 +115,23 @@ async function main(): Promise<void> {
     const t = performance.now();
     await bench.step();
     times.push(performance.now() - t);
+  }
+  if (values.clock === 'cpu') {
+    const { byName, byShape } = profileCpu(tf.getBackend());
+    const c0 = process.cpuUsage();
+    const w0 = performance.now();
+    await bench.step();
+    const c = process.cpuUsage(c0);
+    const kernels = [...byName.values()].reduce((a, b) => a + b.ms, 0);
+    const calls = [...byName.values()].reduce((a, b) => a + b.n, 0);
+    console.log(
+      `${values.arch} ${values.size}px batch ${values.batch} on ${tf.getBackend()}: step ${((c.user + c.system) / 1000).toFixed(0)} ms CPU, ` +
+        `${(performance.now() - w0).toFixed(0)} ms wall; kernels ${kernels.toFixed(0)} ms CPU (self time), ${calls} kernel calls; ` +
+        `wasm heap ${heapMiB().toFixed(0)} MiB, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,
+    );
+    printTallies(byName, byShape, Number(values.top));
+    await bench.dispose();
+    return;
   }
   const t0 = performance.now();
   const info = await tf.profile(async () => {

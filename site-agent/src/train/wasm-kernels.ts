@@ -21,12 +21,20 @@ const BACKEND = 'wasm';
 /** Minimal view of the wasm backend used by the kernels (it is not exported as a type we can import cheaply). */
 interface WasmBackendLike {
   disposeData(dataId: object, force?: boolean): boolean;
+  /** A Float32Array view of a tensor's bytes in the wasm heap (invalid once the heap grows). */
+  typedArrayFromHeap(t: TensorInfo): Float32Array;
+  /** A new tensor in the wasm heap holding `values`. */
+  makeOutput(shape: number[], dtype: 'float32', memoryOffset?: number, values?: Float32Array): TensorInfo;
 }
 
-type Run = (name: string, inputs: Record<string, TensorInfo>, attrs?: NamedAttrMap) => TensorInfo;
+interface Run {
+  (name: string, inputs: Record<string, TensorInfo>, attrs?: NamedAttrMap): TensorInfo;
+  /** A small tensor filled from JavaScript (a rearranged filter), disposed like the others. */
+  constant(shape: number[], values: Float32Array): TensorInfo;
+}
 
 function runner(backend: WasmBackendLike, scratch: TensorInfo[]): Run {
-  return (name, inputs, attrs = {}) => {
+  const run = (name: string, inputs: Record<string, TensorInfo>, attrs: NamedAttrMap = {}) => {
     const kernel = tf.getKernel(name, BACKEND);
     if (!kernel) throw new Error(`wasm backend has no kernel ${name}`);
     const out = kernel.kernelFunc({
@@ -37,6 +45,13 @@ function runner(backend: WasmBackendLike, scratch: TensorInfo[]): Run {
     scratch.push(out);
     return out;
   };
+  return Object.assign(run, {
+    constant: (shape: number[], values: Float32Array) => {
+      const out = backend.makeOutput(shape, 'float32', undefined, values);
+      scratch.push(out);
+      return out;
+    },
+  });
 }
 
 /** Run `body` with a scratch list; dispose every scratch tensor except the result. */
@@ -88,28 +103,28 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   const [n, h, w, cin] = x.shape as [number, number, number, number];
   const b = backend as unknown as WasmBackendLike;
   return withScratch(b, (run) => {
-    // Rows/columns the forward conv actually read; a negative pad means trailing input unused.
-    let bottom = kh + (oh - 1) * sh - h - top;
-    let right = kw + (ow - 1) * sw - w - left;
-    let input = x;
-    if (bottom < 0 || right < 0) {
-      input = run(
-        'Slice',
-        { x },
-        { begin: [0, 0, 0, 0], size: [n, h + Math.min(0, bottom), w + Math.min(0, right), cin] },
-      );
-      bottom = Math.max(0, bottom);
-      right = Math.max(0, right);
-    }
     // x → [Cin, H, W, N] in two cheap steps: a 2-D transpose [N, H·W·Cin] → [H·W·Cin, N],
     // then [H·W, Cin, N] → [Cin, H·W, N] (moves whole rows of N). The direct 4-D
     // permutation [3, 1, 2, 0] measured 1.6× slower.
-    const [, ih, iw, ic] = input.shape as [number, number, number, number];
-    const x2 = run('Reshape', { x: input }, { shape: [n, ih * iw * ic] });
+    const x2 = run('Reshape', { x }, { shape: [n, h * w * cin] });
     const x2T = run('Transpose', { x: x2 }, { perm: [1, 0] });
-    const x3 = run('Reshape', { x: x2T }, { shape: [ih * iw, ic, n] });
+    const x3 = run('Reshape', { x: x2T }, { shape: [h * w, cin, n] });
     const x3T = run('Transpose', { x: x3 }, { perm: [1, 0, 2] });
-    const xT = run('Reshape', { x: x3T }, { shape: [ic, ih, iw, n] });
+    let xT = run('Reshape', { x: x3T }, { shape: [cin, h, w, n] });
+    // Rows/columns the forward conv actually read; a negative pad means trailing input unused.
+    let bottom = kh + (oh - 1) * sh - h - top;
+    let right = kw + (ow - 1) * sw - w - left;
+    if (bottom < 0 || right < 0) {
+      // Cut them here, where a kept row is one run of W'·N floats: the backend's Slice copies
+      // row by row in JavaScript (on x itself, runs of Cin floats: 100 ms at 64 px, measured).
+      const keepH = h + Math.min(0, bottom);
+      const keepW = w + Math.min(0, right);
+      const x3v = run('Reshape', { x: xT }, { shape: [cin, h, w * n] });
+      const cut = run('Slice', { x: x3v }, { begin: [0, 0, 0], size: [cin, keepH, keepW * n] });
+      xT = run('Reshape', { x: cut }, { shape: [cin, keepH, keepW, n] });
+      bottom = Math.max(0, bottom);
+      right = Math.max(0, right);
+    }
     const dyT = run('Transpose', { x: dy }, { perm: [1, 2, 0, 3] });
     const out = run('Conv2D', { x: xT, filter: dyT }, {
       strides: [1, 1],
@@ -154,6 +169,92 @@ function insertZeros(
   return run('Reshape', { x: p }, { shape });
 }
 
+/** Taps of one axis of a stride-s input gradient split by output phase (see `inputGradByPhase`). */
+function phaseTaps(k: number, s: number, pad: number): { jMin: number; taps: number } {
+  // Output position i = s·m + p receives dy[m + j]·W[p + pad − s·j] for every j that keeps the tap inside the filter.
+  const jMin = Math.ceil((pad - (k - 1)) / s);
+  const jMax = Math.floor((s - 1 + pad) / s);
+  return { jMin, taps: jMax - jMin + 1 };
+}
+
+/**
+ * dx of a stride-s convolution (s > 1 on both axes) without zero-upsampling dy: output
+ * pixel (s·m + ph, s·m' + pw) only meets the filter taps ≡ ph, pw (mod s), so all s² phases
+ * are ONE stride-1 convolution of dy itself with a small filter whose s²·Cin output
+ * channels are the phases, followed by the pixel shuffle (DepthToSpace's layout). The zero-upsampled
+ * form convolves s² times as many pixels, most of them zeros (measured 3.6× a forward conv).
+ */
+function inputGradByPhase(
+  run: Run,
+  backend: WasmBackendLike,
+  dy: TensorInfo,
+  filter: TensorInfo,
+  inputShape: [number, number, number, number],
+  info: ReturnType<typeof convInfo>,
+): TensorInfo {
+  const { filterHeight: kh, filterWidth: kw, strideHeight: s, outHeight: oh, outWidth: ow } = info;
+  const { top, left } = info.padInfo;
+  const [n, h, w, cin] = inputShape;
+  const cout = info.outChannels;
+  const rows = phaseTaps(kh, s, top);
+  const cols = phaseTaps(kw, s, left);
+  const m = Math.ceil(h / s);
+  const mw = Math.ceil(w / s);
+  // Filter [taps_h, taps_w, Cout, (ph, pw, Cin)]: the channel order DepthToSpace expects.
+  const src = backend.typedArrayFromHeap(filter);
+  const depth = s * s * cin;
+  const f = new Float32Array(rows.taps * cols.taps * cout * depth);
+  for (let jh = 0; jh < rows.taps; jh++)
+    for (let ph = 0; ph < s; ph++) {
+      const fy = ph + top - s * (jh + rows.jMin);
+      if (fy < 0 || fy >= kh) continue;
+      for (let jw = 0; jw < cols.taps; jw++)
+        for (let pw = 0; pw < s; pw++) {
+          const fx = pw + left - s * (jw + cols.jMin);
+          if (fx < 0 || fx >= kw) continue;
+          for (let ci = 0; ci < cin; ci++) {
+            const from = ((fy * kw + fx) * cin + ci) * cout;
+            const to = (jh * cols.taps + jw) * cout * depth + (ph * s + pw) * cin + ci;
+            for (let co = 0; co < cout; co++) f[to + co * depth] = src[from + co]!;
+          }
+        }
+    }
+  const phaseFilter = run.constant([rows.taps, cols.taps, cout, depth], f);
+  // dy rows −jMin … m − 1 + jMax: zero rows outside dy as padding, unused trailing rows cut.
+  const padTop = -rows.jMin;
+  const padLeft = -cols.jMin;
+  let padBottom = m + rows.taps - 1 - oh - padTop;
+  let padRight = mw + cols.taps - 1 - ow - padLeft;
+  let src4 = dy;
+  if (padBottom < 0 || padRight < 0) {
+    src4 = run(
+      'Slice',
+      { x: dy },
+      { begin: [0, 0, 0, 0], size: [n, oh + Math.min(0, padBottom), ow + Math.min(0, padRight), cout] },
+    );
+    padBottom = Math.max(0, padBottom);
+    padRight = Math.max(0, padRight);
+  }
+  const phases = run('Conv2D', { x: src4, filter: phaseFilter }, {
+    strides: [1, 1],
+    pad: [
+      [0, 0],
+      [padTop, padBottom],
+      [padLeft, padRight],
+      [0, 0],
+    ],
+    dilations: [1, 1],
+    dataFormat: 'NHWC',
+  } as unknown as NamedAttrMap);
+  // The pixel shuffle as reshape + 4-D transpose [N·M, M', ph, (pw, Cin)] → [N·M, ph, M', (pw, Cin)]
+  // (moves rows of s·Cin floats; the backend's DepthToSpace measured 3× slower).
+  const p4 = run('Reshape', { x: phases }, { shape: [n * m, mw, s, s * cin] });
+  const t4 = run('Transpose', { x: p4 }, { perm: [0, 2, 1, 3] });
+  const dx = run('Reshape', { x: t4 }, { shape: [n, m * s, mw * s, cin] });
+  if (m * s === h && mw * s === w) return dx;
+  return run('Slice', { x: dx }, { begin: [0, 0, 0, 0], size: [n, h, w, cin] });
+}
+
 /**
  * dx = correlation of the zero-upsampled, padded dy with the spatially flipped,
  * in/out-swapped filter: one stride-1 forward Conv2D.
@@ -175,6 +276,9 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
   const cout = info.outChannels;
   const b = backend as unknown as WasmBackendLike;
   return withScratch(b, (run) => {
+    const { top, left } = info.padInfo;
+    if (sh > 1 && sh === sw && top < kh && left < kw && info.dilationHeight === 1 && info.dilationWidth === 1)
+      return inputGradByPhase(run, b, dy, filter, inputShape, info);
     // Insert s−1 zeros after every row/column of dy (reshape + pad on a unit axis).
     let up = dy;
     let uh = oh;
