@@ -1,5 +1,5 @@
 import { Global, Inject, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
-import { APP_FILTER, APP_GUARD } from '@nestjs/core';
+import { APP_FILTER, APP_GUARD, APP_INTERCEPTOR } from '@nestjs/core';
 import type { Logger } from 'pino';
 import { AdminAuthGuard } from './admin/admin-auth.guard';
 import { AdminTokenRepository } from './admin/admin-token.repository';
@@ -10,6 +10,8 @@ import { AuditLog } from './audit/audit-log';
 import { CONFIG, LOGGER, type CoordinatorConfig } from './config/config';
 import { CoordinatorKeysService } from './keys/coordinator-keys.service';
 import { ModelStoreService } from './models/model-store.service';
+import { RateLimitInterceptor } from './ratelimit/rate-limit.interceptor';
+import { RateLimitService } from './ratelimit/rate-limit.service';
 import { EnrollmentService } from './sites/enrollment.service';
 import { PresenceService } from './sites/presence.service';
 import { SiteRegistryService } from './sites/site-registry.service';
@@ -34,6 +36,7 @@ const SERVICES = [
   EnrollmentService,
   ModelStoreService,
   AdminTokenService,
+  RateLimitService,
   AdminAuthGuard,
 ];
 
@@ -58,9 +61,9 @@ const REPOSITORIES = [
 
 /**
  * The platform every other module builds on: config, logger, clock, database, coordinator
- * keys, site registry and presence, model store, admin auth. Global, so feature modules
- * just `@Inject(...)` these. Also installs the admin guard (deny by default) and the error
- * filter for the whole app.
+ * keys, site registry and presence, model store, admin auth, rate limits. Global, so feature
+ * modules just `@Inject(...)` these. Also installs the admin guard (deny by default), the rate
+ * limit interceptor and the error filter for the whole app.
  */
 @Global()
 @Module({})
@@ -83,6 +86,7 @@ export class CoreModule implements OnApplicationShutdown {
         ...REPOSITORIES,
         ...SERVICES,
         { provide: APP_GUARD, useExisting: AdminAuthGuard },
+        { provide: APP_INTERCEPTOR, useClass: RateLimitInterceptor },
         { provide: APP_FILTER, useClass: FedsslExceptionFilter },
       ],
       exports: [

@@ -78,6 +78,8 @@ export const ERROR_CODES = {
   ENROLLMENT_TOKEN_NOT_FOUND: 5017,
   /** The token cannot be expired: it is already used, expired or its site revoked. */
   ENROLLMENT_TOKEN_NOT_PENDING: 5018,
+  /** Too many failed attempts from one address at an unauthenticated entry point; retry after the stated delay. */
+  RATE_LIMITED: 5019,
   // 505x coordinator: store
   STORE_UNAVAILABLE: 5050,
   /** The coordinator's data directory (or its database) is out of space; retry once it is freed. */

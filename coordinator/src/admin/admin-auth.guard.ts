@@ -1,6 +1,7 @@
 import { Inject, Injectable, SetMetadata, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { FedsslError } from '@fedssl/shared/errors';
+import { RateLimitService } from '../ratelimit/rate-limit.service';
 import { ADMIN_ROLES, type AdminRole } from './admin-token.repository';
 import { AdminTokenService, type AdminPrincipal } from './admin-token.service';
 
@@ -33,6 +34,7 @@ export function roleAllows(role: AdminRole, required: readonly AdminRole[]): boo
 /** Express request with the authenticated admin attached. */
 export interface AdminRequest {
   headers: Record<string, string | string[] | undefined>;
+  socket?: { remoteAddress?: string };
   admin?: AdminPrincipal;
 }
 
@@ -47,6 +49,7 @@ export class AdminAuthGuard implements CanActivate {
   constructor(
     @Inject(Reflector) private readonly reflector: Reflector,
     @Inject(AdminTokenService) private readonly tokens: AdminTokenService,
+    @Inject(RateLimitService) private readonly limits: RateLimitService,
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -64,7 +67,12 @@ export class AdminAuthGuard implements CanActivate {
         'missing bearer token: send "Authorization: Bearer <admin token>"',
       );
     }
+    // Only presented tokens count against the address (guessing needs one); a valid one gives
+    // its attempt back, so a busy CLI or console is never limited.
+    const address = this.limits.addressOf(req.socket?.remoteAddress, req.headers);
+    this.limits.attempt('admin-auth', address);
     const principal = await this.tokens.authenticate(match[1]);
+    this.limits.succeeded('admin-auth', address);
     if (!roleAllows(principal.role, required)) {
       throw new FedsslError(
         'ADMIN_FORBIDDEN',

@@ -27,6 +27,13 @@ describe('loadConfig', () => {
       retainVersions: 0,
       maxClockSkewSeconds: 600,
       ingestCacheMiB: 1024,
+      rateLimits: {
+        enroll: { count: 10, perSeconds: 60 },
+        adminAuth: { count: 30, perSeconds: 60 },
+        agentConnect: { count: 60, perSeconds: 60 },
+        maxClients: 10_000,
+      },
+      trustProxyHops: 0,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -42,6 +49,11 @@ describe('loadConfig', () => {
       FEDSSL_RETAIN_VERSIONS: '5',
       FEDSSL_MAX_CLOCK_SKEW_SECONDS: '120',
       FEDSSL_INGEST_CACHE_MB: '0',
+      FEDSSL_RATE_LIMIT_ENROLL: '5/300',
+      FEDSSL_RATE_LIMIT_ADMIN_AUTH: 'off',
+      FEDSSL_RATE_LIMIT_AGENT_CONNECT: '100/10',
+      FEDSSL_RATE_LIMIT_MAX_CLIENTS: '500',
+      FEDSSL_TRUST_PROXY_HOPS: '1',
     });
     expect(c).toEqual({
       host: '0.0.0.0',
@@ -53,6 +65,13 @@ describe('loadConfig', () => {
       retainVersions: 5,
       maxClockSkewSeconds: 120,
       ingestCacheMiB: 0,
+      rateLimits: {
+        enroll: { count: 5, perSeconds: 300 },
+        adminAuth: null,
+        agentConnect: { count: 100, perSeconds: 10 },
+        maxClients: 500,
+      },
+      trustProxyHops: 1,
     });
     expect(sqliteFileFor(c)).toBe('/var/lib/fedssl/db.sqlite');
     expect(sqliteFileFor({ ...c, databaseUrl: null })).toBe(join('/var/lib/fedssl', 'fedssl.sqlite'));
@@ -87,6 +106,23 @@ describe('loadConfig', () => {
     expect(errorOf(() => loadConfig({ FEDSSL_INGEST_CACHE_MB: '1.5G' })).message).toBe(
       'invalid configuration: FEDSSL_INGEST_CACHE_MB: expected whole MiB 0–9999999 (0 = keep no opened update), got "1.5G"',
     );
+  });
+
+  it('rejects rate limits that are not <count>/<seconds> or off, and a proxy hop count that is not a number', () => {
+    const e = errorOf(() =>
+      loadConfig({
+        FEDSSL_RATE_LIMIT_ENROLL: '10 per minute',
+        FEDSSL_RATE_LIMIT_AGENT_CONNECT: '0/60',
+        FEDSSL_RATE_LIMIT_MAX_CLIENTS: '0',
+        FEDSSL_TRUST_PROXY_HOPS: 'true',
+      }),
+    );
+    expect(e.details?.['problems']).toEqual([
+      'FEDSSL_RATE_LIMIT_ENROLL: expected <count>/<seconds> such as 10/60, or off; got "10 per minute"',
+      'FEDSSL_RATE_LIMIT_AGENT_CONNECT: expected <count>/<seconds> such as 10/60, or off; got "0/60"',
+      'FEDSSL_RATE_LIMIT_MAX_CLIENTS: expected a whole number of client addresses 1–9999999, got "0"',
+      'FEDSSL_TRUST_PROXY_HOPS: expected the number of reverse proxies in front (0–99), got "true"',
+    ]);
   });
 
   it('rejects a grace period that is not whole seconds', () => {

@@ -33,7 +33,44 @@ export interface CoordinatorConfig {
    * Absent: the default.
    */
   ingestCacheMiB?: number;
+  /**
+   * Per-address limits of the unauthenticated entry points (FEDSSL_RATE_LIMIT_*; see
+   * ratelimit/rate-limits.ts for the classes and their defaults). Absent: the defaults.
+   */
+  rateLimits?: RateLimitsConfig;
+  /**
+   * Reverse proxies in front of the coordinator whose `X-Forwarded-For` entry is trusted
+   * (FEDSSL_TRUST_PROXY_HOPS, default 0: the TCP peer is the client). Absent: 0.
+   */
+  trustProxyHops?: number;
 }
+
+/** `count` attempts per `perSeconds` from one address (a token bucket refilled evenly). */
+export interface RateLimit {
+  count: number;
+  perSeconds: number;
+}
+
+/** One limit per endpoint class (null = unlimited) and how many client buckets are kept at most. */
+export interface RateLimitsConfig {
+  enroll?: RateLimit | null;
+  adminAuth?: RateLimit | null;
+  agentConnect?: RateLimit | null;
+  /** Most addresses remembered over all classes; the least recently seen is forgotten first. */
+  maxClients?: number;
+}
+
+/**
+ * Limits when FEDSSL_RATE_LIMIT_* are unset (and for configs built in code without them). Only
+ * failed attempts are kept against an address (a success gives its token back), so honest
+ * traffic never meets them; the numbers bound guessing, not use.
+ */
+export const DEFAULT_RATE_LIMITS = Object.freeze({
+  enroll: Object.freeze({ count: 10, perSeconds: 60 }),
+  adminAuth: Object.freeze({ count: 30, perSeconds: 60 }),
+  agentConnect: Object.freeze({ count: 60, perSeconds: 60 }),
+  maxClients: 10_000,
+});
 
 /** Default grace period of a replaced key: 24 hours. */
 export const DEFAULT_KEY_GRACE_SECONDS = 86_400;
@@ -47,6 +84,21 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 
 /** Wraps a raw value in quotes for error messages without echoing anything huge. */
 const shown = (v: unknown): string => JSON.stringify(String(v).slice(0, 100));
+
+/** `<count>/<seconds>` (e.g. `10/60`: ten attempts a minute from one address) or `off`. */
+function rateLimitVar(fallback: RateLimit) {
+  return z
+    .string()
+    .default(`${fallback.count}/${fallback.perSeconds}`)
+    .refine((s) => s === 'off' || /^[1-9]\d{0,5}\/[1-9]\d{0,5}$/.test(s), {
+      error: (i) => `expected <count>/<seconds> such as 10/60, or off; got ${shown(i.input)}`,
+    })
+    .transform((s): RateLimit | null => {
+      if (s === 'off') return null;
+      const [count, perSeconds] = s.split('/').map(Number) as [number, number];
+      return { count, perSeconds };
+    });
+}
 
 const envSchema = z.object({
   FEDSSL_HOST: z
@@ -106,6 +158,23 @@ const envSchema = z.object({
       error: (i) => `expected whole MiB 0–9999999 (0 = keep no opened update), got ${shown(i.input)}`,
     })
     .transform(Number),
+  FEDSSL_RATE_LIMIT_ENROLL: rateLimitVar(DEFAULT_RATE_LIMITS.enroll),
+  FEDSSL_RATE_LIMIT_ADMIN_AUTH: rateLimitVar(DEFAULT_RATE_LIMITS.adminAuth),
+  FEDSSL_RATE_LIMIT_AGENT_CONNECT: rateLimitVar(DEFAULT_RATE_LIMITS.agentConnect),
+  FEDSSL_RATE_LIMIT_MAX_CLIENTS: z
+    .string()
+    .default(String(DEFAULT_RATE_LIMITS.maxClients))
+    .refine((s) => /^\d{1,7}$/.test(s) && Number(s) >= 1, {
+      error: (i) => `expected a whole number of client addresses 1–9999999, got ${shown(i.input)}`,
+    })
+    .transform(Number),
+  FEDSSL_TRUST_PROXY_HOPS: z
+    .string()
+    .default('0')
+    .refine((s) => /^\d{1,2}$/.test(s), {
+      error: (i) => `expected the number of reverse proxies in front (0–99), got ${shown(i.input)}`,
+    })
+    .transform(Number),
 });
 
 /**
@@ -136,5 +205,12 @@ export function loadConfig(env: NodeJS.ProcessEnv): CoordinatorConfig {
     retainVersions: e.FEDSSL_RETAIN_VERSIONS,
     maxClockSkewSeconds: e.FEDSSL_MAX_CLOCK_SKEW_SECONDS,
     ingestCacheMiB: e.FEDSSL_INGEST_CACHE_MB,
+    rateLimits: Object.freeze({
+      enroll: e.FEDSSL_RATE_LIMIT_ENROLL,
+      adminAuth: e.FEDSSL_RATE_LIMIT_ADMIN_AUTH,
+      agentConnect: e.FEDSSL_RATE_LIMIT_AGENT_CONNECT,
+      maxClients: e.FEDSSL_RATE_LIMIT_MAX_CLIENTS,
+    }),
+    trustProxyHops: e.FEDSSL_TRUST_PROXY_HOPS,
   });
 }

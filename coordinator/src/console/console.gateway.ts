@@ -6,6 +6,7 @@ import { FedsslError } from '@fedssl/shared/errors';
 import { AdminTokenService } from '../admin/admin-token.service';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { LOGGER } from '../config/config';
+import { RateLimitService } from '../ratelimit/rate-limit.service';
 
 /** socket.io namespace of the web console (admins' browsers, never agents). */
 export const CONSOLE_NAMESPACE = '/console';
@@ -34,6 +35,7 @@ export class ConsoleGateway implements OnGatewayInit<Namespace> {
 
   constructor(
     @Inject(AdminTokenService) private readonly tokens: AdminTokenService,
+    @Inject(RateLimitService) private readonly limits: RateLimitService,
     @Inject(LOGGER) logger: Logger,
   ) {
     this.log = logger.child({ context: 'ConsoleGateway' });
@@ -46,9 +48,8 @@ export class ConsoleGateway implements OnGatewayInit<Namespace> {
         (e: unknown) => {
           const message = isFedsslErrorLike(e) ? e.message : 'authentication failed';
           if (!isFedsslErrorLike(e)) this.log.error({ err: e }, 'console authentication failed');
-          next(
-            Object.assign(new Error(message), { data: { code: isFedsslErrorLike(e) ? e.code : 'INTERNAL' } }),
-          );
+          const data = isFedsslErrorLike(e) ? { code: e.code, ...e.details } : { code: 'INTERNAL' };
+          next(Object.assign(new Error(message), { data }));
         },
       );
     });
@@ -62,8 +63,12 @@ export class ConsoleGateway implements OnGatewayInit<Namespace> {
         'missing admin token: pass it as auth.token in the handshake',
       );
     }
+    // The same per-address limit as a bearer token on the REST API (admin-auth).
+    const address = this.limits.addressOf(socket.handshake.address, socket.handshake.headers);
+    this.limits.attempt('admin-auth', address);
     // `await` also covers a store whose authenticate() returns a promise.
     const principal = await this.tokens.authenticate(token);
+    this.limits.succeeded('admin-auth', address);
     await socket.join(ROOM);
     this.log.info({ tokenId: principal.tokenId, role: principal.role }, 'console connected');
   }

@@ -21,11 +21,13 @@ import {
   type AuthChallenge,
   type SignedTask,
 } from '@fedssl/shared/protocol';
-import { LOGGER } from '../config/config';
+import { CLOCK, systemClock } from '../config/clock';
+import { CONFIG, LOGGER } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { signingKeyFor, type SiteKeysView } from '../sites/site-keys';
 import { ModelStoreService } from '../models/model-store.service';
 import { RoundEngine } from '../runs/round-engine';
+import { RateLimitService } from '../ratelimit/rate-limit.service';
 import { PresenceService } from '../sites/presence.service';
 import { SiteRegistryService } from '../sites/site-registry.service';
 import { UploadService } from '../uploads/upload.service';
@@ -95,6 +97,10 @@ describe('AgentGateway (real socket.io server on port 0)', () => {
         AgentGateway,
         SocketAgentTransport,
         PresenceService,
+        // The real limiter with its default limits (its own tests are in ratelimit/).
+        RateLimitService,
+        { provide: CONFIG, useValue: {} },
+        { provide: CLOCK, useValue: systemClock },
         { provide: LOGGER, useValue: pino({ level: 'silent' }) },
         {
           provide: SiteRegistryService,

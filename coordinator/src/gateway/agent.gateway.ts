@@ -29,6 +29,7 @@ import {
 import { LOGGER } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
 import { ModelStoreService } from '../models/model-store.service';
+import { RateLimitService } from '../ratelimit/rate-limit.service';
 import { RoundEngine } from '../runs/round-engine';
 import { formatIssues } from '../runs/run-config';
 import { PresenceService } from '../sites/presence.service';
@@ -49,6 +50,8 @@ interface AgentSocketData {
   /** Key id of the site key this connection authenticated with. */
   keyId?: string;
   authTimer?: NodeJS.Timeout;
+  /** Client address the connection attempt was counted against (rate limit). */
+  address?: string;
 }
 
 type Sock = AgentSocket & { data: AgentSocketData };
@@ -109,6 +112,7 @@ export class AgentGateway
     @Inject(RoundEngine) private readonly engine: RoundEngine,
     @Inject(SocketAgentTransport) private readonly transport: SocketAgentTransport,
     @Inject(CoordinatorKeysService) private readonly keys: CoordinatorKeysService,
+    @Inject(RateLimitService) private readonly limits: RateLimitService,
     @Inject(LOGGER) logger: Logger,
   ) {
     this.log = logger.child({ context: 'AgentGateway' });
@@ -193,6 +197,18 @@ export class AgentGateway
       this.protocolViolation(socket, err),
     );
     socket.onAny((event: unknown, ...args: unknown[]) => this.unknownEvent(socket, event, args));
+    // Counted before the site is looked up or a challenge made; given back on auth:ok.
+    const address = this.limits.addressOf(socket.handshake.address, socket.handshake.headers);
+    try {
+      this.limits.attempt('agent-connect', address);
+    } catch (e) {
+      if (!isFedsslErrorLike(e)) throw e;
+      // Not through refuse(): the limiter already logged this client once.
+      socket.emit('error', { code: e.code, message: e.message });
+      socket.disconnect(true);
+      return;
+    }
+    socket.data.address = address;
     const hs = agentHandshakeSchema.safeParse(socket.handshake.auth);
     if (!hs.success)
       return this.refuse(
@@ -265,6 +281,7 @@ export class AgentGateway
       );
     socket.data.authenticated = true;
     socket.data.keyId = keyId(key);
+    if (socket.data.address !== undefined) this.limits.succeeded('agent-connect', socket.data.address);
     // Before anything signed by a newer key can reach the agent (socket.io keeps emit order).
     socket.emit('keys:announce', this.keys.keyChain());
     this.transport.attach(siteId, socket);

@@ -3,6 +3,7 @@ import { enrollRequestSchema, type EnrollRequest, type EnrollResponse } from '@f
 import { Public, Roles } from '../admin/admin-auth.guard';
 import { ZodBodyPipe } from '../admin/http/zod-body.pipe';
 import { Actor } from '../audit/actor.decorator';
+import { RateLimited } from '../ratelimit/rate-limit.interceptor';
 import type { AuditActor } from '../audit/audit-log';
 import { createEnrollmentTokenSchema, type CreateEnrollmentTokenDto } from './dtos/site.dto';
 import {
@@ -17,6 +18,7 @@ export class EnrollmentController {
 
   /** Agents redeem their one-time token here (no bearer token: the enrollment token is the credential). */
   @Public()
+  @RateLimited('enroll')
   @Post('enroll')
   @HttpCode(200)
   enroll(@Body(new ZodBodyPipe(enrollRequestSchema)) body: EnrollRequest): Promise<EnrollResponse> {

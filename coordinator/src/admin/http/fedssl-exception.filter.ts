@@ -46,6 +46,7 @@ const EXPLICIT: Partial<Record<ErrorCode, number>> = {
   TASK_UNKNOWN: HttpStatus.NOT_FOUND,
   UPLOAD_UNKNOWN: HttpStatus.NOT_FOUND,
   STORAGE_FULL: HttpStatus.INSUFFICIENT_STORAGE,
+  RATE_LIMITED: HttpStatus.TOO_MANY_REQUESTS,
 };
 
 /**
@@ -76,6 +77,7 @@ function codeForStatus(status: number): string {
 
 interface HttpResponseLike {
   status(code: number): { json(body: unknown): void };
+  setHeader(name: string, value: string): void;
   headersSent?: boolean;
 }
 
@@ -108,7 +110,8 @@ export class FedsslExceptionFilter implements ExceptionFilter {
     if (host.getType() !== 'http') return;
     const res = host.switchToHttp().getResponse<HttpResponseLike>();
     const [status, body] = this.toResponse(exception);
-    if (status < 500) {
+    // The rate limiter logs a limited client once, not each refused attempt.
+    if (status < 500 && body.error.code !== 'RATE_LIMITED') {
       // The caller's mistake or an attack (bad token, wrong role, malformed body): one line
       // with the code; the path without its query, never the body or the Authorization header.
       const req = host.switchToHttp().getRequest<{ method?: string; url?: string }>();
@@ -118,6 +121,8 @@ export class FedsslExceptionFilter implements ExceptionFilter {
       );
     }
     if (res.headersSent) return;
+    const retryAfter = body.error.details?.['retryAfterSeconds'];
+    if (status === 429 && typeof retryAfter === 'number') res.setHeader('Retry-After', String(retryAfter));
     res.status(status).json(body);
   }
 
