@@ -1,3 +1,4 @@
+import type { ZodType } from 'zod';
 import { CliError } from './io';
 
 /** Where and as whom the admin CLI talks to the coordinator. */
@@ -23,6 +24,24 @@ export class AdminClient {
 
   async get<T>(path: string): Promise<T> {
     return (await this.request('GET', path)).json() as Promise<T>;
+  }
+
+  /**
+   * GET, then checks the answer against `schema` (the fields the caller uses; see responses.ts).
+   * @throws CliError PROTOCOL_INVALID_MESSAGE naming the path and the first fields that do not fit.
+   */
+  async getChecked<T>(path: string, schema: ZodType<T>): Promise<T> {
+    const body: unknown = await this.get(path);
+    const r = schema.safeParse(body);
+    if (r.success) return r.data;
+    const what = r.error.issues
+      .slice(0, 3)
+      .map((i) => `${i.path.map(String).join('.') || '(body)'}: ${i.message}`)
+      .join('; ');
+    throw new CliError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `unexpected answer to GET ${path} from ${this.opts.url}: ${what} (is the coordinator a fedssl coordinator of a compatible release?)`,
+    );
   }
 
   async post<T>(path: string, body: unknown = {}): Promise<T> {

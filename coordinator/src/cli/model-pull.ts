@@ -1,15 +1,11 @@
 import { join } from 'node:path';
 import { fingerprint, fromBase64, sha256Hex, verifySignedModelManifest } from '@fedssl/shared/crypto';
-import { trainingConfigSchema, type ModelCard, type TrainingConfig } from '@fedssl/shared/model';
-import {
-  coordinatorKeysSchema,
-  signedModelManifestSchema,
-  type ModelManifest,
-  type SignedModelManifest,
-} from '@fedssl/shared/protocol';
+import type { ModelCard, TrainingConfig } from '@fedssl/shared/model';
+import { signedModelManifestSchema, type ModelManifest } from '@fedssl/shared/protocol';
 import { exportModel, type ExportFormat } from '../models/export/export-model';
 import type { AdminClient } from './admin-client';
 import { CliError } from './io';
+import { coordinatorKeysAnswer, modelListAnswer, modelVersionAnswer, runTrainingAnswer } from './responses';
 
 export interface PullOptions {
   /** A version id, or `latest` (the most recently published version). */
@@ -47,10 +43,7 @@ const normalizeFingerprint = (f: string): string => f.replace(/[\s:]/g, '').toLo
  * converted or written before that; on any mismatch nothing is written.
  */
 export async function pullModel(client: AdminClient, opts: PullOptions): Promise<PullResult> {
-  const keysParsed = coordinatorKeysSchema.safeParse(await client.get('/coordinator/keys'));
-  if (!keysParsed.success)
-    throw new CliError('PROTOCOL_INVALID_MESSAGE', 'coordinator keys response is malformed');
-  const keys = keysParsed.data;
+  const keys = await client.getChecked('/coordinator/keys', coordinatorKeysAnswer);
   const signingPk = fromBase64(keys.signingPublicKey, 32);
   // Recompute rather than trust the server's `fingerprint` field.
   const actual = fingerprint(signingPk, fromBase64(keys.boxPublicKey, 32));
@@ -67,13 +60,11 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
   const version = opts.version === 'latest' ? await latestVersion(client) : opts.version;
   // Only the signed document is checked: the answer also says whether the weights are still
   // there (weightsAvailable, prunedAt), which the signature does not cover.
-  const answer = (await client.get(
-    `/models/${encodeURIComponent(version)}`,
-  )) as Partial<SignedModelManifest> | null;
+  const answer = await client.getChecked(`/models/${encodeURIComponent(version)}`, modelVersionAnswer);
   const signedParsed = signedModelManifestSchema.safeParse({
-    manifest: answer?.manifest,
-    signature: answer?.signature,
-    keyId: answer?.keyId,
+    manifest: answer.manifest,
+    signature: answer.signature,
+    keyId: answer.keyId,
   });
   if (!signedParsed.success)
     throw new CliError('PROTOCOL_INVALID_MESSAGE', 'model manifest response is malformed');
@@ -128,15 +119,7 @@ export async function pullModel(client: AdminClient, opts: PullOptions): Promise
 
 /** The most recently published version (the list is only used to pick it; it is verified like any other). */
 async function latestVersion(client: AdminClient): Promise<string> {
-  const list = (await client.get('/models')) as { manifest?: { version?: unknown; createdAt?: unknown } }[];
-  const versions = Array.isArray(list)
-    ? list
-        .map((m) => m.manifest)
-        .filter(
-          (m): m is { version: string; createdAt: string } =>
-            typeof m?.version === 'string' && typeof m.createdAt === 'string',
-        )
-    : [];
+  const versions = (await client.getChecked('/models', modelListAnswer)).map((m) => m.manifest);
   const last = versions
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.version.localeCompare(b.version))
     .pop();
@@ -147,11 +130,8 @@ async function latestVersion(client: AdminClient): Promise<string> {
 /** The run's training hyperparameters for the model card, or null when the run cannot be read. */
 async function runTraining(client: AdminClient, runId: string): Promise<TrainingConfig | null> {
   try {
-    const run = (await client.get(`/runs/${encodeURIComponent(runId)}`)) as {
-      config?: { training?: unknown };
-    };
-    const parsed = trainingConfigSchema.safeParse(run?.config?.training);
-    return parsed.success ? parsed.data : null;
+    const run = await client.getChecked(`/runs/${encodeURIComponent(runId)}`, runTrainingAnswer);
+    return run.config.training;
   } catch {
     return null;
   }
