@@ -24,7 +24,8 @@ import {
  * sign in, create an enrollment token that an agent then redeems, see the sites come online,
  * create a run through the form (first with an error the API words), start it, watch the loss
  * chart grow as rounds are published (pausing and resuming in between), download a model and
- * check it against its manifest, read the verified audit log, cancel a run.
+ * check it against its manifest, read the verified audit log, see pruned versions marked with
+ * their downloads disabled, cancel a run.
  * A screenshot of every page goes to `$TMPDIR/fedssl-console-screenshots/`.
  */
 const CHROMIUM = '/usr/bin/chromium';
@@ -285,6 +286,42 @@ describe('web console in headless Chromium, end to end', () => {
     const actions = await page.locator('#audit-table tr td:nth-child(4)').allTextContents();
     expect(actions).toEqual(expect.arrayContaining(['run.started', 'run.paused', 'run.resumed']));
     await shot('08-audit');
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('marks pruned model versions and disables their downloads; the kept version still downloads', async () => {
+    const latest = (await coordinator.api.getRun(runId)).latestModelVersion!;
+    const result = await coordinator.api.request<{ pruned: string[] }>('POST', '/models/prune', {
+      dryRun: false,
+      retain: 1,
+    });
+    expect(result.pruned.length).toBeGreaterThan(0);
+    expect(result.pruned).not.toContain(latest);
+    await page.goto(`${coordinator.url}/console/#/models`);
+    await page.locator(`tr[data-version="${latest}"]`).waitFor();
+    for (const version of result.pruned) {
+      const row = page.locator(`tr[data-version="${version}"]`);
+      expect(await row.getAttribute('class')).toBe('pruned');
+      expect(await row.locator('.badge.pruned').textContent()).toMatch(/^pruned \S/);
+      for (const format of ['weights', 'tfjs', 'safetensors']) {
+        const b = row.locator(`button[data-download][data-format="${format}"]`);
+        expect(await b.isDisabled(), format).toBe(true);
+        expect(await b.getAttribute('title')).toMatch(/^Weights deleted by the retention policy on /);
+      }
+      // The signed manifest is kept, and the card is built from it alone: both still served.
+      expect(await row.locator('button[data-manifest]').isDisabled()).toBe(false);
+      expect(await row.locator('button[data-format="card"]').isDisabled()).toBe(false);
+    }
+    const kept = page.locator(`tr[data-version="${latest}"]`);
+    expect(await kept.locator('.badge.available').count()).toBe(1);
+    expect(await kept.locator('button[data-download]:disabled').count()).toBe(0);
+    const pruned = result.pruned[0]!;
+    const [card] = await Promise.all([
+      page.waitForEvent('download'),
+      page.locator(`button[data-download="${pruned}"][data-format="card"]`).click(),
+    ]);
+    expect(card.suggestedFilename()).toBe(`${pruned}.MODEL_CARD.md`);
+    await shot('07c-models-pruned');
     expect(pageErrors).toEqual([]);
   });
 

@@ -961,7 +961,10 @@
 
   // -------------------------------- models
 
-  /** What each download button fetches: the signed weights, or a file converted by the coordinator. */
+  /**
+   * What each download button fetches: the signed weights, or a file converted by the coordinator.
+   * The card is built from the signed manifest alone, so it outlives pruned weights.
+   */
   const DOWNLOADS = [
     { format: 'weights', label: 'Weights', route: (v) => `/models/${v}/weights`, file: (v) => `${v}.fsw` },
     {
@@ -981,6 +984,7 @@
       label: 'Card',
       route: (v) => `/models/${v}/download/card`,
       file: (v) => `${v}.MODEL_CARD.md`,
+      withoutWeights: true,
     },
   ];
 
@@ -1009,15 +1013,22 @@
       h(
         'tr',
         {},
-        ['Version', 'Run', 'Round', 'Sites', 'Size', 'SHA-256', 'Created', ''].map((c) => h('th', {}, c)),
+        ['Version', 'Run', 'Round', 'Sites', 'Size', 'SHA-256', 'Created', 'Weights', ''].map((c) =>
+          h('th', {}, c),
+        ),
       ),
       models.length === 0
-        ? h('tr', {}, h('td', { colspan: 8, class: 'note' }, 'No model published yet.'))
+        ? h('tr', {}, h('td', { colspan: 9, class: 'note' }, 'No model published yet.'))
         : null,
-      models.map(({ manifest }) =>
-        h(
+      models.map(({ manifest, weightsAvailable, prunedAt }) => {
+        // Retention deleted the weights: the signed manifest stays, nothing is left to download.
+        const pruned = weightsAvailable === false;
+        const prunedNote = prunedAt
+          ? `Weights deleted by the retention policy on ${fmtTime(prunedAt)}; the signed manifest is kept`
+          : 'Weights deleted by the retention policy; the signed manifest is kept';
+        return h(
           'tr',
-          { 'data-version': manifest.version },
+          { 'data-version': manifest.version, class: pruned ? 'pruned' : null },
           h('td', {}, h('code', {}, manifest.version)),
           h('td', {}, manifest.runId || '—'),
           h('td', { class: 'num' }, manifest.round),
@@ -1031,13 +1042,25 @@
           h('td', {}, fmtTime(manifest.createdAt)),
           h(
             'td',
+            { class: 'weights' },
+            pruned
+              ? h(
+                  'span',
+                  { class: 'badge pruned', title: prunedNote },
+                  prunedAt ? `pruned ${fmtTime(prunedAt)}` : 'pruned',
+                )
+              : badge('available'),
+          ),
+          h(
+            'td',
             {},
             DOWNLOADS.map((d) =>
               h(
                 'button',
                 {
                   type: 'button',
-                  title: `Download ${d.label}`,
+                  title: pruned && !d.withoutWeights ? prunedNote : `Download ${d.label}`,
+                  disabled: pruned && !d.withoutWeights,
                   'data-download': manifest.version,
                   'data-format': d.format,
                   onclick: () => download(manifest.version, status, d),
@@ -1072,8 +1095,8 @@
               'Manifest',
             ),
           ),
-        ),
-      ),
+        );
+      }),
     );
     page('Model versions', status, table, detail);
     onLive = null;
