@@ -80,6 +80,10 @@ export class AdminClient {
       } catch {
         // Not our JSON error body (a proxy page?): status line is all we can say.
       }
+      // The server's words are about HTTP headers; the CLI user needs the flag or variable.
+      if (code === 'ADMIN_UNAUTHORIZED' && !this.opts.token)
+        message =
+          'no admin token given: pass --token <admin token> or set FEDSSL_ADMIN_TOKEN (an admin creates one with `fedssl-admin admin-tokens create`, the first with `fedssl-coordinator bootstrap-admin`)';
       throw new CliError(code, `${message} (HTTP ${res.status} ${method} ${path})`);
     }
     return res;
