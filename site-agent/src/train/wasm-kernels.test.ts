@@ -118,6 +118,53 @@ describe('wasm training kernels', () => {
     }
   }
 
+  // Per-channel operands (the depthwise-convolution path from 4096 elements on) and the
+  // backend's own broadcasting kernel for everything else.
+  const channelOps: [number[], number[]][] = [
+    [[4, 32, 32, 5], [5]],
+    [
+      [4, 32, 32, 5],
+      [1, 1, 1, 5],
+    ],
+    [[5], [4, 32, 32, 5]],
+    [[2, 40, 60], [60]],
+    [[4, 6, 6, 5], [5]], // below the size threshold
+    [
+      [4, 32, 32, 5],
+      [4, 32, 32, 5],
+    ], // same shape
+    [
+      [4, 32, 32, 5],
+      [4, 1, 1, 5],
+    ], // not one value per channel
+  ];
+  for (const op of ['mul', 'add', 'sub'] as const) {
+    for (const [as, bs] of channelOps) {
+      it(`${op} matches cpu: [${as}] and [${bs}]`, async () => {
+        const av = random(
+          as.reduce((p, q) => p * q),
+          21,
+        );
+        const bv = random(
+          bs.reduce((p, q) => p * q),
+          22,
+        );
+        const run = async (backend: string) => {
+          await tf.setBackend(backend);
+          return tf.tidy(() => {
+            const y = tf[op](tf.tensor(av, as), tf.tensor(bv, bs));
+            return { shape: y.shape, data: y.dataSync() as Float32Array };
+          });
+        };
+        const w = await run('wasm');
+        const c = await run('cpu');
+        await tf.setBackend('wasm');
+        expect(w.shape).toEqual(c.shape);
+        expect(relErr(w.data, c.data)).toBeLessThan(1e-6);
+      });
+    }
+  }
+
   for (const backend of ['wasm', 'cpu']) {
     for (const shape of [
       [4, 5, 5, 3],

@@ -378,6 +378,78 @@ function reductionKernel(name: 'Sum' | 'Mean', original: tf.KernelConfig | undef
   };
 }
 
+/** Below this many elements the backend's broadcasting kernel is as fast as a convolution call. */
+const CHANNEL_OP_MIN_SIZE = 4096;
+
+/** Whether `v` is one value per channel of `x` (shape [C] or [1, …, 1, C], C = x's last axis). */
+function isChannelVector(x: TensorInfo, v: TensorInfo): boolean {
+  const c = x.shape[x.shape.length - 1];
+  const k = v.shape.length;
+  return (
+    x.shape.length >= 2 &&
+    k >= 1 &&
+    k <= x.shape.length &&
+    v.shape[k - 1] === c &&
+    v.shape.slice(0, -1).every((d) => d === 1)
+  );
+}
+
+/**
+ * x·v, x + v or x − v with v one value per channel (batch norm's scale/shift, a bias) as a
+ * 1×1 depthwise convolution (XNNPACK; v the filter, or ones as the filter and v the bias):
+ * the backend's broadcasting binary kernels take several times longer. Other cases: undefined.
+ */
+function channelOp(
+  backend: WasmBackendLike,
+  name: 'Multiply' | 'Add' | 'Sub',
+  a: TensorInfo,
+  b: TensorInfo,
+): TensorInfo | undefined {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  let x = a;
+  let v = b;
+  if (!isChannelVector(a, b)) {
+    if (name === 'Sub' || !isChannelVector(b, a)) return undefined;
+    x = b;
+    v = a;
+  }
+  const size = tf.util.sizeFromShape(x.shape);
+  if (size < CHANNEL_OP_MIN_SIZE) return undefined;
+  const c = x.shape[x.shape.length - 1]!;
+  return withScratch(backend, (run) => {
+    const x4 = run('Reshape', { x }, { shape: [1, 1, size / c, c] });
+    const conv = {
+      strides: [1, 1],
+      pad: 'valid',
+      dilations: [1, 1],
+      dataFormat: 'NHWC',
+    } as unknown as NamedAttrMap;
+    let y: TensorInfo;
+    if (name === 'Multiply') {
+      const filter = run('Reshape', { x: v }, { shape: [1, 1, c, 1] });
+      y = run('DepthwiseConv2dNative', { x: x4, filter }, conv);
+    } else {
+      const filter = run('Fill', {}, { shape: [1, 1, c, 1], value: 1, dtype: 'float32' });
+      // The kernel wants the bias's own data rank-1 (a reshape is not enough): C values copied.
+      const values = backend.typedArrayFromHeap(v).slice();
+      if (name === 'Sub') for (let i = 0; i < c; i++) values[i] = -values[i]!;
+      const bias = run.constant([c], values);
+      y = run('FusedDepthwiseConv2D', { x: x4, filter, bias }, { ...conv, activation: 'linear' });
+    }
+    return run('Reshape', { x: y }, { shape: x.shape });
+  });
+}
+
+function channelOpKernel(name: 'Multiply' | 'Add' | 'Sub', original: tf.KernelConfig): tf.KernelConfig {
+  return {
+    ...original,
+    kernelFunc: (args) => {
+      const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+      return channelOp(args.backend as unknown as WasmBackendLike, name, a, b) ?? original.kernelFunc(args);
+    },
+  };
+}
+
 let registered = false;
 
 /**
@@ -393,6 +465,12 @@ export function registerWasmTrainingKernels(): void {
   ] as const) {
     if (tf.getKernel(kernelName, BACKEND)) tf.unregisterKernel(kernelName, BACKEND);
     tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc });
+  }
+  for (const name of ['Multiply', 'Add', 'Sub'] as const) {
+    const original = tf.getKernel(name, BACKEND);
+    if (!original) continue;
+    tf.unregisterKernel(name, BACKEND);
+    tf.registerKernel(channelOpKernel(name, original));
   }
   for (const name of ['Sum', 'Mean'] as const) {
     const original = tf.getKernel(name, BACKEND);
