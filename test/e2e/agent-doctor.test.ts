@@ -1,4 +1,6 @@
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
@@ -12,7 +14,7 @@ import { doctorCommand, runDoctor, type DoctorCheck } from '../../site-agent/src
 /**
  * `fedssl-agent doctor` against a live in-process coordinator: an initialised, enrolled
  * agent passes every required check; missing data, loose key permissions, a skewed clock
- * and an unreachable coordinator each fail with their own fix.
+ * and an unreachable coordinator each fail with their own fix (a refused connection named as such).
  */
 describe('fedssl-agent doctor', () => {
   let root: string;
@@ -132,6 +134,23 @@ describe('fedssl-agent doctor', () => {
     });
     expect(c['clock skew']).toBeUndefined();
     expect(lines.at(-1)).toBe('Some checks failed.');
+  });
+
+  it('says why the coordinator cannot be reached and what to check (a real refused connection)', async () => {
+    // A port nothing listens on: open one, then close it.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    const refused: typeof fetch = (input, init) =>
+      fetch(String(input).replace(coordinator.url, `http://127.0.0.1:${port}`), init);
+    const c = byName(await runDoctor({ home, logger, backend: 'wasm', fetchImpl: refused }));
+    expect(c['coordinator reachable']).toEqual({
+      name: 'coordinator reachable',
+      status: 'fail',
+      detail: `cannot reach ${coordinator.url}/api/v1/healthz: connection refused by ${new URL(coordinator.url).host} (ECONNREFUSED)`,
+      fix: 'check the port in the coordinator URL, and ask the consortium admin whether the coordinator is running',
+    });
   });
 
   it('fails every check that needs a config when the home is empty', async () => {

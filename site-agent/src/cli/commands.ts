@@ -30,6 +30,7 @@ import { fileLocalStateStore } from '../uplink/local-state-store';
 import { fileOutbox } from '../uplink/outbox';
 import { TaskRunner, type TaskOutcome } from '../uplink/task-runner';
 import { asCodedError } from '../uplink/uplink';
+import { coordinatorUnreachable } from './fetch-failure';
 import { formatLedgerTable } from './ledger-table';
 
 /**
@@ -156,7 +157,7 @@ async function fetchCoordinatorKeys(base: string, doFetch: typeof fetch): Promis
   try {
     res = await doFetch(`${base}/api/v1/coordinator/keys`);
   } catch (e) {
-    throw new FedsslError('COORDINATOR_UNREACHABLE', `cannot reach ${base}: ${(e as Error).message}`);
+    throw coordinatorUnreachable(base, e);
   }
   const parsed = res.ok ? coordinatorKeysSchema.safeParse(await res.json()) : undefined;
   if (!parsed?.success) {
@@ -214,7 +215,7 @@ export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Prom
           body: JSON.stringify(body),
         });
       } catch (e) {
-        throw new FedsslError('COORDINATOR_UNREACHABLE', `cannot reach ${base}: ${(e as Error).message}`);
+        throw coordinatorUnreachable(base, e);
       }
     },
     { attempts: 3, isRetryable: (e) => asCodedError(e)?.code === 'COORDINATOR_UNREACHABLE' },

@@ -22,6 +22,7 @@ import {
 import { fileMode } from '../config/secure-files';
 import { loadTrainingDataset } from '../data/load-dataset';
 import type { CliIo } from './commands';
+import { describeFetchFailure } from './fetch-failure';
 
 /** One check of `fedssl-agent doctor`. */
 export interface DoctorCheck {
@@ -196,11 +197,8 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
         try {
           res = await doFetch(`${base}/healthz`, { signal: AbortSignal.timeout(opts.timeoutMs ?? 5000) });
         } catch (e) {
-          return {
-            status: 'fail',
-            detail: `cannot reach ${base}/healthz: ${(e as Error).message}`,
-            fix: 'check the URL, DNS, proxy and that outbound HTTPS to the coordinator is allowed',
-          };
+          const why = describeFetchFailure(e, base);
+          return { status: 'fail', detail: `cannot reach ${base}/healthz: ${why.reason}`, fix: why.fix };
         }
         const t1 = now();
         if (!res.ok) {

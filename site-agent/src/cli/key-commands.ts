@@ -22,6 +22,7 @@ import {
 import { exists, writeSecureFile } from '../config/secure-files';
 import { retry } from '../uplink/backoff';
 import { asCodedError } from '../uplink/uplink';
+import { coordinatorUnreachable } from './fetch-failure';
 import { errorFromResponse, type CliIo } from './commands';
 
 /**
@@ -83,10 +84,7 @@ export async function rotateKeysCommand(opts: RotateKeysCommandOptions, io: CliI
           body: JSON.stringify(signed),
         });
       } catch (e) {
-        throw new FedsslError(
-          'COORDINATOR_UNREACHABLE',
-          `cannot reach ${config.coordinatorUrl}: ${(e as Error).message}`,
-        );
+        throw coordinatorUnreachable(config.coordinatorUrl ?? url, e);
       }
     },
     { attempts: 3, isRetryable: (e) => asCodedError(e)?.code === 'COORDINATOR_UNREACHABLE' },
