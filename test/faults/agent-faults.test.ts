@@ -1,10 +1,8 @@
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   startAgent,
-  startCoordinator,
   waitForRun,
   type AgentHandle,
   type CoordinatorHandle,
@@ -13,14 +11,14 @@ import {
   type RunView,
 } from '@fedssl/demo';
 import {
-  dumpLogsIfAsked,
   editAgentConfig,
-  enrollSites,
   exited,
   expectEverySiteAccepted,
   linesAfter,
   roundHashes,
-  startAgents,
+  startFaultConsortium,
+  stopFaultConsortium,
+  whenRoundTrains,
 } from '../support/fault-scenario';
 import { twoRoundRun } from '../support/scenario';
 import { startWireProxy, type ClientFrame, type WireProxy } from '../support/wire-proxy';
@@ -39,7 +37,7 @@ import { startWireProxy, type ClientFrame, type WireProxy } from '../support/wir
  * update chunk is one binary frame) and holds or cuts the link right after the n-th.
  */
 describe('agent and network faults: nothing accepted is lost, the models equal the uninterrupted run', () => {
-  let root: string;
+  let root: string | undefined;
   let coordinator: CoordinatorHandle;
   let agents: AgentHandle[] = [];
   const proxies: WireProxy[] = [];
@@ -56,12 +54,7 @@ describe('agent and network faults: nothing accepted is lost, the models equal t
 
   const create = (name: string, extra: Record<string, unknown> = {}) =>
     coordinator.api.createRun({ ...twoRoundRun(name), ...extra });
-  const whenTraining = (runId: string, round: number) =>
-    coordinator.process.waitForLine(
-      (l) => l.msg === 'round training' && l.runId === runId && l.round === round,
-      `round ${round} of ${runId} to train`,
-      120_000,
-    );
+  const whenTraining = (runId: string, round: number) => whenRoundTrains(coordinator, runId, round);
   const ledger = async (agent: AgentHandle) =>
     (await readFile(path.join(agent.home, 'ledger.jsonl'), 'utf8'))
       .split('\n')
@@ -71,35 +64,35 @@ describe('agent and network faults: nothing accepted is lost, the models equal t
     readdir(path.join(agent.home, 'state', 'outbox')).catch(() => [] as string[]);
 
   beforeAll(async () => {
-    root = await mkdtemp(path.join(tmpdir(), 'fedssl-faults-agent-'));
-    coordinator = await startCoordinator({ dataDir: path.join(root, 'coordinator') });
-    processes.push(coordinator.process);
-    agents = await enrollSites(coordinator, root, ['alpha', 'beta']);
-    const upstream = { host: '127.0.0.1', port: Number(new URL(coordinator.url).port) };
-    for (const [i, agent] of agents.entries()) {
-      const proxy = await startWireProxy(upstream, {
-        holdBefore: (frame) => stallAtUpload[i]! && isBegin(frame),
-        onClientFrame: (frame, p) => {
-          onFrame[i]?.(frame, p);
-          if (frame.opcode === 2) onChunk[i]?.(p);
-        },
-      });
-      proxies.push(proxy);
-      await editAgentConfig(agent, { coordinatorUrl: proxy.url, uploadChunkSize: 8192 });
-    }
-    await startAgents(agents, processes);
-    const a = await create('baseline');
-    await coordinator.api.startRun(a.id);
-    baseline = await waitForRun(coordinator.api, a.id, { timeoutMs: 120_000 });
+    ({ coordinator, agents, baseline } = await startFaultConsortium({
+      prefix: 'fedssl-faults-agent-',
+      processes,
+      run: twoRoundRun,
+      onRoot: (r) => (root = r),
+      // Each agent talks through its own proxy, in 8 KiB chunks.
+      beforeAgentsStart: async (enrolled, c) => {
+        const upstream = { host: '127.0.0.1', port: Number(new URL(c.url).port) };
+        for (const [i, agent] of enrolled.entries()) {
+          const proxy = await startWireProxy(upstream, {
+            holdBefore: (frame) => stallAtUpload[i]! && isBegin(frame),
+            onClientFrame: (frame, p) => {
+              onFrame[i]?.(frame, p);
+              if (frame.opcode === 2) onChunk[i]?.(p);
+            },
+          });
+          proxies.push(proxy);
+          await editAgentConfig(agent, { coordinatorUrl: proxy.url, uploadChunkSize: 8192 });
+        }
+      },
+    }));
   }, 240_000);
 
-  afterAll(async () => {
-    await dumpLogsIfAsked(processes);
-    for (const p of proxies) p.release();
-    await Promise.all(processes.map((p) => p.stop()));
-    await Promise.all(proxies.map((p) => p.close()));
-    if (root) await rm(root, { recursive: true, force: true });
-  });
+  afterAll(() =>
+    stopFaultConsortium(root, processes, {
+      beforeStop: () => proxies.forEach((p) => p.release()),
+      afterStop: async () => void (await Promise.all(proxies.map((p) => p.close()))),
+    }),
+  );
 
   it('publishes distinct models in both rounds of the uninterrupted baseline', () => {
     expectEverySiteAccepted(baseline, agents, 2);

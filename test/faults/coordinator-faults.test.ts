@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromBase64, sha256Hex, verifySignedModelManifest } from '@fedssl/shared/crypto';
@@ -16,15 +15,15 @@ import {
 } from '@fedssl/demo';
 import {
   armFault,
-  dumpLogsIfAsked,
-  enrollSites,
   exited,
   expectEverySiteAccepted,
   linesAfter,
   roundHashes,
-  startAgents,
+  startFaultConsortium,
+  stopFaultConsortium,
   tryMountTmpfs,
   unmount,
+  whenRoundTrains,
 } from '../support/fault-scenario';
 import { threeRoundRun } from '../support/scenario';
 
@@ -42,7 +41,7 @@ import { threeRoundRun } from '../support/scenario';
  * so "disk full" is the kernel's own ENOSPC; elsewhere the hook injects ENOSPC at the write.
  */
 describe('coordinator faults: nothing accepted is lost, the models equal the uninterrupted run', () => {
-  let root: string;
+  let root: string | undefined;
   let dataDir: string;
   let faultFile: string;
   let tmpfs = false;
@@ -73,37 +72,35 @@ describe('coordinator faults: nothing accepted is lost, the models equal the uni
     proc.waitForLine(match, what, 120_000);
   /** Starts a run and returns once `round` trains (logged before any of its tasks is sent). */
   const startUntilTraining = async (runId: string, round: number) => {
-    const training = waitFor(
-      coordinator.process,
-      `round ${round} to train`,
-      (l) => l.msg === 'round training' && l.runId === runId && l.round === round,
-    );
+    const training = whenRoundTrains(coordinator, runId, round);
     await coordinator.api.startRun(runId);
     await training;
   };
 
   beforeAll(async () => {
-    root = await mkdtemp(path.join(tmpdir(), 'fedssl-faults-coord-'));
-    dataDir = path.join(root, 'coordinator');
-    faultFile = path.join(root, 'fault.json');
-    await mkdir(dataDir, { recursive: true });
-    tmpfs = tryMountTmpfs(dataDir, 64);
-    coordinator = await startCoordinator({ dataDir, env: env() });
-    processes.push(coordinator.process);
-    agents = await enrollSites(coordinator, root, ['alpha', 'beta']);
-    await startAgents(agents, processes);
-    const a = await create('baseline');
-    await coordinator.api.startRun(a.id);
-    baseline = await waitForRun(coordinator.api, a.id, { timeoutMs: 120_000 });
+    ({ coordinator, agents, baseline } = await startFaultConsortium({
+      prefix: 'fedssl-faults-coord-',
+      processes,
+      run: threeRoundRun,
+      onRoot: (r) => (root = r),
+      // Its data dir on a small tmpfs where possible, its fault hook armed through a file.
+      coordinator: async (r) => {
+        dataDir = path.join(r, 'coordinator');
+        faultFile = path.join(r, 'fault.json');
+        await mkdir(dataDir, { recursive: true });
+        tmpfs = tryMountTmpfs(dataDir, 64);
+        return startCoordinator({ dataDir, env: env() });
+      },
+    }));
   }, 240_000);
 
-  afterAll(async () => {
-    await dumpLogsIfAsked(processes);
-    for (const agent of agents) agent.process?.child.kill('SIGCONT');
-    await Promise.all(processes.map((p) => p.stop()));
-    if (tmpfs) unmount(dataDir);
-    if (root) await rm(root, { recursive: true, force: true });
-  });
+  afterAll(() =>
+    stopFaultConsortium(root, processes, {
+      // A frozen agent would not stop.
+      beforeStop: () => agents.forEach((a) => a.process?.child.kill('SIGCONT')),
+      afterStop: () => void (tmpfs && unmount(dataDir)),
+    }),
+  );
 
   const expectSameModels = (run: RunView) => {
     expectEverySiteAccepted(run, agents, 3);

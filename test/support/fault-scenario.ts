@@ -1,11 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'vitest';
 import {
   enrollAgent,
   generateSyntheticScans,
   startAgent,
+  startCoordinator,
+  waitForRun,
   type AgentHandle,
   type CoordinatorHandle,
   type LogLine,
@@ -19,6 +22,79 @@ import {
  * arm the coordinator's fault hook, and the checks every fault scenario ends with — nothing
  * accepted was lost, and the published models equal an uninterrupted run's.
  */
+
+/** The consortium every faults suite starts from, with its uninterrupted baseline run. */
+export interface FaultConsortium {
+  /** Temp dir holding the coordinator's data dir, the agents' homes and their data. */
+  root: string;
+  coordinator: CoordinatorHandle;
+  /** alpha and beta, enrolled and running. */
+  agents: AgentHandle[];
+  /** The run of `opts.run('baseline')`, done with no fault. */
+  baseline: RunView;
+}
+
+/**
+ * Starts a coordinator and two agents (alpha, beta) in a temp dir named by `prefix`, then runs
+ * the baseline to completion. Every process started is pushed onto `processes`, so the suite's
+ * {@link stopFaultConsortium} stops them even when the start fails half-way.
+ */
+export async function startFaultConsortium(opts: {
+  prefix: string;
+  processes: ManagedProcess[];
+  /** The run config of the suite (twoRoundRun, threeRoundRun). */
+  run: (name: string) => Record<string, unknown>;
+  /** Starts the coordinator in `root`; default: a plain one with its data in `root/coordinator`. */
+  coordinator?: (root: string) => Promise<CoordinatorHandle>;
+  /** Called between enrollment and the agents' start (e.g. to route them through proxies). */
+  beforeAgentsStart?: (agents: AgentHandle[], coordinator: CoordinatorHandle) => Promise<void>;
+  /** Receives `root` as soon as it exists (so teardown can remove it after a failed start). */
+  onRoot?: (root: string) => void;
+}): Promise<FaultConsortium> {
+  const root = await mkdtemp(path.join(tmpdir(), opts.prefix));
+  opts.onRoot?.(root);
+  const coordinator = await (
+    opts.coordinator ?? ((r) => startCoordinator({ dataDir: path.join(r, 'coordinator') }))
+  )(root);
+  opts.processes.push(coordinator.process);
+  const agents = await enrollSites(coordinator, root, ['alpha', 'beta']);
+  await opts.beforeAgentsStart?.(agents, coordinator);
+  await startAgents(agents, opts.processes);
+  const run = await coordinator.api.createRun(opts.run('baseline'));
+  await coordinator.api.startRun(run.id);
+  const baseline = await waitForRun(coordinator.api, run.id, { timeoutMs: 120_000 });
+  return { root, coordinator, agents, baseline };
+}
+
+/**
+ * The faults suites' teardown: dumps the logs if asked, stops every process, removes `root`.
+ * `beforeStop` undoes what would keep a process from stopping (a frozen agent, a held link);
+ * `afterStop` releases what the processes used (proxies, a tmpfs).
+ */
+export async function stopFaultConsortium(
+  root: string | undefined,
+  processes: ManagedProcess[],
+  hooks: { beforeStop?: () => void; afterStop?: () => Promise<void> | void } = {},
+): Promise<void> {
+  await dumpLogsIfAsked(processes);
+  hooks.beforeStop?.();
+  await Promise.all(processes.map((p) => p.stop()));
+  await hooks.afterStop?.();
+  if (root) await rm(root, { recursive: true, force: true });
+}
+
+/** Resolves once the coordinator logs that `round` of `runId` trains (before any of its tasks is sent). */
+export function whenRoundTrains(
+  coordinator: CoordinatorHandle,
+  runId: string,
+  round: number,
+): Promise<LogLine> {
+  return coordinator.process.waitForLine(
+    (l) => l.msg === 'round training' && l.runId === runId && l.round === round,
+    `round ${round} of ${runId} to train`,
+    120_000,
+  );
+}
 
 /** Enrolls one agent per name on generated data (6 patients × 3 images, 48 px, seed 70 + i). */
 export async function enrollSites(
