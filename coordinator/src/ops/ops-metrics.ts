@@ -1,13 +1,16 @@
 import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { RATE_LIMIT_CLASSES, type RateLimitEvents } from '../ratelimit/rate-limit.service';
 import type { RoundEngineEvents } from '../runs/round-engine';
 import type { UploadEvents } from '../uploads/upload.service';
 
-/** What the metrics read: the online-site count and three event sources. */
+/** What the metrics read: the online-site count and the event sources. */
 export interface OpsMetricsSources {
   onlineSites(): number;
   engineEvents: EventEmitter<RoundEngineEvents>;
   uploadEvents: EventEmitter<UploadEvents>;
+  /** Absent: no rate-limit counter is fed (it still reads zero). */
+  rateLimitEvents?: EventEmitter<RateLimitEvents>;
 }
 
 /**
@@ -65,9 +68,16 @@ export class OpsMetrics {
       labelNames: ['reason'] as const,
       registers,
     });
+    const limited = new Counter({
+      name: 'fedssl_rate_limited_total',
+      help: 'Attempts refused by a per-address rate limit, by class (enroll | admin-auth | agent-connect).',
+      labelNames: ['limit'] as const,
+      registers,
+    });
     // Zero series up front so dashboards and rate() see them before the first event.
     for (const s of ['published', 'failed']) rounds.labels(s).inc(0);
     accepted.inc(0);
+    for (const l of RATE_LIMIT_CLASSES) limited.labels(l).inc(0);
 
     const onRound = (ev: RoundEngineEvents['round'][0]): void => {
       if (ev.state === 'published' || ev.state === 'failed') rounds.labels(ev.state).inc();
@@ -84,9 +94,12 @@ export class OpsMetrics {
     const { engineEvents: engine, uploadEvents: uploads } = src;
     engine.on('round', onRound).on('run', onRun).on('aggregation', onAggregation);
     uploads.on('bytes', onBytes).on('accepted', onAccepted).on('refused', onRefused);
+    const onLimited = (cls: string): void => limited.labels(cls).inc();
+    src.rateLimitEvents?.on('limited', onLimited);
     this.detach.push(() => {
       engine.off('round', onRound).off('run', onRun).off('aggregation', onAggregation);
       uploads.off('bytes', onBytes).off('accepted', onAccepted).off('refused', onRefused);
+      src.rateLimitEvents?.off('limited', onLimited);
     });
   }
 

@@ -7,6 +7,7 @@ import { AdminTokenService } from '../admin/admin-token.service';
 import { httpStatusFor, isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { CONFIG, type CoordinatorConfig } from '../config/config';
 import { CoordinatorKeysService } from '../keys/coordinator-keys.service';
+import { RateLimitService } from '../ratelimit/rate-limit.service';
 import { RoundEngine } from '../runs/round-engine';
 import { RunsModule } from '../runs/runs.module';
 import { PresenceService } from '../sites/presence.service';
@@ -47,6 +48,7 @@ export class OpsModule implements OnModuleInit, OnModuleDestroy {
     @Inject(SQL_STORE) private readonly store: SqlStore,
     @Inject(CoordinatorKeysService) private readonly keys: CoordinatorKeysService,
     @Inject(AdminTokenService) private readonly tokens: AdminTokenService,
+    @Inject(RateLimitService) private readonly limits: RateLimitService,
     @Inject(PresenceService) presence: PresenceService,
     @Inject(RoundEngine) engine: RoundEngine,
     @Inject(UploadService) uploads: UploadService,
@@ -55,6 +57,7 @@ export class OpsModule implements OnModuleInit, OnModuleDestroy {
       onlineSites: () => presence.onlineSiteIds().length,
       engineEvents: engine.events,
       uploadEvents: uploads.events,
+      rateLimitEvents: limits.events,
     });
   }
 
@@ -84,8 +87,14 @@ export class OpsModule implements OnModuleInit, OnModuleDestroy {
           const known = isFedsslErrorLike(e) && Object.hasOwn(ERROR_CODES, e.code);
           const code: ErrorCode | 'INTERNAL' = known ? e.code : 'INTERNAL';
           const status = code === 'INTERNAL' ? 500 : httpStatusFor(code);
+          const retryAfter = known ? e.details?.['retryAfterSeconds'] : undefined;
+          if (typeof retryAfter === 'number') res.setHeader('retry-after', String(retryAfter));
           sendJson(res, status, {
-            error: { code, message: known ? e.message : 'internal error; see the coordinator log' },
+            error: {
+              code,
+              message: known ? e.message : 'internal error; see the coordinator log',
+              ...(known && e.details ? { details: e.details } : {}),
+            },
           });
         });
     });
@@ -105,7 +114,11 @@ export class OpsModule implements OnModuleInit, OnModuleDestroy {
         'missing bearer token: send "Authorization: Bearer <admin token>"',
       );
     }
+    // The REST guard's admin-auth limit: a scrape endpoint is a token oracle too.
+    const address = this.limits.addressOf(req.socket.remoteAddress, req.headers);
+    this.limits.attempt('admin-auth', address);
     const principal = await this.tokens.authenticate(match[1]);
+    this.limits.succeeded('admin-auth', address);
     if (!roleAllows(principal.role, ['viewer'])) {
       throw new FedsslError(
         'ADMIN_FORBIDDEN',

@@ -142,6 +142,15 @@ describe('rate limits of unauthenticated entry points', () => {
       'too many failed admin authentications from this address (limit admin-auth: 2 per 60 s); retry in 30 s',
       { code: 'RATE_LIMITED', limit: 'admin-auth', retryAfterSeconds: 30 },
     ]);
+    // So does /metrics, which checks its bearer token outside the REST guard.
+    const scrape = await fetch(`${c.url}/metrics`, {
+      headers: { authorization: `Bearer ${bad}`, ...from('198.51.100.4') },
+    });
+    expect([
+      scrape.status,
+      scrape.headers.get('retry-after'),
+      ((await scrape.json()) as { error: { code: string } }).error.code,
+    ]).toEqual([429, '30', 'RATE_LIMITED']);
   });
 
   it('refuses an agent connection over the limit with a coded error before any challenge; an authenticated one gives its attempt back', async () => {
@@ -176,6 +185,18 @@ describe('rate limits of unauthenticated entry points', () => {
       await new Promise((resolve) => s.once('auth:ok', resolve));
       s.disconnect();
     }
+  });
+
+  it('counts every refused attempt in /metrics by class', async () => {
+    // The cases above, in order: 3 enrollments; REST, REST with a valid token, console,
+    // /metrics (admin-auth); 1 agent connection.
+    const res = await fetch(`${c.url}/metrics`, {
+      headers: { authorization: `Bearer ${await c.token('viewer')}` },
+    });
+    const text = await res.text();
+    const count = (limit: string) =>
+      Number(new RegExp(`^fedssl_rate_limited_total\\{limit="${limit}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    expect([count('enroll'), count('admin-auth'), count('agent-connect')]).toEqual([3, 4, 1]);
   });
 
   it('trusts X-Forwarded-For only as far as the configured proxy hops', async () => {

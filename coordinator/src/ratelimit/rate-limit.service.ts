@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { FedsslError } from '@fedssl/shared/errors';
 import { CLOCK, type Clock } from '../config/clock';
@@ -14,6 +15,14 @@ import { TokenBuckets } from './token-buckets';
 
 /** The unauthenticated entry points, each limited on its own. */
 export type RateLimitClass = 'enroll' | 'admin-auth' | 'agent-connect';
+
+/** What the limiter tells the metrics: one event per refused attempt. */
+export interface RateLimitEvents {
+  limited: [cls: RateLimitClass];
+}
+
+/** Every class, in a fixed order (metrics start each at zero). */
+export const RATE_LIMIT_CLASSES: readonly RateLimitClass[] = ['enroll', 'admin-auth', 'agent-connect'];
 
 /** What a refused attempt was, in the error message. */
 const ATTEMPTS: Record<RateLimitClass, string> = {
@@ -33,6 +42,8 @@ const ATTEMPTS: Record<RateLimitClass, string> = {
 export class RateLimitService {
   private readonly classes = new Map<RateLimitClass, { limit: RateLimit; buckets: TokenBuckets }>();
   private readonly log: Logger;
+  /** `limited` per refused attempt (ops metrics count them; the log has one line per client). */
+  readonly events = new EventEmitter<RateLimitEvents>();
   /** How many reverse proxies' `X-Forwarded-For` entries to trust (see {@link clientAddress}). */
   private readonly trustProxyHops: number;
 
@@ -71,6 +82,7 @@ export class RateLimitService {
     if (!c) return;
     const r = c.buckets.take(address);
     if (r.allowed) return;
+    this.events.emit('limited', cls);
     // Once per client while it stays limited: an attack must not flood the log too.
     if (r.first)
       this.log.warn({ address, limit: cls, retryAfterSeconds: r.retryAfterSeconds }, 'rate limit reached');
