@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { releaseGradientInputs } from './conv';
 
 /** ε of every batch norm (PyTorch's default). */
 export const BN_EPS = 1e-5;
@@ -90,8 +91,8 @@ export function batchNormCore(
       value,
       // In its own tidy: the engine runs a custom gradient outside any per-node scope, so
       // its full-size intermediates would otherwise live until the whole backward ends.
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
-        tf.tidy(() => {
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const grads = tf.tidy(() => {
           const [sx, sm, sr, sg, sy] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor?];
           const dp = sy ? tf.mul(dy, tf.step(sy)) : dy;
           const xhat = tf.mul(tf.sub(sx, sm), sr);
@@ -101,8 +102,12 @@ export function batchNormCore(
           const k = tf.mul(sg, sr);
           const corr = tf.add(tf.mul(xhat, tf.div(sumDyXhat, n)), tf.div(sumDy, n));
           const dx = tf.mul(tf.sub(dp, corr), k);
-          return hasResidual ? [dx, dGamma, dBeta, tf.clone(dp)] : [dx, dGamma, dBeta];
-        }),
+          // dp is dy itself without a ReLU, and dy is released below.
+          return hasResidual ? [dx, dGamma, dBeta, sy ? dp : tf.clone(dp)] : [dx, dGamma, dBeta];
+        });
+        releaseGradientInputs(dy, saved);
+        return grads;
+      },
     };
   });
   return act.residual ? f(x, gamma, beta, act.residual) : f(x, gamma, beta);

@@ -8,6 +8,7 @@ import {
   type MomentsReducer,
   type NormActivation,
 } from './batch-norm';
+import { conv2dUnit } from './conv';
 import { param, type ParamMap } from './params';
 
 /** PyTorch's default batch-norm momentum (weight of the new batch statistic). */
@@ -98,7 +99,7 @@ function norm2d(
 function conv(x: tf.Tensor4D, params: ParamMap, name: string, stride: number): tf.Tensor4D {
   const w = param(params, `${name}.weight`) as tf.Tensor4D;
   const k = w.shape[0];
-  return tf.conv2d(x, w, stride, Math.floor(k / 2));
+  return conv2dUnit(x, w, stride, Math.floor(k / 2));
 }
 
 function block(

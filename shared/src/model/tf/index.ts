@@ -1,4 +1,5 @@
 export * from './params';
 export * from './batch-norm';
+export * from './conv';
 export * from './forward';
 export * from './export-layers';
