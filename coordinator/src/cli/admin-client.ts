@@ -10,6 +10,30 @@ export interface AdminClientOptions {
 }
 
 /**
+ * The coordinator's base URL from `--url` / FEDSSL_URL: an http(s) URL, without trailing
+ * slashes or the `/api/v1` an admin may have copied from an API address.
+ * @throws CliError INVALID_ARGUMENT when it is not an http:// or https:// URL.
+ */
+export function coordinatorBase(url: string): string {
+  const base = url
+    .trim()
+    .replace(/\/+$/, '')
+    .replace(/\/api\/v1$/, '');
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(base);
+  } catch {
+    // reported below
+  }
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || !parsed.host)
+    throw new CliError(
+      'INVALID_ARGUMENT',
+      `--url (or FEDSSL_URL) must be the coordinator's http:// or https:// address, e.g. https://coordinator.example.org; got ${JSON.stringify(url.slice(0, 200))}`,
+    );
+  return base;
+}
+
+/**
  * Minimal client of the coordinator REST API (`/api/v1`). HTTP errors become a
  * {@link CliError} carrying the server's `{ error: { code, message } }`.
  */
@@ -18,7 +42,7 @@ export class AdminClient {
   private readonly doFetch: typeof fetch;
 
   constructor(private readonly opts: AdminClientOptions) {
-    this.base = `${opts.url.replace(/\/+$/, '')}/api/v1`;
+    this.base = `${coordinatorBase(opts.url)}/api/v1`;
     this.doFetch = opts.fetch ?? fetch;
   }
 
@@ -65,9 +89,14 @@ export class AdminClient {
       });
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      // An https:// URL on a port that answers plain HTTP: the TLS handshake reads an HTTP reply.
+      const hint =
+        cause?.code === 'ERR_SSL_WRONG_VERSION_NUMBER' || cause?.code === 'EPROTO'
+          ? ' (this port does not speak TLS: use http://, or the address of the TLS proxy in front)'
+          : '';
       throw new CliError(
         'COORDINATOR_UNREACHABLE',
-        `cannot reach ${this.opts.url}: ${cause?.code ?? cause?.message ?? (e as Error).message}`,
+        `cannot reach ${this.opts.url}: ${cause?.code ?? cause?.message ?? (e as Error).message}${hint}`,
       );
     }
     if (!res.ok) {
