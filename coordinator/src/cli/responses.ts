@@ -33,3 +33,30 @@ export const modelListAnswer = z.array(modelVersionAnswer);
 export const runTrainingAnswer = z.object({
   config: z.object({ training: z.object(trainingConfigSchema.shape) }),
 });
+
+/**
+ * `GET /runs/:id` as `runs wait` reads it. Rounds and participants keep the fields they do not
+ * name (`--json` prints each published round as the coordinator sent it).
+ */
+export const runDetailAnswer = z.object({
+  id: z.string(),
+  state: z.string(),
+  reason: z.string().nullable().optional(),
+  rounds: z.array(
+    z.looseObject({
+      round: z.number(),
+      state: z.string(),
+      modelVersion: z.string().nullable(),
+      participants: z.array(
+        z.looseObject({
+          siteId: z.string(),
+          siteName: z.string().nullable(),
+          state: z.string(),
+          exampleCount: z.number().nullable(),
+          metrics: z.record(z.string(), z.number()).nullable(),
+        }),
+      ),
+    }),
+  ),
+});
+export type RunDetailAnswer = z.infer<typeof runDetailAnswer>;

@@ -106,6 +106,38 @@ describe('waitForRun', () => {
     await expect(promise).rejects.toThrow(new CliError('TIMEOUT', 'run run-1 is still running after 2s'));
   });
 
+  it("reads a newer coordinator's answer with added fields, and --json keeps the round as sent", async () => {
+    const added = { addedInNextRelease: { x: 1 } };
+    const { fetch } = scriptedFetch([
+      { id: 'run-1', state: 'completed', ...added, rounds: [{ ...round(1, 'published'), ...added }] },
+    ]);
+    const out = io();
+    const code = await waitForRun(new AdminClient({ url: 'http://coord', fetch }), out, {
+      runId: 'run-1',
+      json: true,
+      sleep: async () => {},
+    });
+    expect(code).toBe(0);
+    expect(JSON.parse(out.out.split('\n')[0]!)).toEqual({
+      event: 'round-published',
+      runId: 'run-1',
+      ...round(1, 'published'),
+      ...added,
+    });
+  });
+
+  it('refuses an answer without the rounds it reads, naming the field', async () => {
+    const { fetch } = scriptedFetch([{ id: 'run-1', state: 'running' }]);
+    await expect(
+      waitForRun(new AdminClient({ url: 'http://coord', fetch }), io(), { runId: 'run-1', json: false }),
+    ).rejects.toThrow(
+      new CliError(
+        'PROTOCOL_INVALID_MESSAGE',
+        'unexpected answer to GET /runs/run-1 from http://coord: rounds: Invalid input: expected array, received undefined (is the coordinator a fedssl coordinator of a compatible release?)',
+      ),
+    );
+  });
+
   it('only counts accepted participants', () => {
     const r = round(3, 'published', [
       participant('a', 1, 5),

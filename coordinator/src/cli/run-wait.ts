@@ -1,24 +1,6 @@
 import type { AdminClient } from './admin-client';
 import { CliError, type CliIo } from './io';
-
-/** The parts of `GET /runs/:id` the waiter reads. */
-interface RunDetailView {
-  id: string;
-  state: string;
-  reason?: string | null;
-  rounds: {
-    round: number;
-    state: string;
-    modelVersion: string | null;
-    participants: {
-      siteId: string;
-      siteName: string | null;
-      state: string;
-      exampleCount: number | null;
-      metrics: Record<string, number> | null;
-    }[];
-  }[];
-}
+import { runDetailAnswer, type RunDetailAnswer } from './responses';
 
 export interface WaitOptions {
   runId: string;
@@ -33,7 +15,7 @@ export interface WaitOptions {
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** One line per newly published round: version and each accepted site's loss and examples. */
-export function formatPublishedRound(r: RunDetailView['rounds'][number]): string {
+export function formatPublishedRound(r: RunDetailAnswer['rounds'][number]): string {
   const sites = r.participants
     .filter((p) => p.state === 'accepted')
     .map((p) => {
@@ -53,7 +35,7 @@ export async function waitForRun(client: AdminClient, io: CliIo, opts: WaitOptio
   const started = now();
   const printed = new Set<number>();
   for (;;) {
-    const run = await client.get<RunDetailView>(`/runs/${encodeURIComponent(opts.runId)}`);
+    const run = await client.getChecked(`/runs/${encodeURIComponent(opts.runId)}`, runDetailAnswer);
     for (const r of [...run.rounds].sort((a, b) => a.round - b.round)) {
       if (r.state !== 'published' || printed.has(r.round)) continue;
       printed.add(r.round);
