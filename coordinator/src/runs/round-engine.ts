@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { signTask, toBase64 } from '@fedssl/shared/crypto';
 import { FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import { initSharedWeights } from '@fedssl/shared/model';
+import type { NamedTensors } from '@fedssl/shared/codec';
 import type { ModelHyperparameters, Task, UpdateHeader } from '@fedssl/shared/protocol';
 import { strategyLabel, type UpdateSource } from '../strategies';
 import { normalizeStrategyConfig } from '../strategies/config';
@@ -1035,11 +1036,17 @@ export class RoundEngine {
         readPlain: () => this.d.updates.readAcceptedPlain(u, boxKey),
       });
       // Read lazily: strategies take one delta at a time, in siteId order.
+      let delta: NamedTensors | undefined;
       sources.push({
         siteId: u.siteId,
         exampleCount: u.exampleCount,
         readDelta: () =>
-          this.d.updates.readAcceptedDelta(u, boxKey, run.config.model, run.config.maxUpdateNorm),
+          (delta = this.d.updates.readAcceptedDelta(u, boxKey, run.config.model, run.config.maxUpdateNorm)),
+        // Its plaintext buffer then serves the next update opened (this round's or the next).
+        release: () => {
+          if (delta) this.d.updates.recycle([delta]);
+          delta = undefined;
+        },
       });
     }
     if (sources.length < run.config.minSites) {

@@ -42,6 +42,7 @@ export class ClippingStrategy implements Strategy {
       siteId: u.siteId,
       exampleCount: u.exampleCount,
       readDelta: () => clipToNorm(u.readDelta(), C),
+      release: () => u.release?.(),
     }));
     return this.inner.aggregate({ ...input, updates });
   }

@@ -32,6 +32,7 @@ function spill(input: AggregationInput, dir: string): string[] {
     } finally {
       closeSync(fd);
     }
+    u.release?.();
     return file;
   });
 }

@@ -1,11 +1,12 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { isFedsslError } from '@fedssl/shared/errors';
-import { createStrategy, FedAvgStrategy } from './index';
+import { createStrategy, FedAvgStrategy, weightedMeanDelta } from './index';
 import {
   expectClose,
   input,
   plain,
+  SHAPES,
   sources,
   scratch,
   tensorValues,
@@ -74,6 +75,45 @@ describe('FedAvgStrategy', () => {
         });
         expectClose(plain(out.weights), reference(g, us), 1e-4);
         expect(reads).toEqual(us.map(() => 1));
+      }),
+    );
+  });
+
+  it('folds in groups bit-identically to adding one delta at a time, releasing each delta once folded', () => {
+    fc.assert(
+      fc.property(fc.array(update, { minLength: 1, maxLength: 11 }), (us) => {
+        const total = us.reduce((n, u) => n + u.exampleCount, 0);
+        // One delta at a time, left to right: sum = w₀x₀, then sum + wₖxₖ.
+        const expected = SHAPES.map((_, t) =>
+          Float64Array.from(us[0]!.values[t]!, (_v, i) => {
+            let acc = (us[0]!.exampleCount / total) * Math.fround(us[0]!.values[t]![i]!);
+            for (const u of us.slice(1)) acc = acc + (u.exampleCount / total) * Math.fround(u.values[t]![i]!);
+            return acc;
+          }),
+        );
+        const events: string[] = [];
+        let held = 0;
+        let maxHeld = 0;
+        const got = weightedMeanDelta({
+          global: tensors(us[0]!.values.map((v) => v.map(() => 0))),
+          updates: sources(us).map((src, k) => ({
+            ...src,
+            readDelta: () => {
+              events.push(`read ${k}`);
+              maxHeld = Math.max(maxHeld, ++held);
+              return src.readDelta();
+            },
+            release: () => {
+              events.push(`release ${k}`);
+              held--;
+            },
+          })),
+        });
+        expect(got.map((a) => Array.from(a))).toEqual(expected.map((a) => Array.from(a)));
+        expect(events.filter((e) => e.startsWith('release'))).toEqual(us.map((_, k) => `release ${k}`));
+        expect(events.indexOf(`release 0`)).toBeGreaterThan(events.indexOf(`read 0`));
+        expect(maxHeld).toBe(Math.min(4, us.length));
+        expect(held).toBe(0);
       }),
     );
   });

@@ -2,29 +2,77 @@ import type { NamedTensors } from '@fedssl/shared/codec';
 import type { AggregationInput, AggregationOutput, Strategy } from './strategy';
 import { checkDeltaLayout, checkExampleCount, requireUpdates } from './tensors';
 
+/** Deltas folded in one pass over the sums (at most this many are held at a time). */
+const FOLD_GROUP = 4;
+
 /**
- * The example-weighted mean of the round's deltas, Σ wᵢ·Δᵢ / Σ wᵢ with wᵢ = exampleCount,
- * in float64. Streams: one delta is held at a time, so memory is O(model) for any number
- * of sites. Sums run in the given (siteId) order, which makes the result reproducible.
+ * The example-weighted mean of the round's deltas, Σ (wᵢ / Σ w)·Δᵢ with wᵢ = exampleCount,
+ * in float64. Streams: at most {@link FOLD_GROUP} deltas are held at a time, each released as
+ * soon as it is folded, so memory is O(model) for any number of sites. Sums run in the given
+ * (siteId) order, which makes the result reproducible.
+ *
+ * Float64 sums keep the mean of many float32 deltas correctly rounded once it is added to
+ * the float32 global; a float32 sum would lose a bit or more per site. The weights are
+ * normalized before the fold (the example counts are known up front), so there is no
+ * division pass.
  */
 export function weightedMeanDelta(input: Pick<AggregationInput, 'global' | 'updates'>): Float64Array[] {
   const { global, updates } = input;
-  const sums = global.map((t) => new Float64Array(t.data.length));
   let total = 0;
   for (const u of updates) {
     checkExampleCount(u.exampleCount);
-    const delta = u.readDelta();
-    checkDeltaLayout(global, delta);
-    const w = u.exampleCount;
-    for (let t = 0; t < delta.length; t++) {
-      const sum = sums[t]!;
-      const data = delta[t]!.data;
-      for (let i = 0; i < data.length; i++) sum[i]! += w * data[i]!;
-    }
-    total += w;
+    total += u.exampleCount;
   }
-  for (const sum of sums) for (let i = 0; i < sum.length; i++) sum[i]! /= total;
+  const sums = global.map((t) => new Float64Array(t.data.length));
+  for (let start = 0; start < updates.length; start += FOLD_GROUP) {
+    const group = updates.slice(start, start + FOLD_GROUP);
+    const deltas = group.map((u) => {
+      const delta = u.readDelta();
+      checkDeltaLayout(global, delta);
+      return delta;
+    });
+    const weights = group.map((u) => u.exampleCount / total);
+    for (let t = 0; t < sums.length; t++) {
+      foldInto(
+        sums[t]!,
+        deltas.map((d) => d[t]!.data),
+        weights,
+        start === 0,
+      );
+    }
+    for (const u of group) u.release?.();
+  }
   return sums;
+}
+
+/**
+ * `sum[i] = (sum[i]) + w₀·x₀[i] + w₁·x₁[i] + …`, evaluated left to right: the same operations
+ * in the same order as adding the deltas one at a time (JavaScript neither fuses nor
+ * reorders them), so grouping changes no bit; it reads and writes each float64 sum once per
+ * group instead of once per delta. The first group stores instead of adding to the zeros, so
+ * fresh sums are written once and never read back from untouched pages.
+ */
+function foldInto(sum: Float64Array, xs: Float32Array[], ws: number[], first: boolean): void {
+  const n = sum.length;
+  const [a, b, c, d] = xs as [Float32Array, Float32Array, Float32Array, Float32Array];
+  const [wa, wb, wc, wd] = ws as [number, number, number, number];
+  switch (xs.length) {
+    case 1:
+      if (first) for (let i = 0; i < n; i++) sum[i] = wa * a[i]!;
+      else for (let i = 0; i < n; i++) sum[i] = sum[i]! + wa * a[i]!;
+      break;
+    case 2:
+      if (first) for (let i = 0; i < n; i++) sum[i] = wa * a[i]! + wb * b[i]!;
+      else for (let i = 0; i < n; i++) sum[i] = sum[i]! + wa * a[i]! + wb * b[i]!;
+      break;
+    case 3:
+      if (first) for (let i = 0; i < n; i++) sum[i] = wa * a[i]! + wb * b[i]! + wc * c[i]!;
+      else for (let i = 0; i < n; i++) sum[i] = sum[i]! + wa * a[i]! + wb * b[i]! + wc * c[i]!;
+      break;
+    default:
+      if (first) for (let i = 0; i < n; i++) sum[i] = wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!;
+      else for (let i = 0; i < n; i++) sum[i] = sum[i]! + wa * a[i]! + wb * b[i]! + wc * c[i]! + wd * d[i]!;
+  }
 }
 
 /** `global + factor·step` as new float32 tensors. */

@@ -11,6 +11,11 @@ export interface UpdateSource {
   readonly exampleCount: number;
   /** The validated delta, same tensors (names, shapes, order) as the global model. */
   readDelta(): NamedTensors;
+  /**
+   * Optional: the strategy is done with the delta {@link readDelta} returned (it will not read
+   * it again, and its output keeps no view of it), so its memory can serve the next update.
+   */
+  release?(): void;
 }
 
 /** What a strategy aggregates: the round's base model, its updates and the server state. */

@@ -149,6 +149,48 @@ describe('each accepted update is opened once on the normal path', () => {
     expect(restarted.digest).toBe(normal.digest);
   });
 
+  it('the next round decrypts into the buffers the last aggregation gave back, with the same weights', async () => {
+    /** Two rounds of the three sites; round 2's published digest and the pool's idle bytes after each commit. */
+    const twoRounds = async (openedBudgetBytes?: number) => {
+      const f = await FederationFixture.create(
+        undefined,
+        openedBudgetBytes === undefined ? {} : { openedBudgetBytes },
+      );
+      fixtures.push(f);
+      const agents = SITES.map(([id, n]) => f.agent(id, n, 0));
+      for (const a of agents) f.connect(a);
+      await f.engine.idle();
+      const run = await f.runs.create(testRunBody({ rounds: 2, minSites: 3 }));
+      let tasks = Promise.all(agents.map((a) => a.nextTask()));
+      await f.runs.start(run.id);
+      const idle: number[] = [];
+      for (let round = 1; round <= 2; round++) {
+        const offered = await tasks;
+        if (round === 1) tasks = Promise.all(agents.map((a) => a.nextTask()));
+        for (const [i, a] of agents.entries()) {
+          const delta = noisyDelta(offered[i]!.model, SITES[i]![2] + 10 * round);
+          await f.upload(a.siteId, a.seal(offered[i]!, { delta }));
+          idle.push(f.updates.opened.buffers.idleBytes);
+        }
+        await f.engine.idle();
+      }
+      expect((await f.runs.get(run.id)).state).toBe('completed');
+      const digest = createHash('sha256');
+      for (const t of f.models.readWeights(`${run.id}.r2`))
+        digest.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      return { idle, pooled: f.updates.opened.buffers.idleBytes, digest: digest.digest('hex') };
+    };
+    const pooled = await twoRounds();
+    const fresh = await twoRounds(0);
+    // Round 1 allocates; its aggregation (within the last commit) gives three buffers back;
+    // round 2 takes one per commit and its aggregation gives them back again.
+    const one = pooled.pooled / 3;
+    expect(one).toBeGreaterThan(0);
+    expect(pooled.idle).toEqual([0, 0, 3 * one, 2 * one, one, 3 * one]);
+    expect(fresh.idle.every((x) => x === 0) && fresh.pooled === 0).toBe(true);
+    expect(pooled.digest).toBe(fresh.digest);
+  });
+
   it('a rejected update is never kept, and the round aggregates only the accepted ones', async () => {
     const f = await FederationFixture.create();
     fixtures.push(f);

@@ -65,3 +65,23 @@ describe('OpenedUpdates', () => {
     expect(c.take('other')).toBeDefined();
   });
 });
+
+describe('OpenedUpdates.buffers', () => {
+  it('keeps idle buffers within the budget left by opened updates, and gives them up first', () => {
+    const c = new OpenedUpdates(300_000);
+    const held = c.buffers.acquire(100_000);
+    const t = new Float32Array(held.buffer, 0, 25_000);
+    c.put('u1', 'run', 1, { kind: 'delta', tensors: [{ name: 'a', shape: [25_000], data: t }] });
+    const idle = c.buffers.acquire(100_000);
+    c.buffers.recycle([idle]);
+    expect(c.buffers.idleBytes).toBe(idle.buffer.byteLength);
+    const over = c.buffers.acquire(100_000);
+    c.buffers.recycle([over]);
+    expect(c.buffers.idleBytes).toBe(idle.buffer.byteLength); // 3 × 128 KiB would exceed 300 kB
+    // A new opened update takes the idle buffer's room rather than evicting u1.
+    expect(c.put('u2', 'run', 1, delta(30_000))).toBe(true);
+    expect(c.buffers.idleBytes).toBe(0);
+    expect(c.take('u1')).toBeDefined();
+    expect(new OpenedUpdates(0).buffers.idleBytes).toBe(0);
+  });
+});

@@ -1,4 +1,5 @@
 import type { NamedTensors } from '@fedssl/shared/codec';
+import { PlaintextPool } from './plaintext-pool';
 
 /** Default memory for opened updates between commit and aggregation (FEDSSL_INGEST_CACHE_MB). */
 export const DEFAULT_OPENED_UPDATES_MIB = 1024;
@@ -34,18 +35,23 @@ function bytesOf(value: OpenedUpdate): number {
  * aggregation, so the strategies still see every update in siteId order and the result does
  * not depend on arrival order.
  *
- * Memory is bounded by `budgetBytes`: the oldest entries are evicted to make room, and an
- * update larger than the whole budget is not kept. An entry leaves when aggregation takes
- * it, when its round is published or its run ends ({@link dropRun}).
+ * Memory is bounded by `budgetBytes`, which also covers the idle plaintext buffers kept for
+ * reuse ({@link buffers}): idle buffers go first, then the oldest entries are evicted to make
+ * room, and an update larger than the whole budget is not kept. An entry leaves when
+ * aggregation takes it, when its round is published or its run ends ({@link dropRun}).
  */
 export class OpenedUpdates {
   /** Insertion order = age (the oldest is evicted first). */
   private readonly entries = new Map<string, Entry>();
   private held = 0;
+  /** Plaintext buffers to open updates into; idle ones count against the same budget. */
+  readonly buffers: PlaintextPool;
 
-  constructor(readonly budgetBytes: number) {}
+  constructor(readonly budgetBytes: number) {
+    this.buffers = new PlaintextPool((n) => this.held + this.buffers.idleBytes + n <= this.budgetBytes);
+  }
 
-  /** Bytes held now. */
+  /** Bytes held now by opened updates (idle buffers not counted: {@link PlaintextPool.idleBytes}). */
   get bytes(): number {
     return this.held;
   }
@@ -59,6 +65,7 @@ export class OpenedUpdates {
     this.take(updateId);
     const bytes = bytesOf(value);
     if (bytes > this.budgetBytes) return false;
+    this.buffers.trim(this.budgetBytes - this.held - bytes);
     for (const [id, e] of this.entries) {
       if (this.held + bytes <= this.budgetBytes) break;
       this.entries.delete(id);

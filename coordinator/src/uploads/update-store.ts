@@ -175,11 +175,50 @@ export class UpdateStore {
   }
 
   /**
-   * Decrypts an envelope file ({@link openEnvelopeFile}): the one place the coordinator opens
-   * an update, at commit and, when {@link opened} does not hold it, at aggregation.
+   * Decrypts an envelope file ({@link openEnvelopeFile}) into a buffer from
+   * {@link OpenedUpdates.buffers}: the one place the coordinator opens an update, at commit and,
+   * when {@link opened} does not hold it, at aggregation.
    */
   openEnvelope(path: string, header: UpdateHeader, coordinatorBoxSecretKey: Uint8Array): Uint8Array {
-    return openEnvelopeFile(path, header, coordinatorBoxSecretKey);
+    let plain: Uint8Array | undefined;
+    try {
+      return openEnvelopeFile(
+        path,
+        header,
+        coordinatorBoxSecretKey,
+        (n) => (plain = this.opened.buffers.acquire(n)),
+      );
+    } catch (e) {
+      // Nothing saw what was decrypted so far: the buffer can serve the next update.
+      if (plain) this.opened.buffers.recycle([plain]);
+      throw e;
+    }
+  }
+
+  /**
+   * {@link decodeDelta} of a plaintext {@link openEnvelope} returned. Its buffer goes back to
+   * the pool at once when the decode fails or the tensors are copies (float16, int8); when
+   * they are views of it (float32), it goes back through {@link recycle} after aggregation.
+   */
+  decodeOpened(plain: Uint8Array, model: ModelConfig, maxUpdateNorm: number): NamedTensors {
+    let tensors: NamedTensors;
+    try {
+      tensors = decodeDelta(plain, model, maxUpdateNorm);
+    } catch (e) {
+      this.opened.buffers.recycle([plain]);
+      throw e;
+    }
+    if (!tensors.some((t) => t.data.buffer === plain.buffer)) this.opened.buffers.recycle([plain]);
+    return tensors;
+  }
+
+  /**
+   * Gives the plaintext buffers under deltas {@link readAcceptedDelta} returned back for the
+   * next updates. Call once aggregation is over (the strategy has returned or thrown): the
+   * deltas must not be used afterwards.
+   */
+  recycle(deltas: readonly NamedTensors[]): void {
+    this.opened.buffers.recycle(deltas.flatMap((d) => d.map((t) => t.data)));
   }
 
   /** The plaintext of an accepted update from its sealed file (the header beside it names the key). */
@@ -191,7 +230,7 @@ export class UpdateStore {
   /**
    * The validated delta of an accepted update for aggregation: the one commit decoded if it is
    * still held (and no longer held after this call), else opened and decoded again from its
-   * sealed file, which gives the same values.
+   * sealed file, which gives the same values. Hand it to {@link recycle} once aggregation is over.
    */
   readAcceptedDelta(
     u: AcceptedUpdateRef,
@@ -201,7 +240,7 @@ export class UpdateStore {
   ): NamedTensors {
     const held = this.opened.take(u.id);
     if (held?.kind === 'delta') return held.tensors;
-    return decodeDelta(this.reopen(u, boxKeyFor), model, maxUpdateNorm);
+    return this.decodeOpened(this.reopen(u, boxKeyFor), model, maxUpdateNorm);
   }
 
   /** The opened plaintext of an accepted masked update (secure aggregation), as {@link readAcceptedDelta}. */
@@ -222,13 +261,15 @@ export interface AcceptedUpdateRef {
 /**
  * Decrypts an envelope file chunk by chunk through {@link UpdateOpener} (chunk boundaries
  * come from the signed header), checks count and SHA-512, and returns the plaintext.
- * The plaintext buffer is sized from the file actually received, never from a claimed size.
+ * The plaintext buffer (from `allocate`, default a new one) is sized from the file actually
+ * received, never from a claimed size.
  * @throws FedsslError ENVELOPE_* on any authentication, count or length problem.
  */
 export function openEnvelopeFile(
   path: string,
   header: UpdateHeader,
   coordinatorBoxSecretKey: Uint8Array,
+  allocate: (bytes: number) => Uint8Array = (n) => new Uint8Array(n),
 ): Uint8Array {
   const opener = new UpdateOpener(header, coordinatorBoxSecretKey);
   const fd = openSync(path, 'r');
@@ -241,7 +282,7 @@ export function openEnvelopeFile(
         `envelope is ${size} bytes, the header describes ${expected}`,
       );
     }
-    const plain = new Uint8Array(header.plaintextBytes);
+    const plain = allocate(header.plaintextBytes);
     // One read buffer for all chunks, and each chunk decrypted in place into `plain`.
     const buf = new Uint8Array(Math.min(header.chunkSize, header.plaintextBytes) + TAG_BYTES);
     let inOff = 0;

@@ -17,7 +17,7 @@ import type { AuditSink, RoundEngine } from '../runs/round-engine';
 import { formatIssues } from '../runs/run-config';
 import type { RunRepository } from '../runs/run.repository';
 import type { TaskRow } from '../runs/run.types';
-import { chunkCiphertextLength, decodeDelta, type UpdateStore } from './update-store';
+import { chunkCiphertextLength, type UpdateStore } from './update-store';
 import type { OpenedUpdate } from './opened-updates';
 import { readMaskedUpdate } from '../privacy/secagg-driver';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
@@ -404,7 +404,10 @@ export class UploadService {
         readMaskedUpdate(plain, run.config.model);
         opened = { kind: 'masked', plain };
       } else {
-        opened = { kind: 'delta', tensors: decodeDelta(plain, run.config.model, run.config.maxUpdateNorm) };
+        opened = {
+          kind: 'delta',
+          tensors: this.d.updates.decodeOpened(plain, run.config.model, run.config.maxUpdateNorm),
+        };
       }
     } catch (e) {
       return this.fail(s, e);
