@@ -169,6 +169,34 @@ function insertZeros(
   return run('Reshape', { x: p }, { shape });
 }
 
+/**
+ * A stride-1 forward convolution with explicit padding [top, bottom, left, right]; a negative
+ * bottom/right pad cuts that many trailing rows/columns of `x` first.
+ */
+function convStride1(run: Run, x: TensorInfo, filter: TensorInfo, pads: number[]): TensorInfo {
+  const [top, bottom, left, right] = pads as [number, number, number, number];
+  const [n, h, w, c] = x.shape as [number, number, number, number];
+  const input =
+    bottom < 0 || right < 0
+      ? run(
+          'Slice',
+          { x },
+          { begin: [0, 0, 0, 0], size: [n, h + Math.min(0, bottom), w + Math.min(0, right), c] },
+        )
+      : x;
+  return run('Conv2D', { x: input, filter }, {
+    strides: [1, 1],
+    pad: [
+      [0, 0],
+      [top, Math.max(0, bottom)],
+      [left, Math.max(0, right)],
+      [0, 0],
+    ],
+    dilations: [1, 1],
+    dataFormat: 'NHWC',
+  } as unknown as NamedAttrMap);
+}
+
 /** Taps of one axis of a stride-s input gradient split by output phase (see `inputGradByPhase`). */
 function phaseTaps(k: number, s: number, pad: number): { jMin: number; taps: number } {
   // Output position i = s·m + p receives dy[m + j]·W[p + pad − s·j] for every j that keeps the tap inside the filter.
@@ -223,29 +251,12 @@ function inputGradByPhase(
   // dy rows −jMin … m − 1 + jMax: zero rows outside dy as padding, unused trailing rows cut.
   const padTop = -rows.jMin;
   const padLeft = -cols.jMin;
-  let padBottom = m + rows.taps - 1 - oh - padTop;
-  let padRight = mw + cols.taps - 1 - ow - padLeft;
-  let src4 = dy;
-  if (padBottom < 0 || padRight < 0) {
-    src4 = run(
-      'Slice',
-      { x: dy },
-      { begin: [0, 0, 0, 0], size: [n, oh + Math.min(0, padBottom), ow + Math.min(0, padRight), cout] },
-    );
-    padBottom = Math.max(0, padBottom);
-    padRight = Math.max(0, padRight);
-  }
-  const phases = run('Conv2D', { x: src4, filter: phaseFilter }, {
-    strides: [1, 1],
-    pad: [
-      [0, 0],
-      [padTop, padBottom],
-      [padLeft, padRight],
-      [0, 0],
-    ],
-    dilations: [1, 1],
-    dataFormat: 'NHWC',
-  } as unknown as NamedAttrMap);
+  const phases = convStride1(run, dy, phaseFilter, [
+    padTop,
+    m + rows.taps - 1 - oh - padTop,
+    padLeft,
+    mw + cols.taps - 1 - ow - padLeft,
+  ]);
   // The pixel shuffle as reshape + 4-D transpose [N·M, M', ph, (pw, Cin)] → [N·M, ph, M', (pw, Cin)]
   // (moves rows of s·Cin floats; the backend's DepthToSpace measured 3× slower).
   const p4 = run('Reshape', { x: phases }, { shape: [n * m, mw, s, s * cin] });
@@ -296,29 +307,14 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
     if (padTop < 0 || padLeft < 0)
       throw new Error('wasm Conv2DBackpropInput: padding larger than the filter is not supported');
     // Rows/columns needed: h + kh − 1 in total; trailing upsampling zeros beyond that are cut.
-    let padBottom = h + kh - 1 - padTop - uh;
-    let padRight = w + kw - 1 - padLeft - uw;
-    if (padBottom < 0 || padRight < 0) {
-      const keepH = uh + Math.min(0, padBottom);
-      const keepW = uw + Math.min(0, padRight);
-      up = run('Slice', { x: up }, { begin: [0, 0, 0, 0], size: [n, keepH, keepW, cout] });
-      padBottom = Math.max(0, padBottom);
-      padRight = Math.max(0, padRight);
-    }
     const flipped = run('Reverse', { x: filter }, { dims: [0, 1] });
     const swapped = run('Transpose', { x: flipped }, { perm: [0, 1, 3, 2] });
-    const dx = run('Conv2D', { x: up, filter: swapped }, {
-      strides: [1, 1],
-      pad: [
-        [0, 0],
-        [padTop, padBottom],
-        [padLeft, padRight],
-        [0, 0],
-      ],
-      dilations: [1, 1],
-      dataFormat: 'NHWC',
-      dimRoundingMode: undefined as unknown as string,
-    } as unknown as NamedAttrMap);
+    const dx = convStride1(run, up, swapped, [
+      padTop,
+      h + kh - 1 - padTop - uh,
+      padLeft,
+      w + kw - 1 - padLeft - uw,
+    ]);
     if (dx.shape[3] !== cin) throw new Error('wasm Conv2DBackpropInput: channel mismatch');
     return dx;
   });
