@@ -159,6 +159,54 @@ describe('enroll', () => {
     }
   });
 
+  it('enrolls against a newer coordinator whose answer carries added fields, pinning only the known key fields', async () => {
+    const home = join(await tempDir(), 'agent');
+    await initCommand({ home, data: '/srv/images' }, captureIo());
+    const coord = generatePartyKeys();
+    const coordinator = {
+      keyId: keyId(coord.signing.publicKey),
+      signingPublicKey: toBase64(coord.signing.publicKey),
+      boxPublicKey: toBase64(coord.box.publicKey),
+      fingerprint: fingerprint(coord.signing.publicKey, coord.box.publicKey),
+    };
+    const fc = await fakeCoordinator(() => ({
+      status: 200,
+      json: {
+        siteId: 'site-8',
+        siteName: 'Hospital B',
+        coordinator: { ...coordinator, algorithm: 'ed25519+x25519' },
+        protocolVersion: 1,
+        addedInNextRelease: { region: 'eu' },
+      },
+    }));
+    try {
+      expect(await enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo())).toBe(0);
+      const config = await loadAgentConfig(home);
+      expect([config.siteId, config.coordinator]).toEqual(['site-8', coordinator]);
+    } finally {
+      fc.server.close();
+    }
+  });
+
+  it('names the field of an enrollment answer it cannot use, and pins nothing', async () => {
+    const home = join(await tempDir(), 'agent');
+    await initCommand({ home, data: '/srv/images' }, captureIo());
+    const fc = await fakeCoordinator(() => ({
+      status: 200,
+      json: { siteId: 'site-9', siteName: 'C', protocolVersion: 1 },
+    }));
+    try {
+      await expect(
+        enrollCommand({ home, coordinator: fc.url, token: 'T'.repeat(32) }, captureIo()),
+      ).rejects.toThrow(
+        'coordinator sent a malformed enrollment response (coordinator: Invalid input: expected object, received undefined); nothing was pinned',
+      );
+      expect((await loadAgentConfig(home)).coordinator).toBeNull();
+    } finally {
+      fc.server.close();
+    }
+  });
+
   it('passes on the coordinator error code and pins nothing', async () => {
     const home = join(await tempDir(), 'agent');
     await initCommand({ home, data: '/srv/images' }, captureIo());

@@ -5,8 +5,6 @@ import { describeCoordinatorKeys, fingerprint, fromBase64, keyId, toBase64 } fro
 import { ERROR_CODES, FedsslError, type ErrorCode } from '@fedssl/shared/errors';
 import {
   PROTOCOL_VERSION,
-  coordinatorKeysSchema,
-  enrollResponseSchema,
   type CoordinatorKeys,
   type AgentStatus,
   type EnrollRequest,
@@ -32,6 +30,7 @@ import { TaskRunner, type TaskOutcome } from '../uplink/task-runner';
 import { asCodedError } from '../uplink/uplink';
 import { coordinatorUnreachable } from './fetch-failure';
 import { formatLedgerTable } from './ledger-table';
+import { answerIssues, coordinatorKeysAnswer, enrollAnswer } from './rest-answers';
 
 /**
  * The agent's commands as plain functions (the commander front end in agent-cli.ts only
@@ -159,7 +158,7 @@ async function fetchCoordinatorKeys(base: string, doFetch: typeof fetch): Promis
   } catch (e) {
     throw coordinatorUnreachable(base, e);
   }
-  const parsed = res.ok ? coordinatorKeysSchema.safeParse(await res.json()) : undefined;
+  const parsed = res.ok ? coordinatorKeysAnswer.safeParse(await res.json()) : undefined;
   if (!parsed?.success) {
     throw new FedsslError(
       'PROTOCOL_INVALID_MESSAGE',
@@ -221,9 +220,12 @@ export async function enrollCommand(opts: EnrollCommandOptions, io: CliIo): Prom
     { attempts: 3, isRetryable: (e) => asCodedError(e)?.code === 'COORDINATOR_UNREACHABLE' },
   );
   if (!res.ok) throw await errorFromResponse(res);
-  const parsed = enrollResponseSchema.safeParse(await res.json());
+  const parsed = enrollAnswer.safeParse(await res.json());
   if (!parsed.success)
-    throw new FedsslError('PROTOCOL_INVALID_MESSAGE', 'coordinator sent a malformed enrollment response');
+    throw new FedsslError(
+      'PROTOCOL_INVALID_MESSAGE',
+      `coordinator sent a malformed enrollment response (${answerIssues(parsed.error)}); nothing was pinned`,
+    );
   const coord = parsed.data.coordinator;
   // Recompute rather than trust: the fingerprint the admin reads out must be of the keys we pin.
   const sigPk = fromBase64(coord.signingPublicKey, 32);

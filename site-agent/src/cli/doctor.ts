@@ -8,11 +8,7 @@ import {
   type FollowedKeyChain,
 } from '@fedssl/shared/crypto';
 import { isFedsslError } from '@fedssl/shared/errors';
-import {
-  coordinatorKeyChainSchema,
-  coordinatorKeysSchema,
-  type CoordinatorKeys,
-} from '@fedssl/shared/protocol';
+import { coordinatorKeyChainSchema, type CoordinatorKeys } from '@fedssl/shared/protocol';
 import {
   agentPaths,
   loadAgentConfig,
@@ -23,6 +19,7 @@ import { fileMode } from '../config/secure-files';
 import { loadTrainingDataset } from '../data/load-dataset';
 import type { CliIo } from './commands';
 import { describeFetchFailure } from './fetch-failure';
+import { coordinatorKeysAnswer } from './rest-answers';
 
 /** One check of `fedssl-agent doctor`. */
 export interface DoctorCheck {
@@ -244,7 +241,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
           const res = await doFetch(`${base}/coordinator/keys`, {
             signal: AbortSignal.timeout(opts.timeoutMs ?? 5000),
           });
-          const keys = coordinatorKeysSchema.parse(await res.json());
+          const keys = coordinatorKeysAnswer.parse(await res.json());
           const fp = fingerprint(fromBase64(keys.signingPublicKey, 32), fromBase64(keys.boxPublicKey, 32));
           if (fp === enrolled.coordinator!.fingerprint)
             return { status: 'pass', detail: `fingerprint ${fp}` };

@@ -10,7 +10,7 @@ import {
   type PartyKeys,
 } from '@fedssl/shared/crypto';
 import { FedsslError } from '@fedssl/shared/errors';
-import { siteKeyRotationResponseSchema, type SiteKeyRotationResponse } from '@fedssl/shared/protocol';
+import type { SiteKeyRotationResponse } from '@fedssl/shared/protocol';
 import {
   agentPaths,
   decodeKeysFile,
@@ -23,6 +23,7 @@ import { exists, writeSecureFile } from '../config/secure-files';
 import { retry } from '../uplink/backoff';
 import { asCodedError } from '../uplink/uplink';
 import { coordinatorUnreachable } from './fetch-failure';
+import { keyRotationAnswer } from './rest-answers';
 import { errorFromResponse, type CliIo } from './commands';
 
 /**
@@ -94,7 +95,7 @@ export async function rotateKeysCommand(opts: RotateKeysCommandOptions, io: CliI
     if (res.status < 500) await rm(pending, { force: true });
     throw await errorFromResponse(res, 'key rotation', 'SITE_KEY_ROTATION_INVALID');
   }
-  const parsed = siteKeyRotationResponseSchema.safeParse(await res.json());
+  const parsed = keyRotationAnswer.safeParse(await res.json());
   if (!parsed.success || parsed.data.keyId !== keyId(next.signing.publicKey)) {
     throw new FedsslError(
       'PROTOCOL_INVALID_MESSAGE',
