@@ -5,7 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fingerprint, fromBase64, generatePartyKeys, keyId, toBase64 } from '@fedssl/shared/crypto';
+import {
+  describeCoordinatorKeys,
+  fingerprint,
+  fromBase64,
+  generatePartyKeys,
+  keyId,
+  toBase64,
+} from '@fedssl/shared/crypto';
 import { enrollRequestSchema } from '@fedssl/shared/protocol';
 import { appendLedger } from '../audit/ledger';
 import { agentPaths, loadAgentConfig, loadPartyKeys } from '../config/agent-config';
@@ -163,12 +170,7 @@ describe('enroll', () => {
     const home = join(await tempDir(), 'agent');
     await initCommand({ home, data: '/srv/images' }, captureIo());
     const coord = generatePartyKeys();
-    const coordinator = {
-      keyId: keyId(coord.signing.publicKey),
-      signingPublicKey: toBase64(coord.signing.publicKey),
-      boxPublicKey: toBase64(coord.box.publicKey),
-      fingerprint: fingerprint(coord.signing.publicKey, coord.box.publicKey),
-    };
+    const coordinator = describeCoordinatorKeys(coord.signing.publicKey, coord.box.publicKey);
     const fc = await fakeCoordinator(() => ({
       status: 200,
       json: {
