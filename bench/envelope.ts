@@ -226,9 +226,11 @@ function ingestOnce(modelName: string, backend: BulkBackendName, store: UpdateSt
   // taken from memory as aggregation does) and count a FOLD_SITES-th of the time.
   const held = store.opened.take(refs[0]!.id)!;
   for (const r of refs) store.opened.put(r.id, 'bench', 1, held);
-  stage('fold', () =>
-    weightedMeanDelta({
+  stage('fold', () => {
+    const mean = weightedMeanDelta({
       global,
+      // As `FedAvgStrategy`: the float64 sums are borrowed from the same pool and given back.
+      buffers: store.opened.buffers,
       updates: refs.map((r, k) => {
         // As the round engine wires it: once folded, the plaintext buffer goes back to the
         // store's pool for the next update opened.
@@ -240,8 +242,9 @@ function ingestOnce(modelName: string, backend: BulkBackendName, store: UpdateSt
           release: () => d && store.recycle([d]),
         };
       }),
-    }),
-  );
+    });
+    store.opened.buffers.recycle(mean);
+  });
   if (store.opened.size !== 0) throw new Error('the fold did not take every held update');
   stages.fold!.cpu /= FOLD_SITES;
   stages.fold!.wall /= FOLD_SITES;

@@ -1078,6 +1078,7 @@ export class RoundEngine {
             version,
             global: this.d.models.readWeights(round.baseModelVersion),
             updates: sources,
+            buffers: this.d.updates.opened.buffers,
           }),
           sites: sources.map((u) => ({ siteId: u.siteId, exampleCount: u.exampleCount })),
         };

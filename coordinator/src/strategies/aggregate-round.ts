@@ -16,7 +16,7 @@ import { decodeWeights, encodeWeights, type NamedTensors } from '@fedssl/shared/
 import { FedsslError } from '@fedssl/shared/errors';
 import { createStrategy } from './index';
 import type { StrategyConfigInput } from './config';
-import type { UpdateSource } from './strategy';
+import type { ScratchBuffers, UpdateSource } from './strategy';
 
 /**
  * Server optimizer state on disk: `<dataDir>/strategy-state/<runId>/<version>.fsw`, the
@@ -72,6 +72,8 @@ export interface RoundAggregationArgs {
   global: NamedTensors;
   /** Accepted updates in siteId order. */
   updates: readonly UpdateSource[];
+  /** Scratch memory to borrow (the update store's plaintext pool). */
+  buffers?: ScratchBuffers;
 }
 
 /**
@@ -105,7 +107,13 @@ export function aggregateRound(args: RoundAggregationArgs): { weights: NamedTens
   const scratchDir = join(scratchRoot, `${args.runId}.${args.round}.${randomBytes(6).toString('hex')}`);
   mkdirSync(scratchDir, { mode: 0o700 });
   try {
-    const out = strategy.aggregate({ global: args.global, updates: args.updates, state, scratchDir });
+    const out = strategy.aggregate({
+      global: args.global,
+      updates: args.updates,
+      state,
+      scratchDir,
+      ...(args.buffers ? { buffers: args.buffers } : {}),
+    });
     if (strategy.stateful && out.state) states.save(args.version, out.state);
     return { weights: out.weights, strategyName: strategy.name };
   } finally {

@@ -118,6 +118,37 @@ describe('FedAvgStrategy', () => {
     );
   });
 
+  it('borrows its float64 sums from the scratch buffers, whatever they held, and gives them back', () => {
+    fc.assert(
+      fc.property(tensorValues, fc.array(update, { minLength: 1, maxLength: 6 }), (g, us) => {
+        const lent: Uint8Array[] = [];
+        const back: ArrayBufferLike[] = [];
+        const buffers = {
+          // Stale contents (NaN patterns): every sum must be written before it is read.
+          acquire: (bytes: number) => lent[lent.push(new Uint8Array(bytes).fill(0xff)) - 1]!,
+          recycle: (views: Iterable<ArrayBufferView>) => {
+            for (const v of views) back.push(v.buffer);
+          },
+        };
+        const run = (withBuffers: boolean) =>
+          plain(
+            new FedAvgStrategy().aggregate({
+              global: tensors(g),
+              updates: sources(us),
+              state: null,
+              scratchDir: '/nonexistent',
+              ...(withBuffers ? { buffers } : {}),
+            }).weights,
+          );
+        expect(run(true)).toEqual(run(false));
+        expect(lent).toHaveLength(1);
+        expect(lent[0]!.length).toBe(8 * 9);
+        expect(back.length).toBeGreaterThan(0);
+        expect(back.every((b) => b === lent[0]!.buffer)).toBe(true);
+      }),
+    );
+  });
+
   it('gives byte-identical results for any arrival order once sorted by siteId', () => {
     fc.assert(
       fc.property(

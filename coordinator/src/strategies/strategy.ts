@@ -18,6 +18,14 @@ export interface UpdateSource {
   release?(): void;
 }
 
+/** Memory an aggregation may borrow and give back (the coordinator's plaintext buffer pool). */
+export interface ScratchBuffers {
+  /** A buffer of exactly `bytes` bytes (8-aligned), whose contents are arbitrary. */
+  acquire(bytes: number): Uint8Array;
+  /** Gives back what {@link acquire} returned: nothing may use it afterwards. */
+  recycle(views: Iterable<ArrayBufferView>): void;
+}
+
 /** What a strategy aggregates: the round's base model, its updates and the server state. */
 export interface AggregationInput {
   global: NamedTensors;
@@ -30,6 +38,8 @@ export interface AggregationInput {
   state: NamedTensors | null;
   /** A private, empty directory for temporary files (coordinate-wise strategies spill to it). */
   scratchDir: string;
+  /** Where to borrow large scratch memory (FedAvg's float64 sums), when the caller has a pool. */
+  buffers?: ScratchBuffers;
 }
 
 export interface AggregationOutput {
