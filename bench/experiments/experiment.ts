@@ -403,8 +403,10 @@ export async function runExperiment(
     g.bestFederated && g.centralized
       ? `Best federated arm: ${g.bestFederated.label} ${g.bestFederated.auc.mean.toFixed(3)}; ` +
         `vs centralized ${g.centralized.auc.mean.toFixed(3)}: ${g.gapToCentralized.toFixed(1)} points ` +
-        `(goal ≥ −1: ${g.metCentralized ? 'met' : 'not met'}); vs best local-only ` +
-        `${g.gapToBestLocal.toFixed(1)} points (goal ≥ 0: ${g.metLocal ? 'met' : 'not met'})`
+        `(goal ≥ −1: ${g.metCentralized ? 'met' : 'not met'}); ` +
+        (g.localRows.length
+          ? `vs best local-only ${g.gapToBestLocal.toFixed(1)} points (goal ≥ 0: ${g.metLocal ? 'met' : 'not met'})`
+          : 'vs best local-only: not measured (no local-only arm ran)')
       : '';
   const lines = resultLines(def.name, rows, {
     epochs: `${epochs.toFixed(3)} epochs`,

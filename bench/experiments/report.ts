@@ -98,10 +98,16 @@ const FEDERATED: readonly Row['arm'][] = ['fedavg', 'fedavgMeta', 'fedemaMeta', 
 
 export function goals(rows: readonly Row[]): Goals {
   const fed = rows.filter((r) => FEDERATED.includes(r.arm));
-  const bestFederated = fed.sort((a, b) => b.auc.mean - a.auc.mean)[0];
+  // A row measured over fewer seeds (an arm run for one seed only) is not ranked against
+  // rows averaged over more: its mean is not comparable.
+  const mostSeeds = Math.max(0, ...fed.map((r) => r.seeds.length));
+  const bestFederated = fed
+    .filter((r) => r.seeds.length === mostSeeds)
+    .sort((a, b) => b.auc.mean - a.auc.mean)[0];
   const centralized = rows.find((r) => r.arm === 'centralized');
   const localRows = rows.filter((r) => r.arm === 'local');
-  const bestLocal = Math.max(...localRows.map((r) => r.auc.mean));
+  // No local-only arm run: the goal is unmeasured (NaN), never "met" by default.
+  const bestLocal = localRows.length ? Math.max(...localRows.map((r) => r.auc.mean)) : NaN;
   const gapToCentralized = ((bestFederated?.auc.mean ?? NaN) - (centralized?.auc.mean ?? NaN)) * 100;
   const gapToBestLocal = ((bestFederated?.auc.mean ?? NaN) - bestLocal) * 100;
   return {

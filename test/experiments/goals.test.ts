@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { goals, resultLines, stat, type Row } from '../../bench/experiments/report';
+
+/** The verdict the experiment tables are judged by: which rows it may rank, and when a goal is unmeasured. */
+
+const row = (label: string, arm: Row['arm'], auc: number, seeds: number[]): Row => ({
+  label,
+  arm,
+  auc: stat(seeds.map(() => auc)),
+  aucSeeds: stat(seeds.map(() => auc)),
+  accuracy: stat([0.7]),
+  seeds,
+  steps: seeds.map(() => 100),
+  minutes: 1,
+});
+
+describe('experiment goals', () => {
+  it('ranks only federated rows measured over the most seeds', () => {
+    const g = goals([
+      row('centralized', 'centralized', 0.73, [1, 2, 3]),
+      row('fedavg', 'fedavg', 0.8, [1]), // one seed: not comparable with three-seed means
+      row('fedavg + metadata', 'fedavgMeta', 0.7, [1, 2, 3]),
+      row('fedema + metadata', 'fedemaMeta', 0.72, [1, 2, 3]),
+      row('local-only A', 'local', 0.71, [1, 2, 3]),
+    ]);
+    expect(g.bestFederated?.label).toBe('fedema + metadata');
+    expect(g.gapToCentralized).toBeCloseTo(-1, 6);
+    expect(g.gapToBestLocal).toBeCloseTo(1, 6);
+    expect(g.metLocal).toBe(true);
+  });
+
+  it('leaves the local-only goal unmeasured, not met, when no local-only arm ran', () => {
+    const rows = [
+      row('centralized', 'centralized', 0.73, [1]),
+      row('fedavg + metadata', 'fedavgMeta', 0.7, [1]),
+    ];
+    const g = goals(rows);
+    expect(g.metLocal).toBe(false);
+    expect(Number.isNaN(g.gapToBestLocal)).toBe(true);
+    expect(resultLines('x', rows).some((l) => l.includes('best_local'))).toBe(false);
+  });
+});
