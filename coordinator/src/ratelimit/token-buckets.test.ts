@@ -53,6 +53,25 @@ describe('TokenBuckets', () => {
   });
 });
 
+describe('TokenBuckets eviction order', () => {
+  it('forgets the bucket used least recently, not the one created first', () => {
+    const c = { t: 0, now: () => c.t };
+    const b = new TokenBuckets({ count: 1, perSeconds: 3600 }, 10, c.now);
+    b.take('attacker'); // created first, its token spent
+    for (let i = 0; i < 9; i++) {
+      c.t += 1;
+      b.take(`s${i}`);
+    }
+    c.t += 1;
+    expect(b.take('attacker').allowed).toBe(false); // used again: now the most recent
+    c.t += 1;
+    b.take('newcomer'); // full: one bucket must go, s0 (least recently used)
+    expect(b.size).toBe(10);
+    expect(b.take('attacker').allowed).toBe(false);
+    expect(b.take('s0').allowed).toBe(true);
+  });
+});
+
 describe('clientAddress', () => {
   it('is the TCP peer when no proxy is trusted, whatever X-Forwarded-For claims', () => {
     expect(clientAddress('10.0.0.2', '198.51.100.9', 0)).toBe('10.0.0.2');
