@@ -15,13 +15,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeWeights, type NamedTensors } from '@fedssl/shared/codec';
 import { fromBase64, generatePartyKeys, sealUpdate, toBase64 } from '@fedssl/shared/crypto';
-import { resnet18ModelConfig, sharedParamSpecs } from '@fedssl/shared/model';
+import { resnet18ModelConfig, sharedParamSpecs, type ModelConfig } from '@fedssl/shared/model';
 import type { UpdateHeader } from '@fedssl/shared/protocol';
 import { aggregateRound } from '../coordinator/src/strategies/aggregate-round';
 import type { UpdateSource } from '../coordinator/src/strategies';
 import { decodeDelta, openEnvelopeFile } from '../coordinator/src/uploads/update-store';
 
-const MODEL = resnet18ModelConfig(224);
+// Batch norm (running statistics included), as measured in docs/benchmarks.md.
+const MODEL: ModelConfig = { ...resnet18ModelConfig(224), norm: 'batch' };
 const CHUNK = 1 << 20;
 const mib = (kb: number): number => kb / 1024;
 

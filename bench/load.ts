@@ -37,7 +37,7 @@ import {
   type PartyKeys,
 } from '@fedssl/shared/crypto';
 import { encodeWeights } from '@fedssl/shared/codec';
-import { tinyModelConfig } from '@fedssl/shared/model';
+import { tinyModelConfig, type ModelConfig } from '@fedssl/shared/model';
 import {
   PROTOCOL_VERSION,
   type AgentStatus,
@@ -60,7 +60,8 @@ const { values: opts } = parseArgs({
   },
 });
 
-const MODEL = tinyModelConfig(32);
+// Batch norm, as measured in docs/benchmarks.md.
+const MODEL: ModelConfig = { ...tinyModelConfig(32), norm: 'batch' };
 const MIB = 1024 * 1024;
 const CONNECT_WAVE = 25;
 

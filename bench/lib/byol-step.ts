@@ -22,14 +22,18 @@ export const RESNET18_BENCH_WIDTHS = [16, 16, 32, 64, 128];
 
 export const METADATA_CLASSES = 4;
 
-/** The model config of a benchmark encoder at `size` px (the same one bench/reference/byol_step.py builds). */
+/**
+ * The model config of a benchmark encoder at `size` px (the same one bench/reference/byol_step.py
+ * builds: batch norm, whatever the product default).
+ */
 export function benchModelConfig(arch: BenchArch, size: number): ModelConfig {
-  if (arch === 'tiny') return tinyModelConfig(size);
-  if (arch === 'resnet18') return resnet18ModelConfig(size, RESNET18_BENCH_WIDTHS);
+  if (arch === 'tiny') return { ...tinyModelConfig(size), norm: 'batch' };
+  if (arch === 'resnet18') return { ...resnet18ModelConfig(size, RESNET18_BENCH_WIDTHS), norm: 'batch' };
   // The heads of the ResNet-18 bench encoder, so the two differ only in the encoder.
   return modelConfigSchema.parse({
     arch: 'resnet50',
     inputSize: size,
+    norm: 'batch',
     widths: RESNET18_BENCH_WIDTHS,
     projectorHidden: 1024,
     projectionDim: 256,

@@ -230,10 +230,10 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     .addOption(
       new Option(
         '--norm <kind>',
-        'encoder normalization (group: recommended for pretraining, docs/models.md)',
+        'encoder normalization (group: the default, recommended for pretraining; docs/models.md)',
       )
-        .choices(['batch', 'group'])
-        .default('batch'),
+        .choices(['group', 'batch'])
+        .default('group'),
     )
     .option('--batch-size <n>', 'local batch size', int('--batch-size', 2))
     .option('--max-steps <n>', 'max optimizer steps per round (0 = no bound)', int('--max-steps', 0))

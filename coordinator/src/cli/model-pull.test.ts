@@ -249,19 +249,19 @@ describe('fedssl-admin models pull --format', () => {
       '--fedema-scaler',
       '0.5',
       '--norm',
-      'group',
+      'batch',
       '--no-reuse-accepted-updates',
     );
     expect(r.err).toBe('');
     expect(JSON.parse(r.out).config).toMatchObject({
       strategy: { name: 'trimmed-mean', clipNorm: 5 },
       training: { localUpdate: 'fedema', fedemaScaler: 0.5 },
-      model: { norm: 'group' },
+      model: { norm: 'batch' },
       reuseAcceptedUpdates: false,
     });
     const plain = JSON.parse((await cli(...base)).out);
     expect(plain.config.strategy).toBe('fedavg');
-    expect(plain.config.model.norm).toBe('batch');
+    expect(plain.config.model.norm).toBe('group');
     expect(plain.config.reuseAcceptedUpdates).toBe(true);
     expect(plain.config.training).toMatchObject({ localUpdate: 'replace', fedemaScaler: 1 });
     const bad = await cli(...base, '--strategy', 'krum');

@@ -12,8 +12,12 @@ export const modelConfigSchema = z
     inputSize: z.number().int().min(16).max(512),
     /** Channels of the stem and each stage; default depends on `arch`. */
     widths: z.array(z.number().int().min(1).max(2048)).min(1).max(5).optional(),
-    /** Normalization inside the encoder. */
-    norm: z.enum(['batch', 'group']).default('batch'),
+    /**
+     * Normalization inside the encoder. Group norm by default: it is what beats random init
+     * after BYOL + metadata pretraining (docs/results.md, issue 3) and keeps no per-site
+     * running statistics. `batch` stays available (its TF.js graph takes any input size).
+     */
+    norm: z.enum(['batch', 'group']).default('group'),
     /** Hidden width of projector and predictor MLPs. */
     projectorHidden: z.number().int().min(4).max(8192).default(256),
     /** Output width of projector and predictor (the BYOL embedding). */

@@ -34,12 +34,17 @@ describe('describeModel', () => {
   it('matches torchvision ResNet-18/50 parameter counts (1-channel conv1, no fc)', () => {
     const trainableEncoder = (c: Parameters<typeof describeModel>[0]) =>
       countParams(describeModel(c).filter((s) => s.part === 'encoder' && s.trainable));
-    // torchvision resnet18: 11,689,512 − fc 513,000 − conv1's two extra input channels 6,272.
-    expect(trainableEncoder(resnet18ModelConfig(224))).toBe(11_170_240);
-    // torchvision resnet50: 25,557,032 − fc 2,049,000 − 6,272.
-    expect(trainableEncoder(modelConfigSchema.parse({ arch: 'resnet50', inputSize: 224 }))).toBe(23_501_760);
+    // GroupNorm and BatchNorm have the same affine parameters.
+    for (const norm of ['group', 'batch'] as const) {
+      // torchvision resnet18: 11,689,512 − fc 513,000 − conv1's two extra input channels 6,272.
+      expect(trainableEncoder({ ...resnet18ModelConfig(224), norm })).toBe(11_170_240);
+      // torchvision resnet50: 25,557,032 − fc 2,049,000 − 6,272.
+      expect(trainableEncoder(modelConfigSchema.parse({ arch: 'resnet50', inputSize: 224, norm }))).toBe(
+        23_501_760,
+      );
+    }
     expect(featureDim(modelConfigSchema.parse({ arch: 'resnet50', inputSize: 224 }))).toBe(2048);
-    const r18 = describeModel(resnet18ModelConfig(224));
+    const r18 = describeModel({ ...resnet18ModelConfig(224), norm: 'batch' });
     expect(get(r18, 'encoder.layer4.1.bn2.running_var').trainable).toBe(false);
     expect(get(r18, 'encoder.layer4.0.downsample.0.weight').shape).toEqual([1, 1, 256, 512]);
   });
@@ -65,9 +70,12 @@ describe('describeModel', () => {
     expect(describeModel(tinyModelConfig(32)).some((s) => s.part === 'metadataHead')).toBe(false);
   });
 
-  it('declares no running statistics with group norm', () => {
-    const c = modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'group' });
+  it('uses group norm by default, which declares no running statistics', () => {
+    const c = modelConfigSchema.parse({ arch: 'tiny', inputSize: 32 });
+    expect(c.norm).toBe('group');
     expect(describeModel(c).some((s) => s.name.endsWith('running_mean'))).toBe(false);
+    const batch = modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'batch' });
+    expect(get(describeModel(batch), 'encoder.bn1.running_mean').trainable).toBe(false);
   });
 
   it('rejects widths of the wrong length with MODEL_CONFIG_INVALID', () => {
@@ -103,8 +111,8 @@ describe('initSharedWeights', () => {
     expect(Array.from(first.slice(0, 3)).map((v) => v.toFixed(6))).toEqual(PINNED);
   });
 
-  it('follows the declared initialisers', () => {
-    const w = initSharedWeights(config, 7);
+  it('follows the declared initialisers (batch norm: with running statistics)', () => {
+    const w = initSharedWeights({ ...config, norm: 'batch' }, 7);
     const byName = new Map(w.map((t) => [t.name, t.data]));
     expect(Array.from(byName.get('encoder.bn1.weight')!).every((v) => v === 1)).toBe(true);
     expect(Array.from(byName.get('encoder.bn1.running_mean')!).every((v) => v === 0)).toBe(true);

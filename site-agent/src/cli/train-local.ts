@@ -51,7 +51,7 @@ export function localModelConfig(
   arch: ModelConfig['arch'],
   inputSize: number,
   widths?: number[],
-  norm: ModelConfig['norm'] = 'batch',
+  norm: ModelConfig['norm'] = 'group',
 ): ModelConfig {
   const heads =
     arch === 'tiny'

@@ -178,9 +178,12 @@ describe('trainLocal', () => {
 
 describe('trainRound on a ResNet-18-shaped encoder', () => {
   it('trains a step at small width, keeps tensor count stable across steps', async () => {
+    // 32 px (local views 16 px): the last stage still sees 2×2 pixels. At 16 px a local view
+    // reaches it as 1×1, where group norm (the default) over one value per group outputs a
+    // constant and BYOL's normalization of the all-zero features has no gradient (NaN).
     const r18 = modelConfigSchema.parse({
       arch: 'resnet18',
-      inputSize: 16,
+      inputSize: 32,
       widths: [4, 4, 8, 8, 8],
       projectorHidden: 16,
       projectionDim: 8,
@@ -194,7 +197,7 @@ describe('trainRound on a ResNet-18-shaped encoder', () => {
       model: r18,
       training: { ...training, localEpochs: 2, maxStepsPerRound: 3 },
       globalWeights,
-      dataset: dataset(8, 16),
+      dataset: dataset(8, 32),
       seed: 2,
       logger,
       keepOptimizerState: true,

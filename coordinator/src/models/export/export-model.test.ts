@@ -193,7 +193,7 @@ describe('exportModel', () => {
       expect(r.inputShape).toEqual([null, size, size, 1]);
       expect(r.maxAbsDiff).toBeLessThan(1e-4);
     }
-  });
+  }, 180_000);
 
   it('tfjs: a batch-norm graph takes any size; a wrong input size is refused before writing anything', async () => {
     const batch = modelConfigSchema.parse({ arch: 'tiny', inputSize: 32, norm: 'batch' });

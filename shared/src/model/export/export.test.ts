@@ -88,8 +88,19 @@ describe('PyTorch state_dict names', () => {
     ]);
   });
 
-  it('maps a ResNet-18 onto torchvision names with OIHW kernels and [out, in] linear weights', () => {
-    const config = resnet18ModelConfig(224, [4, 4, 8, 8, 16]);
+  it('maps a group-norm ResNet-18 onto nn.GroupNorm names: weight and bias [C], no running statistics', () => {
+    const config = { ...resnet18ModelConfig(224, [4, 4, 8, 8, 16]), norm: 'group' as const };
+    const sd = toTorchStateDict(config, initSharedWeights(config, 3));
+    const names = sd.map((t) => t.name);
+    expect(names.slice(0, 4)).toEqual(['conv1.weight', 'bn1.weight', 'bn1.bias', 'layer1.0.conv1.weight']);
+    expect(names.some((n) => n.includes('running_'))).toBe(false);
+    const byName = new Map(sd.map((t) => [t.name, t]));
+    expect(byName.get('layer4.1.bn2.weight')!.shape).toEqual([16]);
+    expect(byName.get('layer2.0.downsample.1.bias')!.shape).toEqual([8]);
+  });
+
+  it('maps a batch-norm ResNet-18 onto torchvision names with OIHW kernels and [out, in] linear weights', () => {
+    const config = { ...resnet18ModelConfig(224, [4, 4, 8, 8, 16]), norm: 'batch' as const };
     const weights = initSharedWeights(config, 3);
     const sd = toTorchStateDict(config, weights);
     const names = sd.map((t) => t.name);

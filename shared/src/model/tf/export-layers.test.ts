@@ -83,6 +83,9 @@ async function expectExportMatchesForward(
   return classes;
 }
 
+/** Each export + reload + forward takes seconds idle, much longer under load. */
+const EXPORT_TIMEOUT = 120_000;
+
 describe('TF.js LayersModel export of the encoder', () => {
   const batch = (c: ModelConfig): ModelConfig => ({ ...c, norm: 'batch' });
   const group = (c: ModelConfig): ModelConfig => ({ ...c, norm: 'group' });
@@ -95,16 +98,24 @@ describe('TF.js LayersModel export of the encoder', () => {
       96,
     ],
   ] as const) {
-    it(`batch norm, saved to files and loaded back, gives encoderForward's inference features: ${label}`, async () => {
-      const classes = await expectExportMatchesForward(config, size);
-      expect(classes).toContain('BatchNormalization');
-    });
+    it(
+      `batch norm, saved to files and loaded back, gives encoderForward's inference features: ${label}`,
+      async () => {
+        const classes = await expectExportMatchesForward(config, size);
+        expect(classes).toContain('BatchNormalization');
+      },
+      EXPORT_TIMEOUT,
+    );
   }
 
-  it('batch norm: one graph takes any input size, the size option is not needed', async () => {
-    // Built for the default 32 px, run at 48 px.
-    await expectExportMatchesForward(batch(tinyModelConfig(32)), 48);
-  });
+  it(
+    'batch norm: one graph takes any input size, the size option is not needed',
+    async () => {
+      // Built for the default 32 px, run at 48 px.
+      await expectExportMatchesForward(batch(tinyModelConfig(32)), 48);
+    },
+    EXPORT_TIMEOUT,
+  );
 
   // Widths with several channels per group (64 → 32 groups of 2, 96 → 32 of 3) so a wrong
   // channel order inside the grouping reshape would show.
@@ -124,12 +135,16 @@ describe('TF.js LayersModel export of the encoder', () => {
       64,
     ],
   ] as const) {
-    it(`group norm from stock layers, saved and loaded back with tf.loadLayersModel, gives encoderForward's features: ${label}`, async () => {
-      const classes = await expectExportMatchesForward(config, size, opts);
-      expect(classes).not.toContain('BatchNormalization');
-      expect(classes).toContain('LayerNormalization');
-      expect(classes).toContain('DepthwiseConv2D');
-    });
+    it(
+      `group norm from stock layers, saved and loaded back with tf.loadLayersModel, gives encoderForward's features: ${label}`,
+      async () => {
+        const classes = await expectExportMatchesForward(config, size, opts);
+        expect(classes).not.toContain('BatchNormalization');
+        expect(classes).toContain('LayerNormalization');
+        expect(classes).toContain('DepthwiseConv2D');
+      },
+      EXPORT_TIMEOUT,
+    );
   }
 
   it('group norm graph is built for its size: inputs of another size are refused by TF.js', () => {

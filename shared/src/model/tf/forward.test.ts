@@ -13,34 +13,36 @@ beforeAll(async () => {
 });
 
 describe('tf forward', () => {
-  for (const [label, config, size] of [
+  for (const [label, preset, size] of [
     ['tiny 32', tinyModelConfig(32), 32],
     ['tiny local 16', tinyModelConfig(32), 16],
     ['resnet18 small widths 96 (7×7 stem + max-pool)', resnet18ModelConfig(96, [4, 4, 8, 8, 16]), 96],
-  ] as const) {
-    it(`encoder and heads have the right shapes: ${label}`, () => {
-      const specs = sharedParamSpecs(config);
-      const before = tf.memory().numTensors;
-      const params = createVariables(initSharedWeights(config, 1), specs);
-      const [feat, proj, pred] = tf.tidy(() => {
-        const x = tf.randomUniform([3, size, size, 1], 0, 1, 'float32', 5) as tf.Tensor4D;
-        const f = encoderForward(config, params, x, { training: true });
-        const z = mlpForward('projector', params, f, { training: true });
-        const p = mlpForward('predictor', params, z, { training: true });
-        return [f, z, p];
+  ] as const)
+    for (const norm of ['group', 'batch'] as const) {
+      const config = { ...preset, norm };
+      it(`encoder and heads have the right shapes: ${label}, ${norm} norm`, () => {
+        const specs = sharedParamSpecs(config);
+        const before = tf.memory().numTensors;
+        const params = createVariables(initSharedWeights(config, 1), specs);
+        const [feat, proj, pred] = tf.tidy(() => {
+          const x = tf.randomUniform([3, size, size, 1], 0, 1, 'float32', 5) as tf.Tensor4D;
+          const f = encoderForward(config, params, x, { training: true });
+          const z = mlpForward('projector', params, f, { training: true });
+          const p = mlpForward('predictor', params, z, { training: true });
+          return [f, z, p];
+        });
+        expect(feat.shape).toEqual([3, featureDim(config)]);
+        expect(proj.shape).toEqual([3, config.projectionDim]);
+        expect(pred.shape).toEqual([3, config.projectionDim]);
+        expect(Array.from(feat.dataSync()).every(Number.isFinite)).toBe(true);
+        tf.dispose([feat, proj, pred]);
+        disposeParams(params);
+        expect(tf.memory().numTensors).toBe(before);
       });
-      expect(feat.shape).toEqual([3, featureDim(config)]);
-      expect(proj.shape).toEqual([3, config.projectionDim]);
-      expect(pred.shape).toEqual([3, config.projectionDim]);
-      expect(Array.from(feat.dataSync()).every(Number.isFinite)).toBe(true);
-      tf.dispose([feat, proj, pred]);
-      disposeParams(params);
-      expect(tf.memory().numTensors).toBe(before);
-    });
-  }
+    }
 
-  it('reports running statistics in training mode and uses them in inference mode', () => {
-    const config = tinyModelConfig(32);
+  it('batch norm reports running statistics in training mode and uses them in inference mode', () => {
+    const config = { ...tinyModelConfig(32), norm: 'batch' as const };
     const specs = sharedParamSpecs(config);
     const params = createVariables(initSharedWeights(config, 2), specs);
     const stats = new Map<string, tf.Tensor>();

@@ -169,7 +169,7 @@ describe('data-parallel training equals one worker', () => {
   it(
     'batch norm, through trainRound (augmentation, a multi-crop view): 2 workers give the weights of 1 after 2 steps',
     async () => {
-      const model = tinyModelConfig(SIZE);
+      const model = { ...tinyModelConfig(SIZE), norm: 'batch' as const };
       const round = (workers: number) =>
         trainRound({
           model,
@@ -234,7 +234,7 @@ describe('worker failures', () => {
       const pool = await ParallelTrainer.start({
         workers: 2,
         backend: 'wasm',
-        init: init(tinyModelConfig(SIZE)),
+        init: init({ ...tinyModelConfig(SIZE), norm: 'batch' }),
       });
       const bad = batches()[0]!;
       // Worker 1's local-view rows come up short: worker 0 is already waiting in the first batch norm.
