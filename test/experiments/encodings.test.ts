@@ -71,7 +71,11 @@ describe('transfer --probe: probe AUC cost of the update encodings', () => {
         expect(s.deltaPoints).toHaveLength(1);
         expect(s.weightDistance![0]).toBeGreaterThan(0);
       }
-      expect(i8!.weightDistance![0]).toBeGreaterThan(f16!.weightDistance![0]!);
+      // Not ordered int8 > float16: after two rounds both distances are dominated by training
+      // from a slightly different global model (measured 4.2e-3 vs 4.4e-3 at one commit, 4.9e-3
+      // vs 4.1e-3 after an ulp-level change of the FedAvg fold). Their size is the property: a
+      // broken decode or scale would move the model by orders of magnitude more.
+      for (const s of [f16!, i8!]) expect(s.weightDistance![0]).toBeLessThan(0.05);
 
       const value = (name: string) =>
         Number(r.resultLines.find((l) => l.startsWith(`RESULT ${name}=`))?.split(/[= ]/)[2]);
