@@ -10,10 +10,19 @@ import { encoderForward, mlpForward, type MomentsReducer } from '@fedssl/shared/
 
 type Params = Map<string, tf.Variable>;
 
+/**
+ * Each row divided by its L2 norm. The epsilon sits inside the square root: tf.norm's gradient
+ * is x/‖x‖, NaN for an all-zero row (e.g. group norm over a 1×1 feature map with one value
+ * per group outputs constants), whereas √(Σx² + ε) has a finite gradient everywhere.
+ */
+function rowNormalize(x: tf.Tensor2D): tf.Tensor2D {
+  return tf.div(x, tf.sqrt(tf.add(tf.sum(tf.square(x), 1, true), 1e-12)));
+}
+
 /** Mean over the batch of 2 − 2·cos(p, z): the normalized MSE of BYOL, in [0, 4]. */
 export function byolPairLoss(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
-  const pn = tf.div(p, tf.add(tf.norm(p, 'euclidean', 1, true), 1e-12));
-  const zn = tf.div(z, tf.add(tf.norm(z, 'euclidean', 1, true), 1e-12));
+  const pn = rowNormalize(p);
+  const zn = rowNormalize(z);
   return tf.mean(tf.sub(2, tf.mul(2, tf.sum(tf.mul(pn, zn), 1)))) as tf.Scalar;
 }
 
