@@ -55,6 +55,10 @@ describe('train-local and probe commands', () => {
       widths: [4, 8, 8],
       size: 16,
       batchSize: 4,
+      // The probed label is image brightness, which group norm (the default) normalizes away
+      // by design; batch-norm features in inference mode keep it, so the AUC check below can
+      // tell whether the probe read this encoder's features.
+      norm: 'batch' as const,
       logger,
       backend: 'wasm' as const,
     };
