@@ -115,6 +115,15 @@ export const trainingConfigSchema = z
     /** λ of FedEMA's divergence-aware μ (used with `localUpdate: 'fedema'`). */
     fedemaScaler: z.number().min(0).max(1e6).default(1),
     /**
+     * What a site's Adam optimizer starts each round from: `reset` (fresh moments, step 1 of
+     * its bias correction, as before this option existed) or `keep`: the moments and step count
+     * the site's previous round ended with, kept in its local state file (never uploaded); the
+     * weights still come from the global model. Absent means `reset`, and is left absent rather
+     * than defaulted so a run that does not ask for it sends the same task as before (which an
+     * agent of the previous release accepts). Off until measured (docs/models.md).
+     */
+    siteOptimizerState: z.enum(['reset', 'keep']).optional(),
+    /**
      * Element type of the uploaded delta: `float32` (exact), `float16` (½ the bytes) or
      * `int8` (¼ the bytes, one scale per tensor). The coordinator decodes any of them to
      * float32; `bench/transfer.ts` measures the bytes and the error of each.

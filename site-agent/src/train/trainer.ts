@@ -15,6 +15,7 @@ import { matchWeights } from '@fedssl/shared/model/tf';
 import type { TrainingDataset } from '../data/dataset';
 import { makeViews } from './augment';
 import type { LocalState } from './local-state';
+import { nameOptimizerState, positionalOptimizerState } from './optimizer-state';
 import { defaultTrainingWorkers, ParallelTrainer } from './parallel/pool';
 import {
   Replica,
@@ -43,14 +44,18 @@ export interface TrainRoundArgs {
   dataset: TrainingDataset;
   /** Seeds batch order, augmentations and a fresh metadata head. */
   seed: number;
-  /** The site's state from the previous round (target network, metadata head). */
+  /**
+   * The site's state from the previous round (target network, metadata head, and Adam's
+   * state when `training.siteOptimizerState` is `keep`).
+   */
   localState?: LocalState;
   onProgress?: (p: TrainProgress) => void;
   signal?: AbortSignal;
   logger: Logger;
   /**
    * Adam state to continue from (as returned in {@link TrainRoundResult.optimizerState});
-   * standalone training resumes across chunks and checkpoints with it.
+   * standalone training resumes across chunks and checkpoints with it. Takes precedence
+   * over a state kept in `localState`.
    */
   optimizerState?: NamedTensors;
   /** Return the Adam state after the last step (off by default: federated rounds start fresh). */
@@ -81,7 +86,7 @@ export interface TrainRoundResult {
     imagesPerSecond: number;
     seconds: number;
   };
-  /** Keep on the site for the next round; never upload. */
+  /** Keep on the site for the next round; never upload. Carries Adam's state with `siteOptimizerState: 'keep'`. */
   localState: LocalState;
   /** Shared parameters after training (`global + delta` without rounding), in spec order. */
   weights: NamedTensors;
@@ -150,6 +155,26 @@ function reuseOr(
 }
 
 /**
+ * The previous round's Adam state (`siteOptimizerState: 'keep'`) in the engine's positional
+ * form when it was saved for these trainable variables; else undefined, with a warning why.
+ */
+function keptOptimizerFor(
+  localState: LocalState | undefined,
+  trainableSpecs: readonly ParamSpec[],
+  logger: Logger,
+): NamedTensors | undefined {
+  const kept = localState?.optimizer;
+  if (!kept) return undefined; // first round of the run, or the previous round did not keep it
+  const positional = positionalOptimizerState(kept, trainableSpecs);
+  if (typeof positional !== 'string') return positional;
+  logger.warn(
+    { reason: positional, keptStep: kept.step },
+    'kept optimizer state does not fit the model (architecture, widths or metadata classes changed): Adam starts fresh this round',
+  );
+  return undefined;
+}
+
+/**
  * Train one federated round locally: BYOL (online encoder+projector+predictor vs an EMA
  * target, symmetrized, with multi-crop local views) plus λ·cross-entropy of the
  * site-local metadata head, Adam on the current tfjs backend.
@@ -169,7 +194,13 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
   const sharedSpecs = specs.filter((s) => s.shared);
   const targetSpecs = specs.filter((s) => s.part === 'encoder' || s.part === 'projector');
   const headSpecs = specs.filter((s) => s.part === 'metadataHead');
+  // The optimizer's variables, in the engine's order (Replica.trainable).
+  const trainableSpecs = [...sharedSpecs, ...headSpecs].filter((s) => s.trainable);
   const globalByName = matchWeights(args.globalWeights, sharedSpecs);
+  const keepOptimizer = training.siteOptimizerState === 'keep';
+  const optimizerStart =
+    args.optimizerState ??
+    (keepOptimizer ? keptOptimizerFor(args.localState, trainableSpecs, logger) : undefined);
 
   const rand = mulberry32(args.seed);
   const targetInit = reuseOr(args.localState?.target, targetSpecs, () =>
@@ -194,7 +225,7 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
     online: sharedSpecs.map((sp) => globalByName.get(sp.name)!),
     target: targetInit,
     head: useMeta ? headInit : [],
-    ...(args.optimizerState ? { optimizerState: args.optimizerState } : {}),
+    ...(optimizerStart ? { optimizerState: optimizerStart } : {}),
   };
   const backend = tf.getBackend();
   const threaded = backend === 'wasm' || backend === 'cpu' ? backend : undefined;
@@ -291,7 +322,7 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
     }
 
     const seconds = (performance.now() - started) / 1000;
-    const state = await engine.read(args.keepOptimizerState === true);
+    const state = await engine.read(args.keepOptimizerState === true || keepOptimizer);
     const local = state.online;
     const delta = local.map((t) => {
       const g = globalByName.get(t.name)!.data;
@@ -299,12 +330,23 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       for (let i = 0; i < d.length; i++) d[i] = t.data[i]! - g[i]!;
       return { name: t.name, shape: t.shape, data: d };
     });
+    const keptState =
+      keepOptimizer && state.optimizerState
+        ? nameOptimizerState(state.optimizerState, trainableSpecs)
+        : undefined;
+    if (typeof keptState === 'string') {
+      logger.warn(
+        { reason: keptState },
+        'optimizer state not kept for the next round: Adam starts fresh then',
+      );
+    }
     const localState: LocalState = {
       target: state.target,
       metadataHead: useMeta ? state.head : headInit,
       metadataClasses: useMeta
         ? dataset.metadataClasses
         : (args.localState?.metadataClasses ?? dataset.metadataClasses),
+      ...(keptState && typeof keptState !== 'string' ? { optimizer: keptState } : {}),
     };
     const imagesPerSecond = (steps * batch) / Math.max(seconds, 1e-9);
     const metrics = {
@@ -329,7 +371,7 @@ export async function trainRound(args: TrainRoundArgs): Promise<TrainRoundResult
       },
       'local training round finished',
     );
-    const optimizerState = state.optimizerState;
+    const optimizerState = args.keepOptimizerState ? state.optimizerState : undefined;
     return {
       delta,
       exampleCount: dataset.count,
