@@ -255,6 +255,12 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
       ]),
     )
     .option('--fedema-scaler <λ>', "FedEMA's λ in μ = min(λ·‖w_g − w_l‖, 1)", num('--fedema-scaler'))
+    .addOption(
+      new Option(
+        '--site-optimizer-state <mode>',
+        "sites' Adam state at each round: reset (fresh, the default) or keep (continue from the site's previous round; docs/models.md)",
+      ).choices(['reset', 'keep']),
+    )
     .option(
       '--no-reuse-accepted-updates',
       'a retried round attempt asks every site to train again (default: updates accepted earlier are carried)',
@@ -282,6 +288,7 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
         if (o['lambda'] !== undefined) training['metadataWeight'] = o['lambda'];
         if (o['localUpdate'] !== undefined) training['localUpdate'] = o['localUpdate'];
         if (o['fedemaScaler'] !== undefined) training['fedemaScaler'] = o['fedemaScaler'];
+        if (o['siteOptimizerState'] !== undefined) training['siteOptimizerState'] = o['siteOptimizerState'];
         body = {
           name: o['name'],
           rounds: o['rounds'],

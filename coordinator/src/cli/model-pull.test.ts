@@ -251,11 +251,13 @@ describe('fedssl-admin models pull --format', () => {
       '--norm',
       'batch',
       '--no-reuse-accepted-updates',
+      '--site-optimizer-state',
+      'keep',
     );
     expect(r.err).toBe('');
     expect(JSON.parse(r.out).config).toMatchObject({
       strategy: { name: 'trimmed-mean', clipNorm: 5 },
-      training: { localUpdate: 'fedema', fedemaScaler: 0.5 },
+      training: { localUpdate: 'fedema', fedemaScaler: 0.5, siteOptimizerState: 'keep' },
       model: { norm: 'batch' },
       reuseAcceptedUpdates: false,
     });
@@ -264,6 +266,13 @@ describe('fedssl-admin models pull --format', () => {
     expect(plain.config.model.norm).toBe('group');
     expect(plain.config.reuseAcceptedUpdates).toBe(true);
     expect(plain.config.training).toMatchObject({ localUpdate: 'replace', fedemaScaler: 1 });
+    // Absent, not 'reset': a run that does not ask for it sends the tasks it always sent.
+    expect(plain.config.training.siteOptimizerState).toBeUndefined();
+    const badMode = await cli(...base, '--site-optimizer-state', 'sometimes');
+    expect(badMode.code).not.toBe(0);
+    expect(badMode.err).toContain(
+      "error: option '--site-optimizer-state <mode>' argument 'sometimes' is invalid. Allowed choices are reset, keep.",
+    );
     const bad = await cli(...base, '--strategy', 'krum');
     expect(bad.code).not.toBe(0);
     expect(bad.err).toContain(

@@ -82,6 +82,7 @@ describe('exportModel', () => {
     });
     const md = readFileSync(join(out, 'MODEL_CARD.md'), 'utf8');
     expect(md).toContain('- local update: fedema (λ = 0.3)');
+    expect(md).toContain('- site optimizer state between rounds: reset (fresh Adam moments every round)');
     expect(md).toContain('learning rate 0.002');
     expect(md).toContain('3×3 stride-1 stem without max-pool');
     expect(md).toContain(
@@ -90,7 +91,11 @@ describe('exportModel', () => {
   });
 
   it('prefers the hyperparameters, strategy options, seed and input signed into the manifest', async () => {
-    const signedTraining = trainingConfigSchema.parse({ batchSize: 8, learningRate: 0.05 });
+    const signedTraining = trainingConfigSchema.parse({
+      batchSize: 8,
+      learningRate: 0.05,
+      siteOptimizerState: 'keep',
+    });
     const p = published(tinyModelConfig(32), {
       input: { channels: 1, size: 32, normalization: 'pixels / 255' },
       hyperparameters: {
@@ -124,6 +129,9 @@ describe('exportModel', () => {
     expect(md).toContain('- initial weights seed: 77');
     expect(md).toContain('- normalization: pixels / 255');
     expect(md).toContain('batch size 8, learning rate 0.05');
+    expect(md).toContain(
+      "- site optimizer state between rounds: keep (each site's Adam moments and step count continue from its previous round)",
+    );
     expect(md).toContain('(Signed by the coordinator in the manifest.)');
     expect(md).toContain('"randomResizedCrop":{"enabled":true,"scaleMin":0.3,"scaleMax":1}');
   });

@@ -35,7 +35,10 @@ export interface ModelCard {
     sites: { siteId: string; exampleCount: number }[];
     totalExamples: number;
   };
-  /** Local training hyperparameters, augmentation recipe included; null when unavailable. */
+  /**
+   * Local training hyperparameters, augmentation recipe included, as the run set them (an
+   * absent `siteOptimizerState` is `reset`); null when unavailable.
+   */
   hyperparameters: TrainingConfig | null;
   /**
    * Where {@link hyperparameters} come from: `manifest` (signed by the coordinator),
@@ -119,6 +122,13 @@ export function buildModelCard(args: ModelCardArgs): ModelCard {
   };
 }
 
+/** How the sites' Adam started each round (`training.siteOptimizerState`; absent is `reset`). */
+function siteOptimizerStateText(hp: TrainingConfig): string {
+  return hp.siteOptimizerState === 'keep'
+    ? "keep (each site's Adam moments and step count continue from its previous round)"
+    : 'reset (fresh Adam moments every round)';
+}
+
 /** `MODEL_CARD.md`: the same facts for people, with loading snippets for TF.js and PyTorch. */
 export function modelCardMarkdown(card: ModelCard): string {
   const a = card.architecture;
@@ -159,6 +169,7 @@ export function modelCardMarkdown(card: ModelCard): string {
           `- local epochs ${hp.localEpochs}, batch size ${hp.batchSize}, learning rate ${hp.learningRate}, weight decay ${hp.weightDecay}`,
           `- BYOL target EMA τ ${hp.emaMomentum}; metadata loss weight λ ${hp.metadataWeight}`,
           `- local update: ${hp.localUpdate}${hp.localUpdate === 'fedema' ? ` (λ = ${hp.fedemaScaler})` : ''}`,
+          `- site optimizer state between rounds: ${siteOptimizerStateText(hp)}`,
           '- augmentation: `' + JSON.stringify(hp.augmentation) + '`',
           '',
           card.hyperparametersSource === 'manifest'
