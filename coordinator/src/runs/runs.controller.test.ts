@@ -82,4 +82,24 @@ describe('RunsController over HTTP (whole coordinator on port 0)', () => {
     const models = await call('GET', `/models/${id}.r0`, viewer);
     expect(models.status).toBe(200);
   });
+
+  it("validates training.siteOptimizerState: 'keep' is stored for the tasks, anything else refused", async () => {
+    const body = (mode: string) =>
+      testRunBody({ training: { ...testRunBody().training, siteOptimizerState: mode as 'keep' } });
+    expect(await call('POST', '/runs', operator, body('sometimes'))).toEqual({
+      status: 400,
+      body: {
+        error: {
+          code: 'RUN_CONFIG_INVALID',
+          message: 'training.siteOptimizerState: Invalid option: expected one of "reset"|"keep"',
+        },
+      },
+    });
+    const created = await call('POST', '/runs', operator, body('keep'));
+    expect(created.status).toBe(201);
+    const detail = await call('GET', `/runs/${created.body.id as string}`, viewer);
+    expect(
+      (detail.body.config as { training: { siteOptimizerState?: string } }).training.siteOptimizerState,
+    ).toBe('keep');
+  });
 });
