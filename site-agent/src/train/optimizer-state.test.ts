@@ -85,6 +85,23 @@ const trainableSpecs = (m: ModelConfig, classes: number) =>
 const sameWeights = (a: NamedTensors, b: NamedTensors) =>
   expect(a.map((t) => [t.name, Array.from(t.data)])).toEqual(b.map((t) => [t.name, Array.from(t.data)]));
 
+/**
+ * Biases right before a batch norm (the MLPs' first layers; projector.3 feeds the predictor's
+ * first layer): their gradient is zero up to rounding, which Adam scales to steps of ~lr
+ * whatever its state. Comparisons of two computations that differ in float rounding skip them.
+ */
+const ZERO_GRADIENT = /^(projector\.0|projector\.3|predictor\.0)\.bias$/;
+
+/** Largest |a − b| over the parameters whose gradient is not zero up to rounding. */
+function worstDiff(a: NamedTensors, b: NamedTensors): number {
+  let worst = 0;
+  a.forEach((t, i) => {
+    if (ZERO_GRADIENT.test(t.name)) return;
+    t.data.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - b[i]!.data[j]!))));
+  });
+  return worst;
+}
+
 const dirs: string[] = [];
 beforeAll(async () => {
   await selectBackend(silent, 'wasm');
@@ -168,6 +185,17 @@ describe("siteOptimizerState: 'keep'", () => {
 
     // A reset run neither uses nor carries a kept state.
     expect(reset2.localState.optimizer).toBeUndefined();
+
+    // Data-parallel workers keep and continue the same state (up to float rounding).
+    const threaded = await train({
+      training: training('keep'),
+      globalWeights: round2Global,
+      localState: keep1.localState,
+      seed: 4,
+      workers: 2,
+    });
+    expect(threaded.localState.optimizer!.step).toBe(2 * STEPS);
+    expect(worstDiff(threaded.weights, keep2.weights)).toBeLessThan(1e-5); // 6.6e-7 measured
   }, 120_000);
 
   it("two kept rounds, the second from the site's own result, end where one continuous run of twice the steps does", async () => {
@@ -191,20 +219,8 @@ describe("siteOptimizerState: 'keep'", () => {
       const r1 = await train({ training: still(mode), globalWeights: round1Global });
       return train({ training: still(mode), globalWeights: r1.weights, localState: r1.localState, seed: 9 });
     };
-    // Biases right before a batch norm (the MLPs' first layers; projector.3 feeds the
-    // predictor's): their gradient is zero up to rounding, which Adam scales to steps of ~lr
-    // whatever its state, so they are left out of the comparison.
-    const zeroGradient = /^(projector\.0|projector\.3|predictor\.0)\.bias$/;
-    const worstDiff = (a: NamedTensors) => {
-      let worst = 0;
-      a.forEach((t, i) => {
-        if (zeroGradient.test(t.name)) return;
-        t.data.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - continuous.weights[i]!.data[j]!))));
-      });
-      return worst;
-    };
-    const kept = worstDiff((await twoRounds('keep')).weights);
-    const reset = worstDiff((await twoRounds('reset')).weights);
+    const kept = worstDiff((await twoRounds('keep')).weights, continuous.weights);
+    const reset = worstDiff((await twoRounds('reset')).weights, continuous.weights);
     // Float rounding of the permuted batch (4e-7 measured) against Adam's restart (~lr).
     expect(kept).toBeLessThan(1e-5);
     expect(reset).toBeGreaterThan(1e-3);
