@@ -15,6 +15,7 @@ import { extractFeatures } from '../../site-agent/src/eval/features';
 import { crossValidateProbe } from '../../site-agent/src/eval/probe';
 import { trainLocal } from '../../site-agent/src/train/local-run';
 import type { ExperimentData, ProbeData, SiteData } from './data';
+import type { StrategyConfigInput } from '../../coordinator/src/strategies/config';
 import { simulateFederation, type SiteRound } from './simulate';
 
 /**
@@ -61,7 +62,18 @@ export interface ArmSettings {
   epochs: number;
   /** FedEMA's target μ after round 1 (the paper's autoscaler τ; λ = τ / mean divergence). */
   fedemaTau: number;
+  /** Server strategy of every federated arm (default FedAvg). */
+  strategy?: StrategyConfigInput;
+  /** Training-config options merged into every federated arm's config (the arm's own options win). */
+  federatedTraining?: Partial<TrainingConfig>;
+  /** Label suffix naming those overrides, so a variant gets its own table row. */
+  variant?: string;
   logger?: Logger;
+}
+
+/** Row label of a federated arm under the settings' variant (`fedavg + metadata [fedavgm]`). */
+export function federatedLabel(arm: ArmKey, s: Pick<ArmSettings, 'variant'>): string {
+  return s.variant ? `${ARM_LABELS[arm]} [${s.variant}]` : ARM_LABELS[arm];
 }
 
 /** One probe of one encoder: per-fold figures. */
@@ -230,9 +242,10 @@ export async function runArm(
   const r = await simulateFederation({
     sites: data.sites,
     model: s.model,
-    training: trainingConfig(s, over),
+    training: trainingConfig(s, { ...s.federatedTraining, ...over }),
     rounds: s.rounds,
     seed,
+    ...(s.strategy !== undefined ? { strategy: s.strategy } : {}),
     stepsPerRound: (site) => siteStepsPerRound(site, s),
     ...(s.logger ? { logger: s.logger } : {}),
   });
@@ -252,7 +265,7 @@ export async function runArm(
   return [
     {
       arm,
-      label: ARM_LABELS[arm],
+      label: federatedLabel(arm, s),
       seed,
       probe: await probeEncoder(s.model, r.weights, data.probe),
       steps: r.rounds.flat().reduce((n, p) => n + p.steps, 0),

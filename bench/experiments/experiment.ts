@@ -9,12 +9,15 @@ import {
   modelConfigSchema,
   trainingConfigSchema,
   type ModelConfig,
+  type TrainingConfig,
 } from '@fedssl/shared/model';
+import { strategyConfigSchema, type StrategyConfigInput } from '../../coordinator/src/strategies/config';
 import { selectBackend } from '../../site-agent/src/train/backend';
 import { trainRound } from '../../site-agent/src/train/trainer';
 import {
   ALL_ARMS,
   ARM_LABELS,
+  federatedLabel,
   runArm,
   type ArmKey,
   type ArmResult,
@@ -93,6 +96,12 @@ export interface ExperimentOptions {
   reportOnly: boolean;
   finetuneEpochs: number;
   finetuneFractions: number[];
+  /** `--strategy`: the federated arms' server strategy (a name or a JSON object; default FedAvg). */
+  strategy?: StrategyConfigInput;
+  /** `--training`: JSON training-config options merged into every federated arm's config. */
+  federatedTraining?: Partial<TrainingConfig>;
+  /** Label suffix of the federated rows under those overrides (`--variant`, default derived from them). */
+  variant?: string;
   finetuneFolds?: number[];
   extra: Record<string, string | boolean | undefined>;
 }
@@ -133,6 +142,9 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
       'finetune-epochs': { type: 'string', default: '2' },
       'finetune-fractions': { type: 'string', default: '0.1,1' },
       'finetune-folds': { type: 'string' },
+      strategy: { type: 'string' },
+      training: { type: 'string' },
+      variant: { type: 'string' },
       ...(def.extraOptions ?? {}),
     },
     strict: true,
@@ -183,8 +195,55 @@ export function parseExperimentArgs(def: ExperimentDefinition, argv: string[]): 
     ...(values['finetune-folds'] !== undefined
       ? { finetuneFolds: list(String(values['finetune-folds'])) }
       : {}),
+    ...overridesOf(values.strategy, values.training, values.variant),
     extra: values as Record<string, string | boolean | undefined>,
   };
+}
+
+/**
+ * `--strategy`, `--training` and `--variant`, checked against the run-config schemas now
+ * (a typo fails before hours of training, naming the option).
+ */
+function overridesOf(
+  strategyArg: string | undefined,
+  trainingArg: string | undefined,
+  variantArg: string | undefined,
+): Pick<ExperimentOptions, 'strategy' | 'federatedTraining' | 'variant'> {
+  const json = (flag: string, v: string): unknown => {
+    try {
+      return JSON.parse(v);
+    } catch {
+      throw new Error(`${flag} must be JSON (e.g. '{"name":"fedavgm"}'), got ${v}`);
+    }
+  };
+  const out: Pick<ExperimentOptions, 'strategy' | 'federatedTraining' | 'variant'> = {};
+  const parts: string[] = [];
+  if (strategyArg !== undefined) {
+    const raw = strategyArg.trim().startsWith('{') ? json('--strategy', strategyArg) : strategyArg;
+    const r = strategyConfigSchema.safeParse(raw);
+    if (!r.success) throw new Error(`--strategy: ${r.error.issues.map((i) => i.message).join('; ')}`);
+    out.strategy = raw as StrategyConfigInput;
+    parts.push(
+      typeof raw === 'string'
+        ? raw
+        : Object.entries(raw as Record<string, unknown>)
+            .map(([k, v]) => (k === 'name' ? String(v) : `${k} ${String(v)}`))
+            .join(' '),
+    );
+  }
+  if (trainingArg !== undefined) {
+    const raw = json('--training', trainingArg);
+    const r = trainingConfigSchema.partial().safeParse(raw);
+    if (!r.success || typeof raw !== 'object' || raw === null)
+      throw new Error(
+        `--training: ${r.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      );
+    out.federatedTraining = raw as Partial<TrainingConfig>;
+    parts.push(...Object.entries(raw).map(([k, v]) => `${k} ${JSON.stringify(v)}`));
+  }
+  const variant = variantArg ?? parts.join(', ');
+  if (variant) out.variant = variant;
+  return out;
 }
 
 /** The encoder every arm trains: the tiny ResNet (smoke: a few thousand parameters). */
@@ -215,6 +274,9 @@ export function armSettingsOf(
     rounds: o.rounds,
     epochs,
     fedemaTau: o.fedemaTau,
+    ...(o.strategy !== undefined ? { strategy: o.strategy } : {}),
+    ...(o.federatedTraining ? { federatedTraining: o.federatedTraining } : {}),
+    ...(o.variant ? { variant: o.variant } : {}),
     logger,
   };
 }
@@ -304,8 +366,14 @@ export async function runExperiment(
     const ctx: SeedContext = {};
     for (const d of done) if (d.kind === 'ctx' && d.seed === seed) Object.assign(ctx, d.ctx);
     for (const arm of o.arms) {
+      // A federated arm under another --strategy/--training variant is another row, not this one.
+      const federated = arm !== 'random' && arm !== 'local' && arm !== 'centralized';
       const previous = done.filter(
-        (d) => d.kind === 'result' && d.result.seed === seed && d.result.arm === arm,
+        (d) =>
+          d.kind === 'result' &&
+          d.result.seed === seed &&
+          d.result.arm === arm &&
+          (!federated || d.result.label === federatedLabel(arm, settings)),
       );
       if (previous.length) {
         results.push(...previous.map((d) => (d as { result: ArmResult }).result));

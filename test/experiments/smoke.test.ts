@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pneumonia } from '../../bench/experiments/definitions';
 import { parseExperimentArgs, runExperiment } from '../../bench/experiments/experiment';
+import { slug } from '../../bench/experiments/report';
+import { decodeWeights } from '@fedssl/shared/codec';
+import { initSharedWeights } from '@fedssl/shared/model';
 import { PNEUMONIA_NPZ, slicePneumoniaNpz } from '../support/pneumonia-slice';
 
 /**
@@ -117,6 +120,56 @@ describe('federated experiments, smoke mode', () => {
       expect(model.norm).toBe('group');
       expect(() => parseExperimentArgs(pneumonia, ['--smoke', '--norm', 'layer'])).toThrow(
         '--norm must be batch or group, got "layer"',
+      );
+    },
+    180_000,
+  );
+  it.runIf(existsSync(PNEUMONIA_NPZ))(
+    '--strategy reaches the round engine and names its own row; bad overrides fail before training',
+    async () => {
+      const data = slicePneumoniaNpz(100, dir);
+      const out = join(dir, 'out-strategy');
+      // A server learning rate of 1e-6 keeps the global model at its initial weights: under
+      // FedAvg (the strategy if the option were dropped) the same rounds move it by far more.
+      const o = parseExperimentArgs(pneumonia, [
+        '--smoke',
+        '--norm',
+        'group',
+        '--arms',
+        'fedavgMeta',
+        '--strategy',
+        '{"name":"fedavgm","serverLearningRate":0.000001,"serverMomentum":0}',
+        '--training',
+        '{"emaMomentum":0.98}',
+        '--out',
+        out,
+        '--data',
+        data,
+      ]);
+      const r = await runExperiment(pneumonia, o);
+      const row = r.results.find((x) => x.arm === 'fedavgMeta')!;
+      expect(row.label).toBe(
+        'fedavg + metadata [fedavgm serverLearningRate 0.000001 serverMomentum 0, emaMomentum 0.98]',
+      );
+      expect(row.federation!.publishedRounds).toBe(2);
+      const trained = decodeWeights(
+        new Uint8Array(readFileSync(join(out, 'encoders', `${slug(row.label)}-seed1.fsw`))),
+      ).tensors;
+      const initial = initSharedWeights(r.settings.model, 1);
+      let maxMove = 0;
+      for (const [i, t] of trained.entries())
+        for (let k = 0; k < t.data.length; k++)
+          maxMove = Math.max(maxMove, Math.abs(t.data[k]! - initial[i]!.data[k]!));
+      expect(maxMove).toBeLessThan(1e-4);
+
+      expect(() => parseExperimentArgs(pneumonia, ['--smoke', '--strategy', 'fedsgd'])).toThrow(
+        /--strategy: expected one of fedavg, fedavgm/,
+      );
+      expect(() => parseExperimentArgs(pneumonia, ['--smoke', '--training', '{"learningRat":1}'])).toThrow(
+        /--training: .*learningRat/,
+      );
+      expect(() => parseExperimentArgs(pneumonia, ['--smoke', '--training', '{oops'])).toThrow(
+        '--training must be JSON',
       );
     },
     180_000,
