@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import * as tf from '@tensorflow/tfjs-core';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -175,6 +176,7 @@ describe("siteOptimizerState: 'keep'", () => {
     const codec = { encode: encodeLocalState, decode: decodeLocalState };
     await fileLocalStateStore(dir, codec, silent).save('run-1', keep1.localState);
     const reloaded = await fileLocalStateStore(dir, codec, silent).load('run-1'); // a new process
+    const tensorsBefore = tf.memory().numTensors;
     const afterRestart = await train({
       training: training('keep'),
       globalWeights: round2Global,
@@ -182,6 +184,7 @@ describe("siteOptimizerState: 'keep'", () => {
       seed: 4,
     });
     sameWeights(afterRestart.weights, keep2.weights);
+    expect(tf.memory().numTensors).toBe(tensorsBefore); // restoring and saving Adam leaks nothing
 
     // A reset run neither uses nor carries a kept state.
     expect(reset2.localState.optimizer).toBeUndefined();
