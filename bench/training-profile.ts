@@ -3,7 +3,7 @@
  * time from `tf.profile`, summed by kernel name (and by shape for convolutions).
  *
  *   npx vite-node bench/training-profile.ts [-- --arch tiny --size 64 --batch 32 --backend wasm --steps 3]
- *   npx vite-node bench/training-profile.ts -- --clock cpu   # CPU time per kernel (load-robust)
+ *   npx vite-node bench/training-profile.ts -- --clock cpu --profile-steps 3   # CPU time per kernel (load-robust), mean of 3 steps
  *
  * `--clock cpu` wraps every kernel of the backend and charges each call the process CPU
  * time it used minus that of the kernels it called (self time): on a loaded machine
@@ -38,7 +38,8 @@ function add(map: Map<string, Tally>, key: string, ms: number): void {
 }
 
 /** Kernels whose time is also reported by input shapes. */
-const BY_SHAPE = /^(Conv2D|Mean|Sum|Multiply|Add|Sub|Transpose|DepthwiseConv2dNative|FusedDepthwiseConv2D)/;
+const BY_SHAPE =
+  /^(Conv2D|Mean|Sum|Multiply|Add|Sub|Transpose|DepthwiseConv2dNative|FusedDepthwiseConv2D|BatchMatMul|Identity)/;
 
 /**
  * Re-registers every kernel of `backendName` with a wrapper that charges the call its
@@ -101,6 +102,8 @@ async function main(): Promise<void> {
       /** Unprofiled steps timed after the warm-up (0: none). */
       steps: { type: 'string', default: '0' },
       clock: { type: 'string', default: 'wall' },
+      /** `--clock cpu`: profiled steps, tallies summed then divided by this (one step's calls vary ±50 %). */
+      'profile-steps': { type: 'string', default: '1' },
     },
   });
   await selectBackend(pino({ level: 'silent' }), values.backend as 'wasm' | 'cpu');
@@ -118,15 +121,23 @@ async function main(): Promise<void> {
   }
   if (values.clock === 'cpu') {
     const { byName, byShape } = profileCpu(tf.getBackend());
+    const profiled = Math.max(1, Number(values['profile-steps']));
     const c0 = process.cpuUsage();
     const w0 = performance.now();
-    await bench.step();
+    for (let i = 0; i < profiled; i++) await bench.step();
     const c = process.cpuUsage(c0);
+    // Per step: every tally divided by the number of profiled steps.
+    for (const map of [byName, byShape])
+      for (const a of map.values()) {
+        a.ms /= profiled;
+        a.n /= profiled;
+      }
     const kernels = [...byName.values()].reduce((a, b) => a + b.ms, 0);
     const calls = [...byName.values()].reduce((a, b) => a + b.n, 0);
     console.log(
-      `${values.arch} ${values.size}px batch ${values.batch} on ${tf.getBackend()}: step ${((c.user + c.system) / 1000).toFixed(0)} ms CPU, ` +
-        `${(performance.now() - w0).toFixed(0)} ms wall; kernels ${kernels.toFixed(0)} ms CPU (self time), ${calls} kernel calls; ` +
+      `${values.arch} ${values.size}px batch ${values.batch} on ${tf.getBackend()}, mean of ${profiled} profiled step(s): ` +
+        `step ${((c.user + c.system) / 1000 / profiled).toFixed(0)} ms CPU, ` +
+        `${((performance.now() - w0) / profiled).toFixed(0)} ms wall; kernels ${kernels.toFixed(0)} ms CPU (self time), ${calls} kernel calls; ` +
         `wasm heap ${heapMiB().toFixed(0)} MiB, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,
     );
     printTallies(byName, byShape, Number(values.top));

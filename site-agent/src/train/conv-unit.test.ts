@@ -50,3 +50,30 @@ describe('conv2dUnit (tf.conv2d whose gradient releases dy and its saved tensors
     }
   }
 });
+
+describe('conv2dUnit with inputGradient: false (the stem: its input is the images)', () => {
+  for (const backend of ['wasm', 'cpu']) {
+    it(`gives autodiff's filter gradient on ${backend}, runs no input-gradient convolution, leaks nothing`, async () => {
+      await tf.setBackend(backend);
+      const x = tf.tensor4d(random(2 * 9 * 8 * 3, 1), [2, 9, 8, 3]);
+      const w = tf.tensor4d(random(3 * 3 * 3 * 4, 2), [3, 3, 3, 4]);
+      const r = tf.tensor4d(random(2 * 9 * 8 * 4, 3), [2, 9, 8, 4]);
+      const loss = (conv: (wi: tf.Tensor4D) => tf.Tensor4D) => (wi: tf.Tensor) =>
+        tf.sum(tf.mul(tf.relu(conv(wi as tf.Tensor4D)), r));
+      const before = tf.memory().numTensors;
+      let mine: Float32Array | undefined;
+      const profile = await tf.profile(() => {
+        const g = tf.grad(loss((wi) => conv2dUnit(x, wi, 1, 1, { inputGradient: false })))(w);
+        mine = g.dataSync() as Float32Array;
+        g.dispose();
+      });
+      expect(tf.memory().numTensors).toBe(before);
+      expect(profile.kernelNames).toContain('Conv2DBackpropFilter');
+      expect(profile.kernelNames).not.toContain('Conv2DBackpropInput');
+      const refGrad = tf.grad(loss((wi) => tf.conv2d(x, wi, 1, 1)))(w);
+      expect(relErr(mine!, refGrad.dataSync() as Float32Array)).toBeLessThan(1e-5);
+      tf.dispose([x, w, r, refGrad]);
+      await tf.setBackend('wasm');
+    });
+  }
+});

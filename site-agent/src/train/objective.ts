@@ -68,7 +68,8 @@ export function byolMetadataLoss(i: ObjectiveInputs): {
   byol: tf.Scalar;
   metadata: tf.Scalar | null;
 } {
-  const opts = { training: true, ...(i.reducer ? { reducer: i.reducer } : {}) };
+  // Gradients for the parameters only: the stem skips the images' input gradient.
+  const opts = { training: true, inputGradient: false, ...(i.reducer ? { reducer: i.reducer } : {}) };
   const predict = (feats: tf.Tensor2D) =>
     mlpForward('predictor', i.online, mlpForward('projector', i.online, feats, opts), opts) as tf.Tensor2D;
   const [tz1, tz2] = i.targetZ;

@@ -208,6 +208,24 @@ describe('wasm training kernels', () => {
     }
   }
 
+  it('Identity (tf.clone) shares the bytes: no copy, and the clone outlives its source', async () => {
+    await tf.setBackend('wasm');
+    const before = tf.memory().numTensors;
+    const buffersBefore = tf.memory().numDataBuffers;
+    const x = tf.tensor2d(random(64 * 32, 4), [64, 32]);
+    const values = x.dataSync().slice();
+    const y = tf.clone(x);
+    // One data buffer for both tensors (the backend's own Identity made a second one).
+    expect(tf.memory().numDataBuffers - buffersBefore).toBe(1);
+    x.dispose();
+    expect(y.dataSync()).toEqual(values);
+    const z = tf.add(y, 1);
+    expect(z.dataSync()[5]).toBeCloseTo(values[5]! + 1, 6);
+    tf.dispose([y, z]);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(tf.memory().numDataBuffers).toBe(buffersBefore);
+  });
+
   it('runs a full training step of the tiny model on wasm without leaking tensors', async () => {
     await tf.setBackend('wasm');
     const model = tinyModelConfig(32);

@@ -21,6 +21,7 @@ const BACKEND = 'wasm';
 /** Minimal view of the wasm backend used by the kernels (it is not exported as a type we can import cheaply). */
 interface WasmBackendLike {
   disposeData(dataId: object, force?: boolean): boolean;
+  incRef(dataId: object): void;
   /** A Float32Array view of a tensor's bytes in the wasm heap (invalid once the heap grows). */
   typedArrayFromHeap(t: TensorInfo): Float32Array;
   /** A new tensor in the wasm heap holding `values`. */
@@ -446,11 +447,26 @@ function channelOpKernel(name: 'Multiply' | 'Add' | 'Sub', original: tf.KernelCo
   };
 }
 
+/**
+ * Identity (what `tf.clone`, `tf.keep` of a custom gradient's saved tensors and variable
+ * reads run) as a second reference to the same bytes, as the cpu backend and the wasm
+ * backend's own Reshape do: the backend's Identity copies the whole tensor, and the engine
+ * clones every tensor a gradient saves (activations of every layer, on every step).
+ * Safe because no wasm kernel writes into its inputs; disposal counts references.
+ */
+const identityShared: KernelFunc = ({ inputs, backend }) => {
+  const { x } = inputs as { x: TensorInfo };
+  if (x.dtype === 'string') throw new Error('wasm Identity: string tensors are not supported here');
+  (backend as unknown as WasmBackendLike).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape.slice(), dtype: x.dtype };
+};
+
 let registered = false;
 
 /**
  * Register the project's wasm training kernels (Conv2DBackpropFilter, a faster
- * Conv2DBackpropInput, Sum/Mean over leading axes without a transpose). Idempotent; safe to call before or after the wasm backend
+ * Conv2DBackpropInput, Sum/Mean over leading axes without a transpose, an Identity
+ * that shares its input's bytes). Idempotent; safe to call before or after the wasm backend
  * initialises. Replaces the backend's own Conv2DBackpropInput.
  */
 export function registerWasmTrainingKernels(): void {
@@ -458,6 +474,7 @@ export function registerWasmTrainingKernels(): void {
   for (const [kernelName, kernelFunc] of [
     ['Conv2DBackpropFilter', conv2DBackpropFilter],
     ['Conv2DBackpropInput', conv2DBackpropInput],
+    ['Identity', identityShared],
   ] as const) {
     if (tf.getKernel(kernelName, BACKEND)) tf.unregisterKernel(kernelName, BACKEND);
     tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc });

@@ -20,8 +20,41 @@ export function releaseGradientInputs(dy: tf.Tensor, saved: tf.Tensor[]): void {
  * `tf.conv2d` (NHWC, symmetric padding `pad`) whose gradient is the same two kernels
  * (Conv2DBackpropInput, Conv2DBackpropFilter) but releases its `dy` and saved tensors as
  * soon as it has run (see {@link releaseGradientInputs}). Runs on every backend.
+ *
+ * `inputGradient: false` (for the stem, whose input is the images): no gradient flows to
+ * `x` and its input-gradient convolution is not run — a custom gradient must otherwise
+ * compute one for every input, needed or not. `x` must then stay alive until the backward
+ * pass has run (it is read there, not saved).
  */
-export function conv2dUnit(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: number): tf.Tensor4D {
+export function conv2dUnit(
+  x: tf.Tensor4D,
+  w: tf.Tensor4D,
+  stride: number,
+  pad: number,
+  opts: { inputGradient?: boolean } = {},
+): tf.Tensor4D {
+  const filterGrad = (sx: tf.Tensor4D, dy: tf.Tensor, filterShape: number[]) =>
+    tf
+      .engine()
+      .runKernel(
+        'Conv2DBackpropFilter',
+        { x: sx, dy },
+        { strides: [stride, stride], pad, dataFormat: 'NHWC', filterShape },
+      ) as tf.Tensor4D;
+  if (opts.inputGradient === false) {
+    const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const wi = args[0] as tf.Tensor4D;
+      return {
+        value: tf.conv2d(x, wi, stride, pad),
+        gradFunc: (dy: tf.Tensor) => {
+          const dw = filterGrad(x, dy, wi.shape);
+          releaseGradientInputs(dy, []);
+          return [dw];
+        },
+      };
+    });
+    return f(w) as tf.Tensor4D;
+  }
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[2] as tf.GradSaveFunc;
     const [xi, wi] = args as [tf.Tensor4D, tf.Tensor4D];
@@ -31,16 +64,7 @@ export function conv2dUnit(x: tf.Tensor4D, w: tf.Tensor4D, stride: number, pad: 
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sw] = saved as [tf.Tensor4D, tf.Tensor4D];
         const dx = tf.conv2dTranspose(dy as tf.Tensor4D, sw, sx.shape, stride, pad);
-        const dw = tf.engine().runKernel(
-          'Conv2DBackpropFilter',
-          { x: sx, dy },
-          {
-            strides: [stride, stride],
-            pad,
-            dataFormat: 'NHWC',
-            filterShape: sw.shape,
-          },
-        ) as tf.Tensor4D;
+        const dw = filterGrad(sx, dy, sw.shape);
         releaseGradientInputs(dy, saved);
         return [dx, dw];
       },

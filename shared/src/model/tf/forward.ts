@@ -29,6 +29,12 @@ export interface ForwardOptions {
   momentum?: number;
   /** Synchronizes every batch norm's moments across data-parallel workers (training only). */
   reducer?: MomentsReducer;
+  /**
+   * `false`: no gradient is computed for the input images (the stem skips its
+   * input-gradient convolution); for training, where only parameters get gradients.
+   * Default true.
+   */
+  inputGradient?: boolean;
 }
 
 /** Batch norm with batch moments in training; with running statistics in inference. */
@@ -96,10 +102,16 @@ function norm2d(
 }
 
 /** Convolution with PyTorch-style symmetric padding floor(k/2), so weights map 1:1 onto torchvision. */
-function conv(x: tf.Tensor4D, params: ParamMap, name: string, stride: number): tf.Tensor4D {
+function conv(
+  x: tf.Tensor4D,
+  params: ParamMap,
+  name: string,
+  stride: number,
+  inputGradient = true,
+): tf.Tensor4D {
   const w = param(params, `${name}.weight`) as tf.Tensor4D;
   const k = w.shape[0];
-  return conv2dUnit(x, w, stride, Math.floor(k / 2));
+  return conv2dUnit(x, w, stride, Math.floor(k / 2), { inputGradient });
 }
 
 function block(
@@ -144,9 +156,8 @@ export function encoderForward(
   opts: ForwardOptions,
 ): tf.Tensor2D {
   const plan = encoderPlan(config);
-  let h = norm2d(conv(x, params, 'encoder.conv1', plan.stem.stride), params, 'encoder.bn1', plan.norm, opts, {
-    relu: true,
-  });
+  const stem = conv(x, params, 'encoder.conv1', plan.stem.stride, opts.inputGradient !== false);
+  let h = norm2d(stem, params, 'encoder.bn1', plan.norm, opts, { relu: true });
   if (plan.stem.pool) h = tf.maxPool(h, 3, 2, 1);
   for (const b of plan.blocks) h = block(h, params, b, plan.norm, opts);
   return tf.mean(h, [1, 2]) as tf.Tensor2D;
