@@ -2,7 +2,7 @@
  * Envelope and ingest: seal/open MB/s by chunk size, SHA-512, whole-update ingest MB/s per core.
  *
  *   npm run bench -- envelope [--mib 32] [--reps 3] [--models resnet18-quarter-64px,resnet18-224px]
- *        [--parts envelope,sha512,ingest]
+ *        [--parts envelope,sha512,ingest] [--strategy fedavg,fedavgm,fedadam]
  *
  * 1. `sealUpdate` / `openUpdate` (the whole envelope: chunk secretbox, SHA-512 of the
  *    ciphertext, key box, Ed25519 signature and verify) over `--mib` MiB, chunk sizes 64 KiB …
@@ -13,9 +13,13 @@
  *    (`verifyUpdateHeader`), receive the chunks into the part file (`UpdateStore.writeChunk`,
  *    fsync per chunk, as `UploadService.chunk`), open (`UpdateStore.openEnvelope`), decode and
  *    validate (`UpdateStore.decodeOpened`: names/shapes, finiteness, norm) and keep it opened
- *    (`UpdateStore.opened`), fold into the FedAvg running sums taking it from there
- *    (`readAcceptedDelta`, `weightedMeanDelta`, timed over 4 updates and divided by 4, as a
- *    round allocates its sums once), giving its plaintext buffer back (`UpdateStore.recycle`).
+ *    (`UpdateStore.opened`), aggregate taking it from there (`readAcceptedDelta`, then the
+ *    strategy's `aggregate`: weighted-mean fold plus its server step, with the store's pool as
+ *    `buffers` and the previous row's server state, timed over a round of 4 updates and divided
+ *    by 4), giving its plaintext buffer back (`UpdateStore.recycle`). `--strategy` lists the
+ *    strategies (default options) to compare; each has its own store, and they take turns
+ *    update by update, so load changes hit them alike. Loading and saving the server state
+ *    file (once per round, `aggregateRound`) is not counted.
  *    One store per row, as one coordinator: the first update ("cold") is opened into a new
  *    buffer, the measured ones into the buffer the previous fold gave back, as every round
  *    after a coordinator's first. MB/s is plaintext (encoded update) bytes ÷ CPU seconds of
@@ -44,7 +48,7 @@ import {
   type BulkBackendName,
   type SignatureBackendName,
 } from '@fedssl/shared/crypto';
-import { weightedMeanDelta } from '../coordinator/src/strategies/fedavg';
+import { createStrategy, STRATEGY_NAMES } from '../coordinator/src/strategies/index';
 import { UpdateStore } from '../coordinator/src/uploads/update-store';
 import {
   MODEL_PRESETS,
@@ -62,8 +66,19 @@ const { values: opts } = parseArgs({
     reps: { type: 'string', default: '3' },
     models: { type: 'string', default: 'resnet18-quarter-64px,resnet18-224px' },
     parts: { type: 'string', default: 'envelope,sha512,ingest' },
+    strategy: { type: 'string', default: 'fedavg' },
   },
 });
+const FOLD_STRATEGIES = ['fedavg', 'fedavgm', 'fedadam'];
+const STRATEGIES = opts.strategy.split(',');
+for (const s of STRATEGIES) {
+  // The ingest folds deltas as they arrive; median and trimmed mean spill to disk instead.
+  if (!FOLD_STRATEGIES.includes(s)) {
+    throw new Error(
+      `--strategy ${s}: expected a comma-separated list of ${FOLD_STRATEGIES.join(', ')} (of ${STRATEGY_NAMES.join(', ')})`,
+    );
+  }
+}
 const MIB = Number(opts.mib);
 const REPS = Number(opts.reps);
 const CHUNKS = [64 << 10, 256 << 10, 1 << 20, 4 << 20];
@@ -161,6 +176,7 @@ function sha512Throughput(): void {
 interface IngestRow {
   model: string;
   backend: string;
+  strategy: string;
   signatures: SignatureBackendName;
   params: number;
   bytes: number;
@@ -179,7 +195,15 @@ interface IngestRow {
  * no longer holds the update, and what every aggregation did before) and, on the fast row,
  * the verify with tweetnacl signatures (before).
  */
-function ingestOnce(modelName: string, backend: BulkBackendName, store: UpdateStore): IngestRow {
+/** One coordinator in the ingest rows: its update store and the server state of its last round. */
+interface Coordinator {
+  store: UpdateStore;
+  strategy: string;
+  state: NamedTensors | null;
+}
+
+function ingestOnce(modelName: string, backend: BulkBackendName, coord: Coordinator): IngestRow {
+  const { store } = coord;
   const model = MODEL_PRESETS[modelName]!();
   setBulkBackend(backend);
   const signatures = setSignatureBackend(backend === 'tweetnacl' ? 'tweetnacl' : 'auto');
@@ -190,7 +214,7 @@ function ingestOnce(modelName: string, backend: BulkBackendName, store: UpdateSt
     coordinatorBoxPublicKey: coordinator.box.publicKey,
     chunkSize: 1 << 20,
   });
-  const uploadId = store.uploadIdFor(`task-${modelName}-${backend}`, sealed.signature);
+  const uploadId = store.uploadIdFor(`task-${modelName}-${backend}-${coord.strategy}`, sealed.signature);
   const part = store.partPath(uploadId);
   const global = delta.map((t) => ({ name: t.name, shape: t.shape, data: new Float32Array(t.data.length) }));
   const stages: Record<string, { wall: number; cpu: number }> = {};
@@ -226,10 +250,14 @@ function ingestOnce(modelName: string, backend: BulkBackendName, store: UpdateSt
   // taken from memory as aggregation does) and count a FOLD_SITES-th of the time.
   const held = store.opened.take(refs[0]!.id)!;
   for (const r of refs) store.opened.put(r.id, 'bench', 1, held);
-  stage('fold', () => {
-    const mean = weightedMeanDelta({
+  const strategy = createStrategy(coord.strategy);
+  const scratchDir = mkdtempSync(join(store.dataDir, 'agg-'));
+  const out = stage('fold', () =>
+    strategy.aggregate({
       global,
-      // As `FedAvgStrategy`: the float64 sums are borrowed from the same pool and given back.
+      state: coord.state,
+      scratchDir,
+      // As `aggregateRound`: the float64 sums are borrowed from the same pool and given back.
       buffers: store.opened.buffers,
       updates: refs.map((r, k) => {
         // As the round engine wires it: once folded, the plaintext buffer goes back to the
@@ -242,9 +270,11 @@ function ingestOnce(modelName: string, backend: BulkBackendName, store: UpdateSt
           release: () => d && store.recycle([d]),
         };
       }),
-    });
-    store.opened.buffers.recycle(mean);
-  });
+    }),
+  );
+  rmSync(scratchDir, { recursive: true });
+  // The next row is this coordinator's next round (its server state carried as saved).
+  coord.state = out.state;
   if (store.opened.size !== 0) throw new Error('the fold did not take every held update');
   stages.fold!.cpu /= FOLD_SITES;
   stages.fold!.wall /= FOLD_SITES;
@@ -260,6 +290,7 @@ function ingestOnce(modelName: string, backend: BulkBackendName, store: UpdateSt
   return {
     model: modelName,
     backend,
+    strategy: coord.strategy,
     signatures,
     params: parameterCountOf(model),
     bytes: plaintextBytes,
@@ -275,47 +306,71 @@ function ingest(): void {
     const models = opts.models.split(',');
     console.log(`\n## Ingest of one update (float32, 1 MiB chunks), median of ${REPS} after a cold one\n`);
     console.log(
-      '| model | params | MB | bulk | signatures | verify | receive | open | decode+validate | fold | CPU s | MB/s per core | cold MB/s per core | wall MB/s | re-opened MB/s per core | before MB/s per core |',
+      '| model | params | MB | bulk | signatures | strategy | verify | receive | open | decode+validate | fold+step | CPU s | MB/s per core | cold MB/s per core | wall MB/s | re-opened MB/s per core | before MB/s per core |',
     );
     console.log(
-      '| --- | --: | --: | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |',
+      '| --- | --: | --: | --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |',
     );
+    const sideBySide: string[] = [];
     for (const m of models) {
       const perBackend: Record<string, number> = {};
       let before = 0;
       for (const b of backends()) {
-        // One store per model and backend, as one coordinator: the first update is opened into
-        // a new buffer (cold: a coordinator's first round), the next ones into the buffer the
-        // previous fold gave back (every later round).
-        const store = new UpdateStore(dir);
-        const cold = ingestOnce(m, b, store);
-        const rows = Array.from({ length: REPS }, () => ingestOnce(m, b, store));
-        const pick = rows.sort((x, y) => x.cpu - y.cpu)[rows.length >> 1]!;
-        const s = pick.stages;
-        const mbps = pick.bytes / MB / pick.cpu;
-        const coldMbps = cold.bytes / MB / cold.cpu;
-        const wall = pick.bytes / MB / pick.wall;
-        // After a restart (or over the memory budget) aggregation opens and decodes once more.
-        const reopened = pick.bytes / MB / (pick.cpu + s['re-open']!);
-        // Before this change: tweetnacl signatures, and the update opened at commit and again at aggregation.
-        const beforeCpu = pick.cpu - s.verify! + (s['verify (tweetnacl)'] ?? s.verify!) + s['re-open']!;
-        const ms = (x: number | undefined) => (x === undefined ? '' : (x * 1000).toFixed(0));
-        const verify =
-          s['verify (tweetnacl)'] === undefined
-            ? ms(s.verify)
-            : `${ms(s.verify)} (tweetnacl ${ms(s['verify (tweetnacl)'])})`;
-        const beforeCell = b === 'tweetnacl' ? '' : (pick.bytes / MB / beforeCpu).toFixed(0);
-        console.log(
-          `| ${m} | ${(pick.params / 1e6).toFixed(2)} M | ${(pick.bytes / MB).toFixed(1)} | ${b} | ${pick.signatures} | ${verify} | ${ms(s.receive)} | ${ms(s.open)} | ${ms(s['decode+validate'])} | ${ms(s.fold)} | ${pick.cpu.toFixed(3)} | ${mbps.toFixed(0)} | ${coldMbps.toFixed(0)} | ${wall.toFixed(0)} | ${reopened.toFixed(0)} | ${beforeCell} |`,
+        // One store per model, backend and strategy, as one coordinator: the first update is
+        // opened into a new buffer (cold: a coordinator's first round), the next ones into the
+        // buffer the previous fold gave back (every later round). The strategies take turns.
+        const coords: Coordinator[] = STRATEGIES.map((strategy) => ({
+          store: new UpdateStore(dir),
+          strategy,
+          state: null,
+        }));
+        const colds = coords.map((c) => ingestOnce(m, b, c));
+        const runs = coords.map((): IngestRow[] => []);
+        for (let r = 0; r < REPS; r++) coords.forEach((c, k) => runs[k]!.push(ingestOnce(m, b, c)));
+        const byStrategy: Record<string, { mbps: number; fold: number }> = {};
+        coords.forEach((coord, k) => {
+          const cold = colds[k]!;
+          const pick = runs[k]!.sort((x, y) => x.cpu - y.cpu)[runs[k]!.length >> 1]!;
+          const s = pick.stages;
+          const mbps = pick.bytes / MB / pick.cpu;
+          const coldMbps = cold.bytes / MB / cold.cpu;
+          const wall = pick.bytes / MB / pick.wall;
+          // After a restart (or over the memory budget) aggregation opens and decodes once more.
+          const reopened = pick.bytes / MB / (pick.cpu + s['re-open']!);
+          // Before this change: tweetnacl signatures, and the update opened at commit and again at aggregation.
+          const beforeCpu = pick.cpu - s.verify! + (s['verify (tweetnacl)'] ?? s.verify!) + s['re-open']!;
+          const ms = (x: number | undefined) => (x === undefined ? '' : (x * 1000).toFixed(0));
+          const verify =
+            s['verify (tweetnacl)'] === undefined
+              ? ms(s.verify)
+              : `${ms(s.verify)} (tweetnacl ${ms(s['verify (tweetnacl)'])})`;
+          const beforeCell = b === 'tweetnacl' ? '' : (pick.bytes / MB / beforeCpu).toFixed(0);
+          console.log(
+            `| ${m} | ${(pick.params / 1e6).toFixed(2)} M | ${(pick.bytes / MB).toFixed(1)} | ${b} | ${pick.signatures} | ${coord.strategy} | ${verify} | ${ms(s.receive)} | ${ms(s.open)} | ${ms(s['decode+validate'])} | ${ms(s.fold)} | ${pick.cpu.toFixed(3)} | ${mbps.toFixed(0)} | ${coldMbps.toFixed(0)} | ${wall.toFixed(0)} | ${reopened.toFixed(0)} | ${beforeCell} |`,
+          );
+          // FedAvg keeps the names these figures always had; other strategies add their name.
+          const tag = coord.strategy === 'fedavg' ? '' : `_${coord.strategy}`;
+          const key = `ingest_${m.replace(/-/g, '_')}_${b.replace('-', '_')}${tag}`;
+          result(`${key}_per_core`, mbps, 'MB/s', 0);
+          result(`${key}_cold_per_core`, coldMbps, 'MB/s', 0);
+          // As run: the normal path opens each update once (it is the per-core figure now).
+          result(`${key}_as_run_per_core`, mbps, 'MB/s', 0);
+          result(`${key}_reopened_per_core`, reopened, 'MB/s', 0);
+          byStrategy[coord.strategy] = { mbps, fold: s.fold! };
+          if (coord.strategy !== 'fedavg') return;
+          perBackend[b] = mbps;
+          if (b !== 'tweetnacl') before = pick.bytes / MB / beforeCpu;
+        });
+        const fedavg = byStrategy.fedavg;
+        sideBySide.push(
+          `| ${m} | ${b} | ${STRATEGIES.map((n) => `${byStrategy[n]!.mbps.toFixed(0)} (${(byStrategy[n]!.fold * 1000).toFixed(1)})`).join(' | ')} |`,
         );
-        const key = `ingest_${m.replace(/-/g, '_')}_${b.replace('-', '_')}`;
-        result(`${key}_per_core`, mbps, 'MB/s', 0);
-        result(`${key}_cold_per_core`, coldMbps, 'MB/s', 0);
-        // As run: the normal path opens each update once (it is the per-core figure now).
-        result(`${key}_as_run_per_core`, mbps, 'MB/s', 0);
-        result(`${key}_reopened_per_core`, reopened, 'MB/s', 0);
-        perBackend[b] = mbps;
-        if (b !== 'tweetnacl') before = pick.bytes / MB / beforeCpu;
+        if (fedavg) {
+          for (const n of STRATEGIES.filter((x) => x !== 'fedavg')) {
+            const key = `ingest_${m.replace(/-/g, '_')}_${b.replace('-', '_')}_${n}_vs_fedavg`;
+            result(key, byStrategy[n]!.mbps / fedavg.mbps, 'x', 3);
+          }
+        }
       }
       const fast = Object.keys(perBackend).find((k) => k !== 'tweetnacl');
       const label = m.replace(/-/g, '_');
@@ -326,8 +381,14 @@ function ingest(): void {
       }
     }
     console.log(
-      '\n(stage columns are CPU milliseconds; "CPU s" and MB/s count verify, open, decode+validate and fold, the normal path, which opens each update once, into the plaintext buffer the previous fold gave back; "cold" is the first update of the row, opened into a new buffer as in a coordinator\'s first round; "re-opened" adds a second open + decode, as aggregation after a restart does; "before" is the coordinator before it kept opened updates and verified with node:crypto: tweetnacl signatures and two opens, measured in the same run)',
+      '\n(stage columns are CPU milliseconds; "CPU s" and MB/s count verify, open, decode+validate and fold+step, the normal path, which opens each update once, into the plaintext buffer the previous fold gave back; "fold+step" is the strategy\'s whole aggregate of a 4-update round divided by 4; "cold" is the first update of the row, opened into a new buffer as in a coordinator\'s first round; "re-opened" adds a second open + decode, as aggregation after a restart does; "before" is the coordinator before it kept opened updates and verified with node:crypto: tweetnacl signatures and two opens, measured in the same run)',
     );
+    if (STRATEGIES.length > 1) {
+      console.log(`\n## Ingest per strategy, MB/s per core (fold+step CPU ms per update), interleaved\n`);
+      console.log(`| model | bulk | ${STRATEGIES.join(' | ')} |`);
+      console.log(`| --- | --- | ${STRATEGIES.map(() => '--:').join(' | ')} |`);
+      for (const line of sideBySide) console.log(line);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
     setBulkBackend('auto');
