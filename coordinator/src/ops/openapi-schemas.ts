@@ -284,7 +284,7 @@ export const OPERATION_BODIES: Record<string, OperationBodies> = {
     responses: {
       200: {
         description:
-          'tfjs: a zip of model.json, weights.bin, manifest.json and the model card (query inputSize=N builds a group-norm graph for N×N inputs; default the model input size); safetensors: the PyTorch file; card: MODEL_CARD.md',
+          'tfjs: a zip of model.json, weights.bin, manifest.json and the model card (for the query parameter inputSize: a graph for other input sizes); safetensors: the PyTorch file; card: MODEL_CARD.md',
         mediaTypes: ['application/zip', 'application/octet-stream', 'text/markdown'],
         schema: { type: 'string', format: 'binary' },
       },

@@ -87,6 +87,56 @@ describe('operations endpoints (real HTTP server)', () => {
     expect(ui.text).toContain('swagger');
   });
 
+  it('documents the TF.js inputSize query parameter and the run body training and strategy options', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- walking a JSON document
+    const doc = JSON.parse((await get('/api/docs/openapi.json')).text) as any;
+    const download = doc.paths['/api/v1/models/{version}/download/{format}'].get;
+    const inputSize = download.parameters.filter((p: { name: string }) => p.name === 'inputSize');
+    expect(inputSize).toEqual([
+      {
+        name: 'inputSize',
+        in: 'query',
+        required: false,
+        schema: { type: 'integer', minimum: 16, maximum: 512 },
+        description: expect.stringMatching(/^tfjs only \(refused for other formats\): /),
+      },
+    ]);
+    expect(download.parameters.find((p: { name: string }) => p.name === 'format').schema.enum).toEqual([
+      'tfjs',
+      'safetensors',
+      'card',
+    ]);
+
+    const body = doc.paths['/api/v1/runs'].post.requestBody.content['application/json'].schema;
+    const training = body.properties.training.properties;
+    expect(training.siteOptimizerState).toEqual({
+      type: 'string',
+      enum: ['reset', 'keep'],
+      description: expect.stringContaining('reset (fresh moments; also when absent)'),
+    });
+    expect(training.localUpdate).toMatchObject({ enum: ['replace', 'fedema'], default: 'replace' });
+    expect(training.fedemaScaler).toMatchObject({ type: 'number', default: 1, minimum: 0 });
+    expect(training.updateEncoding).toMatchObject({
+      enum: ['float32', 'float16', 'int8'],
+      default: 'float32',
+    });
+    for (const field of ['siteOptimizerState', 'localUpdate', 'fedemaScaler', 'updateEncoding'])
+      expect([field, typeof training[field].description]).toEqual([field, 'string']);
+    expect(body.properties.model.properties.norm).toMatchObject({
+      enum: ['batch', 'group'],
+      default: 'group',
+    });
+    const variants = body.properties.strategy.anyOf[1].oneOf as {
+      properties: Record<string, { const?: string; default?: number; description?: string }>;
+    }[];
+    const fedavgm = variants.find((v) => v.properties['name']!.const === 'fedavgm')!;
+    expect(fedavgm.properties['serverMomentum']).toMatchObject({ default: 0.9, exclusiveMaximum: 1 });
+    expect(fedavgm.properties['serverLearningRate']).toMatchObject({ default: 1 });
+    const trimmed = variants.find((v) => v.properties['name']!.const === 'trimmed-mean')!;
+    expect(trimmed.properties['beta']).toMatchObject({ default: 0.1, exclusiveMaximum: 0.5 });
+    expect(typeof trimmed.properties['clipNorm']!.description).toBe('string');
+  });
+
   it('/readyz is 503 naming the data dir when it is gone, then the store when it is closed', async () => {
     renameSync(dir, `${dir}.moved`);
     try {

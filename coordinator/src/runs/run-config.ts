@@ -20,7 +20,9 @@ export const runConfigSchema = z
       .min(1)
       .max(30 * 24 * 3600),
     /** A strategy name, or `{ name, …options, clipNorm? }` (see strategies/config.ts). */
-    strategy: strategyConfigSchema,
+    strategy: strategyConfigSchema.describe(
+      'aggregation strategy: a name (every option at its default) or { name, …its options, clipNorm? }',
+    ),
     model: modelConfigSchema,
     training: trainingConfigSchema,
     seed: z.number().int().min(0).max(0xffffffff),

@@ -1,6 +1,11 @@
 import { z } from 'zod';
 
-const clipNorm = z.number().positive().max(1e12).optional();
+const clipNorm = z
+  .number()
+  .positive()
+  .max(1e12)
+  .optional()
+  .describe('clip each update to this L2 norm before aggregating (absent: no clipping)');
 
 export const STRATEGY_NAMES = ['fedavg', 'fedavgm', 'fedadam', 'median', 'trimmed-mean'] as const;
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
@@ -14,18 +19,23 @@ export const strategyObjectSchema = z.discriminatedUnion(
     z
       .object({
         name: z.literal('fedavgm'),
-        serverLearningRate: z.number().positive().max(100).default(1),
-        serverMomentum: z.number().min(0).lt(1).default(0.9),
+        serverLearningRate: z.number().positive().max(100).default(1).describe('server step size'),
+        serverMomentum: z.number().min(0).lt(1).default(0.9).describe('server momentum'),
         clipNorm,
       })
       .strict(),
     z
       .object({
         name: z.literal('fedadam'),
-        serverLearningRate: z.number().positive().max(100).default(0.01),
-        beta1: z.number().min(0).lt(1).default(0.9),
-        beta2: z.number().min(0).lt(1).default(0.99),
-        tau: z.number().positive().max(1).default(1e-3),
+        serverLearningRate: z.number().positive().max(100).default(0.01).describe('server step size'),
+        beta1: z.number().min(0).lt(1).default(0.9).describe("server Adam's first-moment decay"),
+        beta2: z.number().min(0).lt(1).default(0.99).describe("server Adam's second-moment decay"),
+        tau: z
+          .number()
+          .positive()
+          .max(1)
+          .default(1e-3)
+          .describe("server Adam's adaptivity τ (denominator offset)"),
         clipNorm,
       })
       .strict(),
@@ -34,7 +44,7 @@ export const strategyObjectSchema = z.discriminatedUnion(
       .object({
         name: z.literal('trimmed-mean'),
         /** Fraction dropped on each side per coordinate. */
-        beta: z.number().min(0).lt(0.5).default(0.1),
+        beta: z.number().min(0).lt(0.5).default(0.1).describe('fraction dropped on each side per coordinate'),
         clipNorm,
       })
       .strict(),

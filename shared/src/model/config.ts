@@ -17,7 +17,10 @@ export const modelConfigSchema = z
      * after BYOL + metadata pretraining (docs/results.md, issue 3) and keeps no per-site
      * running statistics. `batch` stays available (its TF.js graph takes any input size).
      */
-    norm: z.enum(['batch', 'group']).default('group'),
+    norm: z
+      .enum(['batch', 'group'])
+      .default('group')
+      .describe('encoder normalization: group (default; no per-site running statistics) or batch'),
     /** Hidden width of projector and predictor MLPs. */
     projectorHidden: z.number().int().min(4).max(8192).default(256),
     /** Output width of projector and predictor (the BYOL embedding). */
@@ -111,9 +114,19 @@ export const trainingConfigSchema = z
      * (FedAvg-BYOL), or `fedema`: an EMA of its previous local model and the global one with
      * μ = min(λ·‖w_global − w_local‖, 1) (Zhuang et al., ICLR 2022).
      */
-    localUpdate: z.enum(['replace', 'fedema']).default('replace'),
+    localUpdate: z
+      .enum(['replace', 'fedema'])
+      .default('replace')
+      .describe(
+        'how a site starts each round from the global model: replace its online network (FedAvg-BYOL) or fedema (divergence-aware EMA of local and global)',
+      ),
     /** λ of FedEMA's divergence-aware μ (used with `localUpdate: 'fedema'`). */
-    fedemaScaler: z.number().min(0).max(1e6).default(1),
+    fedemaScaler: z
+      .number()
+      .min(0)
+      .max(1e6)
+      .default(1)
+      .describe("FedEMA's λ in μ = min(λ·‖w_global − w_local‖, 1); used with localUpdate fedema"),
     /**
      * What a site's Adam optimizer starts each round from: `reset` (fresh moments, step 1 of
      * its bias correction, as before this option existed) or `keep`: the moments and step count
@@ -122,13 +135,23 @@ export const trainingConfigSchema = z
      * than defaulted so a run that does not ask for it sends the same task as before (which an
      * agent of the previous release accepts). Off until measured (docs/models.md).
      */
-    siteOptimizerState: z.enum(['reset', 'keep']).optional(),
+    siteOptimizerState: z
+      .enum(['reset', 'keep'])
+      .optional()
+      .describe(
+        "what a site's Adam optimizer starts each round from: reset (fresh moments; also when absent) or keep (the moments and step count of the site's previous round, never uploaded)",
+      ),
     /**
      * Element type of the uploaded delta: `float32` (exact), `float16` (½ the bytes) or
      * `int8` (¼ the bytes, one scale per tensor). The coordinator decodes any of them to
      * float32; `bench/transfer.ts` measures the bytes and the error of each.
      */
-    updateEncoding: z.enum(['float32', 'float16', 'int8']).default('float32'),
+    updateEncoding: z
+      .enum(['float32', 'float16', 'int8'])
+      .default('float32')
+      .describe(
+        'element type of the uploaded delta: float32 (exact), float16 (half the bytes) or int8 (a quarter)',
+      ),
   })
   .strict();
 export type TrainingConfig = z.infer<typeof trainingConfigSchema>;
