@@ -89,6 +89,11 @@ describe('wasm training kernels', () => {
   const reductions: [number[], number[], boolean][] = [
     [[4, 6, 6, 5], [0, 1, 2], false],
     [[4, 6, 6, 5], [0, 1, 2], true],
+    // NHWC over N, H, W: two average poolings (an H×W window, then one over N)
+    [[16, 64, 64, 4], [0, 1, 2], false],
+    [[1, 7, 9, 3], [0, 1, 2], false],
+    [[5, 1, 1, 7], [0, 1, 2], true],
+    [[3, 7, 9, 2], [2, 0, 1], false],
     [[64, 17], [0], false],
     [[3, 4, 5], [0, 1, 2], false],
     [[3, 4, 5], [1, 0], true],

@@ -322,8 +322,31 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
 };
 
 /**
+ * Mean (or sum) of an NHWC tensor over N, H and W (batch-norm moments and the gradients of
+ * per-channel scale/shift) as two XNNPACK average poolings: one H×W window per image, then
+ * one window over the N image means. 3–4× faster than the matrix product below (measured
+ * 0.9 vs 3.1 ms on [64, 64, 64, 16]), which runs the backend's scalar loop because its
+ * left operand is transposed. Every window has the same size, so the mean of means is the mean.
+ */
+function meanOverNHW(run: Run, x: TensorInfo, mean: boolean): TensorInfo {
+  const [n, h, w, c] = x.shape as [number, number, number, number];
+  const pool = (t: TensorInfo, window: [number, number]) =>
+    run('AvgPool', { x: t }, {
+      filterSize: window,
+      strides: window,
+      pad: 'valid',
+    } as unknown as NamedAttrMap);
+  const perImage = h * w === 1 ? x : pool(x, [h, w]);
+  const images = run('Reshape', { x: perImage }, { shape: [1, n, 1, c] });
+  const m = n === 1 ? images : pool(images, [n, 1]);
+  if (mean) return m;
+  return run('Multiply', { a: m, b: run.constant([], Float32Array.of(n * h * w)) });
+}
+
+/**
  * Sum or mean over LEADING axes (N, H, W of NHWC: batch-norm moments and the gradients of
- * per-channel scale/shift) as ONE matrix product, x[R, C]ᵀ · (1/R or 1)·1[R, 1].
+ * per-channel scale/shift) without the backend's transpose: average pooling for all three
+ * axes of a 4-D tensor, else ONE matrix product, x[R, C]ᵀ · (1/R or 1)·1[R, 1].
  * The backend's own Sum/Mean transpose the whole input first so that the reduced axes
  * become innermost (measured 2× slower than the product; a JS loop over the heap was
  * about as slow as the transpose). Returns undefined for the cases it does not cover.
@@ -344,6 +367,8 @@ function reduceLeading(
   if (rows === 0 || cols === 0) return undefined;
   const outShape = keepDims ? x.shape.map((d, i) => (i < k ? 1 : d)) : x.shape.slice(k);
   return withScratch(backend, (run) => {
+    if (x.shape.length === 4 && k === 3)
+      return run('Reshape', { x: meanOverNHW(run, x, mean) }, { shape: outShape });
     const weights = run('Fill', {}, { shape: [1, rows, 1], value: mean ? 1 / rows : 1, dtype: 'float32' });
     const x3 = run('Reshape', { x }, { shape: [1, rows, cols] });
     // x as the transposed LEFT operand: with x on the right, XNNPACK would pack all of it
