@@ -22,10 +22,11 @@ import {
 /**
  * The web console in headless Chromium against a live coordinator and two real site agents:
  * sign in, create an enrollment token that an agent then redeems, see the sites come online,
- * create a run through the form (first with an error the API words), start it, watch the loss
- * chart grow as rounds are published (pausing and resuming in between), download a model and
- * check it against its manifest, read the verified audit log, see pruned versions marked with
- * their downloads disabled, cancel a run.
+ * create a run with Advanced options (server defaults shown, only set fields sent, the stored
+ * config read back) and one through the plain form (each first with an error the API words),
+ * start it, watch the loss chart grow as rounds are published (pausing and resuming in between),
+ * download a model and check it against its manifest, a TF.js graph of another input size, read
+ * the verified audit log, see pruned versions marked with their downloads disabled, cancel a run.
  * A screenshot of every page goes to `$TMPDIR/fedssl-console-screenshots/`.
  */
 const CHROMIUM = '/usr/bin/chromium';
@@ -176,6 +177,78 @@ describe('web console in headless Chromium, end to end', () => {
     await shot('03-sites');
   }, 240_000);
 
+  it('creates a run with Advanced options (fedavgm, kept optimizer state, batch norm), sending only what was set', async () => {
+    await page.goto(`${coordinator.url}/console/#/runs`);
+    const form = page.locator('#run-form');
+    await form.locator('#run-advanced summary').click();
+    // Empty fields show the server's defaults (read from its OpenAPI document) and are not sent.
+    const firstOption = (name: string) => form.locator(`select[name="${name}"] option`).first().textContent();
+    expect(await firstOption('model.norm')).toBe('server default: group');
+    expect(await firstOption('training.localUpdate')).toBe('server default: replace');
+    expect(await firstOption('training.siteOptimizerState')).toBe('server default: reset');
+    expect(await firstOption('training.updateEncoding')).toBe('server default: float32');
+    const field = (name: string) => form.locator(`[name="${name}"]`);
+    expect(await field('training.fedemaScaler').getAttribute('placeholder')).toBe('server default: 1');
+    // Only the chosen strategy's options are shown; their defaults follow the strategy.
+    expect(await field('strategy.serverMomentum').isVisible()).toBe(false);
+    expect(await field('strategy.clipNorm').getAttribute('placeholder')).toBe('server default: no clipping');
+    await field('strategy').selectOption('fedadam');
+    expect(await field('strategy.serverLearningRate').getAttribute('placeholder')).toBe(
+      'server default: 0.01',
+    );
+    expect(await field('strategy.tau').isVisible()).toBe(true);
+    await field('strategy').selectOption('fedavgm');
+    expect(await field('strategy.serverLearningRate').getAttribute('placeholder')).toBe('server default: 1');
+    expect(await field('strategy.serverMomentum').getAttribute('placeholder')).toBe('server default: 0.9');
+    expect(await field('strategy.tau').isVisible()).toBe(false);
+
+    await field('name').fill('console-advanced');
+    await field('model.norm').selectOption('batch');
+    await field('training.siteOptimizerState').selectOption('keep');
+    await field('strategy.serverMomentum').fill('1');
+    await form.getByRole('button', { name: 'Create run' }).click();
+    await expect
+      .poll(() => page.locator('#runs-status .error').textContent())
+      .toBe('strategy.serverMomentum: Too big: expected number to be <1');
+
+    await field('strategy.serverMomentum').fill('0.8');
+    await shot('04a-runs-advanced');
+    const [request] = await Promise.all([
+      page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/api/v1/runs')),
+      form.getByRole('button', { name: 'Create run' }).click(),
+    ]);
+    const sent = request.postDataJSON() as {
+      strategy: unknown;
+      model: Record<string, unknown>;
+      training: Record<string, unknown>;
+    };
+    expect(sent.strategy).toEqual({ name: 'fedavgm', serverMomentum: 0.8 });
+    expect(sent.model['norm']).toBe('batch');
+    expect(sent.training['siteOptimizerState']).toBe('keep');
+    for (const left of ['localUpdate', 'fedemaScaler', 'updateEncoding'])
+      expect([left, left in sent.training]).toEqual([left, false]);
+
+    await page.waitForURL(/#\/runs\/run-/);
+    const advancedId = decodeURIComponent(page.url().split('#/runs/')[1]!);
+    const { config: stored } = await coordinator.api.request<{
+      config: { strategy: unknown; model: Record<string, unknown>; training: Record<string, unknown> };
+    }>('GET', `/runs/${advancedId}`);
+    expect(stored.strategy).toEqual({ name: 'fedavgm', serverLearningRate: 1, serverMomentum: 0.8 });
+    expect(stored.model['norm']).toBe('batch');
+    expect(stored.training).toMatchObject({
+      siteOptimizerState: 'keep',
+      localUpdate: 'replace',
+      fedemaScaler: 1,
+      updateEncoding: 'float32',
+    });
+    await expect
+      .poll(() => page.locator('#run-advanced-summary').textContent())
+      .toBe('norm batch · local update replace · site optimizer state keep · update encoding float32');
+    expect(await page.locator('.card p.note').first().textContent()).toContain(
+      'strategy fedavgm (serverLearningRate 1, serverMomentum 0.8)',
+    );
+  });
+
   it('shows the API message for an invalid run, then creates and starts one from the form', async () => {
     await page.goto(`${coordinator.url}/console/#/runs`);
     const form = page.locator('#run-form');
@@ -277,6 +350,32 @@ describe('web console in headless Chromium, end to end', () => {
         expect(Buffer.from(fromConsole).toString()).toContain(`# fedssl model ${version}`);
       else expect(fromConsole.length).toBeGreaterThan(1000);
     }
+
+    // Another TF.js input size: the group-norm graph the API builds for it, named by the server.
+    const size = page.locator(`input[data-input-size="${version}"]`);
+    expect(await size.inputValue()).toBe('32');
+    await size.fill('48');
+    const [resized] = await Promise.all([
+      page.waitForEvent('download'),
+      page.locator(`button[data-download="${version}"][data-format="tfjs"]`).click(),
+    ]);
+    expect(resized.suggestedFilename()).toBe(`${version}-tfjs-48px.zip`);
+    const resizedFile = path.join(root, 'resized-tfjs.zip');
+    await resized.saveAs(resizedFile);
+    const res = await fetch(`${coordinator.url}/api/v1/models/${version}/download/tfjs?inputSize=48`, {
+      headers: { authorization: `Bearer ${coordinator.adminToken}` },
+    });
+    expect(res.status).toBe(200);
+    const fromApi = new Uint8Array(await res.arrayBuffer());
+    const fromConsole = new Uint8Array(await readFile(resizedFile));
+    expect([fromConsole.length, sha(fromConsole)]).toEqual([fromApi.length, sha(fromApi)]);
+    expect(Buffer.from(fromConsole).includes('[null,48,48,1]')).toBe(true);
+
+    await size.fill('8');
+    await page.locator(`button[data-download="${version}"][data-format="tfjs"]`).click();
+    await expect
+      .poll(() => page.locator('#models-status .error').textContent())
+      .toBe(`TF.js of ${version}: TF.js export input size must be an integer from 16 to 512 pixels, got 8`);
     await shot('07b-models-downloads');
   });
 

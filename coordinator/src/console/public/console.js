@@ -557,7 +557,121 @@
   const numberField = (name, label, value, extra = {}) =>
     h('label', {}, label, h('input', { name, type: 'number', value: String(value), step: 'any', ...extra }));
 
-  function runForm(status, after) {
+  const STRATEGIES = ['fedavg', 'fedavgm', 'fedadam', 'median', 'trimmed-mean'];
+
+  /**
+   * The run body's schema as this coordinator documents it (`POST /runs` in its OpenAPI
+   * document, built from the schemas it validates with), read once: the Advanced fields show
+   * its defaults and descriptions, so they cannot drift from the server. Null when the
+   * document cannot be read; the fields then just say "server default".
+   */
+  let runSchemaPromise = null;
+  function runSchema() {
+    if (!runSchemaPromise) {
+      runSchemaPromise = fetch('/api/docs/openapi.json')
+        .then((res) => (res.ok ? res.json() : null))
+        .then((doc) => {
+          const body = doc && doc.paths['/api/v1/runs'].post.requestBody.content['application/json'].schema;
+          if (!body) return null;
+          const variants = (body.properties.strategy.anyOf || []).flatMap((s) => s.oneOf || []);
+          return {
+            model: body.properties.model.properties,
+            training: body.properties.training.properties,
+            strategies: Object.fromEntries(variants.map((v) => [v.properties.name.const, v.properties])),
+          };
+        })
+        .catch(() => null);
+    }
+    return runSchemaPromise;
+  }
+
+  /** What an absent field means where the schema has no default to show. */
+  const ABSENT_MEANS = { 'training.siteOptimizerState': 'reset', 'strategy.clipNorm': 'no clipping' };
+
+  /** Advanced run options; `strategies`: the strategies an option belongs to. */
+  const ADVANCED = [
+    { name: 'model.norm', label: 'Normalization', options: ['group', 'batch'] },
+    { name: 'training.localUpdate', label: 'Local update', options: ['replace', 'fedema'] },
+    { name: 'training.fedemaScaler', label: 'FedEMA scaler λ' },
+    { name: 'training.siteOptimizerState', label: 'Site optimizer state', options: ['reset', 'keep'] },
+    { name: 'training.updateEncoding', label: 'Update encoding', options: ['float32', 'float16', 'int8'] },
+  ];
+  const STRATEGY_OPTIONS = [
+    {
+      name: 'strategy.serverLearningRate',
+      label: 'Server learning rate',
+      strategies: ['fedavgm', 'fedadam'],
+    },
+    { name: 'strategy.serverMomentum', label: 'Server momentum', strategies: ['fedavgm'] },
+    { name: 'strategy.beta1', label: 'Server Adam β1', strategies: ['fedadam'] },
+    { name: 'strategy.beta2', label: 'Server Adam β2', strategies: ['fedadam'] },
+    { name: 'strategy.tau', label: 'Server Adam τ', strategies: ['fedadam'] },
+    { name: 'strategy.beta', label: 'Trimmed fraction per side β', strategies: ['trimmed-mean'] },
+    { name: 'strategy.clipNorm', label: 'Clip update norm', strategies: STRATEGIES },
+  ];
+
+  /** `{ default, description }` of an Advanced field in `schema`, for the strategy chosen. */
+  function fieldSchema(schema, name, strategy) {
+    const [group, key] = name.split('.');
+    const props = !schema ? null : group === 'strategy' ? schema.strategies[strategy] : schema[group];
+    return (props && props[key]) || {};
+  }
+  function defaultText(schema, name, strategy) {
+    const def = fieldSchema(schema, name, strategy).default;
+    const shown = def !== undefined ? def : ABSENT_MEANS[name];
+    return shown === undefined ? 'server default' : `server default: ${shown}`;
+  }
+
+  /**
+   * Empty = not sent, so the server's default applies: a select's first option and a number's
+   * placeholder say what that default is.
+   */
+  function advancedField(f, schema, strategy) {
+    const title = fieldSchema(schema, f.name, strategy).description;
+    const input = f.options
+      ? h(
+          'select',
+          { name: f.name, 'data-optional': true },
+          h('option', { value: '' }, defaultText(schema, f.name, strategy)),
+          f.options.map((o) => h('option', { value: o }, o)),
+        )
+      : h('input', {
+          name: f.name,
+          type: 'number',
+          step: 'any',
+          'data-optional': true,
+          placeholder: defaultText(schema, f.name, strategy),
+        });
+    return h(
+      'label',
+      { title, 'data-strategies': f.strategies ? f.strategies.join(' ') : null },
+      f.label,
+      input,
+    );
+  }
+
+  function runForm(status, after, schema) {
+    const strategy = h(
+      'select',
+      { name: 'strategy' },
+      STRATEGIES.map((x) => h('option', { value: x }, x)),
+    );
+    const strategyOptions = h(
+      'div',
+      { class: 'grid', id: 'strategy-options' },
+      STRATEGY_OPTIONS.map((f) => advancedField(f, schema, strategy.value)),
+    );
+    // Only the chosen strategy's options are shown (and sent); their defaults differ by strategy.
+    function showStrategyOptions() {
+      for (const label of strategyOptions.querySelectorAll('label[data-strategies]')) {
+        label.hidden = !label.dataset.strategies.split(' ').includes(strategy.value);
+        const field = label.querySelector('[name]');
+        field.placeholder = defaultText(schema, field.name, strategy.value);
+        field.title = fieldSchema(schema, field.name, strategy.value).description || '';
+      }
+    }
+    strategy.addEventListener('change', showStrategyOptions);
+    showStrategyOptions();
     const form = h(
       'form',
       {
@@ -585,17 +699,7 @@
         numberField('rounds', 'Rounds', 3),
         numberField('minSites', 'Min sites per round', 2),
         numberField('roundDeadlineSeconds', 'Round deadline (s)', 600),
-        h(
-          'label',
-          {},
-          'Strategy',
-          h('input', { name: 'strategy', value: 'fedavg', list: 'strategies' }),
-          h(
-            'datalist',
-            { id: 'strategies' },
-            ['fedavg', 'fedavgm', 'fedadam', 'median', 'trimmed-mean'].map((x) => h('option', { value: x })),
-          ),
-        ),
+        h('label', {}, 'Strategy', strategy),
         numberField('seed', 'Seed', 1),
         h(
           'label',
@@ -624,15 +728,33 @@
         numberField('training.emaMomentum', 'EMA momentum', 0.99),
         numberField('training.metadataWeight', 'Metadata weight λ', 0.5),
       ),
+      h(
+        'details',
+        { class: 'advanced', id: 'run-advanced' },
+        h('summary', {}, 'Advanced'),
+        h('p', { class: 'note' }, 'Left empty, a field is not sent and the server default applies.'),
+        h(
+          'div',
+          { class: 'grid' },
+          ADVANCED.map((f) => advancedField(f, schema)),
+        ),
+        h('h3', {}, 'Strategy options'),
+        strategyOptions,
+      ),
       h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Create run')),
     );
     return form;
   }
 
-  /** The form as the API's JSON body: numbers as numbers, empty optional fields left out. */
+  /**
+   * The form as the API's JSON body: numbers as numbers, empty optional fields and the options
+   * of other strategies left out; strategy options turn `strategy` into `{ name, …options }`.
+   */
   function runBody(form) {
     const body = { model: {}, training: {} };
+    const strategyOptions = {};
     for (const el of form.querySelectorAll('input[name], select[name]')) {
+      if (el.closest('[hidden]')) continue;
       const path = el.name.split('.');
       let value = el.value;
       if (el.name === 'model.widths') {
@@ -641,11 +763,14 @@
       } else if (el.type === 'number') {
         value = value === '' ? undefined : Number(value);
         if (value === undefined) continue;
+      } else if (value === '' && el.dataset.optional !== undefined) {
+        continue;
       }
-      let target = body;
+      let target = path[0] === 'strategy' && path.length > 1 ? { strategy: strategyOptions } : body;
       for (const p of path.slice(0, -1)) target = target[p];
       target[path[path.length - 1]] = value;
     }
+    if (Object.keys(strategyOptions).length > 0) body.strategy = { name: body.strategy, ...strategyOptions };
     return body;
   }
 
@@ -686,10 +811,14 @@
       'Runs',
       status,
       table,
-      runForm(status, async (run) => {
-        await load();
-        location.hash = `#/runs/${encodeURIComponent(run.id)}`;
-      }),
+      runForm(
+        status,
+        async (run) => {
+          await load();
+          location.hash = `#/runs/${encodeURIComponent(run.id)}`;
+        },
+        await runSchema(),
+      ),
     );
     await load();
     onLive = (ev) => {
@@ -843,6 +972,26 @@
     );
   }
 
+  /** `fedavgm (serverLearningRate 1, serverMomentum 0.9)`; a plain name as it is. */
+  function strategyLabel(strategy) {
+    if (typeof strategy === 'string') return strategy;
+    const { name, ...options } = strategy;
+    const list = Object.entries(options).map(([k, v]) => `${k} ${v}`);
+    return list.length ? `${name} (${list.join(', ')})` : name;
+  }
+
+  /** The Advanced form fields of a stored run config (the server fills in the defaults). */
+  function advancedSummary(config) {
+    const t = config.training;
+    return [
+      `norm ${config.model.norm ?? '—'}`,
+      `local update ${t.localUpdate ?? '—'}${t.localUpdate === 'fedema' ? ` (λ ${t.fedemaScaler})` : ''}`,
+      // Absent means reset (the schema leaves it absent so older agents accept the task).
+      `site optimizer state ${t.siteOptimizerState ?? 'reset'}`,
+      `update encoding ${t.updateEncoding ?? '—'}`,
+    ].join(' · ');
+  }
+
   async function runPage(runId) {
     const status = h('div');
     const head = h('div');
@@ -874,8 +1023,9 @@
           h(
             'p',
             { class: 'note' },
-            `${run.config.model.arch} · ${run.config.model.inputSize}px · strategy ${run.config.strategy} · min ${run.config.minSites} sites · λ ${run.config.training.metadataWeight}`,
+            `${run.config.model.arch} · ${run.config.model.inputSize}px · strategy ${strategyLabel(run.config.strategy)} · min ${run.config.minSites} sites · λ ${run.config.training.metadataWeight}`,
           ),
+          h('p', { class: 'note', id: 'run-advanced-summary' }, advancedSummary(run.config)),
           h('div', { class: 'actions' }, runActions(run, load, status)),
         ),
       );
@@ -988,12 +1138,19 @@
     },
   ];
 
-  async function download(version, status, d) {
+  /** The file name the server gives in Content-Disposition (it names TF.js size variants). */
+  function attachmentName(res) {
+    const m = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') || '');
+    return m ? m[1] : null;
+  }
+
+  /** `query`: extra query string, e.g. `?inputSize=224` for a TF.js graph of another size. */
+  async function download(version, status, d, query = '') {
     try {
-      const res = await api('GET', d.route(encodeURIComponent(version)), undefined, { raw: true });
+      const res = await api('GET', d.route(encodeURIComponent(version)) + query, undefined, { raw: true });
       const blob = await res.blob();
       const url = URL.createObjectURL(blob);
-      const a = h('a', { href: url, download: d.file(version) });
+      const a = h('a', { href: url, download: attachmentName(res) || d.file(version) });
       document.body.append(a);
       a.click();
       a.remove();
@@ -1003,8 +1160,16 @@
     }
   }
 
+  /** `?inputSize=N` when the admin chose another size than the model's own, else nothing. */
+  function tfjsQuery(manifest, sizeInput) {
+    const chosen = sizeInput.value.trim();
+    return chosen === '' || chosen === String(manifest.model.inputSize)
+      ? ''
+      : `?inputSize=${encodeURIComponent(chosen)}`;
+  }
+
   async function modelsPage() {
-    const status = h('div');
+    const status = h('div', { id: 'models-status' });
     const detail = h('div', { id: 'manifest' });
     const models = await api('GET', '/models');
     const table = h(
@@ -1053,9 +1218,28 @@
           ),
           h(
             'td',
-            {},
-            DOWNLOADS.map((d) =>
-              h(
+            { class: 'downloads' },
+            DOWNLOADS.map((d) => {
+              // The TF.js graph's input side: the model's own by default; the server checks the range.
+              const size =
+                d.format === 'tfjs'
+                  ? h('input', {
+                      type: 'number',
+                      class: 'input-size',
+                      min: '16',
+                      max: '512',
+                      step: '1',
+                      value: String(manifest.model.inputSize),
+                      disabled: pruned,
+                      'data-input-size': manifest.version,
+                      'aria-label': `TF.js input size of ${manifest.version}`,
+                      title:
+                        manifest.model.norm === 'batch'
+                          ? 'TF.js input size (px): a batch-norm graph takes any size'
+                          : 'TF.js input size (px): the group-norm graph is built for this size',
+                    })
+                  : null;
+              const button = h(
                 'button',
                 {
                   type: 'button',
@@ -1063,11 +1247,13 @@
                   disabled: pruned && !d.withoutWeights,
                   'data-download': manifest.version,
                   'data-format': d.format,
-                  onclick: () => download(manifest.version, status, d),
+                  onclick: () => download(manifest.version, status, d, size ? tfjsQuery(manifest, size) : ''),
                 },
                 d.label,
-              ),
-            ),
+              );
+              if (!size) return button;
+              return h('span', { class: 'tfjs-download' }, button, size, 'px');
+            }),
             h(
               'button',
               {
