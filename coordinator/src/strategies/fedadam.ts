@@ -1,6 +1,7 @@
-import { applyStep, weightedMeanDelta } from './fedavg';
+import type { NamedTensors } from '@fedssl/shared/codec';
+import { weightedMeanDelta } from './fedavg';
 import type { AggregationInput, AggregationOutput, Strategy } from './strategy';
-import { requireUpdates, slotsToState, stateSlots } from './tensors';
+import { namedState, requireUpdates, stateViews } from './tensors';
 
 export interface FedAdamOptions {
   /** η: server learning rate. */
@@ -24,6 +25,10 @@ const PREFIXES = ['m', 'v'] as const;
  * Without bias correction, as in the paper. m and v are server state, persisted as
  * float32 with each published version; the step is computed from the float32-rounded
  * values so that a restarted coordinator produces bit-identical weights.
+ *
+ * Δ is FedAvg's own fold ({@link weightedMeanDelta}: float64 sums borrowed from
+ * `input.buffers`, four deltas per pass, each released once folded); the server step is one
+ * more pass over the sums, after which they go back to the pool.
  */
 export class FedAdamStrategy implements Strategy {
   readonly name = 'fedadam';
@@ -33,27 +38,66 @@ export class FedAdamStrategy implements Strategy {
 
   aggregate(input: AggregationInput): AggregationOutput {
     requireUpdates(this.name, input.updates.length);
-    const { serverLearningRate: eta, beta1, beta2, tau } = this.options;
-    const [m, v] = stateSlots(this.name, input.global, input.state, PREFIXES) as [
-      Float64Array[],
-      Float64Array[],
-    ];
+    const stored = stateViews(this.name, input.global, input.state, PREFIXES);
     const delta = weightedMeanDelta(input);
-    const step = delta.map((d, t) => {
-      const mt = m[t]!;
-      const vt = v[t]!;
-      const out = new Float64Array(d.length);
-      for (let i = 0; i < d.length; i++) {
-        const di = d[i]!;
-        mt[i] = Math.fround(beta1 * mt[i]! + (1 - beta1) * di);
-        vt[i] = Math.fround(beta2 * vt[i]! + (1 - beta2) * di * di);
-        out[i] = mt[i]! / (Math.sqrt(vt[i]!) + tau);
-      }
-      return out;
+    const weights: NamedTensors = [];
+    const ms: Float32Array[] = [];
+    const vs: Float32Array[] = [];
+    input.global.forEach((g, t) => {
+      const w = new Float32Array(g.data.length);
+      const m = new Float32Array(g.data.length);
+      const v = new Float32Array(g.data.length);
+      adamStep(g.data, delta[t]!, stored?.[0]![t] ?? null, stored?.[1]![t] ?? null, this.options, w, m, v);
+      weights.push({ name: g.name, shape: g.shape.slice(), data: w });
+      ms.push(m);
+      vs.push(v);
     });
+    input.buffers?.recycle(delta);
     return {
-      weights: applyStep(input.global, step, eta),
-      state: slotsToState(input.global, PREFIXES, [m, v]),
+      weights,
+      state: [...namedState(input.global, PREFIXES[0], ms), ...namedState(input.global, PREFIXES[1], vs)],
     };
+  }
+}
+
+/**
+ * `m = fround(β₁·m₀ + (1 − β₁)·Δ)`, `v = fround(β₂·v₀ + (1 − β₂)·Δ·Δ)`,
+ * `w = g + η·(m / (√v + τ))` (stored as float32), each evaluated in that order so that the
+ * bits are those of the float64-slot form this replaced. Without stored moments the products
+ * are β·0, so the first round's bits are those of zero-filled state.
+ */
+function adamStep(
+  g: Float32Array,
+  delta: Float64Array,
+  m0: Float32Array | null,
+  v0: Float32Array | null,
+  { serverLearningRate: eta, beta1, beta2, tau }: FedAdamOptions,
+  w: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+): void {
+  const n = g.length;
+  const c1 = 1 - beta1;
+  const c2 = 1 - beta2;
+  if (m0 && v0) {
+    for (let i = 0; i < n; i++) {
+      const d = delta[i]!;
+      const mi = Math.fround(beta1 * m0[i]! + c1 * d);
+      const vi = Math.fround(beta2 * v0[i]! + c2 * d * d);
+      m[i] = mi;
+      v[i] = vi;
+      w[i] = g[i]! + eta * (mi / (Math.sqrt(vi) + tau));
+    }
+  } else {
+    const zero1 = beta1 * 0;
+    const zero2 = beta2 * 0;
+    for (let i = 0; i < n; i++) {
+      const d = delta[i]!;
+      const mi = Math.fround(zero1 + c1 * d);
+      const vi = Math.fround(zero2 + c2 * d * d);
+      m[i] = mi;
+      v[i] = vi;
+      w[i] = g[i]! + eta * (mi / (Math.sqrt(vi) + tau));
+    }
   }
 }

@@ -37,17 +37,19 @@ export function requireUpdates(name: string, count: number): void {
 }
 
 /**
- * Server state tensors `<prefix>.<name>` for every global tensor, zero when `state` is null.
+ * The stored server state as views, `[prefix][tensor]` (the float32 data of `<prefix>.<name>`
+ * for every global tensor, not copied), or null at the first round (no state: zeros).
  * @throws FedsslError STRATEGY_STATE_INVALID when a stored state does not match the model.
  */
-export function stateSlots(
+export function stateViews(
   strategy: string,
   global: NamedTensors,
   state: NamedTensors | null,
   prefixes: readonly string[],
-): Float64Array[][] {
+): Float32Array[][] | null {
+  if (!state) return null;
   const expected = prefixes.length * global.length;
-  if (state && state.length !== expected) {
+  if (state.length !== expected) {
     throw new FedsslError(
       'STRATEGY_STATE_INVALID',
       `${strategy}: stored server state has ${state.length} tensors, expected ${expected}`,
@@ -55,33 +57,23 @@ export function stateSlots(
   }
   return prefixes.map((prefix, p) =>
     global.map((g, t) => {
-      const out = new Float64Array(g.data.length);
-      if (state) {
-        const s = state[p * global.length + t]!;
-        if (s.name !== `${prefix}.${g.name}` || s.data.length !== g.data.length) {
-          throw new FedsslError(
-            'STRATEGY_STATE_INVALID',
-            `${strategy}: stored server state tensor ${s.name}[${s.data.length}] does not match ${prefix}.${g.name}[${g.data.length}]`,
-          );
-        }
-        for (let i = 0; i < out.length; i++) out[i] = s.data[i]!;
+      const s = state[p * global.length + t]!;
+      if (s.name !== `${prefix}.${g.name}` || s.data.length !== g.data.length) {
+        throw new FedsslError(
+          'STRATEGY_STATE_INVALID',
+          `${strategy}: stored server state tensor ${s.name}[${s.data.length}] does not match ${prefix}.${g.name}[${g.data.length}]`,
+        );
       }
-      return out;
+      return s.data;
     }),
   );
 }
 
-/** Float64 slots back to float32 named tensors `<prefix>.<name>` (the persisted form). */
-export function slotsToState(
+/** Named tensors `<prefix>.<name>` (the persisted state form) around float32 data laid out like `global`. */
+export function namedState(
   global: NamedTensors,
-  prefixes: readonly string[],
-  slots: Float64Array[][],
+  prefix: string,
+  data: readonly Float32Array[],
 ): NamedTensors {
-  return prefixes.flatMap((prefix, p) =>
-    global.map((g, t) => ({
-      name: `${prefix}.${g.name}`,
-      shape: g.shape.slice(),
-      data: Float32Array.from(slots[p]![t]!),
-    })),
-  );
+  return global.map((g, t) => ({ name: `${prefix}.${g.name}`, shape: g.shape.slice(), data: data[t]! }));
 }
