@@ -580,7 +580,12 @@
             strategies: Object.fromEntries(variants.map((v) => [v.properties.name.const, v.properties])),
           };
         })
-        .catch(() => null);
+        .catch(() => null)
+        .then((schema) => {
+          // A failed read is not remembered: the next visit of the Runs page tries again.
+          if (!schema) runSchemaPromise = null;
+          return schema;
+        });
     }
     return runSchemaPromise;
   }
