@@ -2,7 +2,7 @@
  * Envelope and ingest: seal/open MB/s by chunk size, SHA-512, whole-update ingest MB/s per core.
  *
  *   npm run bench -- envelope [--mib 32] [--reps 3] [--models resnet18-quarter-64px,resnet18-224px]
- *        [--parts envelope,sha512,ingest] [--strategy fedavg,fedavgm,fedadam]
+ *        [--parts envelope,sha512,ingest] [--strategy fedavg,fedavgm,fedadam] [--fast-only]
  *
  * 1. `sealUpdate` / `openUpdate` (the whole envelope: chunk secretbox, SHA-512 of the
  *    ciphertext, key box, Ed25519 signature and verify) over `--mib` MiB, chunk sizes 64 KiB …
@@ -19,7 +19,8 @@
  *    by 4), giving its plaintext buffer back (`UpdateStore.recycle`). `--strategy` lists the
  *    strategies (default options) to compare; each has its own store, and they take turns
  *    update by update, so load changes hit them alike. Loading and saving the server state
- *    file (once per round, `aggregateRound`) is not counted.
+ *    file (once per round, `aggregateRound`) is not counted. `--fast-only` skips the
+ *    tweetnacl ingest row.
  *    One store per row, as one coordinator: the first update ("cold") is opened into a new
  *    buffer, the measured ones into the buffer the previous fold gave back, as every round
  *    after a coordinator's first. MB/s is plaintext (encoded update) bytes ÷ CPU seconds of
@@ -48,6 +49,7 @@ import {
   type BulkBackendName,
   type SignatureBackendName,
 } from '@fedssl/shared/crypto';
+import { StrategyStateStore } from '../coordinator/src/strategies/aggregate-round';
 import { createStrategy, STRATEGY_NAMES } from '../coordinator/src/strategies/index';
 import { UpdateStore } from '../coordinator/src/uploads/update-store';
 import {
@@ -67,6 +69,7 @@ const { values: opts } = parseArgs({
     models: { type: 'string', default: 'resnet18-quarter-64px,resnet18-224px' },
     parts: { type: 'string', default: 'envelope,sha512,ingest' },
     strategy: { type: 'string', default: 'fedavg' },
+    'fast-only': { type: 'boolean', default: false },
   },
 });
 const FOLD_STRATEGIES = ['fedavg', 'fedavgm', 'fedadam'];
@@ -200,6 +203,8 @@ interface Coordinator {
   store: UpdateStore;
   strategy: string;
   state: NamedTensors | null;
+  states: StrategyStateStore;
+  rounds: number;
 }
 
 function ingestOnce(modelName: string, backend: BulkBackendName, coord: Coordinator): IngestRow {
@@ -273,8 +278,20 @@ function ingestOnce(modelName: string, backend: BulkBackendName, coord: Coordina
     }),
   );
   rmSync(scratchDir, { recursive: true });
-  // The next row is this coordinator's next round (its server state carried as saved).
-  coord.state = out.state;
+  // As `aggregateRound` then: the new state saved (temp file, fsync, rename), both states given
+  // back to the pool, and the next round (the next row) loads it into pooled memory. Timed
+  // apart and not counted (once per round, and mostly disk), shown per update like the fold.
+  stage('state save+load', () => {
+    if (coord.state) store.opened.buffers.recycle(coord.state.map((t) => t.data));
+    coord.state = null;
+    if (!out.state) return;
+    const version = `bench.r${++coord.rounds}`;
+    coord.states.save(version, out.state);
+    store.opened.buffers.recycle(out.state.map((t) => t.data));
+    coord.state = coord.states.load(version, store.opened.buffers);
+  });
+  stages['state save+load']!.cpu /= FOLD_SITES;
+  stages['state save+load']!.wall /= FOLD_SITES;
   if (store.opened.size !== 0) throw new Error('the fold did not take every held update');
   stages.fold!.cpu /= FOLD_SITES;
   stages.fold!.wall /= FOLD_SITES;
@@ -306,16 +323,17 @@ function ingest(): void {
     const models = opts.models.split(',');
     console.log(`\n## Ingest of one update (float32, 1 MiB chunks), median of ${REPS} after a cold one\n`);
     console.log(
-      '| model | params | MB | bulk | signatures | strategy | verify | receive | open | decode+validate | fold+step | CPU s | MB/s per core | cold MB/s per core | wall MB/s | re-opened MB/s per core | before MB/s per core |',
+      '| model | params | MB | bulk | signatures | strategy | verify | receive | open | decode+validate | fold+step | state save+load | CPU s | MB/s per core | cold MB/s per core | wall MB/s | re-opened MB/s per core | before MB/s per core |',
     );
     console.log(
-      '| --- | --: | --: | --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |',
+      '| --- | --: | --: | --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |',
     );
     const sideBySide: string[] = [];
     for (const m of models) {
       const perBackend: Record<string, number> = {};
       let before = 0;
-      for (const b of backends()) {
+      // --fast-only: no tweetnacl ingest row (~15× slower, and the same for every strategy).
+      for (const b of backends().filter((x) => !opts['fast-only'] || x !== 'tweetnacl')) {
         // One store per model, backend and strategy, as one coordinator: the first update is
         // opened into a new buffer (cold: a coordinator's first round), the next ones into the
         // buffer the previous fold gave back (every later round). The strategies take turns.
@@ -323,11 +341,13 @@ function ingest(): void {
           store: new UpdateStore(dir),
           strategy,
           state: null,
+          states: new StrategyStateStore(dir, `bench-${m}-${b}-${strategy}`),
+          rounds: 0,
         }));
         const colds = coords.map((c) => ingestOnce(m, b, c));
         const runs = coords.map((): IngestRow[] => []);
         for (let r = 0; r < REPS; r++) coords.forEach((c, k) => runs[k]!.push(ingestOnce(m, b, c)));
-        const byStrategy: Record<string, { mbps: number; fold: number }> = {};
+        const byStrategy: Record<string, { mbps: number; fold: number; withState: number }> = {};
         coords.forEach((coord, k) => {
           const cold = colds[k]!;
           const pick = runs[k]!.sort((x, y) => x.cpu - y.cpu)[runs[k]!.length >> 1]!;
@@ -346,7 +366,7 @@ function ingest(): void {
               : `${ms(s.verify)} (tweetnacl ${ms(s['verify (tweetnacl)'])})`;
           const beforeCell = b === 'tweetnacl' ? '' : (pick.bytes / MB / beforeCpu).toFixed(0);
           console.log(
-            `| ${m} | ${(pick.params / 1e6).toFixed(2)} M | ${(pick.bytes / MB).toFixed(1)} | ${b} | ${pick.signatures} | ${coord.strategy} | ${verify} | ${ms(s.receive)} | ${ms(s.open)} | ${ms(s['decode+validate'])} | ${ms(s.fold)} | ${pick.cpu.toFixed(3)} | ${mbps.toFixed(0)} | ${coldMbps.toFixed(0)} | ${wall.toFixed(0)} | ${reopened.toFixed(0)} | ${beforeCell} |`,
+            `| ${m} | ${(pick.params / 1e6).toFixed(2)} M | ${(pick.bytes / MB).toFixed(1)} | ${b} | ${pick.signatures} | ${coord.strategy} | ${verify} | ${ms(s.receive)} | ${ms(s.open)} | ${ms(s['decode+validate'])} | ${ms(s.fold)} | ${ms(s['state save+load'])} | ${pick.cpu.toFixed(3)} | ${mbps.toFixed(0)} | ${coldMbps.toFixed(0)} | ${wall.toFixed(0)} | ${reopened.toFixed(0)} | ${beforeCell} |`,
           );
           // FedAvg keeps the names these figures always had; other strategies add their name.
           const tag = coord.strategy === 'fedavg' ? '' : `_${coord.strategy}`;
@@ -356,14 +376,16 @@ function ingest(): void {
           // As run: the normal path opens each update once (it is the per-core figure now).
           result(`${key}_as_run_per_core`, mbps, 'MB/s', 0);
           result(`${key}_reopened_per_core`, reopened, 'MB/s', 0);
-          byStrategy[coord.strategy] = { mbps, fold: s.fold! };
+          const withState = pick.bytes / MB / (pick.cpu + s['state save+load']!);
+          result(`${key}_with_state_io_per_core`, withState, 'MB/s', 0);
+          byStrategy[coord.strategy] = { mbps, fold: s.fold!, withState };
           if (coord.strategy !== 'fedavg') return;
           perBackend[b] = mbps;
           if (b !== 'tweetnacl') before = pick.bytes / MB / beforeCpu;
         });
         const fedavg = byStrategy.fedavg;
         sideBySide.push(
-          `| ${m} | ${b} | ${STRATEGIES.map((n) => `${byStrategy[n]!.mbps.toFixed(0)} (${(byStrategy[n]!.fold * 1000).toFixed(1)})`).join(' | ')} |`,
+          `| ${m} | ${b} | ${STRATEGIES.map((n) => `${byStrategy[n]!.mbps.toFixed(0)} (${(byStrategy[n]!.fold * 1000).toFixed(1)}) / ${byStrategy[n]!.withState.toFixed(0)}`).join(' | ')} |`,
         );
         if (fedavg) {
           for (const n of STRATEGIES.filter((x) => x !== 'fedavg')) {
@@ -374,17 +396,19 @@ function ingest(): void {
       }
       const fast = Object.keys(perBackend).find((k) => k !== 'tweetnacl');
       const label = m.replace(/-/g, '_');
-      if (fast) {
+      if (fast && perBackend.tweetnacl) {
         result(`ingest_${label}_speedup`, perBackend[fast]! / perBackend.tweetnacl!, 'x', 1);
         result(`ingest_${label}_before_per_core`, before, 'MB/s', 0);
         result(`ingest_${label}_speedup_over_before`, perBackend[fast]! / before, 'x', 2);
       }
     }
     console.log(
-      '\n(stage columns are CPU milliseconds; "CPU s" and MB/s count verify, open, decode+validate and fold+step, the normal path, which opens each update once, into the plaintext buffer the previous fold gave back; "fold+step" is the strategy\'s whole aggregate of a 4-update round divided by 4; "cold" is the first update of the row, opened into a new buffer as in a coordinator\'s first round; "re-opened" adds a second open + decode, as aggregation after a restart does; "before" is the coordinator before it kept opened updates and verified with node:crypto: tweetnacl signatures and two opens, measured in the same run)',
+      '\n(stage columns are CPU milliseconds; "CPU s" and MB/s count verify, open, decode+validate and fold+step, the normal path, which opens each update once, into the plaintext buffer the previous fold gave back; "fold+step" is the strategy\'s whole aggregate of a 4-update round divided by 4; "state save+load" (not counted) is writing the server state file and reading it back for the next round, divided by 4; "cold" is the first update of the row, opened into a new buffer as in a coordinator\'s first round; "re-opened" adds a second open + decode, as aggregation after a restart does; "before" is the coordinator before it kept opened updates and verified with node:crypto: tweetnacl signatures and two opens, measured in the same run)',
     );
     if (STRATEGIES.length > 1) {
-      console.log(`\n## Ingest per strategy, MB/s per core (fold+step CPU ms per update), interleaved\n`);
+      console.log(
+        `\n## Ingest per strategy, MB/s per core (fold+step CPU ms per update) / MB/s per core with the state save+load, interleaved\n`,
+      );
       console.log(`| model | bulk | ${STRATEGIES.join(' | ')} |`);
       console.log(`| --- | --- | ${STRATEGIES.map(() => '--:').join(' | ')} |`);
       for (const line of sideBySide) console.log(line);

@@ -2,10 +2,12 @@ import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
+  fstatSync,
   fsyncSync,
   mkdirSync,
   openSync,
   readFileSync,
+  readSync,
   readdirSync,
   renameSync,
   rmSync,
@@ -36,11 +38,43 @@ export class StrategyStateStore {
     return join(this.dir, `${version}.fsw`);
   }
 
-  /** The state saved with `version`, or null when none was saved. */
-  load(version: string): NamedTensors | null {
+  /**
+   * The state saved with `version`, or null when none was saved. With `buffers`, read into a
+   * borrowed buffer and decoded as views of it (the caller gives the tensors back when done).
+   */
+  load(version: string, buffers?: ScratchBuffers): NamedTensors | null {
     const file = this.path(version);
     if (!existsSync(file)) return null;
-    return decodeWeights(new Uint8Array(readFileSync(file))).tensors;
+    if (!buffers) return decodeWeights(new Uint8Array(readFileSync(file))).tensors;
+    const fd = openSync(file, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const bytes = buffers.acquire(size);
+      let off = 0;
+      while (off < size) {
+        const n = readSync(fd, bytes, off, size - off, off);
+        if (n === 0) {
+          buffers.recycle([bytes]);
+          throw new FedsslError(
+            'STRATEGY_STATE_INVALID',
+            `server state ${version} ended after ${off} of ${size} bytes`,
+          );
+        }
+        off += n;
+      }
+      let tensors: NamedTensors;
+      try {
+        tensors = decodeWeights(bytes, undefined, { copy: false }).tensors;
+      } catch (e) {
+        buffers.recycle([bytes]);
+        throw e;
+      }
+      // Decoded as copies (unaligned): the borrowed bytes are free again at once.
+      if (!tensors.some((t) => t.data.buffer === bytes.buffer)) buffers.recycle([bytes]);
+      return tensors;
+    } finally {
+      closeSync(fd);
+    }
   }
 
   save(version: string, state: NamedTensors): void {
@@ -89,7 +123,7 @@ export function aggregateRound(args: RoundAggregationArgs): { weights: NamedTens
   const states = new StrategyStateStore(args.dataDir, args.runId);
   let state: NamedTensors | null = null;
   if (strategy.stateful) {
-    state = states.load(args.baseVersion);
+    state = states.load(args.baseVersion, args.buffers);
     if (state === null && args.round > 1) {
       throw new FedsslError(
         'STRATEGY_STATE_INVALID',
@@ -114,9 +148,16 @@ export function aggregateRound(args: RoundAggregationArgs): { weights: NamedTens
       scratchDir,
       ...(args.buffers ? { buffers: args.buffers } : {}),
     });
-    if (strategy.stateful && out.state) states.save(args.version, out.state);
+    try {
+      if (strategy.stateful && out.state) states.save(args.version, out.state);
+    } finally {
+      // Saved (or failed): nothing reads the new state in memory again; it may be borrowed.
+      if (out.state) args.buffers?.recycle(out.state.map((t) => t.data));
+    }
     return { weights: out.weights, strategyName: strategy.name };
   } finally {
     rmSync(scratchDir, { recursive: true, force: true });
+    // The base state was read into borrowed memory (when there is a pool): done with it.
+    if (state) args.buffers?.recycle(state.map((t) => t.data));
   }
 }

@@ -1,7 +1,7 @@
 import type { NamedTensors } from '@fedssl/shared/codec';
 import { weightedMeanDelta } from './fedavg';
 import type { AggregationInput, AggregationOutput, Strategy } from './strategy';
-import { namedState, requireUpdates, stateViews } from './tensors';
+import { float32Slots, namedState, requireUpdates, stateViews } from './tensors';
 
 export interface FedAdamOptions {
   /** η: server learning rate. */
@@ -28,7 +28,8 @@ const PREFIXES = ['m', 'v'] as const;
  *
  * Δ is FedAvg's own fold ({@link weightedMeanDelta}: float64 sums borrowed from
  * `input.buffers`, four deltas per pass, each released once folded); the server step is one
- * more pass over the sums, after which they go back to the pool.
+ * more pass over the sums, after which they go back to the pool. The new state is borrowed
+ * from `input.buffers` too (`aggregateRound` gives it back once saved).
  */
 export class FedAdamStrategy implements Strategy {
   readonly name = 'fedadam';
@@ -40,17 +41,20 @@ export class FedAdamStrategy implements Strategy {
     requireUpdates(this.name, input.updates.length);
     const stored = stateViews(this.name, input.global, input.state, PREFIXES);
     const delta = weightedMeanDelta(input);
-    const weights: NamedTensors = [];
-    const ms: Float32Array[] = [];
-    const vs: Float32Array[] = [];
-    input.global.forEach((g, t) => {
+    const [ms, vs] = float32Slots(input.global, 2, input.buffers) as [Float32Array[], Float32Array[]];
+    const weights: NamedTensors = input.global.map((g, t) => {
       const w = new Float32Array(g.data.length);
-      const m = new Float32Array(g.data.length);
-      const v = new Float32Array(g.data.length);
-      adamStep(g.data, delta[t]!, stored?.[0]![t] ?? null, stored?.[1]![t] ?? null, this.options, w, m, v);
-      weights.push({ name: g.name, shape: g.shape.slice(), data: w });
-      ms.push(m);
-      vs.push(v);
+      adamStep(
+        g.data,
+        delta[t]!,
+        stored?.[0]![t] ?? null,
+        stored?.[1]![t] ?? null,
+        this.options,
+        w,
+        ms[t]!,
+        vs[t]!,
+      );
+      return { name: g.name, shape: g.shape.slice(), data: w };
     });
     input.buffers?.recycle(delta);
     return {

@@ -27,6 +27,21 @@ export function weightedMeanDelta(
   }
   const sums = allocateSums(global, input.buffers);
   if (updates.length === 0) for (const s of sums) s.fill(0);
+  try {
+    foldAll(input, sums, total);
+  } catch (e) {
+    // A delta refused while read: no aggregate comes of these sums, so the pool has them back.
+    input.buffers?.recycle(sums);
+    throw e;
+  }
+  return sums;
+}
+
+function foldAll(
+  { global, updates }: Pick<AggregationInput, 'global' | 'updates'>,
+  sums: Float64Array[],
+  total: number,
+): void {
   for (let start = 0; start < updates.length; start += FOLD_GROUP) {
     const group = updates.slice(start, start + FOLD_GROUP);
     const deltas = group.map((u) => {
@@ -45,7 +60,6 @@ export function weightedMeanDelta(
     }
     for (const u of group) u.release?.();
   }
-  return sums;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { NamedTensors } from '@fedssl/shared/codec';
 import { weightedMeanDelta } from './fedavg';
 import type { AggregationInput, AggregationOutput, Strategy } from './strategy';
-import { namedState, requireUpdates, stateViews } from './tensors';
+import { float32Slots, namedState, requireUpdates, stateViews } from './tensors';
 
 export interface FedAvgMOptions {
   /** η: server learning rate applied to the momentum buffer. */
@@ -21,7 +21,8 @@ const PREFIXES = ['momentum'] as const;
  *
  * Δ is FedAvg's own fold ({@link weightedMeanDelta}: float64 sums borrowed from
  * `input.buffers`, four deltas per pass, each released once folded); the server step is one
- * more pass over the sums, after which they go back to the pool.
+ * more pass over the sums, after which they go back to the pool. The new state is borrowed
+ * from `input.buffers` too (`aggregateRound` gives it back once saved).
  */
 export class FedAvgMStrategy implements Strategy {
   readonly name = 'fedavgm';
@@ -34,14 +35,11 @@ export class FedAvgMStrategy implements Strategy {
     const { serverLearningRate: eta, serverMomentum: beta } = this.options;
     const stored = stateViews(this.name, input.global, input.state, PREFIXES);
     const mean = weightedMeanDelta(input);
-    const weights: NamedTensors = [];
-    const momentum: Float32Array[] = [];
-    input.global.forEach((g, t) => {
+    const [momentum] = float32Slots(input.global, 1, input.buffers) as [Float32Array[]];
+    const weights: NamedTensors = input.global.map((g, t) => {
       const w = new Float32Array(g.data.length);
-      const v = new Float32Array(g.data.length);
-      momentumStep(g.data, mean[t]!, stored?.[0]![t] ?? null, beta, eta, w, v);
-      weights.push({ name: g.name, shape: g.shape.slice(), data: w });
-      momentum.push(v);
+      momentumStep(g.data, mean[t]!, stored?.[0]![t] ?? null, beta, eta, w, momentum[t]!);
+      return { name: g.name, shape: g.shape.slice(), data: w };
     });
     input.buffers?.recycle(mean);
     return { weights, state: namedState(input.global, PREFIXES[0], momentum) };

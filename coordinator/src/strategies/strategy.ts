@@ -38,13 +38,19 @@ export interface AggregationInput {
   state: NamedTensors | null;
   /** A private, empty directory for temporary files (coordinate-wise strategies spill to it). */
   scratchDir: string;
-  /** Where to borrow large scratch memory (FedAvg's float64 sums), when the caller has a pool. */
+  /**
+   * Where to borrow large memory (the float64 sums of the FedAvg fold, the new server state of
+   * FedAvgM / FedAdam), when the caller has a pool.
+   */
   buffers?: ScratchBuffers;
 }
 
 export interface AggregationOutput {
   weights: NamedTensors;
-  /** Server state to persist with the new version (null for stateless strategies). */
+  /**
+   * Server state to persist with the new version (null for stateless strategies). May be views
+   * of memory borrowed from `input.buffers`: the caller gives it back once saved.
+   */
   state: NamedTensors | null;
 }
 

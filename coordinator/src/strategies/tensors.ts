@@ -1,5 +1,6 @@
 import type { NamedTensors } from '@fedssl/shared/codec';
 import { FedsslError } from '@fedssl/shared/errors';
+import type { ScratchBuffers } from './strategy';
 
 /** Throws MODEL_WEIGHTS_MISMATCH unless `delta` has exactly the tensors of `global`. */
 export function checkDeltaLayout(global: NamedTensors, delta: NamedTensors, what = 'delta'): void {
@@ -76,4 +77,29 @@ export function namedState(
   data: readonly Float32Array[],
 ): NamedTensors {
   return global.map((g, t) => ({ name: `${prefix}.${g.name}`, shape: g.shape.slice(), data: data[t]! }));
+}
+
+/**
+ * `count` sets of float32 arrays laid out like `global` (`[set][tensor]`), for outputs the
+ * caller writes whole. With `buffers`, views of one borrowed buffer (a fresh 50–100 MB per
+ * round costs a page fault per 4 KiB page, more than the server step that fills it); whoever
+ * is done with them last gives them back (`aggregateRound`, once the state is saved).
+ */
+export function float32Slots(
+  global: NamedTensors,
+  count: number,
+  buffers?: ScratchBuffers,
+): Float32Array[][] {
+  if (!buffers)
+    return Array.from({ length: count }, () => global.map((g) => new Float32Array(g.data.length)));
+  const perSet = global.reduce((n, g) => n + g.data.length, 0);
+  const bytes = buffers.acquire(count * perSet * 4);
+  let at = bytes.byteOffset;
+  return Array.from({ length: count }, () =>
+    global.map((g) => {
+      const slot = new Float32Array(bytes.buffer, at, g.data.length);
+      at += slot.byteLength;
+      return slot;
+    }),
+  );
 }
