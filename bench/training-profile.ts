@@ -67,7 +67,10 @@ function profileCpu(backendName: string): { byName: Map<string, Tally>; byShape:
           if (children.length) children[children.length - 1]! += ms;
           add(byName, k.kernelName, self);
           if (BY_SHAPE.test(k.kernelName)) {
-            const shapes = Object.values(args.inputs).map((t) => `[${(t as tf.TensorInfo).shape.join(',')}]`);
+            // Optional inputs (a fused kernel's absent bias or PReLU weights) are undefined.
+            const shapes = Object.values(args.inputs)
+              .filter((t) => t !== undefined)
+              .map((t) => `[${(t as tf.TensorInfo).shape.join(',')}]`);
             add(byShape, `${k.kernelName} ${shapes.join(' ')}`, self);
           }
         }
