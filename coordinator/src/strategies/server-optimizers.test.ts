@@ -1,3 +1,4 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import type { NamedTensors } from '@fedssl/shared/codec';
@@ -539,5 +540,49 @@ describe('FedAvgM and FedAdam on FedAvg’s pooled fold', () => {
       ),
       { numRuns: 30 },
     );
+  });
+
+  it('refuse a corrupted state file read into pooled memory, and give that memory back', () => {
+    const dataDir = scratch();
+    const pool = recordingPool();
+    const round = (r: number, global: NamedTensors) =>
+      aggregateRound({
+        strategy: { name: 'fedadam', serverLearningRate: 0.5 },
+        dataDir,
+        runId: 'run-1',
+        round: r,
+        baseVersion: `run-1.r${r - 1}`,
+        version: `run-1.r${r}`,
+        global,
+        updates: sources([
+          {
+            values: [
+              [1, 2, 3, 4, 5, 6],
+              [1, 1, 1],
+            ],
+            exampleCount: 3,
+          },
+        ]),
+        buffers: pool,
+      });
+    const first = round(
+      1,
+      tensors([
+        [0, 0, 0, 0, 0, 0],
+        [0, 0, 0],
+      ]),
+    );
+    const file = new StrategyStateStore(dataDir, 'run-1').path('run-1.r1');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 8]! ^= 0x01; // in v.a.bias (the last 4 bytes are padding)
+    writeFileSync(file, bytes);
+    try {
+      round(2, first.weights);
+      expect.unreachable();
+    } catch (e) {
+      expect(isFedsslError(e, 'CODEC_HASH_MISMATCH')).toBe(true);
+      expect((e as Error).message).toBe('weights: data section SHA-256 does not match the manifest');
+    }
+    expect(pool.outstanding()).toBe(0);
   });
 });
