@@ -38,6 +38,10 @@ export const ARM_LABELS = {
   fedavgMeta: 'fedavg + metadata',
   fedemaMeta: 'fedema + metadata',
   augAblation: 'fedavg + metadata, + blur + jitter',
+  // The same ablation for the arms federation is judged against, so a federated arm with
+  // blur + jitter is compared with centralized and local-only models trained the same way.
+  centralizedAug: 'centralized, + blur + jitter',
+  localAug: 'local-only, + blur + jitter',
 } as const;
 export type ArmKey = keyof typeof ARM_LABELS;
 export const ALL_ARMS: ArmKey[] = [
@@ -48,7 +52,14 @@ export const ALL_ARMS: ArmKey[] = [
   'fedavgMeta',
   'fedemaMeta',
   'augAblation',
+  'centralizedAug',
+  'localAug',
 ];
+
+/** Arms that run through the round engine (the others train with `train-local` or not at all). */
+export function isFederatedArm(arm: ArmKey): boolean {
+  return !['random', 'local', 'centralized', 'localAug', 'centralizedAug'].includes(arm);
+}
 
 /** Settings shared by every arm of an experiment. */
 export interface ArmSettings {
@@ -145,12 +156,13 @@ async function trainStandalone(
   dataset: TrainingDataset,
   steps: number,
   seed: number,
+  over: Partial<TrainingConfig> = {},
 ): Promise<{ weights: NamedTensors; seconds: number }> {
   const out = mkdtempSync(join(tmpdir(), 'fedssl-exp-local-'));
   try {
     const r = await trainLocal({
       model: s.model,
-      training: trainingConfig(s),
+      training: trainingConfig(s, over),
       dataset,
       seed,
       outDir: out,
@@ -201,13 +213,17 @@ export async function runArm(
     const probe = await probeEncoder(s.model, weights, data.probe);
     return [{ arm, label: ARM_LABELS.random, seed, probe, steps: 0, seconds: 0, weights }];
   }
-  if (arm === 'local') {
+  const standaloneOver = arm === 'localAug' || arm === 'centralizedAug' ? { augmentation: BLUR_JITTER } : {};
+  if (arm === 'local' || arm === 'localAug') {
     const out: ArmResult[] = [];
     for (const [k, site] of data.sites.entries()) {
-      const t = await trainStandalone(s, site.dataset, fedSteps[k]!, seed);
+      const t = await trainStandalone(s, site.dataset, fedSteps[k]!, seed, standaloneOver);
       out.push({
         arm,
-        label: `${ARM_LABELS.local} ${site.name}`,
+        label:
+          arm === 'local'
+            ? `${ARM_LABELS.local} ${site.name}`
+            : `${ARM_LABELS.local} ${site.name}, + blur + jitter`,
         seed,
         probe: await probeEncoder(s.model, t.weights, data.probe),
         steps: fedSteps[k]!,
@@ -217,12 +233,12 @@ export async function runArm(
     }
     return out;
   }
-  if (arm === 'centralized') {
-    const t = await trainStandalone(s, data.probe.dataset, totalSteps, seed);
+  if (arm === 'centralized' || arm === 'centralizedAug') {
+    const t = await trainStandalone(s, data.probe.dataset, totalSteps, seed, standaloneOver);
     return [
       {
         arm,
-        label: ARM_LABELS.centralized,
+        label: ARM_LABELS[arm],
         seed,
         probe: await probeEncoder(s.model, t.weights, data.probe),
         steps: totalSteps,

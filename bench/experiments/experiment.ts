@@ -18,6 +18,7 @@ import {
   ALL_ARMS,
   ARM_LABELS,
   federatedLabel,
+  isFederatedArm,
   runArm,
   type ArmKey,
   type ArmResult,
@@ -367,7 +368,7 @@ export async function runExperiment(
     for (const d of done) if (d.kind === 'ctx' && d.seed === seed) Object.assign(ctx, d.ctx);
     for (const arm of o.arms) {
       // A federated arm under another --strategy/--training variant is another row, not this one.
-      const federated = arm !== 'random' && arm !== 'local' && arm !== 'centralized';
+      const federated = isFederatedArm(arm);
       const previous = done.filter(
         (d) =>
           d.kind === 'result' &&

@@ -104,8 +104,12 @@ export function goals(rows: readonly Row[]): Goals {
   const bestFederated = fed
     .filter((r) => r.seeds.length === mostSeeds)
     .sort((a, b) => b.auc.mean - a.auc.mean)[0];
-  const centralized = rows.find((r) => r.arm === 'centralized');
-  const localRows = rows.filter((r) => r.arm === 'local');
+  // Against the stronger of the two recipes: a federated arm with blur + jitter does not meet
+  // the goal by beating models trained without it.
+  const centralized = rows
+    .filter((r) => r.arm === 'centralized' || r.arm === 'centralizedAug')
+    .sort((a, b) => b.auc.mean - a.auc.mean)[0];
+  const localRows = rows.filter((r) => r.arm === 'local' || r.arm === 'localAug');
   // No local-only arm run: the goal is unmeasured (NaN), never "met" by default.
   const bestLocal = localRows.length ? Math.max(...localRows.map((r) => r.auc.mean)) : NaN;
   const gapToCentralized = ((bestFederated?.auc.mean ?? NaN) - (centralized?.auc.mean ?? NaN)) * 100;

@@ -39,4 +39,19 @@ describe('experiment goals', () => {
     expect(Number.isNaN(g.gapToBestLocal)).toBe(true);
     expect(resultLines('x', rows).some((l) => l.includes('best_local'))).toBe(false);
   });
+
+  it('judges a federated arm against the stronger recipe of centralized and local-only training', () => {
+    const g = goals([
+      row('centralized', 'centralized', 0.73, [1, 2, 3]),
+      row('centralized, + blur + jitter', 'centralizedAug', 0.75, [1, 2, 3]),
+      row('local-only A', 'local', 0.7, [1, 2, 3]),
+      row('local-only A, + blur + jitter', 'localAug', 0.74, [1, 2, 3]),
+      row('fedavg + metadata, + blur + jitter', 'augAblation', 0.735, [1, 2, 3]),
+    ]);
+    expect(g.centralized?.label).toBe('centralized, + blur + jitter');
+    expect(g.gapToCentralized).toBeCloseTo(-1.5, 6);
+    expect(g.metCentralized).toBe(false);
+    expect(g.gapToBestLocal).toBeCloseTo(-0.5, 6);
+    expect(g.metLocal).toBe(false);
+  });
 });

@@ -40,6 +40,11 @@ describe('federated experiments, smoke mode', () => {
         'fedavg + metadata',
         'fedema + metadata',
         'fedavg + metadata, + blur + jitter',
+        'centralized, + blur + jitter',
+        'local-only site 1, + blur + jitter',
+        'local-only site 2, + blur + jitter',
+        'local-only site 3, + blur + jitter',
+        'local-only site 4, + blur + jitter',
       ]);
       for (const row of r.rows) {
         expect(r.table).toContain(`| ${row.label} |`);
@@ -59,6 +64,8 @@ describe('federated experiments, smoke mode', () => {
       expect(steps('fedavg')).toBe(steps('centralized'));
       expect(steps('fedemaMeta')).toBe(steps('centralized'));
       expect(steps('local')).toBe(steps('centralized'));
+      expect(steps('centralizedAug')).toBe(steps('centralized'));
+      expect(steps('localAug')).toBe(steps('centralized'));
 
       // Federated arms went through the round engine: 2 published rounds, 4 accepted updates each.
       const fed = r.results.filter((x) => x.federation);
