@@ -160,7 +160,7 @@ describe('fedssl-admin against an in-process coordinator', () => {
     offline.publish(publishArgs('m.badweights'));
     const file = join(dir, 'models', 'm.badweights', 'weights.fsw');
     const bytes = readFileSync(file);
-    bytes[bytes.length - 1] ^= 0x40;
+    bytes[bytes.length - 1]! ^= 0x40;
     writeFileSync(file, bytes);
     const out = join(dir, 'pull-badweights');
     const r = await cli('models', 'pull', '--version', 'm.badweights', '--out', out);

@@ -134,7 +134,7 @@ describe('ModelStoreService', () => {
     store.publish(args());
     const file = store.weightsPath('run-1.r0');
     const bytes = readFileSync(file);
-    bytes[bytes.length - 1] ^= 1;
+    bytes[bytes.length - 1]! ^= 1;
     writeFileSync(file, bytes);
     expect(codeOfSync(() => store.readWeights('run-1.r0'))).toBe('MODEL_HASH_MISMATCH');
   });

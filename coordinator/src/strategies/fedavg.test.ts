@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
+import type { NamedTensors } from '@fedssl/shared/codec';
 import { isFedsslError } from '@fedssl/shared/errors';
 import { createStrategy, FedAvgStrategy, weightedMeanDelta } from './index';
 import {
@@ -188,7 +189,7 @@ describe('FedAvgStrategy', () => {
       [0, 0, 0, 0, 0, 0],
       [0, 0, 0],
     ]);
-    const bad = [{ name: 'a.weight', shape: [2, 3], data: new Float32Array(6) }];
+    const bad: NamedTensors = [{ name: 'a.weight', shape: [2, 3], data: new Float32Array(6) }];
     const run = (exampleCount: number, delta = bad) =>
       s.aggregate({
         global,

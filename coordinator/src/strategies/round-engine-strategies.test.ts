@@ -31,7 +31,7 @@ describe('round engine with non-default strategies', () => {
       tau: 1e-3,
     };
     const run = await f.runs.create(testRunBody({ rounds: 3, minSites: 2, strategy: options }));
-    let pending = tasksOf(a, b);
+    let pending = Promise.all([a.nextTask(), b.nextTask()]);
     await f.runs.start(run.id);
     for (const round of [1, 2, 3]) {
       const [ta, tb] = await pending;
@@ -46,7 +46,7 @@ describe('round engine with non-default strategies', () => {
         expect(lastTask.taskId).toBe(tb.taskId);
       }
       // The last upload publishes the round and opens the next one: wait for its tasks.
-      pending = tasksOf(a, b);
+      pending = Promise.all([a.nextTask(), b.nextTask()]);
       await f.upload('site-b', b.seal(lastTask));
     }
     expect((await f.runs.get(run.id)).state).toBe('completed');

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { NamedTensors } from '@fedssl/shared/codec';
 import { mulberry32, sharedParamSpecs, shapeSize, type ModelConfig } from '@fedssl/shared/model';
 import type { StrategyConfigInput } from '../strategies';
-import { FederationFixture, testRunBody, type FakeAgent } from '../runs/federation.fixture';
+import { FederationFixture, testModel, testRunBody, type FakeAgent } from '../runs/federation.fixture';
 
 /** Seeded, non-constant delta: summation order would show in the last bits of a fold. */
 function noisyDelta(model: ModelConfig, seed: number, poison = false): NamedTensors {
@@ -27,7 +27,7 @@ interface RoundOptions {
   /** Restart the coordinator after this many commits. */
   restartAfter?: number;
   openedBudgetBytes?: number;
-  strategy?: StrategyConfigInput | string;
+  strategy?: StrategyConfigInput;
   /** Make the first `publishFailures` publications fail with ENOSPC (aggregation retried). */
   publishFailures?: number;
 }
@@ -105,7 +105,7 @@ describe('each accepted update is opened once on the normal path', () => {
     expect(r.f.updates.opened.size).toBe(0);
     expect(r.f.updates.opened.bytes).toBe(0);
     // Independent computation, coordinate 0..9 of the first tensor.
-    const deltas = SITES.map(([, , seed]) => noisyDelta(testRunBody().model, seed));
+    const deltas = SITES.map(([, , seed]) => noisyDelta(testModel(), seed));
     const total = SITES.reduce((n, [, w]) => n + w, 0);
     for (let i = 0; i < 10; i++) {
       const mean = SITES.reduce((s, [, w], k) => s + w * deltas[k]![0]!.data[i]!, 0) / total;
@@ -136,7 +136,7 @@ describe('each accepted update is opened once on the normal path', () => {
     expect(retried.digest).toBe(normal.digest);
   });
 
-  it.each<[string, StrategyConfigInput | string]>([
+  it.each<[string, StrategyConfigInput]>([
     ['trimmed mean', { name: 'trimmed-mean', beta: 0.34 }],
     ['clipped median', { name: 'median', clipNorm: 0.5 }],
     ['FedAdam', 'fedadam'],

@@ -29,7 +29,8 @@ describe('PlaintextPool', () => {
 
   it('takes back only its own buffers, each once, and only while there is room', () => {
     let room = 200_000;
-    const pool = new PlaintextPool((n) => pool.idleBytes + n <= room);
+    // Annotated: the admission callback reads the pool it is passed to.
+    const pool: PlaintextPool = new PlaintextPool((n: number) => pool.idleBytes + n <= room);
     const a = pool.acquire(100_000);
     pool.recycle([new Uint8Array(100_000), a, a.subarray(10)]);
     expect(pool.idleBytes).toBe(a.buffer.byteLength);

@@ -9,7 +9,13 @@ import { encodeMaskedInput } from '@fedssl/shared/secagg';
 import { isFedsslErrorLike } from '../admin/http/fedssl-exception.filter';
 import { codeOf } from '../testing/errors';
 import { maxUpdateBytes } from './upload.service';
-import { constantDelta, FederationFixture, testRunBody, type FakeAgent } from '../runs/federation.fixture';
+import {
+  constantDelta,
+  FederationFixture,
+  testModel,
+  testRunBody,
+  type FakeAgent,
+} from '../runs/federation.fixture';
 
 function files(dir: string): string[] {
   if (!existsSync(dir)) return [];
@@ -264,7 +270,7 @@ describe('UploadService rejections', () => {
 
 describe('maxUpdateBytes', () => {
   it('admits every encoding of a real update of the model, and not much more', () => {
-    for (const model of [testRunBody().model, tinyModelConfig(32)]) {
+    for (const model of [testModel(), tinyModelConfig(32)]) {
       const bound = maxUpdateBytes(model);
       const delta = constantDelta(model, 0.01);
       const n = sharedParamSpecs(model).reduce((a, s) => a + shapeSize(s.shape), 0);

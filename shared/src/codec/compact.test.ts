@@ -26,14 +26,20 @@ const delta: NamedTensors = [
   { name: 'empty', shape: [0], data: new Float32Array(0) },
 ];
 
+/**
+ * A manifest whose tensor entries are loose records: cases write wrongly typed fields on
+ * purpose (a string scale), which the decoder must refuse at runtime.
+ */
+type LooseManifest = Omit<WeightManifest, 'tensors'> & { tensors: Record<string, unknown>[] };
+
 /** Re-assemble an encoded file after editing its manifest and/or data section. */
 function rewrite(
   bytes: Uint8Array,
-  edit: (m: WeightManifest & { tensors: Record<string, unknown>[] }, data: Uint8Array) => void,
+  edit: (m: LooseManifest, data: Uint8Array) => void,
   { rehash = true } = {},
 ): Uint8Array {
   const { manifest, dataStart } = readWeightManifest(bytes);
-  const m = structuredClone(manifest) as WeightManifest & { tensors: Record<string, unknown>[] };
+  const m: LooseManifest = { ...manifest, tensors: structuredClone(manifest.tensors).map((t) => ({ ...t })) };
   const data = Uint8Array.from(bytes.subarray(dataStart));
   edit(m, data);
   if (rehash) m.dataSha256 = sha256Hex(data);

@@ -100,7 +100,7 @@ describe('outbox', () => {
     await outbox.put(entry('task-1', future()));
     const file = join(dir, 'task-1.outbox');
     const bytes = await readFile(file);
-    bytes[Math.floor(bytes.length / 2)] ^= 0x04;
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x04;
     await writeFile(file, bytes);
     expect(() => decodeOutboxEntry(new Uint8Array(bytes))).toThrow(/hash mismatch/);
     expect(await outbox.get('task-1')).toBeUndefined();

@@ -196,7 +196,7 @@ const memoryStates = (): LocalStateStore & { saved: Map<string, LocalState> } =>
   return { saved, load: async (r) => saved.get(r), save: async (r, s) => void saved.set(r, s) };
 };
 
-/** A fake trainer: delta = 0.01 everywhere, reports two progress steps. */
+/** A fake trainer: delta = 0.01 everywhere (weights = global + 0.01), reports two progress steps. */
 function fakeTrain(calls: TrainRoundArgs[]) {
   return async (args: TrainRoundArgs): Promise<TrainRoundResult> => {
     calls.push(args);
@@ -208,6 +208,7 @@ function fakeTrain(calls: TrainRoundArgs[]) {
         shape: t.shape,
         data: new Float32Array(t.data.length).fill(0.01),
       })),
+      weights: args.globalWeights.map((t) => ({ ...t, data: t.data.map((v) => v + 0.01) })),
       exampleCount: args.dataset.count,
       metrics: { loss: 1.2, byolLoss: 1, metadataLoss: 0.4, steps: 2, imagesPerSecond: 10, seconds: 0.1 },
       localState: { target: [], metadataHead: [], metadataClasses: args.dataset.metadataClasses },
