@@ -213,6 +213,45 @@ describe('wasm training kernels', () => {
     }
   }
 
+  // [a shape, b shape, transposeA, transposeB]: a Linear layer's gradients (xᵀ·dy, dy·Wᵀ) and
+  // cases left to the backend's own kernel (batched, a vector, too small).
+  const products: [number[], number[], boolean, boolean][] = [
+    [[64, 96], [64, 80], true, false],
+    [[64, 80], [96, 80], false, true],
+    [[16, 96], [512, 96], false, true], // computed as (B·Aᵀ)ᵀ: B is the large one
+    [[96, 64], [80, 96], true, true],
+    [[1, 64, 96], [1, 64, 80], true, false],
+    [[2, 64, 96], [2, 64, 80], true, false],
+    [[64, 96], [64, 1], true, false],
+    [[8, 9], [8, 7], true, false],
+  ];
+  for (const [as, bs, ta, tb] of products) {
+    it(`matMul matches cpu: [${as}]${ta ? 'ᵀ' : ''} · [${bs}]${tb ? 'ᵀ' : ''}, leaks nothing`, async () => {
+      const av = random(
+        as.reduce((x, y) => x * y),
+        6,
+      );
+      const bv = random(
+        bs.reduce((x, y) => x * y),
+        7,
+      );
+      const run = async (backend: string) => {
+        await tf.setBackend(backend);
+        const before = tf.memory().numTensors;
+        const out = tf.tidy(
+          () => tf.matMul(tf.tensor(av, as), tf.tensor(bv, bs), ta, tb).dataSync() as Float32Array,
+        );
+        expect(tf.memory().numTensors).toBe(before);
+        return out;
+      };
+      const w = await run('wasm');
+      const c = await run('cpu');
+      await tf.setBackend('wasm');
+      expect(w.length).toBe(c.length);
+      expect(relErr(w, c)).toBeLessThan(1e-5);
+    });
+  }
+
   it('Identity (tf.clone) shares the bytes: no copy, and the clone outlives its source', async () => {
     await tf.setBackend('wasm');
     const before = tf.memory().numTensors;

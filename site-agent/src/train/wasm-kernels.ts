@@ -472,6 +472,74 @@ function channelOpKernel(name: 'Multiply' | 'Add' | 'Sub', original: tf.KernelCo
   };
 }
 
+/** Below this many multiply-adds a transposed product stays in the backend's loop. */
+const MATMUL_REWRITE_MIN_MACS = 1 << 18;
+
+/**
+ * A matrix product with a transposed operand (every gradient of a Linear layer: xᵀ·dy and
+ * dy·Wᵀ) as an explicit transpose and the untransposed product: tfjs-backend-wasm sends
+ * ANY transposed operand to a scalar C++ loop (`slow_batch_matmul`) and only the plain
+ * case to XNNPACK. Only unbatched products (XNNPACK's path needs batch 1) with two real
+ * matrices (not a vector: those are memory-bound either way); else undefined.
+ */
+function matMulUntransposed(
+  backend: WasmBackendLike,
+  a: TensorInfo,
+  b: TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+): TensorInfo | undefined {
+  if (!transposeA && !transposeB) return undefined;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const batch = (t: TensorInfo) => t.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  if (a.shape.length < 2 || b.shape.length < 2 || batch(a) !== 1 || batch(b) !== 1) return undefined;
+  const [ar, ac] = a.shape.slice(-2) as [number, number];
+  const [br, bc] = b.shape.slice(-2) as [number, number];
+  const m = transposeA ? ac : ar;
+  const k = transposeA ? ar : ac;
+  const n = transposeB ? br : bc;
+  if (m === 1 || n === 1 || m * n * k < MATMUL_REWRITE_MIN_MACS) return undefined;
+  const outShape = [...a.shape.slice(0, -2), m, n];
+  return withScratch(backend, (run) => {
+    const t2 = (x: TensorInfo, r: number, c: number) =>
+      run('Transpose', { x: run('Reshape', { x }, { shape: [r, c] }) }, { perm: [1, 0] });
+    const plain = (x: TensorInfo, y: TensorInfo, rows: number, inner: number, cols: number) =>
+      run(
+        'BatchMatMul',
+        {
+          a: run('Reshape', { x }, { shape: [1, rows, inner] }),
+          b: run('Reshape', { x: y }, { shape: [1, inner, cols] }),
+        },
+        { transposeA: false, transposeB: false },
+      );
+    let prod: TensorInfo;
+    if (transposeB && !transposeA && m * k + m * n < n * k) {
+      // A·Bᵀ = (B·Aᵀ)ᵀ: transposes A and the product instead of a large B (dy·Wᵀ of a wide layer).
+      prod = t2(plain(b, t2(a, m, k), n, k, m), n, m);
+    } else {
+      prod = plain(transposeA ? t2(a, ar, ac) : a, transposeB ? t2(b, br, bc) : b, m, k, n);
+    }
+    return run('Reshape', { x: prod }, { shape: outShape });
+  });
+}
+
+function matMulKernel(original: tf.KernelConfig): tf.KernelConfig {
+  return {
+    ...original,
+    kernelFunc: (args) => {
+      const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+      const { transposeA, transposeB } = args.attrs as unknown as {
+        transposeA: boolean;
+        transposeB: boolean;
+      };
+      return (
+        matMulUntransposed(args.backend as unknown as WasmBackendLike, a, b, transposeA, transposeB) ??
+        original.kernelFunc(args)
+      );
+    },
+  };
+}
+
 /**
  * Identity (what `tf.clone`, `tf.keep` of a custom gradient's saved tensors and variable
  * reads run) as a second reference to the same bytes, as the cpu backend and the wasm
@@ -491,7 +559,7 @@ let registered = false;
 /**
  * Register the project's wasm training kernels (Conv2DBackpropFilter, a faster
  * Conv2DBackpropInput, Sum/Mean over leading axes without a transpose, an Identity
- * that shares its input's bytes). Idempotent; safe to call before or after the wasm backend
+ * that shares its input's bytes, transposed matrix products through XNNPACK). Idempotent; safe to call before or after the wasm backend
  * initialises. Replaces the backend's own Conv2DBackpropInput.
  */
 export function registerWasmTrainingKernels(): void {
@@ -509,6 +577,11 @@ export function registerWasmTrainingKernels(): void {
     if (!original) continue;
     tf.unregisterKernel(name, BACKEND);
     tf.registerKernel(channelOpKernel(name, original));
+  }
+  const matMul = tf.getKernel('BatchMatMul', BACKEND);
+  if (matMul) {
+    tf.unregisterKernel('BatchMatMul', BACKEND);
+    tf.registerKernel(matMulKernel(matMul));
   }
   for (const name of ['Sum', 'Mean'] as const) {
     const original = tf.getKernel(name, BACKEND);
