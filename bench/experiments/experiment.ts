@@ -403,6 +403,16 @@ export async function runExperiment(
 
   if (o.finetuneOnly)
     for (const d of done) if (d.kind === 'result' && o.seeds.includes(d.result.seed)) results.push(d.result);
+  // A report over merged journals shows every variant's rows (other --strategy/--training runs too).
+  if (o.reportOnly)
+    for (const d of done)
+      if (
+        d.kind === 'result' &&
+        o.seeds.includes(d.result.seed) &&
+        o.arms.includes(d.result.arm) &&
+        !results.includes(d.result)
+      )
+        results.push(d.result);
 
   const tuned: FineTuneResult[] = [];
   if (o.finetune.length) {

@@ -169,6 +169,22 @@ describe('federated experiments, smoke mode', () => {
           maxMove = Math.max(maxMove, Math.abs(t.data[k]! - initial[i]!.data[k]!));
       expect(maxMove).toBeLessThan(1e-4);
 
+      // A report over the journal without the flags still shows the variant's row.
+      const report = await runExperiment(
+        pneumonia,
+        parseExperimentArgs(pneumonia, [
+          '--smoke',
+          '--norm',
+          'group',
+          '--report-only',
+          '--out',
+          out,
+          '--data',
+          data,
+        ]),
+      );
+      expect(report.rows.map((x) => x.label)).toEqual([row.label]);
+
       expect(() => parseExperimentArgs(pneumonia, ['--smoke', '--strategy', 'fedsgd'])).toThrow(
         /--strategy: expected one of fedavg, fedavgm/,
       );
