@@ -4,6 +4,7 @@
  *
  *   npx vite-node bench/training-profile.ts [-- --arch tiny --size 64 --batch 32 --backend wasm --steps 3]
  *   npx vite-node bench/training-profile.ts -- --clock cpu --profile-steps 3   # CPU time per kernel (load-robust), mean of 3 steps
+ *   npx vite-node bench/training-profile.ts -- --norm group   # a group-norm encoder (default: batch norm)
  *
  * `--clock cpu` wraps every kernel of the backend and charges each call the process CPU
  * time it used minus that of the kernels it called (self time): on a loaded machine
@@ -101,6 +102,8 @@ async function main(): Promise<void> {
       size: { type: 'string', default: '64' },
       batch: { type: 'string', default: '32' },
       backend: { type: 'string', default: 'wasm' },
+      /** Encoder normalization: batch (default, as every recorded figure) or group (the product default). */
+      norm: { type: 'string', default: 'batch' },
       top: { type: 'string', default: '25' },
       /** Unprofiled steps timed after the warm-up (0: none). */
       steps: { type: 'string', default: '0' },
@@ -109,8 +112,12 @@ async function main(): Promise<void> {
       'profile-steps': { type: 'string', default: '1' },
     },
   });
+  if (values.norm !== 'batch' && values.norm !== 'group')
+    throw new Error(`unknown --norm ${values.norm}; one of batch, group`);
   await selectBackend(pino({ level: 'silent' }), values.backend as 'wasm' | 'cpu');
-  const bench = await createByolBench(values.arch as BenchArch, Number(values.size), Number(values.batch));
+  const bench = await createByolBench(values.arch as BenchArch, Number(values.size), Number(values.batch), {
+    norm: values.norm,
+  });
   const heapMiB = () => wasmHeapBytes() / 2 ** 20;
   const heap0 = heapMiB();
   await bench.step(); // warm-up
@@ -138,7 +145,7 @@ async function main(): Promise<void> {
     const kernels = [...byName.values()].reduce((a, b) => a + b.ms, 0);
     const calls = [...byName.values()].reduce((a, b) => a + b.n, 0);
     console.log(
-      `${values.arch} ${values.size}px batch ${values.batch} on ${tf.getBackend()}, mean of ${profiled} profiled step(s): ` +
+      `${values.arch} ${values.size}px batch ${values.batch} ${values.norm} norm on ${tf.getBackend()}, mean of ${profiled} profiled step(s): ` +
         `step ${((c.user + c.system) / 1000 / profiled).toFixed(0)} ms CPU, ` +
         `${((performance.now() - w0) / profiled).toFixed(0)} ms wall; kernels ${kernels.toFixed(0)} ms CPU (self time), ${calls} kernel calls; ` +
         `wasm heap ${heapMiB().toFixed(0)} MiB, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,

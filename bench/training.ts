@@ -4,7 +4,11 @@
  * one run so the machine's load affects both alike.
  *
  *   npx vite-node bench/training.ts [-- --arch tiny,resnet18,resnet50 --size 32,64,128
- *        --batch auto --steps 5 --warmup 1 --backends wasm,cpu --workers 1,2 --torch-threads 2]
+ *        --batch auto --steps 5 --warmup 1 --backends wasm,cpu --workers 1,2 --torch-threads 2 --norm batch]
+ *
+ * `--norm group` measures group-norm encoders (the product default) in every framework; the
+ * default stays batch norm so that recorded figures keep their meaning. `--torch-threads 0`
+ * leaves PyTorch out (an A/B of two wasm trees with `--compare`).
  *
  * `--batch auto` (the default) takes {@link autoBatch}: 32 images, fewer where the step
  * does not fit the wasm backend's 4 GiB heap; a number forces that batch everywhere. Every
@@ -37,6 +41,8 @@ interface ChildConfig {
   size: number;
   batch: number;
   workers?: number;
+  /** Encoder normalization (absent: batch, as children of older trees assume). */
+  norm?: 'batch' | 'group';
 }
 
 /**
@@ -183,7 +189,11 @@ async function child(cfg: ChildConfig): Promise<void> {
     process.exit(0);
   };
   const t0 = performance.now();
-  const bench = await createByolBench(cfg.arch, cfg.size, cfg.batch, { workers, backend }).catch(fail);
+  const bench = await createByolBench(cfg.arch, cfg.size, cfg.batch, {
+    workers,
+    backend,
+    norm: cfg.norm ?? 'batch',
+  }).catch(fail);
   process.stdout.write(`ready ${bench.paramCount} ${name} ${(performance.now() - t0).toFixed(0)}\n`);
   for await (const line of readline.createInterface({ input: process.stdin })) {
     if (line === 'step') {
@@ -258,7 +268,10 @@ export async function main(argv: string[]): Promise<void> {
       backends: { type: 'string', default: 'wasm,cpu' },
       /** Data-parallel worker-thread counts measured for wasm. */
       workers: { type: 'string', default: '1,2' },
+      /** 0: PyTorch is not run. */
       'torch-threads': { type: 'string', default: '2' },
+      /** Encoder normalization of every framework: batch (default) or group. */
+      norm: { type: 'string', default: 'batch' },
       /** Another checkout (e.g. a git worktree of an older commit) whose wasm path is measured alongside. */
       compare: { type: 'string' },
     },
@@ -275,16 +288,21 @@ export async function main(argv: string[]): Promise<void> {
   const warmup = Number(values.warmup);
   const backends = values.backends.split(',');
   const workerCounts = values.workers.split(',').map(Number);
-  const torchVersion = torchAvailable();
+  if (values.norm !== 'batch' && values.norm !== 'group')
+    throw new Error(`unknown --norm ${values.norm}; one of batch, group`);
+  const norm = values.norm;
+  const torchVersion = Number(values['torch-threads']) > 0 ? torchAvailable() : undefined;
   const rows: Row[] = [];
   /** Configs a child could not run, one line each (printed again before the RESULT lines). */
   const failures: string[] = [];
   console.log(
-    `training bench: batch ${values.batch === 'auto' ? 'auto (32; ResNet-50 below 96 px: 16)' : values.batch}, ${steps} measured steps after ${warmup} warm-up, node ${process.version}, ` +
+    `training bench: ${norm} norm, batch ${values.batch === 'auto' ? 'auto (32; ResNet-50 below 96 px: 16)' : values.batch}, ${steps} measured steps after ${warmup} warm-up, node ${process.version}, ` +
       `${os.cpus().length} cpus, load average ${loadAverage()} at start; ` +
       (torchVersion
         ? `torch ${torchVersion}`
-        : `torch not importable by ${PYTHON} (apt-get install python3-torch)`),
+        : Number(values['torch-threads']) > 0
+          ? `torch not importable by ${PYTHON} (apt-get install python3-torch)`
+          : 'torch not run (--torch-threads 0)'),
   );
 
   for (const arch of archs) {
@@ -311,7 +329,7 @@ export async function main(argv: string[]): Promise<void> {
         // The pure-JS cpu backend takes tens of seconds per step: only the smallest config.
         if (backend === 'cpu' && !(arch === 'tiny' && size <= 32)) continue;
         for (const workers of backend === 'wasm' ? workerCounts : [1]) {
-          const cfg: ChildConfig = { backend, arch, size, batch, workers };
+          const cfg: ChildConfig = { backend, arch, size, batch, workers, norm };
           await start(backend === 'wasm' ? wasmLabel(workers) : `tfjs-${backend}`, process.execPath, [
             process.argv[1]!,
             __filename,
@@ -323,7 +341,7 @@ export async function main(argv: string[]): Promise<void> {
       }
       if (values.compare) {
         const dir = path.resolve(values.compare);
-        const cfg: ChildConfig = { backend: 'wasm', arch, size, batch };
+        const cfg: ChildConfig = { backend: 'wasm', arch, size, batch, norm };
         await start(
           'wasm@compare',
           process.execPath,
@@ -332,7 +350,7 @@ export async function main(argv: string[]): Promise<void> {
         );
       }
       if (torchVersion) {
-        const cfg = { arch, size, batch, classes: 4, threads: Number(values['torch-threads']) };
+        const cfg = { arch, size, batch, classes: 4, threads: Number(values['torch-threads']), norm };
         await start('torch', PYTHON, [TORCH_SCRIPT, JSON.stringify(cfg)]);
       }
       for (let i = 0; i < warmup + steps; i++) {

@@ -24,16 +24,21 @@ export const METADATA_CLASSES = 4;
 
 /**
  * The model config of a benchmark encoder at `size` px (the same one bench/reference/byol_step.py
- * builds: batch norm, whatever the product default).
+ * builds). Batch norm unless `norm` says otherwise, whatever the product default, so that the
+ * recorded figures keep their meaning.
  */
-export function benchModelConfig(arch: BenchArch, size: number): ModelConfig {
-  if (arch === 'tiny') return { ...tinyModelConfig(size), norm: 'batch' };
-  if (arch === 'resnet18') return { ...resnet18ModelConfig(size, RESNET18_BENCH_WIDTHS), norm: 'batch' };
+export function benchModelConfig(
+  arch: BenchArch,
+  size: number,
+  norm: ModelConfig['norm'] = 'batch',
+): ModelConfig {
+  if (arch === 'tiny') return { ...tinyModelConfig(size), norm };
+  if (arch === 'resnet18') return { ...resnet18ModelConfig(size, RESNET18_BENCH_WIDTHS), norm };
   // The heads of the ResNet-18 bench encoder, so the two differ only in the encoder.
   return modelConfigSchema.parse({
     arch: 'resnet50',
     inputSize: size,
-    norm: 'batch',
+    norm,
     widths: RESNET18_BENCH_WIDTHS,
     projectorHidden: 1024,
     projectionDim: 256,
@@ -63,11 +68,11 @@ export async function createByolBench(
   arch: BenchArch,
   size: number,
   batch: number,
-  opts: { seed?: number; workers?: number; backend?: 'wasm' | 'cpu' } = {},
+  opts: { seed?: number; workers?: number; backend?: 'wasm' | 'cpu'; norm?: ModelConfig['norm'] } = {},
 ): Promise<ByolBench> {
   const seed = opts.seed ?? 1;
   const workers = opts.workers ?? 1;
-  const config = benchModelConfig(arch, size);
+  const config = benchModelConfig(arch, size, opts.norm);
   const specs = describeModel(config, { metadataClasses: METADATA_CLASSES });
   const init = initWeights(specs, seed);
   const byName = new Map(init.map((t) => [t.name, t]));

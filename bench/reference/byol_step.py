@@ -2,7 +2,8 @@
 
 Mirrors shared/src/model (architecture.ts, spec.ts, tf/forward.ts) exactly: ResNet basic
 blocks (tiny, resnet18) or bottleneck blocks (resnet50: 1x1 -> 3x3 with the stride -> 1x1 x4,
-torchvision v1.5), convolutions without bias and padding k//2, batch norm (eps 1e-5, momentum 0.1),
+torchvision v1.5), convolutions without bias and padding k//2, batch norm (eps 1e-5, momentum 0.1; or group norm
+with cfg "norm": "group"),
 a 3x3 stride-1 stem below 96 px (7x7/2 + 3x3/2 max-pool from 96 px), global average
 pooling, MLP heads Linear -> BatchNorm1d -> ReLU -> Linear, Adam (lr 1e-3), and an EMA
 target (encoder + projector, incl. running statistics). Both global views go through the
@@ -33,6 +34,17 @@ HEADS = {"tiny": (128, 64, 64), "resnet18": (1024, 256, 256), "resnet50": (1024,
 EXPANSION = 4
 
 
+# "batch" or "group" (cfg["norm"]): the encoder's normalization, as shared/src/model/tf/forward.ts.
+NORM = "batch"
+
+
+def norm2d(c):
+    if NORM == "batch":
+        return nn.BatchNorm2d(c)
+    # architecture.ts groupNormGroups: the largest divisor of c not above 32.
+    return nn.GroupNorm(max(g for g in range(1, min(32, c) + 1) if c % g == 0), c)
+
+
 def conv(cin, cout, k, stride):
     return nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
 
@@ -41,12 +53,12 @@ class Basic(nn.Module):
     def __init__(self, cin, cout, stride):
         super().__init__()
         self.conv1 = conv(cin, cout, 3, stride)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = norm2d(cout)
         self.conv2 = conv(cout, cout, 3, 1)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = norm2d(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(conv(cin, cout, 1, stride), norm2d(cout))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -59,14 +71,14 @@ class Bottleneck(nn.Module):
         super().__init__()
         cout = mid * EXPANSION
         self.conv1 = conv(cin, mid, 1, 1)
-        self.bn1 = nn.BatchNorm2d(mid)
+        self.bn1 = norm2d(mid)
         self.conv2 = conv(mid, mid, 3, stride)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = norm2d(mid)
         self.conv3 = conv(mid, cout, 1, 1)
-        self.bn3 = nn.BatchNorm2d(cout)
+        self.bn3 = norm2d(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(conv(cin, cout, 1, stride), norm2d(cout))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -86,7 +98,7 @@ class Encoder(nn.Module):
             stem, stage_widths = widths[0], widths
         large = size >= 96
         self.conv1 = conv(1, stem, 7 if large else 3, 2 if large else 1)
-        self.bn1 = nn.BatchNorm2d(stem)
+        self.bn1 = norm2d(stem)
         self.pool = large
         layers = []
         cin = stem
@@ -121,6 +133,8 @@ def main():
     cfg = json.loads(sys.argv[1])
     torch.set_num_threads(int(cfg.get("threads", 2)))
     torch.manual_seed(1)
+    global NORM
+    NORM = cfg.get("norm", "batch")
     arch, size, batch, classes = cfg["arch"], cfg["size"], cfg["batch"], cfg["classes"]
     hidden, proj, meta_hidden = HEADS[arch]
     encoder = Encoder(arch, size)
