@@ -97,6 +97,12 @@ describe('wasm training kernels', () => {
     [[64, 17], [0], false],
     [[3, 4, 5], [0, 1, 2], false],
     [[3, 4, 5], [1, 0], true],
+    // NHWC over H, W only (group norm, global average pooling): one H×W average pooling
+    [[4, 6, 6, 5], [1, 2], false],
+    [[4, 6, 6, 5], [2, 1], true],
+    [[2, 64, 64, 16], [1, 2], true],
+    [[3, 1, 1, 8], [1, 2], true],
+    [[1, 7, 9, 3], [1, 2], false],
     [[3, 4, 5], [2], false], // innermost axis: the backend's own kernel
     [[3, 4, 5], [0, 2], false], // not a leading prefix: the backend's own kernel
   ];

@@ -378,6 +378,40 @@ function reduceLeading(
   });
 }
 
+/**
+ * Sum or mean of an NHWC tensor over H and W only (group norm's moments and backward sums, the
+ * encoder's global average pooling) as ONE XNNPACK average pooling with an H×W window: the
+ * backend's own kernel transposes the whole input first. Other cases: undefined.
+ */
+function reduceSpatial(
+  backend: WasmBackendLike,
+  x: TensorInfo,
+  axis: number | number[],
+  keepDims: boolean,
+  mean: boolean,
+): TensorInfo | undefined {
+  if (x.dtype !== 'float32' || x.shape.length !== 4) return undefined;
+  const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
+  if (axes.length !== 2 || axes[0] !== 1 || axes[1] !== 2) return undefined;
+  const [n, h, w, c] = x.shape as [number, number, number, number];
+  if (n * h * w * c === 0) return undefined;
+  return withScratch(backend, (run) => {
+    const pooled =
+      h * w === 1
+        ? x
+        : run('AvgPool', { x }, {
+            filterSize: [h, w],
+            strides: [h, w],
+            pad: 'valid',
+          } as unknown as NamedAttrMap);
+    const scaled =
+      mean || h * w === 1
+        ? pooled
+        : run('Multiply', { a: pooled, b: run.constant([], Float32Array.of(h * w)) });
+    return run('Reshape', { x: scaled }, { shape: keepDims ? [n, 1, 1, c] : [n, c] });
+  });
+}
+
 function reductionKernel(name: 'Sum' | 'Mean', original: tf.KernelConfig | undefined): tf.KernelConfig {
   return {
     kernelName: name,
@@ -386,13 +420,10 @@ function reductionKernel(name: 'Sum' | 'Mean', original: tf.KernelConfig | undef
     kernelFunc: (args) => {
       const { x } = args.inputs as { x: TensorInfo };
       const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
-      const fast = reduceLeading(
-        args.backend as unknown as WasmBackendLike,
-        x,
-        axis,
-        keepDims,
-        name === 'Mean',
-      );
+      const b = args.backend as unknown as WasmBackendLike;
+      const fast =
+        reduceLeading(b, x, axis, keepDims, name === 'Mean') ??
+        reduceSpatial(b, x, axis, keepDims, name === 'Mean');
       if (fast) return fast;
       if (!original) throw new Error(`wasm backend has no kernel ${name}`);
       return original.kernelFunc(args);
@@ -558,7 +589,7 @@ let registered = false;
 
 /**
  * Register the project's wasm training kernels (Conv2DBackpropFilter, a faster
- * Conv2DBackpropInput, Sum/Mean over leading axes without a transpose, an Identity
+ * Conv2DBackpropInput, Sum/Mean over leading axes or over H, W without a transpose, an Identity
  * that shares its input's bytes, transposed matrix products through XNNPACK). Idempotent; safe to call before or after the wasm backend
  * initialises. Replaces the backend's own Conv2DBackpropInput.
  */

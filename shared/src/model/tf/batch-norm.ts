@@ -32,7 +32,7 @@ export interface NormActivation {
   relu?: boolean;
 }
 
-/** act(y) without a gradient of its own: the inference path and group norm. */
+/** act(y) without a gradient of its own: batch norm's inference path and the norm units' forward. */
 export function applyActivation(y: tf.Tensor, act: NormActivation): tf.Tensor {
   const sum = act.residual ? tf.add(y, act.residual) : y;
   return act.relu ? tf.relu(sum) : sum;

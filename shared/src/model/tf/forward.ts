@@ -9,6 +9,7 @@ import {
   type NormActivation,
 } from './batch-norm';
 import { conv2dUnit } from './conv';
+import { groupNormCore } from './group-norm';
 import { param, type ParamMap } from './params';
 
 /** PyTorch's default batch-norm momentum (weight of the new batch statistic). */
@@ -75,16 +76,6 @@ function batchNorm(
   );
 }
 
-/** Group norm over NHWC (no running state; identical in training and inference). */
-function groupNorm(x: tf.Tensor4D, params: ParamMap, name: string): tf.Tensor {
-  const [n, h, w, c] = x.shape;
-  const g = groupNormGroups(c);
-  const grouped = tf.reshape(x, [n, h, w, g, c / g]);
-  const { mean, variance } = tf.moments(grouped, [1, 2, 4], true);
-  const normed = tf.reshape(tf.mul(tf.sub(grouped, mean), tf.rsqrt(tf.add(variance, BN_EPS))), [n, h, w, c]);
-  return tf.add(tf.mul(normed, param(params, `${name}.weight`)), param(params, `${name}.bias`));
-}
-
 /** Normalization, then the optional residual add and ReLU (one unit for batch norm). */
 function norm2d(
   x: tf.Tensor4D,
@@ -96,7 +87,13 @@ function norm2d(
 ): tf.Tensor4D {
   return (
     kind === 'group'
-      ? applyActivation(groupNorm(x, params, name), act)
+      ? groupNormCore(
+          x,
+          param(params, `${name}.weight`),
+          param(params, `${name}.bias`),
+          groupNormGroups(x.shape[3]),
+          act,
+        )
       : batchNorm(x, params, name, opts, true, act)
   ) as tf.Tensor4D;
 }
