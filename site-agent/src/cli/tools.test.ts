@@ -106,13 +106,23 @@ describe('train-local and probe commands', () => {
     // The group-norm baseline is another network: same seed, different features, hence AUC.
     const batchJson = capture();
     const groupJson = capture();
-    expect(await probeCommand({ ...common, labelColumn: 'coin', json: true }, batchJson.io)).toBe(0);
+    // `norm: 'batch'` explicitly: group norm is the default, and two runs of the same network
+    // must not be what makes the AUCs differ.
+    expect(
+      await probeCommand({ ...common, labelColumn: 'coin', json: true, norm: 'batch' }, batchJson.io),
+    ).toBe(0);
     expect(
       await probeCommand({ ...common, labelColumn: 'coin', json: true, norm: 'group' }, groupJson.io),
     ).toBe(0);
     const aucOf = (c: { lines: string[] }) =>
       (JSON.parse(c.lines.join('\n')) as { auc: { mean: number } }).auc.mean;
     expect(aucOf(groupJson)).not.toBe(aucOf(batchJson));
+    // The same probe twice gives the same figure (folds and classes follow the pseudonyms).
+    const again = capture();
+    expect(await probeCommand({ ...common, labelColumn: 'coin', json: true, norm: 'group' }, again.io)).toBe(
+      0,
+    );
+    expect(aucOf(again)).toBe(aucOf(groupJson));
     await expect(probeCommand({ ...common, labelColumn: 'patient_id' }, capture().io)).rejects.toThrow(
       'label column "patient_id" has 12 classes (counting images without a value as one); the probe needs exactly 2',
     );
