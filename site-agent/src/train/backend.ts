@@ -4,7 +4,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import type { Logger } from 'pino';
 import { FedsslError } from '@fedssl/shared/errors';
-import { registerWasmTrainingKernels } from './wasm-kernels';
+import { registerWasmTrainingKernels, simdKernelsInUse } from './wasm-kernels';
 
 /** Which backend the operator asks for; `auto` picks the fastest that loads. */
 export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
@@ -91,7 +91,13 @@ export async function selectBackend(
     registerWasmTrainingKernels();
     if (await activate('wasm')) {
       const info: BackendInfo = { name: 'wasm', accelerator: 'cpu', native: false };
-      logger.info({ backend: info, skipped }, 'tfjs backend: wasm (XNNPACK, project training kernels)');
+      const simd = simdKernelsInUse();
+      logger.info(
+        { backend: info, skipped, simdKernels: simd },
+        simd.length
+          ? `tfjs backend: wasm (XNNPACK, project training kernels; fedssl SIMD kernels: ${simd.join(', ')})`
+          : 'tfjs backend: wasm (XNNPACK, project training kernels; fedssl SIMD kernels not loaded: site-agent/native/simd-kernels.wasm missing or FEDSSL_SIMD_KERNELS=none, training is slower)',
+      );
       return info;
     }
     skipped.push({ backend: 'wasm', reason: 'wasm backend did not initialise' });

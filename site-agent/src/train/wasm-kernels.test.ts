@@ -6,7 +6,7 @@ import { batchNormCore } from '@fedssl/shared/model/tf';
 import { selectBackend } from './backend';
 import { random, relErr } from './numeric-test-util';
 import { trainRound } from './trainer';
-import { registerWasmTrainingKernels } from './wasm-kernels';
+import { registerWasmTrainingKernels, simdKernelsInUse } from './wasm-kernels';
 
 const logger = pino({ level: 'silent' });
 
@@ -15,7 +15,7 @@ beforeAll(async () => {
   expect(info.name).toBe('wasm');
 });
 
-/** Gradients of Σ conv2d(x, w)·r w.r.t. x and w on one backend (r fixes dy). */
+/** Gradients of Σ conv2d(x, w)·r w.r.t. x and w on one backend (r fixes dy), and conv2d(x, w) itself. */
 async function convGrads(
   backend: string,
   xv: Float32Array,
@@ -35,7 +35,8 @@ async function convGrads(
       return tf.sum(tf.mul(y, tf.tensor(rv.subarray(0, y.size), y.shape)));
     };
     const [gx, gw] = tf.grads(f)([x, w]);
-    return [gx!.dataSync() as Float32Array, gw!.dataSync() as Float32Array];
+    const y = tf.conv2d(x, w, stride, pad);
+    return [gx!.dataSync() as Float32Array, gw!.dataSync() as Float32Array, y.dataSync() as Float32Array];
   });
 }
 
@@ -47,6 +48,10 @@ describe('wasm training kernels', () => {
     expect(tf.getKernel('Conv2DBackpropInput', 'wasm')).toBeDefined();
     expect(tf.getKernel('Sum', 'wasm')).toBeDefined();
     expect(tf.getKernel('Mean', 'wasm')).toBeDefined();
+  });
+
+  it("runs fedssl's SIMD convolution kernels on the backend's heap (the cases below test them)", () => {
+    expect(simdKernelsInUse()).toEqual(['conv', 'dw']);
   });
 
   const table: [number[], number[], number, 'same' | 'valid' | number][] = [
@@ -64,6 +69,13 @@ describe('wasm training kernels', () => {
     [[2, 10, 11, 2], [3, 3, 2, 3], 3, 1],
     [[2, 11, 11, 2], [5, 5, 2, 3], 3, 'valid'],
     [[2, 16, 16, 1], [3, 3, 1, 8], 1, 1],
+    // Channels in multiples of 4: dW runs fedssl's SIMD kernel (4×8 and 4×4 tiles, padding, strides).
+    [[2, 8, 8, 4], [3, 3, 4, 8], 1, 1],
+    [[2, 9, 9, 8], [3, 3, 8, 12], 2, 'same'],
+    [[3, 7, 7, 4], [1, 1, 4, 4], 2, 0],
+    [[2, 10, 11, 4], [3, 3, 4, 16], 3, 1],
+    [[2, 11, 11, 4], [5, 5, 4, 8], 3, 'valid'],
+    [[1, 13, 6, 12], [3, 3, 12, 20], 1, 'same'],
   ];
   for (const [xs, ws, stride, pad] of table) {
     it(`matches cpu: x=[${xs}] w=[${ws}] stride=${stride} pad=${pad}`, async () => {
@@ -76,9 +88,10 @@ describe('wasm training kernels', () => {
         2,
       );
       const rv = random(xs.reduce((a, b) => a * b) * ws[3]!, 3);
-      const [wx, ww] = await convGrads('wasm', xv, xs, wv, ws, rv, stride, pad);
-      const [cx, cw] = await convGrads('cpu', xv, xs, wv, ws, rv, stride, pad);
+      const [wx, ww, wy] = await convGrads('wasm', xv, xs, wv, ws, rv, stride, pad);
+      const [cx, cw, cy] = await convGrads('cpu', xv, xs, wv, ws, rv, stride, pad);
       await tf.setBackend('wasm');
+      expect(relErr(wy!, cy!)).toBeLessThan(1e-4);
       expect(wx!.length).toBe(cx!.length);
       expect(ww!.length).toBe(cw!.length);
       expect(relErr(wx!, cx!)).toBeLessThan(1e-4);

@@ -1,11 +1,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type {
+  Conv2DAttrs,
   Conv2DBackpropFilterAttrs,
   Conv2DBackpropInputAttrs,
   KernelFunc,
   NamedAttrMap,
   TensorInfo,
 } from '@tensorflow/tfjs-core';
+import { type ConvShape, SimdKernels, type WasmMemory } from './simd-kernels';
 
 /**
  * Training kernels missing from (or too slow in) tfjs-backend-wasm 4.22, expressed as
@@ -24,8 +26,19 @@ interface WasmBackendLike {
   incRef(dataId: object): void;
   /** A Float32Array view of a tensor's bytes in the wasm heap (invalid once the heap grows). */
   typedArrayFromHeap(t: TensorInfo): Float32Array;
-  /** A new tensor in the wasm heap holding `values`. */
+  /** A new tensor in the wasm heap holding `values` (uninitialised without them). */
   makeOutput(shape: number[], dtype: 'float32', memoryOffset?: number, values?: Float32Array): TensorInfo;
+  /** Where each tensor's bytes start in the heap. */
+  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
+  /** The emscripten module; `asm.memory` is the heap's WebAssembly.Memory. */
+  wasm: { asm?: { memory?: WasmMemory } };
+}
+
+/** Byte offset of a tensor's data in the wasm heap. */
+function heapOffset(b: WasmBackendLike, t: TensorInfo): number {
+  const d = b.dataIdMap.get(t.dataId);
+  if (!d) throw new Error('wasm kernels: tensor data is not in the wasm heap');
+  return d.memoryOffset;
 }
 
 interface Run {
@@ -66,7 +79,7 @@ function withScratch(backend: WasmBackendLike, body: (run: Run) => TensorInfo): 
 function convInfo(
   xShape: number[],
   filterShape: number[],
-  attrs: Conv2DBackpropFilterAttrs | Conv2DBackpropInputAttrs,
+  attrs: Pick<Conv2DAttrs, 'strides' | 'pad' | 'dataFormat' | 'dimRoundingMode'>,
 ) {
   if (attrs.dataFormat !== 'NHWC')
     throw new Error(`wasm training kernels support NHWC only, got ${attrs.dataFormat}`);
@@ -82,8 +95,95 @@ function convInfo(
   );
 }
 
+const simdModules = new WeakMap<WasmMemory, SimdKernels | undefined>();
 /**
- * dW as ONE forward convolution (measured ~6× faster on wasm than im2col + BatchMatMul,
+ * The SIMD convolution kernels on this backend's heap, loaded once per heap; undefined where
+ * the module is not available (XNNPACK then runs everything). `FEDSSL_SIMD_KERNELS` (default
+ * `conv,dw`; `none`) picks which ones run, for A/B benchmarks.
+ */
+function simdKernels(backend: WasmBackendLike, which: 'conv' | 'dw'): SimdKernels | undefined {
+  const wanted = (process.env.FEDSSL_SIMD_KERNELS ?? 'conv,dw').split(',').map((k) => k.trim());
+  const memory = backend.wasm.asm?.memory;
+  if (!wanted.includes(which) || !memory) return undefined;
+  if (!simdModules.has(memory)) simdModules.set(memory, SimdKernels.load(memory));
+  return simdModules.get(memory);
+}
+
+/**
+ * Which of fedssl's SIMD convolution kernels the initialised wasm backend runs (empty: the
+ * module did not load, or `FEDSSL_SIMD_KERNELS=none`; XNNPACK then runs every convolution).
+ */
+export function simdKernelsInUse(): ('conv' | 'dw')[] {
+  const backend = tf.findBackend(BACKEND) as unknown as WasmBackendLike | null;
+  if (!backend) return [];
+  return (['conv', 'dw'] as const).filter((k) => simdKernels(backend, k) !== undefined);
+}
+
+/** The geometry the SIMD kernels take, from tfjs's convolution info. */
+function simdShape(info: ReturnType<typeof convInfo>): ConvShape {
+  return {
+    n: info.batchSize,
+    h: info.inHeight,
+    w: info.inWidth,
+    cin: info.inChannels,
+    outHeight: info.outHeight,
+    outWidth: info.outWidth,
+    cout: info.outChannels,
+    kh: info.filterHeight,
+    kw: info.filterWidth,
+    strideHeight: info.strideHeight,
+    strideWidth: info.strideWidth,
+    top: info.padInfo.top,
+    left: info.padInfo.left,
+  };
+}
+
+/**
+ * Conv2D through fedssl's SIMD kernel (NHWC, no dilation, output channels in multiples of 4),
+ * else the backend's XNNPACK kernel. XNNPACK packs the filter on every call, and in training
+ * the filter changes every step; the input gradients below are Conv2D calls too.
+ */
+function conv2DKernel(original: tf.KernelConfig): tf.KernelConfig {
+  return {
+    ...original,
+    kernelFunc: (args) => {
+      const { x, filter } = args.inputs as { x: TensorInfo; filter: TensorInfo };
+      const a = args.attrs as unknown as Conv2DAttrs;
+      const b = args.backend as unknown as WasmBackendLike;
+      const simd = simdKernels(b, 'conv');
+      const dilated = [a.dilations].flat().some((d) => d !== 1);
+      if (
+        simd &&
+        a.dataFormat === 'NHWC' &&
+        !dilated &&
+        x.dtype === 'float32' &&
+        filter.dtype === 'float32'
+      ) {
+        const info = convInfo(x.shape, filter.shape, a);
+        if (SimdKernels.supportsConv({ cout: info.outChannels })) {
+          const y = b.makeOutput(
+            [info.batchSize, info.outHeight, info.outWidth, info.outChannels],
+            'float32',
+          );
+          // The packed filter: a scratch tensor, its start rounded up to 16 bytes (the heap gives 8).
+          const scratch = b.makeOutput([filter.shape.reduce((p, d) => p * d, 1) + 4], 'float32');
+          const packed = Math.ceil(heapOffset(b, scratch) / 16) * 16;
+          simd.conv2d(
+            { x: heapOffset(b, x), filter: heapOffset(b, filter), packed, y: heapOffset(b, y) },
+            simdShape(info),
+          );
+          b.disposeData(scratch.dataId);
+          return y;
+        }
+      }
+      return original.kernelFunc(args);
+    },
+  };
+}
+
+/**
+ * dW: fedssl's SIMD kernel (`simd-kernels.ts`) where the channels fit its lanes, else
+ * ONE XNNPACK forward convolution (measured ~6× faster on wasm than im2col + BatchMatMul,
  * whose transposed-A path is not XNNPACK's): treat input channels as the batch and the
  * batch as channels, x → [Cin, H, W, N], and use dy → [OH, OW, N, Cout] as the filter,
  * dilated by the stride. The result [Cin, kh, kw, Cout] is transposed back to HWIO.
@@ -103,6 +203,18 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   const { top, left } = info.padInfo;
   const [n, h, w, cin] = x.shape as [number, number, number, number];
   const b = backend as unknown as WasmBackendLike;
+  const cout = info.outChannels;
+  const simd = simdKernels(b, 'dw');
+  if (
+    simd &&
+    SimdKernels.supportsFilterGrad({ cin, cout }) &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1
+  ) {
+    const dw = b.makeOutput([kh, kw, cin, cout], 'float32');
+    simd.filterGrad({ x: heapOffset(b, x), dy: heapOffset(b, dy), dw: heapOffset(b, dw) }, simdShape(info));
+    return dw;
+  }
   return withScratch(b, (run) => {
     // x → [Cin, H, W, N] in two cheap steps: a 2-D transpose [N, H·W·Cin] → [H·W·Cin, N],
     // then [H·W, Cin, N] → [Cin, H·W, N] (moves whole rows of N). The direct 4-D
@@ -588,7 +700,8 @@ const identityShared: KernelFunc = ({ inputs, backend }) => {
 let registered = false;
 
 /**
- * Register the project's wasm training kernels (Conv2DBackpropFilter, a faster
+ * Register the project's wasm training kernels (Conv2D and Conv2DBackpropFilter through
+ * fedssl's SIMD module, a faster
  * Conv2DBackpropInput, Sum/Mean over leading axes or over H, W without a transpose, an Identity
  * that shares its input's bytes, transposed matrix products through XNNPACK). Idempotent; safe to call before or after the wasm backend
  * initialises. Replaces the backend's own Conv2DBackpropInput.
@@ -608,6 +721,11 @@ export function registerWasmTrainingKernels(): void {
     if (!original) continue;
     tf.unregisterKernel(name, BACKEND);
     tf.registerKernel(channelOpKernel(name, original));
+  }
+  const conv2D = tf.getKernel('Conv2D', BACKEND);
+  if (conv2D) {
+    tf.unregisterKernel('Conv2D', BACKEND);
+    tf.registerKernel(conv2DKernel(conv2D));
   }
   const matMul = tf.getKernel('BatchMatMul', BACKEND);
   if (matMul) {
