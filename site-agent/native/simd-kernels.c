@@ -267,3 +267,28 @@ void conv2d(const float *x, const float *w, float *packed, float *y, int n, int 
       }
     }
 }
+
+/*
+ * y = x ∘ v with one value of v per channel, either shared by all samples (v_stride 0) or one row
+ * per sample (v_stride = c: group norm's per-(sample, channel) scale and shift). x and y:
+ * [outer, inner, c]; v: [outer or 1, c]. op 0: x·v, 1: x + v, 2: x − v. tfjs-backend-wasm's
+ * broadcasting binary kernels walk such shapes element by element with index arithmetic.
+ */
+EXPORT("channel_op")
+void channel_op(const float *x, const float *v, float *y, int outer, int inner, int c, int v_stride, int op) {
+  for (int o = 0; o < outer; o++) {
+    const float *vr = v + o * v_stride;
+    const float *xr = x + o * inner * c;
+    float *yr = y + o * inner * c;
+    if (c % 4 == 0) {
+      for (int i = 0; i < inner; i++, xr += c, yr += c)
+        for (int k = 0; k < c; k += 4) {
+          v128_t a = wasm_v128_load(xr + k), b = wasm_v128_load(vr + k);
+          wasm_v128_store(yr + k, op == 0 ? wasm_f32x4_mul(a, b) : op == 1 ? wasm_f32x4_add(a, b) : wasm_f32x4_sub(a, b));
+        }
+    } else {
+      for (int i = 0; i < inner; i++, xr += c, yr += c)
+        for (int k = 0; k < c; k++) yr[k] = op == 0 ? xr[k] * vr[k] : op == 1 ? xr[k] + vr[k] : xr[k] - vr[k];
+    }
+  }
+}

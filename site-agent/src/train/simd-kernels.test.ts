@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { random, relErr } from './numeric-test-util';
-import { type ConvShape, SimdKernels, type WasmMemory } from './simd-kernels';
+import { type ChannelOpShape, type ConvShape, SimdKernels, type WasmMemory } from './simd-kernels';
 
 /** dW by the definition, in float64: the reference for the SIMD kernel. */
 function naiveFilterGrad(x: Float32Array, dy: Float32Array, s: ConvShape): Float32Array {
@@ -209,6 +209,28 @@ describe('SIMD convolution kernels (committed wasm module)', () => {
       expect(relErr(out, naiveConv(x, w, s))).toBeLessThan(1e-5);
       expect(untouched).toBe(true);
     });
+
+  const channelCases: [string, ChannelOpShape][] = [
+    ['one value per channel, lanes of 4', { outer: 1, inner: 37, c: 8, perOuter: false }],
+    ['one row of values per sample (group norm)', { outer: 3, inner: 25, c: 12, perOuter: true }],
+    ['5 channels: the scalar loop', { outer: 2, inner: 9, c: 5, perOuter: true }],
+  ];
+  for (const [name, s] of channelCases)
+    for (const op of ['mul', 'add', 'sub'] as const)
+      it(`channel ${op} equals the definition: ${name}`, () => {
+        const x = random(s.outer * s.inner * s.c, 31);
+        const v = random((s.perOuter ? s.outer : 1) * s.c, 32);
+        const { out, untouched } = inMemory([x, v], x.length, ([xAt, vAt, yAt]) =>
+          simd!.channelOp({ x: xAt!, v: vAt!, y: yAt! }, s, op),
+        );
+        const want = x.map((xv, i) => {
+          const o = Math.floor(i / (s.inner * s.c));
+          const vv = v[(s.perOuter ? o * s.c : 0) + (i % s.c)]!;
+          return op === 'mul' ? xv * vv : op === 'add' ? xv + vv : xv - vv;
+        });
+        expect(out).toEqual(want);
+        expect(untouched).toBe(true);
+      });
 
   it('works on the memory after it grew (the heap grows under it between calls)', () => {
     const s = shape({ h: 5, w: 5, cin: 4, cout: 8 });

@@ -55,7 +55,18 @@ type Kernel = (...args: number[]) => void;
 interface Exports {
   conv_filter_grad: Kernel;
   conv2d: Kernel;
+  channel_op: Kernel;
 }
+
+/** An element-wise op of x [outer, inner, c] with one value per channel, shared or one row per outer index. */
+export interface ChannelOpShape {
+  outer: number;
+  inner: number;
+  c: number;
+  /** v is [outer, c] (group norm's per-sample scale/shift) rather than [c]. */
+  perOuter: boolean;
+}
+const CHANNEL_OPS = { mul: 0, add: 1, sub: 2 } as const;
 
 /** Byte offsets of a filter gradient's operands in the memory the module was loaded on. */
 export interface FilterGradAt {
@@ -125,9 +136,15 @@ export class SimdKernels {
       throw new Error(`SIMD conv2d: packing scratch at ${at.packed} is not 16-byte aligned`);
     this.exports.conv2d(at.x, at.filter, at.packed, at.y, ...geometry(s));
   }
+
+  /** y = x ∘ v (op: x·v, x + v or x − v) with v one value per channel; x, v, y at the given offsets. */
+  channelOp(at: { x: number; v: number; y: number }, s: ChannelOpShape, op: keyof typeof CHANNEL_OPS): void {
+    checkAligned(at.x, at.v, at.y);
+    this.exports.channel_op(at.x, at.v, at.y, s.outer, s.inner, s.c, s.perOuter ? s.c : 0, CHANNEL_OPS[op]);
+  }
 }
 
-/** The geometry arguments both kernels take after their operand addresses, in simd-kernels.c's order. */
+/** The geometry arguments the convolution kernels take after their operand addresses, in simd-kernels.c's order. */
 function geometry(s: ConvShape): number[] {
   return [
     s.n,

@@ -51,7 +51,7 @@ describe('wasm training kernels', () => {
   });
 
   it("runs fedssl's SIMD convolution kernels on the backend's heap (the cases below test them)", () => {
-    expect(simdKernelsInUse()).toEqual(['conv', 'dw']);
+    expect(simdKernelsInUse()).toEqual(['conv', 'dw', 'channel']);
   });
 
   const table: [number[], number[], number, 'same' | 'valid' | number][] = [
@@ -142,8 +142,8 @@ describe('wasm training kernels', () => {
     }
   }
 
-  // Per-channel operands (the depthwise-convolution path from 4096 elements on) and the
-  // backend's own broadcasting kernel for everything else.
+  // Per-channel and per-(sample, channel) operands (fedssl's SIMD channel op from 4096 elements
+  // on, lanes of 4 or a scalar loop) and the backend's own broadcasting kernel for everything else.
   const channelOps: [number[], number[]][] = [
     [[4, 32, 32, 5], [5]],
     [
@@ -160,7 +160,20 @@ describe('wasm training kernels', () => {
     [
       [4, 32, 32, 5],
       [4, 1, 1, 5],
-    ], // not one value per channel
+    ], // one value per (sample, channel), 5 channels: the scalar loop
+    [
+      [4, 32, 32, 16],
+      [4, 1, 1, 16],
+    ], // group norm's per-(sample, channel) scale/shift
+    [
+      [4, 1, 1, 16],
+      [4, 32, 32, 16],
+    ],
+    [[4, 32, 32, 16], [16]],
+    [
+      [4, 32, 32, 16],
+      [4, 32, 1, 16],
+    ], // not per channel
   ];
   for (const op of ['mul', 'add', 'sub'] as const) {
     for (const [as, bs] of channelOps) {

@@ -95,14 +95,15 @@ function convInfo(
   );
 }
 
+type SimdKernelName = 'conv' | 'dw' | 'channel';
 const simdModules = new WeakMap<WasmMemory, SimdKernels | undefined>();
 /**
  * The SIMD convolution kernels on this backend's heap, loaded once per heap; undefined where
  * the module is not available (XNNPACK then runs everything). `FEDSSL_SIMD_KERNELS` (default
- * `conv,dw`; `none`) picks which ones run, for A/B benchmarks.
+ * `conv,dw,channel`; `none`) picks which ones run, for A/B benchmarks.
  */
-function simdKernels(backend: WasmBackendLike, which: 'conv' | 'dw'): SimdKernels | undefined {
-  const wanted = (process.env.FEDSSL_SIMD_KERNELS ?? 'conv,dw').split(',').map((k) => k.trim());
+function simdKernels(backend: WasmBackendLike, which: SimdKernelName): SimdKernels | undefined {
+  const wanted = (process.env.FEDSSL_SIMD_KERNELS ?? 'conv,dw,channel').split(',').map((k) => k.trim());
   const memory = backend.wasm.asm?.memory;
   if (!wanted.includes(which) || !memory) return undefined;
   if (!simdModules.has(memory)) simdModules.set(memory, SimdKernels.load(memory));
@@ -113,10 +114,10 @@ function simdKernels(backend: WasmBackendLike, which: 'conv' | 'dw'): SimdKernel
  * Which of fedssl's SIMD convolution kernels the initialised wasm backend runs (empty: the
  * module did not load, or `FEDSSL_SIMD_KERNELS=none`; XNNPACK then runs every convolution).
  */
-export function simdKernelsInUse(): ('conv' | 'dw')[] {
+export function simdKernelsInUse(): SimdKernelName[] {
   const backend = tf.findBackend(BACKEND) as unknown as WasmBackendLike | null;
   if (!backend) return [];
-  return (['conv', 'dw'] as const).filter((k) => simdKernels(backend, k) !== undefined);
+  return (['conv', 'dw', 'channel'] as const).filter((k) => simdKernels(backend, k) !== undefined);
 }
 
 /** The geometry the SIMD kernels take, from tfjs's convolution info. */
@@ -559,9 +560,53 @@ function isChannelVector(x: TensorInfo, v: TensorInfo): boolean {
   );
 }
 
+const SIMD_OP = { Multiply: 'mul', Add: 'add', Sub: 'sub' } as const;
+
+/** Whether `v` is one value per (sample, channel) of `x`: shape [N, 1, …, 1, C] for x [N, …, C], N > 1. */
+function isSampleChannelVector(x: TensorInfo, v: TensorInfo): boolean {
+  const r = x.shape.length;
+  return (
+    r >= 3 &&
+    v.shape.length === r &&
+    x.shape[0]! > 1 &&
+    v.shape[0] === x.shape[0] &&
+    v.shape[r - 1] === x.shape[r - 1] &&
+    v.shape.slice(1, -1).every((d) => d === 1)
+  );
+}
+
 /**
- * x·v, x + v or x − v with v one value per channel (batch norm's scale/shift, a bias) as a
- * 1×1 depthwise convolution (XNNPACK; v the filter, or ones as the filter and v the bias):
+ * x·v, x + v or x − v with v one value per (sample, channel), group norm's scale and shift, in
+ * fedssl's SIMD module: the backend's broadcasting kernels walk this element by element.
+ * Undefined where the module is not loaded or the shapes are not that case.
+ */
+function sampleChannelOp(
+  backend: WasmBackendLike,
+  name: 'Multiply' | 'Add' | 'Sub',
+  a: TensorInfo,
+  b: TensorInfo,
+): TensorInfo | undefined {
+  const swapped = name !== 'Sub' && isSampleChannelVector(b, a);
+  if (!swapped && !isSampleChannelVector(a, b)) return undefined;
+  const [x, v] = swapped ? [b, a] : [a, b];
+  const size = tf.util.sizeFromShape(x.shape);
+  const simd = simdKernels(backend, 'channel');
+  if (!simd || size < CHANNEL_OP_MIN_SIZE) return undefined;
+  const n = x.shape[0]!;
+  const c = x.shape[x.shape.length - 1]!;
+  const y = backend.makeOutput(x.shape, 'float32');
+  simd.channelOp(
+    { x: heapOffset(backend, x), v: heapOffset(backend, v), y: heapOffset(backend, y) },
+    { outer: n, inner: size / n / c, c, perOuter: true },
+    SIMD_OP[name],
+  );
+  return y;
+}
+
+/**
+ * x·v, x + v or x − v with v one value per channel: fedssl's SIMD module where it is loaded,
+ * else (batch norm's scale/shift, a bias) as a
+ * a 1×1 depthwise convolution (XNNPACK; v the filter, or ones as the filter and v the bias):
  * the backend's broadcasting binary kernels take several times longer. Other cases: undefined.
  */
 function channelOp(
@@ -571,6 +616,8 @@ function channelOp(
   b: TensorInfo,
 ): TensorInfo | undefined {
   if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const perSample = sampleChannelOp(backend, name, a, b);
+  if (perSample) return perSample;
   let x = a;
   let v = b;
   if (!isChannelVector(a, b)) {
@@ -581,6 +628,16 @@ function channelOp(
   const size = tf.util.sizeFromShape(x.shape);
   if (size < CHANNEL_OP_MIN_SIZE) return undefined;
   const c = x.shape[x.shape.length - 1]!;
+  const simd = simdKernels(backend, 'channel');
+  if (simd) {
+    const y = backend.makeOutput(x.shape, 'float32');
+    simd.channelOp(
+      { x: heapOffset(backend, x), v: heapOffset(backend, v), y: heapOffset(backend, y) },
+      { outer: 1, inner: size / c, c, perOuter: false },
+      SIMD_OP[name],
+    );
+    return y;
+  }
   return withScratch(backend, (run) => {
     const x4 = run('Reshape', { x }, { shape: [1, 1, size / c, c] });
     const conv = {
