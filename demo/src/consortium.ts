@@ -154,7 +154,8 @@ export async function startAgent(
   const proc = startNode(
     agent.name,
     BINS.agent,
-    ['run', '--home', agent.home, '--backend', 'auto', ...(opts.args ?? [])],
+    // Several agents share this one machine: one training thread each (a hospital's agent uses its cores).
+    ['run', '--home', agent.home, '--backend', 'auto', '--train-workers', '1', ...(opts.args ?? [])],
     { FEDSSL_LOG_LEVEL: 'info', ...opts.env },
     opts.onLine,
   );

@@ -149,15 +149,23 @@ export function buildProgram(): Command {
     .addOption(homeOption())
     .addOption(backendOption())
     .option('--exit-after-tasks <n>', 'exit after n tasks have ended', positiveInt)
-    .action(async (o: { home?: string; backend?: 'auto'; exitAfterTasks?: number }) => {
-      process.exitCode = await runCommand({
-        home: resolveAgentHome(o.home),
-        logger: createLogger(),
-        stopSignal: stopSignal(),
-        ...(o.backend !== undefined ? { backend: o.backend } : {}),
-        ...(o.exitAfterTasks !== undefined ? { exitAfterTasks: o.exitAfterTasks } : {}),
-      });
-    });
+    .option(
+      '--train-workers <n>',
+      "training worker threads on the wasm/cpu backends (overrides config.json's trainWorkers; default: the cores, at most 2)",
+      positiveInt,
+    )
+    .action(
+      async (o: { home?: string; backend?: 'auto'; exitAfterTasks?: number; trainWorkers?: number }) => {
+        process.exitCode = await runCommand({
+          home: resolveAgentHome(o.home),
+          logger: createLogger(),
+          stopSignal: stopSignal(),
+          ...(o.backend !== undefined ? { backend: o.backend } : {}),
+          ...(o.trainWorkers !== undefined ? { trainWorkers: o.trainWorkers } : {}),
+          ...(o.exitAfterTasks !== undefined ? { exitAfterTasks: o.exitAfterTasks } : {}),
+        });
+      },
+    );
 
   program
     .command('ledger')

@@ -269,6 +269,8 @@ export interface RunCommandOptions {
   backend?: BackendPreference;
   /** Exit after this many tasks have ended (any outcome); for tests and batch jobs. */
   exitAfterTasks?: number;
+  /** Training worker threads (wasm/cpu backends); overrides the config's `trainWorkers`. */
+  trainWorkers?: number;
   logger: Logger;
   /** Resolves when the process is asked to stop (SIGINT/SIGTERM in the CLI). */
   stopSignal?: Promise<string>;
@@ -288,7 +290,14 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   const { selectBackend } = await import('../train/backend.js');
   const { decodeLocalState, encodeLocalState, trainRound } = await import('../train/trainer.js');
   const backend = await selectBackend(log, opts.backend ?? config.backend);
-  const workers = config.trainWorkers;
+  const { agentTrainingWorkers } = await import('../train/parallel/pool.js');
+  const chosen = opts.trainWorkers ?? config.trainWorkers;
+  const workers = chosen ?? agentTrainingWorkers();
+  if (!backend.native)
+    log.info(
+      { trainWorkers: workers, configured: chosen !== undefined },
+      `training on ${workers} worker thread(s)${chosen === undefined ? ' (default: the cores, at most 2; set trainWorkers in config.json or --train-workers to change)' : ''}`,
+    );
   const { dataset, report } = await loadTrainingDataset({
     path: config.data.path,
     ...(config.data.manifest !== undefined ? { manifest: config.data.manifest } : {}),
@@ -324,7 +333,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     uploadChunkSize: config.uploadChunkSize,
     home: opts.home,
     dataset: async () => dataset,
-    train: workers ? (a) => trainRound({ ...a, workers }) : trainRound,
+    train: (a) => trainRound({ ...a, workers }),
     localStates: fileLocalStateStore(
       agentPaths(opts.home).stateDir,
       { encode: encodeLocalState, decode: decodeLocalState },

@@ -66,7 +66,7 @@ export const agentConfigSchema = z
     data: dataConfigSchema,
     uploadChunkSize: z.number().int().min(1024).max(MAX_CHUNK_BYTES).default(DEFAULT_UPLOAD_CHUNK_SIZE),
     backend: backendPreferenceSchema.default('auto'),
-    /** Data-parallel training worker threads on the wasm/cpu backends; absent: the trainer's default (1). */
+    /** Data-parallel training worker threads on the wasm/cpu backends; absent: the host's cores, at most 2. */
     trainWorkers: z.number().int().min(1).max(16).optional(),
   })
   .strict();

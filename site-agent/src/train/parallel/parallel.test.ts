@@ -14,7 +14,7 @@ import { isFedsslError } from '@fedssl/shared/errors';
 import type { TrainingDataset } from '../../data/dataset';
 import { selectBackend } from '../backend';
 import { trainRound } from '../trainer';
-import { ParallelTrainer, workerRows } from './pool';
+import { agentTrainingWorkers, ParallelTrainer, workerRows } from './pool';
 import { Replica, type ReplicaInit, type ReplicaState, type StepBatch, type TrainEngine } from './replica';
 
 // The pool runs the compiled worker (site-agent/dist): build site-agent before this file.
@@ -123,6 +123,15 @@ function expectSameTraining(
 
 beforeAll(async () => {
   await selectBackend(pino({ level: 'silent' }), 'wasm');
+});
+
+describe('agentTrainingWorkers (the site agent default without trainWorkers)', () => {
+  it('uses the cores, at most two (the measured case), and never fewer than one', () => {
+    expect(agentTrainingWorkers(1)).toBe(1);
+    expect(agentTrainingWorkers(2)).toBe(2);
+    expect(agentTrainingWorkers(32)).toBe(2);
+    expect(agentTrainingWorkers(0)).toBe(1);
+  });
 });
 
 describe('workerRows', () => {

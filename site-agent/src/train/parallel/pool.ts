@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describeModel, shapeSize } from '@fedssl/shared/model';
@@ -15,6 +16,17 @@ import { abortSync, createSyncBuffers, type SyncBuffers } from './buffers';
  */
 export function defaultTrainingWorkers(): number {
   return 1;
+}
+
+/**
+ * Worker threads a site agent trains with on the wasm/cpu backends when its config has no
+ * `trainWorkers`: the host's cores, at most two. On an idle 2-core machine two workers trained
+ * 1.66–1.78× as fast as one for 1.05–1.08× the CPU (docs/benchmarks.md, issue 8); more than two
+ * was not measured (each worker holds its own backend and a share of the batch). A host that
+ * runs other work sets `trainWorkers: 1`.
+ */
+export function agentTrainingWorkers(cores = availableParallelism()): number {
+  return Math.max(1, Math.min(2, cores));
 }
 
 /** The compiled worker entry: beside this file in dist, or site-agent/dist when running from sources. */
