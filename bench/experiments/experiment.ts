@@ -455,6 +455,7 @@ export async function runExperiment(
             accuracy: f.accuracy,
             steps: f.steps,
             seconds: (performance.now() - started) / 1000,
+            epochs: o.finetuneEpochs,
           };
           say(
             `fine-tune ${label}, seed ${seed}, ${fraction * 100} % labels: AUC ${stat(f.auc).mean.toFixed(3)} (${f.steps} steps)`,
@@ -495,7 +496,7 @@ export async function runExperiment(
   });
   const plots = await drawPlots(def, results, rows, o);
   const ftTable = tuned.length
-    ? `Fine-tuning (encoder unfrozen + logistic head, ${o.finetuneEpochs} epochs over the labelled part of the training folds, Adam ${o.learningRate}, no augmentation; folds ${o.finetuneFolds?.join(', ') ?? 'all'}):\n\n${fineTuneTable(tuned)}`
+    ? `Fine-tuning (encoder unfrozen + logistic head, over the labelled part of the training folds, Adam ${o.learningRate}, no augmentation; epochs per column as journaled; cells: AUC mean ± sd (seeds × folds)):\n\n${fineTuneTable(tuned)}`
     : '';
   if (tuned.length) lines.push(...fineTuneResultLines(def.name, tuned));
   const text = [header, '', table, '', verdict, '', ftTable, '', ...plots.map((p) => `plot: ${p}`)].join(

@@ -158,23 +158,48 @@ export interface FineTuneResult {
   accuracy: number[];
   steps: number;
   seconds: number;
+  /** Fine-tuning epochs of this run (journals written before it was recorded lack it). */
+  epochs?: number;
 }
 
-/** Rows = encoders, columns = label fractions (AUC mean ± sd over seeds × folds). */
+/** A fraction's column header: its epochs when every run of it recorded the same number. */
+function fractionHeader(f: number, runs: readonly FineTuneResult[]): string {
+  const epochs = [...new Set(runs.map((r) => r.epochs))];
+  const e =
+    epochs.length === 1 && epochs[0] !== undefined
+      ? `, ${epochs[0]} epochs`
+      : epochs.length > 1
+        ? ', epochs differ between runs'
+        : '';
+  return `fine-tune AUC, ${f * 100} % labels${e}`;
+}
+
+/**
+ * Rows = encoders, columns = label fractions: AUC mean ± sd over seeds × folds, and how many
+ * seeds × folds each cell holds (fractions can have run for different seeds).
+ */
 export function fineTuneTable(results: readonly FineTuneResult[]): string {
   const fractions = [...new Set(results.map((r) => r.fraction))].sort((a, b) => a - b);
   const labels = [...new Set(results.map((r) => r.label))];
   const lines = [
-    `| encoder | ${fractions.map((f) => `fine-tune AUC, ${f * 100} % labels`).join(' | ')} | seeds × folds |`,
-    `| --- | ${fractions.map(() => '---').join(' | ')} | --- |`,
+    `| encoder | ${fractions
+      .map((f) =>
+        fractionHeader(
+          f,
+          results.filter((r) => r.fraction === f),
+        ),
+      )
+      .join(' | ')} |`,
+    `| --- | ${fractions.map(() => '---').join(' | ')} |`,
   ];
   for (const l of labels) {
     const cells = fractions.map((f) => {
-      const s = stat(results.filter((r) => r.label === l && r.fraction === f).flatMap((r) => r.auc));
-      return s.n ? `${f3(s.mean)} ± ${f3(s.sd)}` : '–';
+      const rs = results.filter((r) => r.label === l && r.fraction === f);
+      const s = stat(rs.flatMap((r) => r.auc));
+      const folds = [...new Set(rs.map((r) => r.auc.length))];
+      return s.n ? `${f3(s.mean)} ± ${f3(s.sd)} (${rs.length} × ${folds.join('/')})` : '–';
     });
-    const rs = results.filter((r) => r.label === l && r.fraction === fractions[0]);
-    lines.push(`| ${l} | ${cells.join(' | ')} | ${rs.length} × ${rs[0]?.auc.length ?? 0} |`);
+    lines.push(`| ${l} | ${cells.join(' | ')} |`);
   }
   return lines.join('\n');
 }

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { goals, resultLines, stat, type Row } from '../../bench/experiments/report';
+import {
+  fineTuneTable,
+  goals,
+  resultLines,
+  stat,
+  type FineTuneResult,
+  type Row,
+} from '../../bench/experiments/report';
 
 /** The verdict the experiment tables are judged by: which rows it may rank, and when a goal is unmeasured. */
 
@@ -53,5 +60,42 @@ describe('experiment goals', () => {
     expect(g.metCentralized).toBe(false);
     expect(g.gapToBestLocal).toBeCloseTo(-0.5, 6);
     expect(g.metLocal).toBe(false);
+  });
+});
+
+describe('fine-tune table', () => {
+  const run = (
+    label: string,
+    seed: number,
+    fraction: number,
+    auc: number[],
+    epochs?: number,
+  ): FineTuneResult => ({
+    label,
+    seed,
+    fraction,
+    auc,
+    accuracy: auc,
+    steps: 10,
+    seconds: 1,
+    ...(epochs !== undefined ? { epochs } : {}),
+  });
+
+  it("names each column's journaled epochs and counts seeds × folds per cell", () => {
+    const table = fineTuneTable([
+      run('random init', 1, 1, [0.7, 0.8], 5),
+      run('random init', 2, 1, [0.75, 0.75], 5),
+      run('random init', 2, 0.1, [0.6, 0.6], 30),
+    ]);
+    expect(table).toContain('fine-tune AUC, 10 % labels, 30 epochs');
+    expect(table).toContain('fine-tune AUC, 100 % labels, 5 epochs');
+    expect(table).toContain('| random init | 0.600 ± 0.000 (1 × 2) | 0.750 ± 0.041 (2 × 2) |');
+  });
+
+  it('says so when the runs of a column used different epochs, and omits unknown epochs', () => {
+    const mixed = fineTuneTable([run('a', 1, 1, [0.7], 5), run('a', 2, 1, [0.7], 2)]);
+    expect(mixed).toContain('100 % labels, epochs differ between runs');
+    const old = fineTuneTable([run('a', 1, 1, [0.7])]);
+    expect(old).toContain('| encoder | fine-tune AUC, 100 % labels |');
   });
 });
