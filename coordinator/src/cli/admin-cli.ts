@@ -1,10 +1,16 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
+import { trainingConfigSchema } from '@fedssl/shared/model';
 import { AdminClient } from './admin-client';
 import { CliError, formatCliError, processIo, type CliIo } from './io';
 import { EXPORT_FORMATS, type ExportFormat } from '../models/export/export-model';
-import { STRATEGY_NAMES } from '../strategies/config';
+import {
+  STRATEGY_NAMES,
+  normalizeStrategyConfig,
+  strategyObjectSchema,
+  type StrategyName,
+} from '../strategies/config';
 import { describeCard, pullModel } from './model-pull';
 import { waitForRun } from './run-wait';
 
@@ -47,6 +53,108 @@ function formatKeyRows(
       .join('\n') + '\n'
   );
 }
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Each strategy's options object (the run config's `strategy: { name, … }`), by name. */
+const STRATEGY_SHAPES = new Map<string, Record<string, { description?: string }>>(
+  strategyObjectSchema.options.map((o) => [o.shape.name.value, o.shape]),
+);
+
+/**
+ * The strategy options `runs create` sets by flag and the field each fills. Which strategies
+ * take a field, its default and its help come from the schema (strategies/config.ts), so they
+ * cannot drift from what the server accepts.
+ */
+const STRATEGY_OPTION_FLAGS = [
+  { flag: '--server-learning-rate', arg: '<η>', field: 'serverLearningRate' },
+  { flag: '--server-momentum', arg: '<β>', field: 'serverMomentum' },
+  { flag: '--beta1', arg: '<β1>', field: 'beta1' },
+  { flag: '--beta2', arg: '<β2>', field: 'beta2' },
+  { flag: '--tau', arg: '<τ>', field: 'tau' },
+  { flag: '--trim-fraction', arg: '<β>', field: 'beta' },
+  { flag: '--clip-norm', arg: '<C>', field: 'clipNorm' },
+] as const;
+
+/** @example strategiesTaking('serverLearningRate') // ['fedavgm', 'fedadam'] */
+function strategiesTaking(field: string): StrategyName[] {
+  return STRATEGY_NAMES.filter((n) => field in (STRATEGY_SHAPES.get(n) ?? {}));
+}
+
+/** @example strategyOptionHelp('serverMomentum') // 'server momentum (fedavgm, default 0.9; strategy.serverMomentum)' */
+function strategyOptionHelp(field: string): string {
+  const takers = strategiesTaking(field);
+  const description = STRATEGY_SHAPES.get(takers[0] ?? '')?.[field]?.description ?? field;
+  if (takers.length === STRATEGY_NAMES.length) return `${description} (any strategy; strategy.${field})`;
+  const defaults = takers.map((n) => {
+    const d = (normalizeStrategyConfig(n) as Record<string, unknown>)[field];
+    return d === undefined ? n : `${n}, default ${String(d)}`;
+  });
+  return `${description} (${defaults.join('; ')}; strategy.${field})`;
+}
+
+/**
+ * The run config's `strategy` from the file's (`undefined` without one) and the strategy flags
+ * given: `name` when --strategy counts, `options` the option flags typed. An option the
+ * resulting strategy does not take is refused here, naming both; ranges are the server
+ * schema's to check (its error names the field).
+ * @example mergeStrategy('fedavgm', undefined, [{ flag: '--server-momentum', field: 'serverMomentum', value: 0.5 }], warn)
+ * // { name: 'fedavgm', serverMomentum: 0.5 }
+ */
+function mergeStrategy(
+  file: unknown,
+  name: string | undefined,
+  options: { flag: string; field: string; value: unknown }[],
+  warn: (text: string) => void,
+): unknown {
+  if (name === undefined && options.length === 0) return file;
+  const fromFile = typeof file === 'string' ? { name: file } : isRecord(file) ? file : undefined;
+  const fileName = typeof fromFile?.['name'] === 'string' ? fromFile['name'] : undefined;
+  // The flag's default (fedavg) when neither the file nor the command line names one.
+  const strategyName = name ?? fileName ?? 'fedavg';
+  let strategy: Record<string, unknown> = { name: strategyName };
+  if (fromFile !== undefined && fileName === strategyName) strategy = { ...fromFile };
+  else if (fromFile !== undefined) {
+    // Options chosen for another strategy would be refused there or, worse, mean something else.
+    const dropped = Object.keys(fromFile).filter((k) => k !== 'name');
+    if (dropped.length > 0)
+      warn(
+        `warning: --strategy ${strategyName} replaces the file's strategy ${fileName ?? '(unnamed)'}; its ${dropped.join(', ')} not kept\n`,
+      );
+  }
+  const known = (STRATEGY_NAMES as readonly string[]).includes(strategyName);
+  const refused = options.filter(
+    (x) => known && !strategiesTaking(x.field).includes(strategyName as StrategyName),
+  );
+  if (refused.length > 0)
+    throw new CliError(
+      'RUN_CONFIG_INVALID',
+      refused
+        .map(
+          (x) =>
+            `${x.flag} does not apply to strategy ${strategyName} (only to ${strategiesTaking(x.field).join(', ')})`,
+        )
+        .join('; '),
+    );
+  for (const x of options) strategy[x.field] = x.value;
+  return Object.keys(strategy).length === 1 ? strategyName : strategy;
+}
+
+/** A `--config` file: one JSON object (the run config the API takes). */
+function readRunConfigFile(path: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new CliError('RUN_CONFIG_INVALID', `cannot read ${path}: ${(e as Error).message}`);
+  }
+  if (!isRecord(parsed))
+    throw new CliError('RUN_CONFIG_INVALID', `${path} does not hold a JSON object (a run config)`);
+  return parsed;
+}
+
+const UPDATE_ENCODINGS = trainingConfigSchema.shape.updateEncoding.unwrap().options;
 
 /** Builds the `fedssl-admin` program; every action resolves to an exit code via `setExit`. */
 function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Command {
@@ -219,8 +327,11 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     });
 
   const runs = program.command('runs').description('training runs');
-  runs
+  const create = runs
     .command('create')
+    .description(
+      'create a run from flags, or from a run config file (--config) that flags given with it override',
+    )
     .option('--name <name>', 'run name')
     .option('--rounds <n>', 'number of rounds', int('--rounds', 1))
     .option('--min-sites <n>', 'minimum sites per round', int('--min-sites', 1))
@@ -240,14 +351,16 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
     .option('--lambda <l>', 'metadata loss weight λ', num('--lambda'))
     .option('--seed <n>', 'seed of the initial weights', int('--seed', 0), 0)
     .addOption(
-      new Option(
-        '--strategy <name>',
-        'aggregation strategy (options at their defaults; use --config for more)',
-      )
+      new Option('--strategy <name>', 'aggregation strategy; its options below, unset ones at their defaults')
         .choices(STRATEGY_NAMES)
         .default('fedavg'),
-    )
-    .option('--clip-norm <C>', 'clip each update to L2 norm C before aggregating', num('--clip-norm'))
+    );
+  const strategyFlags = STRATEGY_OPTION_FLAGS.map((s) => {
+    const option = new Option(`${s.flag} ${s.arg}`, strategyOptionHelp(s.field)).argParser(num(s.flag));
+    create.addOption(option);
+    return { ...s, key: option.attributeName() };
+  });
+  create
     .addOption(
       new Option('--local-update <mode>', 'how sites start a round from the global model').choices([
         'replace',
@@ -261,20 +374,43 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
         "sites' Adam state at each round: reset (fresh, the default) or keep (continue from the site's previous round; docs/models.md)",
       ).choices(['reset', 'keep']),
     )
+    .addOption(
+      new Option(
+        '--update-encoding <type>',
+        `${trainingConfigSchema.shape.updateEncoding.description ?? 'element type of the uploaded delta'}; default float32`,
+      ).choices(UPDATE_ENCODINGS),
+    )
     .option(
       '--no-reuse-accepted-updates',
       'a retried round attempt asks every site to train again (default: updates accepted earlier are carried)',
     )
-    .option('--config <file>', 'full run config as JSON (instead of the flags)')
-    .action(async (o: Record<string, unknown>) => {
-      let body: unknown;
-      if (typeof o['config'] === 'string') {
-        try {
-          body = JSON.parse(readFileSync(o['config'], 'utf8'));
-        } catch (e) {
-          throw new CliError('RUN_CONFIG_INVALID', `cannot read ${o['config']}: ${(e as Error).message}`);
-        }
-      } else {
+    .option(
+      '--config <file>',
+      'run config as JSON; flags typed with it override its fields (their defaults do not)',
+    )
+    .addHelpText(
+      'after',
+      `
+A strategy option given for a strategy that does not take it is refused; its
+range is checked by the coordinator, whose error names the field.
+
+With --config FILE, the flags typed on the command line override the file's
+fields one by one, strategy options included (flag defaults never do); a
+--strategy other than the file's starts from that strategy's defaults and drops
+the file's strategy options, with a warning.
+
+Example (FedAvgM with server momentum 0.5, docs/models.md):
+  fedssl-admin runs create --name bus-bra --rounds 20 --min-sites 3 \\
+    --strategy fedavgm --server-momentum 0.5
+`,
+    )
+    .action(async (o: Record<string, unknown>, cmd: Command) => {
+      const file = typeof o['config'] === 'string' ? readRunConfigFile(o['config']) : undefined;
+      // Without a file every flag counts, defaults included; with one only the flags typed, so
+      // flag defaults (--deadline 600, --arch tiny, …) never replace the file's values.
+      const given = (key: string) =>
+        o[key] !== undefined && (file === undefined || cmd.getOptionValueSource(key) === 'cli');
+      if (file === undefined) {
         for (const k of ['name', 'rounds', 'minSites'] as const) {
           if (o[k] === undefined)
             throw new CliError(
@@ -282,26 +418,49 @@ function buildProgram(deps: AdminCliDeps, setExit: (code: number) => void): Comm
               `--${k === 'minSites' ? 'min-sites' : k} is required (or pass --config FILE.json)`,
             );
         }
-        const training: Record<string, unknown> = {};
-        if (o['batchSize'] !== undefined) training['batchSize'] = o['batchSize'];
-        if (o['maxSteps'] !== undefined) training['maxStepsPerRound'] = o['maxSteps'];
-        if (o['lambda'] !== undefined) training['metadataWeight'] = o['lambda'];
-        if (o['localUpdate'] !== undefined) training['localUpdate'] = o['localUpdate'];
-        if (o['fedemaScaler'] !== undefined) training['fedemaScaler'] = o['fedemaScaler'];
-        if (o['siteOptimizerState'] !== undefined) training['siteOptimizerState'] = o['siteOptimizerState'];
-        body = {
-          name: o['name'],
-          rounds: o['rounds'],
-          minSites: o['minSites'],
-          roundDeadlineSeconds: o['deadline'],
-          strategy:
-            o['clipNorm'] === undefined ? o['strategy'] : { name: o['strategy'], clipNorm: o['clipNorm'] },
-          model: { arch: o['arch'], inputSize: o['size'], norm: o['norm'] },
-          training,
-          seed: o['seed'],
-          ...(o['reuseAcceptedUpdates'] === false ? { reuseAcceptedUpdates: false } : {}),
-        };
       }
+      const pick = (pairs: [field: string, key: string][]) =>
+        Object.fromEntries(pairs.filter(([, key]) => given(key)).map(([field, key]) => [field, o[key]]));
+      const body: Record<string, unknown> = file ?? {};
+      const overlay = (section: 'model' | 'training', pairs: [field: string, key: string][]) => {
+        const fields = pick(pairs);
+        if (file === undefined || Object.keys(fields).length > 0)
+          body[section] = { ...(isRecord(body[section]) ? body[section] : {}), ...fields };
+      };
+      Object.assign(
+        body,
+        pick([
+          ['name', 'name'],
+          ['rounds', 'rounds'],
+          ['minSites', 'minSites'],
+          ['roundDeadlineSeconds', 'deadline'],
+          ['seed', 'seed'],
+        ]),
+      );
+      const strategy = mergeStrategy(
+        body['strategy'],
+        given('strategy') ? String(o['strategy']) : undefined,
+        strategyFlags
+          .filter((s) => given(s.key))
+          .map((s) => ({ flag: s.flag, field: s.field, value: o[s.key] })),
+        io.stderr,
+      );
+      if (strategy !== undefined) body['strategy'] = strategy;
+      overlay('model', [
+        ['arch', 'arch'],
+        ['inputSize', 'size'],
+        ['norm', 'norm'],
+      ]);
+      overlay('training', [
+        ['batchSize', 'batchSize'],
+        ['maxStepsPerRound', 'maxSteps'],
+        ['metadataWeight', 'lambda'],
+        ['localUpdate', 'localUpdate'],
+        ['fedemaScaler', 'fedemaScaler'],
+        ['siteOptimizerState', 'siteOptimizerState'],
+        ['updateEncoding', 'updateEncoding'],
+      ]);
+      if (o['reuseAcceptedUpdates'] === false) body['reuseAcceptedUpdates'] = false;
       const r = await client().post<{ id: string; name: string; state: string }>('/runs', body);
       print(r, () => `created run ${r.id} (${r.name}) ${r.state}\n`);
     });
