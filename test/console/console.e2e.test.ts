@@ -23,7 +23,8 @@ import {
  * The web console in headless Chromium against a live coordinator and two real site agents:
  * sign in, create an enrollment token that an agent then redeems, see the sites come online,
  * create a run with Advanced options (server defaults shown, only set fields sent, the stored
- * config read back) and one through the plain form (each first with an error the API words),
+ * config read back; blur, DP and secure aggregation, out-of-range values refused in the API's
+ * words before sending) and one through the plain form (each first with an error the API words),
  * start it, watch the loss chart grow as rounds are published (pausing and resuming in between),
  * download a model and check it against its manifest, a TF.js graph of another input size, read
  * the verified audit log, see pruned versions marked with their downloads disabled, cancel a run.
@@ -257,6 +258,117 @@ describe('web console in headless Chromium, end to end', () => {
     expect(await page.locator('.card p.note').first().textContent()).toContain(
       'strategy fedavgm (serverLearningRate 1, serverMomentum 0.8)',
     );
+  });
+
+  it('creates a run with blur on, DP and secure aggregation from Advanced; refuses out-of-range values as the API does', async () => {
+    await page.goto(`${coordinator.url}/console/#/runs`);
+    const form = page.locator('#run-form');
+    const field = (name: string) => form.locator(`[name="${name}"]`);
+    const firstOption = (name: string) => form.locator(`select[name="${name}"] option`).first().textContent();
+    const blur = 'training.augmentation.gaussianBlur';
+    await expect.poll(() => firstOption(`${blur}.enabled`)).toBe('server default: off');
+    await form.locator('#run-advanced summary').click();
+    // Defaults from the OpenAPI document, and help that says why blur is off.
+    expect(await firstOption('training.augmentation.randomResizedCrop.enabled')).toBe('server default: on');
+    expect(await field('training.augmentation.multiCrop.localViews').getAttribute('placeholder')).toBe(
+      'server default: 2',
+    );
+    expect(await field(`${blur}.sigmaMax`).getAttribute('placeholder')).toBe('server default: 2');
+    expect(await field('privacy.dp.clipNorm').getAttribute('placeholder')).toBe('server default: no DP');
+    expect(await firstOption('privacy.secureAggregation')).toBe('server default: off');
+    expect(await form.locator('#opt-gaussianBlur .help').textContent()).toContain('hurt on ultrasound');
+
+    const posts: string[] = [];
+    const onRequest = (r: { method(): string; url(): string }) => {
+      if (r.method() === 'POST' && r.url().endsWith('/api/v1/runs')) posts.push(r.url());
+    };
+    page.on('request', onRequest);
+    await field('name').fill('console-privacy');
+    await field(`${blur}.enabled`).selectOption('true');
+    await field(`${blur}.probability`).fill('1.5');
+    await field('training.augmentation.multiCrop.localViews').fill('2.5');
+    await field('privacy.dp.clipNorm').fill('1');
+    await form.getByRole('button', { name: 'Create run' }).click();
+    const refused =
+      'training.augmentation.multiCrop.localViews: Invalid input: expected int, received number; ' +
+      'training.augmentation.gaussianBlur.probability: Too big: expected number to be <=1; ' +
+      'privacy.dp.noiseMultiplier: Invalid input: expected number, received undefined; ' +
+      'privacy.dp.delta: Invalid input: expected number, received undefined';
+    await expect.poll(() => page.locator('#runs-status .error').textContent()).toBe(refused);
+    // Refused in the browser, in the words the API uses for the same body.
+    expect(posts).toEqual([]);
+    expect(await field(`${blur}.probability`).getAttribute('aria-invalid')).toBe('true');
+    const sameBody = {
+      name: 'x',
+      rounds: 1,
+      minSites: 2,
+      roundDeadlineSeconds: 60,
+      strategy: 'fedavg',
+      seed: 1,
+      model: { arch: 'tiny', inputSize: 32 },
+      training: {
+        augmentation: { gaussianBlur: { enabled: true, probability: 1.5 }, multiCrop: { localViews: 2.5 } },
+      },
+      privacy: { dp: { clipNorm: 1 } },
+    };
+    await expect(coordinator.api.request('POST', '/runs', sameBody)).rejects.toThrow(
+      `"message":"${refused}"`,
+    );
+
+    // A rule only the server knows (secure aggregation is FedAvg only) comes back verbatim.
+    await field(`${blur}.probability`).fill('0.3');
+    await field('training.augmentation.multiCrop.localViews').fill('');
+    await field('privacy.dp.noiseMultiplier').fill('1.2');
+    await field('privacy.dp.delta').fill('1e-5');
+    await field('privacy.secureAggregation').selectOption('true');
+    await field('strategy').selectOption('fedavgm');
+    await form.getByRole('button', { name: 'Create run' }).click();
+    await expect
+      .poll(() => page.locator('#runs-status .error').textContent())
+      .toBe(
+        'strategy: secure aggregation supports fedavg without server clipping only (the coordinator sees just the sum, and fedavgm needs each update); clip on the sites with privacy.dp instead',
+      );
+    expect(posts).toHaveLength(1);
+    page.off('request', onRequest);
+
+    await field('strategy').selectOption('fedavg');
+    await shot('04b-runs-augmentation-privacy');
+    const [request] = await Promise.all([
+      page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/api/v1/runs')),
+      form.getByRole('button', { name: 'Create run' }).click(),
+    ]);
+    // Only what was set is sent: the other augmentations and blur's sigmaMax keep the server's defaults.
+    const sent = request.postDataJSON() as { training: Record<string, unknown>; privacy: unknown };
+    expect(sent.training['augmentation']).toEqual({ gaussianBlur: { enabled: true, probability: 0.3 } });
+    expect(sent.privacy).toEqual({
+      dp: { clipNorm: 1, noiseMultiplier: 1.2, delta: 1e-5 },
+      secureAggregation: true,
+    });
+
+    await page.waitForURL(/#\/runs\/run-/);
+    const id = decodeURIComponent(page.url().split('#/runs/')[1]!);
+    const { config: stored } = await coordinator.api.request<{
+      config: {
+        training: { augmentation: Record<string, Record<string, unknown>> };
+        privacy: unknown;
+      };
+    }>('GET', `/runs/${id}`);
+    expect(stored.training.augmentation['gaussianBlur']).toEqual({
+      enabled: true,
+      probability: 0.3,
+      sigmaMax: 2,
+    });
+    expect(stored.training.augmentation['colorJitter']).toMatchObject({ enabled: false });
+    expect(stored.training.augmentation['multiCrop']).toMatchObject({ localViews: 2 });
+    expect(stored.privacy).toEqual({
+      dp: { clipNorm: 1, noiseMultiplier: 1.2, delta: 1e-5 },
+      secureAggregation: true,
+    });
+    await expect
+      .poll(() => page.locator('#run-options-summary').textContent())
+      .toBe(
+        'crop on (0.3–1) · flip on · multi-crop 2 local views · blur on · jitter off · grayscale off · mixup off · DP C 1 σ 1.2 δ 0.00001 · secure aggregation on',
+      );
   });
 
   it('shows the API message for an invalid run, then creates and starts one from the form', async () => {

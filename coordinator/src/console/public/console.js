@@ -575,8 +575,7 @@
           if (!body) return null;
           const variants = (body.properties.strategy.anyOf || []).flatMap((s) => s.oneOf || []);
           return {
-            model: body.properties.model.properties,
-            training: body.properties.training.properties,
+            root: body.properties,
             strategies: Object.fromEntries(variants.map((v) => [v.properties.name.const, v.properties])),
           };
         })
@@ -591,7 +590,13 @@
   }
 
   /** What an absent field means where the schema has no default to show. */
-  const ABSENT_MEANS = { 'training.siteOptimizerState': 'reset', 'strategy.clipNorm': 'no clipping' };
+  const ABSENT_MEANS = {
+    'training.siteOptimizerState': 'reset',
+    'strategy.clipNorm': 'no clipping',
+    'privacy.dp.clipNorm': 'no DP',
+    'privacy.dp.noiseMultiplier': 'no DP',
+    'privacy.dp.delta': 'no DP',
+  };
 
   /** Advanced run options; `strategies`: the strategies an option belongs to. */
   const ADVANCED = [
@@ -615,16 +620,177 @@
     { name: 'strategy.clipNorm', label: 'Clip update norm', strategies: STRATEGIES },
   ];
 
-  /** `{ default, description }` of an Advanced field in `schema`, for the strategy chosen. */
-  function fieldSchema(schema, name, strategy) {
-    const [group, key] = name.split('.');
-    const props = !schema ? null : group === 'strategy' ? schema.strategies[strategy] : schema[group];
-    return (props && props[key]) || {};
+  /**
+   * Augmentation options (`training.augmentation.<group>.<key>`), one box per augmentation with
+   * what it does; the help is the console's, as the shared schema carries no descriptions here.
+   */
+  const AUGMENTATION = [
+    {
+      group: 'randomResizedCrop',
+      label: 'Random resized crop',
+      help: 'Each global view is a random crop covering a fraction (scale) of the image area, resized to the input size.',
+      fields: [
+        { key: 'enabled', label: 'Enabled', boolean: true },
+        { key: 'scaleMin', label: 'Scale min' },
+        { key: 'scaleMax', label: 'Scale max' },
+      ],
+    },
+    {
+      group: 'horizontalFlip',
+      label: 'Horizontal flip',
+      help: 'Mirrors a view left to right with this probability.',
+      fields: [
+        { key: 'enabled', label: 'Enabled', boolean: true },
+        { key: 'probability', label: 'Probability' },
+      ],
+    },
+    {
+      group: 'multiCrop',
+      label: 'Multi-crop',
+      help: 'Extra small local views for the online network; each costs another forward pass (0 views turns it off). Size is a fraction of the input size.',
+      fields: [
+        { key: 'localViews', label: 'Local views' },
+        { key: 'sizeFraction', label: 'Size fraction' },
+        { key: 'scaleMin', label: 'Scale min' },
+        { key: 'scaleMax', label: 'Scale max' },
+      ],
+    },
+    {
+      group: 'gaussianBlur',
+      label: 'Gaussian blur',
+      help: 'Blurs a view with σ drawn up to σ max. Off by default: the study found blur and jitter hurt on ultrasound (at 32 px with the tiny network they did not; docs/results.md).',
+      fields: [
+        { key: 'enabled', label: 'Enabled', boolean: true },
+        { key: 'probability', label: 'Probability' },
+        { key: 'sigmaMax', label: 'σ max (px)' },
+      ],
+    },
+    {
+      group: 'colorJitter',
+      label: 'Colour jitter',
+      help: 'Scales brightness and contrast of a view by up to ± these fractions. Off by default, like blur: harmful on ultrasound in the study.',
+      fields: [
+        { key: 'enabled', label: 'Enabled', boolean: true },
+        { key: 'probability', label: 'Probability' },
+        { key: 'brightness', label: 'Brightness ±' },
+        { key: 'contrast', label: 'Contrast ±' },
+      ],
+    },
+    {
+      group: 'grayscale',
+      label: 'Random grayscale',
+      help: 'Turns a 3-channel view gray; changes nothing on the 1-channel images fedssl trains on. Off by default.',
+      fields: [
+        { key: 'enabled', label: 'Enabled', boolean: true },
+        { key: 'probability', label: 'Probability' },
+      ],
+    },
+    {
+      group: 'mixup',
+      label: 'Mixup',
+      help: "Blends each batch's source images with λ ~ Beta(α, α), folded to ≥ 0.5. Off by default.",
+      fields: [
+        { key: 'enabled', label: 'Enabled', boolean: true },
+        { key: 'alpha', label: 'α' },
+      ],
+    },
+  ].map((g) => ({
+    ...g,
+    fields: g.fields.map((f) => ({ ...f, name: `training.augmentation.${g.group}.${f.key}`, check: true })),
+  }));
+
+  /** Privacy options (docs/privacy.md): what each protects against and what it costs. */
+  const PRIVACY = [
+    {
+      group: 'dp',
+      label: 'Differential privacy (site level)',
+      help:
+        'Each site clips its whole update to L2 norm C and adds Gaussian noise σ·C before it leaves, so even a dishonest coordinator ' +
+        'learns little about one site; the coordinator reports ε at δ. Costs accuracy: the noise is ~σ·√d times the clipped signal ' +
+        "(d = model size), so single-digit ε swamps a small consortium's updates. Set all three or none; δ well below 1 / number of sites.",
+      fields: [
+        { name: 'privacy.dp.clipNorm', label: 'Clip norm C' },
+        { name: 'privacy.dp.noiseMultiplier', label: 'Noise multiplier σ' },
+        { name: 'privacy.dp.delta', label: 'δ' },
+      ],
+    },
+    {
+      group: 'secureAggregation',
+      label: 'Secure aggregation',
+      help:
+        "Sites mask their updates pairwise so the coordinator (if honest but curious) learns only the round's sum. FedAvg only, at " +
+        'least 2 sites per round, no server-side clipping; costs key set-up messages each round, larger uploads, and the ' +
+        "coordinator's norm checks on single updates.",
+      fields: [{ name: 'privacy.secureAggregation', label: 'Enabled', boolean: true }],
+    },
+  ].map((g) => ({ ...g, fields: g.fields.map((f) => ({ ...f, check: true })) }));
+
+  /** The JSON Schema node of a dotted body path (`training.augmentation.mixup.alpha`), or null. */
+  function schemaNode(props, path) {
+    let node = null;
+    for (const key of path) {
+      node = props && props[key];
+      if (!node) return null;
+      // An optional object may come as `anyOf: [object, …]`.
+      const obj = node.properties ? node : (node.anyOf || []).find((x) => x.properties);
+      props = obj ? obj.properties : null;
+    }
+    return node;
   }
+
+  /** `{ default, description, minimum, … }` of an Advanced field in `schema`, for the strategy chosen. */
+  function fieldSchema(schema, name, strategy) {
+    if (!schema) return {};
+    const path = name.split('.');
+    return (
+      (path[0] === 'strategy'
+        ? schema.strategies[strategy] && schema.strategies[strategy][path[1]]
+        : schemaNode(schema.root, path)) || {}
+    );
+  }
+  const onOff = (v) => (v === true ? 'on' : v === false ? 'off' : v);
   function defaultText(schema, name, strategy) {
     const def = fieldSchema(schema, name, strategy).default;
-    const shown = def !== undefined ? def : ABSENT_MEANS[name];
+    const shown = def !== undefined ? onOff(def) : ABSENT_MEANS[name];
     return shown === undefined ? 'server default' : `server default: ${shown}`;
+  }
+
+  /**
+   * The schema's range checks on the checked Advanced fields that are set, in the API's own
+   * words (`path: message`, joined by `; `), so a value is refused the same way before and
+   * after it is sent. Returns the problems and marks each offending field.
+   */
+  function rangeProblems(form, schema) {
+    const problems = [];
+    const bad = (el, message) => {
+      el.setAttribute('aria-invalid', 'true');
+      problems.push(`${el.name}: ${message}`);
+    };
+    const fields = [...form.querySelectorAll('input[data-check]')];
+    // `privacy.dp` has no defaults: once one of its fields is set, the schema needs all three.
+    const isDp = (el) => el.name.startsWith('privacy.dp.');
+    const dpSet = fields.some((el) => isDp(el) && el.value !== '');
+    // In form order, which is the schema's, so the list reads as the API's would.
+    for (const el of fields) {
+      el.removeAttribute('aria-invalid');
+      if (el.value === '') {
+        if (dpSet && isDp(el)) bad(el, 'Invalid input: expected number, received undefined');
+        continue;
+      }
+      const v = Number(el.value);
+      const n = fieldSchema(schema, el.name);
+      if (n.type === 'integer' && !Number.isInteger(v))
+        bad(el, 'Invalid input: expected int, received number');
+      else if (n.exclusiveMinimum !== undefined && !(v > n.exclusiveMinimum))
+        bad(el, `Too small: expected number to be >${n.exclusiveMinimum}`);
+      else if (n.minimum !== undefined && !(v >= n.minimum))
+        bad(el, `Too small: expected number to be >=${n.minimum}`);
+      else if (n.exclusiveMaximum !== undefined && !(v < n.exclusiveMaximum))
+        bad(el, `Too big: expected number to be <${n.exclusiveMaximum}`);
+      else if (n.maximum !== undefined && !(v <= n.maximum))
+        bad(el, `Too big: expected number to be <=${n.maximum}`);
+    }
+    return problems;
   }
 
   /**
@@ -632,26 +798,50 @@
    * placeholder say what that default is.
    */
   function advancedField(f, schema, strategy) {
-    const title = fieldSchema(schema, f.name, strategy).description;
-    const input = f.options
+    const title = fieldSchema(schema, f.name, strategy).description || f.help;
+    const input = f.boolean
       ? h(
           'select',
-          { name: f.name, 'data-optional': true },
+          { name: f.name, 'data-optional': true, 'data-boolean': true },
           h('option', { value: '' }, defaultText(schema, f.name, strategy)),
-          f.options.map((o) => h('option', { value: o }, o)),
+          h('option', { value: 'true' }, 'on'),
+          h('option', { value: 'false' }, 'off'),
         )
-      : h('input', {
-          name: f.name,
-          type: 'number',
-          step: 'any',
-          'data-optional': true,
-          placeholder: defaultText(schema, f.name, strategy),
-        });
+      : f.options
+        ? h(
+            'select',
+            { name: f.name, 'data-optional': true },
+            h('option', { value: '' }, defaultText(schema, f.name, strategy)),
+            f.options.map((o) => h('option', { value: o }, o)),
+          )
+        : h('input', {
+            name: f.name,
+            type: 'number',
+            step: 'any',
+            'data-optional': true,
+            'data-check': f.check,
+            placeholder: defaultText(schema, f.name, strategy),
+          });
     return h(
       'label',
       { title, 'data-strategies': f.strategies ? f.strategies.join(' ') : null },
       f.label,
       input,
+    );
+  }
+
+  /** One augmentation or privacy option: its name, what it does, and its fields. */
+  function optionGroup(g, schema) {
+    return h(
+      'fieldset',
+      { class: 'option-group', id: `opt-${g.group}` },
+      h('legend', {}, g.label),
+      h('p', { class: 'note help' }, g.help),
+      h(
+        'div',
+        { class: 'grid' },
+        g.fields.map((f) => advancedField(f, schema)),
+      ),
     );
   }
 
@@ -687,6 +877,11 @@
         onsubmit: async (ev) => {
           ev.preventDefault();
           fill(status);
+          const problems = rangeProblems(form, schema);
+          if (problems.length > 0) {
+            status.append(errorBox(problems.join('; ')));
+            return;
+          }
           try {
             const run = await api('POST', '/runs', runBody(form));
             toast(`run ${run.name} created`);
@@ -745,6 +940,28 @@
         ),
         h('h3', {}, 'Strategy options'),
         strategyOptions,
+        h('h3', {}, 'Augmentation'),
+        h(
+          'p',
+          { class: 'note' },
+          'Applied by every site to its own images; the defaults are the study recipe (crop, flip, multi-crop).',
+        ),
+        h(
+          'div',
+          { class: 'option-groups', id: 'run-augmentation' },
+          AUGMENTATION.map((g) => optionGroup(g, schema)),
+        ),
+        h('h3', {}, 'Privacy'),
+        h(
+          'p',
+          { class: 'note' },
+          'Both protect the one thing that leaves a site, its update; both are off by default (docs/privacy.md).',
+        ),
+        h(
+          'div',
+          { class: 'option-groups', id: 'run-privacy' },
+          PRIVACY.map((g) => optionGroup(g, schema)),
+        ),
       ),
       h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Create run')),
     );
@@ -770,9 +987,12 @@
         if (value === undefined) continue;
       } else if (value === '' && el.dataset.optional !== undefined) {
         continue;
+      } else if (el.dataset.boolean !== undefined) {
+        value = value === 'true';
       }
       let target = path[0] === 'strategy' && path.length > 1 ? { strategy: strategyOptions } : body;
-      for (const p of path.slice(0, -1)) target = target[p];
+      // Nested objects (`privacy`, `training.augmentation.mixup`) exist only once a field in them is set.
+      for (const p of path.slice(0, -1)) target = target[p] || (target[p] = {});
       target[path[path.length - 1]] = value;
     }
     if (Object.keys(strategyOptions).length > 0) body.strategy = { name: body.strategy, ...strategyOptions };
@@ -997,6 +1217,28 @@
     ].join(' · ');
   }
 
+  /** The stored augmentation and privacy settings, and ε spent so far when DP is on. */
+  function optionsSummary(config, privacyStatus) {
+    const a = config.training.augmentation || {};
+    const on = (o, detail) => (!o ? '—' : o.enabled ? `on${detail ? ` (${detail})` : ''}` : 'off');
+    const p = config.privacy || {};
+    const spent =
+      privacyStatus && typeof privacyStatus.epsilon === 'number' && privacyStatus.releases > 0
+        ? `, ε ${privacyStatus.epsilon.toPrecision(3)} after ${privacyStatus.releases} updates`
+        : '';
+    return [
+      `crop ${on(a.randomResizedCrop, a.randomResizedCrop && `${a.randomResizedCrop.scaleMin}–${a.randomResizedCrop.scaleMax}`)}`,
+      `flip ${on(a.horizontalFlip)}`,
+      `multi-crop ${a.multiCrop ? a.multiCrop.localViews : '—'} local views`,
+      `blur ${on(a.gaussianBlur)}`,
+      `jitter ${on(a.colorJitter)}`,
+      `grayscale ${on(a.grayscale)}`,
+      `mixup ${on(a.mixup)}`,
+      p.dp ? `DP C ${p.dp.clipNorm} σ ${p.dp.noiseMultiplier} δ ${p.dp.delta}${spent}` : 'DP off',
+      `secure aggregation ${p.secureAggregation ? 'on' : 'off'}`,
+    ].join(' · ');
+  }
+
   async function runPage(runId) {
     const status = h('div');
     const head = h('div');
@@ -1031,6 +1273,7 @@
             `${run.config.model.arch} · ${run.config.model.inputSize}px · strategy ${strategyLabel(run.config.strategy)} · min ${run.config.minSites} sites · λ ${run.config.training.metadataWeight}`,
           ),
           h('p', { class: 'note', id: 'run-advanced-summary' }, advancedSummary(run.config)),
+          h('p', { class: 'note', id: 'run-options-summary' }, optionsSummary(run.config, run.privacy)),
           h('div', { class: 'actions' }, runActions(run, load, status)),
         ),
       );
