@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -25,10 +25,10 @@ import type { Ack, ModelManifest, SignedTask, Task, UpdateHeader } from '@fedssl
 import { GaussianSampler, globalL2Norm, privatizeDelta, seededBytes } from '@fedssl/shared/privacy';
 import { readLedger } from '../audit/ledger';
 import type { TrainingDataset } from '../data/dataset';
-import type { LocalState } from '../train/local-state';
+import { decodeLocalState, encodeLocalState, type LocalState } from '../train/local-state';
 import type { TrainRoundArgs, TrainRoundResult } from '../train/trainer';
 import type { Clock } from './backoff';
-import type { LocalStateStore } from './local-state-store';
+import { fileLocalStateStore, type LocalStateStore } from './local-state-store';
 import { fileOutbox, type Outbox } from './outbox';
 import { TaskRunner, taskSeed, type TaskOutcome } from './task-runner';
 import type { NotifyEvent, RequestEvent, RequestPayload, RequestResult, Uplink } from './uplink';
@@ -226,20 +226,20 @@ beforeEach(async () => {
   site = generatePartyKeys();
 });
 
-function makeRunner(
+function makeRunner<S extends LocalStateStore = ReturnType<typeof memoryStates>>(
   uplink: Uplink,
   trainCalls: TrainRoundArgs[],
   extra: {
     train?: (a: TrainRoundArgs) => Promise<TrainRoundResult>;
     clock?: Clock;
     outbox?: Outbox;
-    localStates?: ReturnType<typeof memoryStates>;
+    localStates?: S;
     dpSampler?: () => GaussianSampler;
   } = {},
 ) {
   const outcomes: TaskOutcome[] = [];
   const states: string[] = [];
-  const localStates = extra.localStates ?? memoryStates();
+  const localStates = extra.localStates ?? (memoryStates() as LocalStateStore as S);
   const runner = new TaskRunner({
     uplink,
     siteId: 'site-a',
@@ -820,5 +820,113 @@ describe('TaskRunner: outbox (agent killed mid-upload)', () => {
     await stopping;
     expect(stopped.outcomes[0]).toMatchObject({ status: 'cancelled' });
     expect((await outbox.get('task-2'))?.taskId).toBe('task-2');
+  });
+});
+
+describe('TaskRunner: local state of a retried round', () => {
+  const codec = { encode: encodeLocalState, decode: decodeLocalState };
+  const stateDir = async () => {
+    const d = join(home, 'state');
+    await mkdir(d, { recursive: true });
+    return d;
+  };
+  /** Local state whose target weights tell which training produced it. */
+  const stateOf = (mark: number): LocalState => ({
+    target: [{ name: 'encoder.w', shape: [2], data: Float32Array.of(mark, -mark) }],
+    metadataHead: [],
+    metadataClasses: 2,
+  });
+  /** The fake trainer, leaving `stateOf(mark)` as its local state and recording the one it got. */
+  const marking = (mark: number, started: (LocalState | undefined)[]) => async (args: TrainRoundArgs) => {
+    started.push(args.localState);
+    return { ...(await fakeTrain([])(args)), localState: stateOf(mark) };
+  };
+  const targetOf = (s: LocalState | undefined) => (s ? Array.from(s.target[0]!.data) : undefined);
+
+  /** One task, start to accepted update, by a fresh process (runner) on the same state folder. */
+  async function runTask(
+    store: LocalStateStore,
+    task: Task,
+    mark: number,
+    started: (LocalState | undefined)[],
+  ) {
+    const { runner, outcomes } = makeRunner(
+      new StrictFakeUplink(honestCoordinator(coord, site).handlers),
+      [],
+      {
+        train: marking(mark, started),
+        localStates: store,
+      },
+    );
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    await runner.idle();
+    expect(outcomes.map((o) => o.status)).toEqual(['accepted']);
+  }
+  const attempt = (round: number, taskId: string, nonceFill: number) =>
+    makeTask({ round, taskId, nonce: toBase64(new Uint8Array(32).fill(nonceFill)) });
+
+  it('starts every attempt of a round from the state before it, and the next round from the last attempt', async () => {
+    const store = fileLocalStateStore(await stateDir(), codec, logger);
+    const started: (LocalState | undefined)[] = [];
+    await runTask(store, attempt(1, 'task-r1', 1), 1, started);
+    await runTask(store, attempt(2, 'task-r2a', 2), 21, started);
+    // The coordinator failed round 2 (too few updates) and re-issues it: new task, same round.
+    await runTask(store, attempt(2, 'task-r2b', 3), 22, started);
+    await runTask(store, attempt(3, 'task-r3', 4), 3, started);
+    expect(started.map(targetOf)).toEqual([undefined, [1, -1], [1, -1], [22, -22]]);
+  });
+
+  it('resuming a sealed update from the outbox keeps the same pair: the state before the round and the one it produced', async () => {
+    const dir = await stateDir();
+    const started: (LocalState | undefined)[] = [];
+    await runTask(fileLocalStateStore(dir, codec, logger), attempt(1, 'task-r1', 1), 1, started);
+
+    // Process 1 seals round 2's update into the outbox and dies before its local state is saved.
+    const fake = honestCoordinator(coord, site);
+    const outboxDir = join(dir, 'outbox');
+    const disk = fileLocalStateStore(dir, codec, logger);
+    let crashed!: () => void;
+    const atCrash = new Promise<void>((r) => (crashed = r));
+    const dying: LocalStateStore = {
+      load: (runId, round) => disk.load(runId, round),
+      save: () => {
+        crashed();
+        return new Promise<never>(() => {});
+      },
+    };
+    const task = attempt(2, 'task-r2', 2);
+    const dead = makeRunner(new StrictFakeUplink(fake.handlers), [], {
+      train: marking(2, started),
+      outbox: fileOutbox(outboxDir, logger),
+      localStates: dying,
+    });
+    await offer(dead.runner, signTask(task, coord.signing.secretKey));
+    await atCrash;
+
+    // Process 2: the coordinator re-offers the task; the update is resumed, not trained again.
+    const store = fileLocalStateStore(dir, codec, logger);
+    const { runner, outcomes } = makeRunner(
+      new StrictFakeUplink({
+        'update:begin': fake.handlers['update:begin']!,
+        'update:chunk': fake.handlers['update:chunk']!,
+        'update:commit': fake.handlers['update:commit']!,
+      }),
+      [],
+      { train: marking(99, started), outbox: fileOutbox(outboxDir, logger), localStates: store },
+    );
+    expect(await offer(runner, signTask(task, coord.signing.secretKey))).toEqual({ ok: true });
+    await runner.idle();
+    expect(outcomes.map((o) => o.status)).toEqual(['accepted']);
+    expect(started.map(targetOf)).toEqual([undefined, [1, -1]]); // no training in process 2
+
+    expect(targetOf(await store.load('run-1', 2))).toEqual([1, -1]);
+    expect(targetOf(await store.load('run-1', 3))).toEqual([2, -2]);
+    // So a retry of round 2 still starts from round 1's state, round 3 from the resumed update's.
+    await runTask(store, attempt(2, 'task-r2b', 3), 22, started);
+    await runTask(store, attempt(3, 'task-r3', 4), 3, started);
+    expect(started.slice(2).map(targetOf)).toEqual([
+      [1, -1],
+      [22, -22],
+    ]);
   });
 });

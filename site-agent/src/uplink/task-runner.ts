@@ -329,7 +329,7 @@ export class TaskRunner {
         await outbox.remove(task.taskId);
         return undefined;
       }
-      if (entry.localState) await this.opts.localStates.save(task.runId, entry.localState);
+      if (entry.localState) await this.opts.localStates.save(task.runId, entry.localState, entry.round);
       log.info({ chunks: entry.sealed.chunks.length }, 'resuming a sealed update from the outbox');
       return entry;
     } catch (e) {
@@ -376,7 +376,9 @@ export class TaskRunner {
     onTraining();
     o.onState?.('training');
     const dataset = await o.dataset();
-    let localState: LocalState | undefined = await o.localStates.load(task.runId);
+    // The state from before this round, also for a retried attempt of it: what an earlier
+    // attempt produced is one round ahead of every other site and of the global model.
+    let localState: LocalState | undefined = await o.localStates.load(task.runId, task.round);
     if (localState && localState.metadataClasses !== dataset.metadataClasses) {
       log.warn(
         { saved: localState.metadataClasses, now: dataset.metadataClasses },
@@ -488,7 +490,7 @@ export class TaskRunner {
     // Outbox first, then local state: whichever crash comes, a restart either trains again
     // from the old local state (nothing sealed yet) or resumes this update and re-saves it.
     await o.outbox?.put(entry);
-    await o.localStates.save(task.runId, nextLocalState);
+    await o.localStates.save(task.runId, nextLocalState, task.round);
     return entry;
   }
 
