@@ -604,10 +604,10 @@ function sampleChannelOp(
 }
 
 /**
- * x·v, x + v or x − v with v one value per channel: fedssl's SIMD module where it is loaded,
- * else (batch norm's scale/shift, a bias) as a
- * a 1×1 depthwise convolution (XNNPACK; v the filter, or ones as the filter and v the bias):
- * the backend's broadcasting binary kernels take several times longer. Other cases: undefined.
+ * x·v, x + v or x − v with v one value per channel (batch norm's scale/shift, a bias) or per
+ * (sample, channel): fedssl's SIMD channel op where the module is loaded, else a 1×1 depthwise
+ * convolution (XNNPACK; v the filter, or ones as the filter and v the bias). The backend's
+ * broadcasting binary kernels take several times longer. Other cases: undefined.
  */
 function channelOp(
   backend: WasmBackendLike,
