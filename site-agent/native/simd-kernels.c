@@ -1,8 +1,10 @@
 /*
- * Convolution kernels in wasm SIMD128 for training on the WASM backend (NHWC tensors, HWIO filters):
- * the forward convolution (which, on flipped filters, is also the input gradient) and the filter
- * gradient dW. Both are register-tiled GEMMs: 4 rows (pixels or input channels) × 8 output channels
- * in eight accumulators, one broadcast load per row and two vector loads per reduction step.
+ * Kernels in wasm SIMD128 for training on the WASM backend (NHWC tensors, HWIO filters): the
+ * forward convolution (which, on flipped filters, is also the input gradient), the filter gradient
+ * dW, and element-wise ops with one value per channel or per (sample, channel) (norm layers'
+ * scale and shift). The convolutions are register-tiled GEMMs: 4 rows (pixels or input channels)
+ * × 8 output channels in eight accumulators, one broadcast load per row and two vector loads per
+ * reduction step.
  *
  * The module imports tfjs-backend-wasm's own memory and works on tensors where they lie: no copy
  * in or out. So it must never write memory of its own: no static data, no shadow stack (build.sh
