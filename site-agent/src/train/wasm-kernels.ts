@@ -97,15 +97,17 @@ function convInfo(
 
 type SimdKernelName = 'conv' | 'dw' | 'channel';
 const simdModules = new WeakMap<WasmMemory, SimdKernels | undefined>();
+let wantedSimd: string[] | undefined;
 /**
  * The SIMD convolution kernels on this backend's heap, loaded once per heap; undefined where
  * the module is not available (XNNPACK then runs everything). `FEDSSL_SIMD_KERNELS` (default
- * `conv,dw,channel`; `none`) picks which ones run, for A/B benchmarks.
+ * `conv,dw,channel`; `none`), read at the first kernel call, picks which ones run, for A/B benchmarks.
  */
 function simdKernels(backend: WasmBackendLike, which: SimdKernelName): SimdKernels | undefined {
-  const wanted = (process.env.FEDSSL_SIMD_KERNELS ?? 'conv,dw,channel').split(',').map((k) => k.trim());
+  // Read once: this runs on every convolution and channel op of every training step.
+  wantedSimd ??= (process.env.FEDSSL_SIMD_KERNELS ?? 'conv,dw,channel').split(',').map((k) => k.trim());
   const memory = backend.wasm.asm?.memory;
-  if (!wanted.includes(which) || !memory) return undefined;
+  if (!wantedSimd.includes(which) || !memory) return undefined;
   if (!simdModules.has(memory)) simdModules.set(memory, SimdKernels.load(memory));
   return simdModules.get(memory);
 }
